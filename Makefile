@@ -1,0 +1,30 @@
+# The targets a newcomer guesses. `make demo` and `make test` install what
+# they need first (scripts/deps.sh).
+
+GO ?= go
+PKGS ?= ./...
+
+.PHONY: demo test deps bench lint build fuzz
+
+demo: deps
+	$(GO) run ./cmd/telemetry demo
+
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+deps:
+	./scripts/deps.sh
+
+build:
+	$(GO) build -o bin/telemetry ./cmd/telemetry
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/protocol/
+
+lint:
+	gofmt -l . | tee /dev/stderr | (! read)
+	$(GO) vet $(PKGS)

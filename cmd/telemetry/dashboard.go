@@ -1,0 +1,41 @@
+package main
+
+import (
+	"io"
+	"strings"
+
+	"github.com/telemetry-demo/telemetry/dashboard"
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+func runDashboard(args []string, _, stderr io.Writer) error {
+	fs := cli.NewFlagSet("dashboard", "Serve the live dashboard: the page at /, snapshots over /ws and at /api/snapshot,\n/metrics and /healthz. It follows READINGS in its region (which holds every\nregion's readings) and every region's DEADLETTER.", stderr)
+	var cfg dashboard.Config
+	regions := fs.String("regions", strings.Join(stream.DefaultRegions, ","), "the regions, in display order")
+	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "NATS URL of the region the dashboard reads from")
+	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the page and API; use 0.0.0.0:8080 to show it to other machines")
+	fs.StringVar(&cfg.StorageURL, "storage-url", "http://127.0.0.1:8081", "base URL of the storage service's HTTP API; empty: storage is off")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Regions = cli.SplitList(*regions)
+	if cfg.StorageURL == "" {
+		cfg.StorageOffReason = "the dashboard was started without --storage-url"
+	}
+	cfg.Replication = replicationFrom(cfg.NATSURL, cfg.Regions)
+	log, err := cli.Logger(*logLevel)
+	if err != nil {
+		return err
+	}
+	d, err := dashboard.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ctx, stop := cli.SignalContext(log)
+	defer stop()
+	return d.Run(ctx)
+}

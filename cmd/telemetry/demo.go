@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/telemetry-demo/telemetry/dashboard"
+	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+const demoSynopsis = `Run the whole pipeline in one process: an embedded MQTT broker, one embedded
+NATS JetStream server per region joined through a hub, ingest per region,
+storage, the dashboard and a fleet of simulated devices.
+
+ClickHouse: --clickhouse ADDR if given; else a clickhouse-server (or
+clickhouse) found on PATH, started and stopped by the demo with its data under
+--data-dir; else the demo runs without storage and says so.
+
+Ctrl-C stops everything cleanly.`
+
+type demoFlags struct {
+	regions       string
+	mqtt          string
+	natsPorts     string
+	listen        string
+	storageListen string
+	clickhouse    string
+	dataDir       string
+	devices       int
+	rate          float64
+	seed          int64
+	logLevel      string
+}
+
+func runDemo(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("demo", demoSynopsis, stderr)
+	var f demoFlags
+	fs.StringVar(&f.regions, "regions", strings.Join(stream.DefaultRegions, ","), "the regions, in order")
+	fs.StringVar(&f.mqtt, "mqtt", "127.0.0.1:1883", "address of the embedded MQTT broker")
+	fs.StringVar(&f.natsPorts, "nats-ports", "4222,4223,4224", "NATS client port of each region, in the order of --regions")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "dashboard address")
+	fs.StringVar(&f.storageListen, "storage-listen", "127.0.0.1:8081", "storage's HTTP address (status, history, ledger)")
+	fs.StringVar(&f.clickhouse, "clickhouse", "", "address (host:port, native protocol) of a running ClickHouse; empty: start one found on PATH, or run without storage")
+	fs.StringVar(&f.dataDir, "data-dir", "demo-data", "where NATS and a demo-started ClickHouse keep their data")
+	fs.IntVar(&f.devices, "devices", 30, "simulated devices, spread over the regions")
+	fs.Float64Var(&f.rate, "rate", 150, "readings per second across the fleet")
+	fs.Int64Var(&f.seed, "seed", 1, "seed of the simulated sensors")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	log, err := cli.Logger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	regions := cli.SplitList(f.regions)
+	topo := stream.DefaultTopology(regions)
+	if err := topo.Validate(); err != nil {
+		return err
+	}
+	ports, err := parsePorts(f.natsPorts, regions)
+	if err != nil {
+		return err
+	}
+	ctx, stop := cli.SignalContext(log)
+	defer stop()
+	return demo(ctx, f, regions, topo, ports, stdout, log)
+}
+
+func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topology, ports map[string]int, out io.Writer, log *slog.Logger) error {
+	say := func(format string, a ...any) { fmt.Fprintf(out, "demo: "+format+"\n", a...) }
+	g, ctx := errgroup.WithContext(ctx)
+	p, err := startPipeline(ctx, g, pipelineConfig{
+		regions: regions, topo: topo, natsPorts: ports, mqtt: f.mqtt, dataDir: f.dataDir,
+		clickhouse: f.clickhouse, storageListen: f.storageListen,
+	}, say, log)
+	if err != nil {
+		g.Wait()
+		return err
+	}
+	defer p.close()
+
+	dash, err := dashboard.New(dashboard.Config{
+		NATSURL:          p.nats.URL(p.home),
+		Domain:           p.home,
+		Regions:          regions,
+		Listen:           f.listen,
+		StorageURL:       p.storageURL,
+		StorageOffReason: p.storageOff,
+		Gatherer:         p.gatherers,
+		Replication:      replicationFrom(p.nats.URL(p.home), regions),
+	}, log)
+	if err != nil {
+		p.stop()
+		g.Wait()
+		return fmt.Errorf("%w (use --listen to pick another address)", err)
+	}
+	defer dash.Close()
+	g.Go(func() error { return dash.Run(ctx) })
+
+	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
+	if err != nil {
+		p.stop()
+		g.Wait()
+		return err
+	}
+	defer fleet.Close()
+	g.Go(func() error { return fleet.Run(ctx) })
+
+	say("%d devices publishing %.0f readings/s", f.devices, f.rate)
+	say("dashboard          http://%s   (Ctrl-C to stop)", dash.Addr())
+	err = g.Wait()
+	say("stopped")
+	return err
+}
+
+func parsePorts(s string, regions []string) (map[string]int, error) {
+	items := cli.SplitList(s)
+	if len(items) != len(regions) {
+		return nil, fmt.Errorf("--nats-ports has %d ports for %d regions", len(items), len(regions))
+	}
+	out := map[string]int{}
+	for i, it := range items {
+		p, err := strconv.Atoi(it)
+		if err != nil || p < 0 || p > 65535 {
+			return nil, fmt.Errorf("--nats-ports: %q is not a port", it)
+		}
+		out[regions[i]] = p
+	}
+	return out, nil
+}

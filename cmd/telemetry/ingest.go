@@ -1,0 +1,55 @@
+package main
+
+import (
+	"io"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/telemetry-demo/telemetry/ingest"
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+)
+
+func runIngest(args []string, _, stderr io.Writer) error {
+	fs := cli.NewFlagSet("ingest", "Bridge one region's MQTT topics (telemetry/<region>/#) to its JetStream streams:\nvalid readings to READINGS, rejected payloads to DEADLETTER with their reason.", stderr)
+	var cfg ingest.Config
+	fs.StringVar(&cfg.Region, "region", "us-east", "the region this bridge serves")
+	fs.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	fs.StringVar(&cfg.Username, "mqtt-user", "", "MQTT user name")
+	fs.StringVar(&cfg.Password, "mqtt-password", "", "MQTT password")
+	fs.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id of the persistent session (default telemetry-ingest-<region>)")
+	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "the region's NATS server URL")
+	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "messages taken from MQTT and not yet acknowledged by JetStream; when reached, ingest stops reading (backpressure)")
+	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", 5*time.Second, "wait for one JetStream acknowledgement before retrying")
+	fs.DurationVar(&cfg.Limits.MaxAge, "max-age", protocol.DefaultMaxAge, "oldest reading accepted (older ones are dead-lettered as stale)")
+	fs.DurationVar(&cfg.Limits.MaxSkew, "max-skew", protocol.DefaultMaxSkew, "how far in the future a reading's ts may be (further ones are dead-lettered as future)")
+	listen := fs.String("listen", "127.0.0.1:9101", "address of /metrics and /healthz")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	log, err := cli.Logger(*logLevel)
+	if err != nil {
+		return err
+	}
+	ln, err := httpserv.Listen(*listen)
+	if err != nil {
+		return err
+	}
+	in, err := ingest.New(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer in.Close()
+	ctx, stop := cli.SignalContext(log)
+	defer stop()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return in.Run(ctx) })
+	g.Go(func() error {
+		return httpserv.Serve(ctx, ln, httpserv.Mux(httpserv.Registry(in.Metrics()), in.Ready), log)
+	})
+	return g.Wait()
+}

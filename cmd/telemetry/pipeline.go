@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/telemetry-demo/telemetry/ingest"
+	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/chserver"
+	"github.com/telemetry-demo/telemetry/storage"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+// pipelineConfig is the in-process pipeline that demo and bench --demo run:
+// everything but the devices and the dashboard.
+type pipelineConfig struct {
+	regions       []string
+	topo          stream.Topology
+	natsPorts     map[string]int
+	mqtt          string
+	dataDir       string
+	clickhouse    string // address of a running ClickHouse; empty: find one
+	storageListen string
+	requireStore  bool // fail instead of running without storage
+}
+
+// pipeline is a running in-process pipeline. Its long-running parts run in
+// the errgroup given to startPipeline and stop with its context.
+type pipeline struct {
+	home       string // the region storage and the dashboard read from
+	nats       *stream.Embedded
+	broker     *broker.Broker
+	ingests    []*ingest.Ingest
+	gatherers  *gatherers
+	storageURL string // empty when storage is off
+	storageOff string // why storage is off
+	// chAddr receives the ClickHouse address once storage is up.
+	chAddr chan string
+	stop   context.CancelFunc
+}
+
+func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig, say func(string, ...any), log *slog.Logger) (*pipeline, error) {
+	ctx, cancel := context.WithCancel(parent)
+	p := &pipeline{home: cfg.regions[0], gatherers: &gatherers{}, chAddr: make(chan string, 1), stop: cancel}
+	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
+		cancel()
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			cancel()
+			p.close()
+		}
+	}()
+
+	// NATS: the hub and one JetStream domain per region.
+	nats, err := stream.StartEmbedded(stream.EmbeddedConfig{Regions: cfg.regions, ClientPorts: cfg.natsPorts, DataDir: filepath.Join(cfg.dataDir, "nats")}, log)
+	if err != nil {
+		return nil, fmt.Errorf("starting NATS regions: %w (are other servers on the ports? see --nats-ports)", err)
+	}
+	p.nats = nats
+	if err := nats.Apply(ctx, cfg.topo); err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.regions {
+		say("NATS region %-9s %s", r, redactURL(nats.URL(r)))
+	}
+
+	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt}, log)
+	if err != nil {
+		return nil, fmt.Errorf("%w (is Mosquitto or another demo running? use --mqtt to pick another address)", err)
+	}
+	say("MQTT broker        %s", p.broker.URL())
+
+	for _, r := range cfg.regions {
+		in, err := ingest.New(ingest.Config{Region: r, Broker: p.broker.URL(), NATSURL: nats.URL(r)}, log)
+		if err != nil {
+			return nil, err
+		}
+		p.ingests = append(p.ingests, in)
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(in.Metrics())
+		p.gatherers.add(reg)
+		g.Go(func() error { return in.Run(ctx) })
+	}
+
+	// Storage, when there is a ClickHouse. Starting one takes a few seconds,
+	// so it happens beside the rest: readings wait in JetStream meanwhile.
+	chArgv := []string(nil)
+	if cfg.clickhouse == "" {
+		chArgv, err = chserver.Find()
+		if errors.Is(err, chserver.ErrNotFound) {
+			p.storageOff = "no ClickHouse found (install clickhouse-server, or pass --clickhouse host:port)"
+			if cfg.requireStore {
+				return nil, errors.New(p.storageOff)
+			}
+			say("STORAGE IS OFF: %s. Readings still flow through NATS and the dashboard.", p.storageOff)
+			ok = true
+			return p, nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	p.storageURL = "http://" + cfg.storageListen
+	g.Go(func() error {
+		addr := cfg.clickhouse
+		if addr == "" {
+			dir := filepath.Join(cfg.dataDir, "clickhouse")
+			say("starting ClickHouse (%s), data in %s ...", chArgv[0], dir)
+			srv, err := chserver.Start(ctx, chserver.Options{Argv: chArgv, Dir: dir, Logger: log})
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("starting ClickHouse: %w", err)
+			}
+			defer srv.Stop()
+			addr = srv.Addr()
+		}
+		st, err := storage.New(storage.Config{NATSURL: nats.URL(p.home), Domain: p.home, ClickHouseAddr: addr, Listen: cfg.storageListen}, log)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		p.gatherers.add(st.Registry())
+		say("storage            ClickHouse %s, status at %s/api/status", addr, p.storageURL)
+		p.chAddr <- addr
+		return st.Run(ctx)
+	})
+	ok = true
+	return p, nil
+}
+
+// close releases what startPipeline opened, after the group has stopped.
+func (p *pipeline) close() {
+	for _, in := range p.ingests {
+		in.Close()
+	}
+	if p.broker != nil {
+		p.broker.Close()
+	}
+	if p.nats != nil {
+		p.nats.Close()
+	}
+}
+
+// gatherers collects the registries of parts that start at different times,
+// for one /metrics.
+type gatherers struct {
+	mu sync.Mutex
+	gs prometheus.Gatherers
+}
+
+func (g *gatherers) add(r prometheus.Gatherer) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gs = append(g.gs, r)
+}
+
+// Gather implements prometheus.Gatherer.
+func (g *gatherers) Gather() ([]*dto.MetricFamily, error) {
+	g.mu.Lock()
+	gs := slices.Clone(g.gs)
+	g.mu.Unlock()
+	return gs.Gather()
+}
+
+func tempDir() string { return os.TempDir() }

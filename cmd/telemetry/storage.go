@@ -1,0 +1,39 @@
+package main
+
+import (
+	"io"
+
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/storage"
+)
+
+func runStorage(args []string, _, stderr io.Writer) error {
+	fs := cli.NewFlagSet("storage", "Consume READINGS from one region with a durable consumer and write them to\nClickHouse in batches, acknowledging only after the insert succeeded. Applies\nthe schema migrations at start. Serves /api/status, /api/ledger, /metrics and\n/healthz.", stderr)
+	var cfg storage.Config
+	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "NATS URL of the region to consume from")
+	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
+	fs.StringVar(&cfg.Durable, "durable", storage.DefaultDurable, "durable consumer name; instances with the same name share the work")
+	fs.StringVar(&cfg.ClickHouseAddr, "clickhouse", storage.DefaultClickHouseAddr, "ClickHouse native protocol address host:port")
+	fs.StringVar(&cfg.ClickHouseUser, "clickhouse-user", storage.DefaultClickHouseUser, "ClickHouse user")
+	fs.StringVar(&cfg.ClickHousePassword, "clickhouse-password", "", "ClickHouse password")
+	fs.StringVar(&cfg.Database, "database", storage.DefaultDatabase, "ClickHouse database")
+	fs.IntVar(&cfg.BatchSize, "batch-size", storage.DefaultBatchSize, "most readings per insert")
+	fs.DurationVar(&cfg.FlushInterval, "flush-interval", storage.DefaultFlushInterval, "longest wait before inserting a partial batch")
+	fs.StringVar(&cfg.Listen, "listen", storage.DefaultListen, "address of the HTTP API, /metrics and /healthz")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	log, err := cli.Logger(*logLevel)
+	if err != nil {
+		return err
+	}
+	w, err := storage.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	ctx, stop := cli.SignalContext(log)
+	defer stop()
+	return w.Run(ctx)
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+const streamSynopsis = `Apply the JetStream topology to every region (idempotent: run it again to
+change nothing), or with "status" print each region's stream counts and the
+replication lag from every other region.
+
+  telemetry stream [flags]          apply
+  telemetry stream status [flags]   print replication state`
+
+func runStream(args []string, stdout, stderr io.Writer) error {
+	status := false
+	if len(args) > 0 && args[0] == "status" {
+		status, args = true, args[1:]
+	}
+	fs := cli.NewFlagSet("stream", streamSynopsis, stderr)
+	regions := fs.String("regions", strings.Join(stream.DefaultRegions, ","), "the regions, in order")
+	urls := fs.String("nats", "us-east=nats://telemetry:telemetry@127.0.0.1:4222,eu-west=nats://telemetry:telemetry@127.0.0.1:4223,ap-south=nats://telemetry:telemetry@127.0.0.1:4224",
+		"region=URL for each region's NATS server (apply); status needs only one reachable region")
+	asJSON := fs.Bool("json", false, "status: print JSON")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	rs := cli.SplitList(*regions)
+	topo := stream.DefaultTopology(rs)
+	if err := topo.Validate(); err != nil {
+		return err
+	}
+	byRegion, err := parseRegionURLs(*urls)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if status {
+		return streamStatus(ctx, stdout, rs, byRegion, *asJSON)
+	}
+	for _, r := range rs {
+		url, ok := byRegion[r]
+		if !ok {
+			return fmt.Errorf("no NATS URL for region %s: add %s=nats://host:port to --nats", r, r)
+		}
+		if err := stream.ApplyRegion(ctx, url, r, topo); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: streams %s and %s applied\n", r, stream.ReadingsStream, stream.DeadLetterStream)
+	}
+	return nil
+}
+
+func streamStatus(ctx context.Context, stdout io.Writer, regions []string, urls map[string]string, asJSON bool) error {
+	var nc *nats.Conn
+	var errs []string
+	for _, r := range regions {
+		c, err := nats.Connect(urls[r], nats.Timeout(2*time.Second))
+		if err == nil {
+			nc = c
+			break
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", r, err))
+	}
+	if nc == nil {
+		return fmt.Errorf("no region reachable (%s)", strings.Join(errs, "; "))
+	}
+	defer nc.Close()
+	st := stream.Status(ctx, nc, regions)
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return stream.WriteStatus(stdout, st)
+}
+
+// parseRegionURLs reads "region=url,region=url".
+func parseRegionURLs(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, item := range cli.SplitList(s) {
+		r, u, ok := strings.Cut(item, "=")
+		if !ok || r == "" || u == "" {
+			return nil, fmt.Errorf("--nats item %q: want region=nats://host:port", item)
+		}
+		out[r] = u
+	}
+	return out, nil
+}

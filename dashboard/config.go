@@ -1,0 +1,206 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults used for zero fields of Config.
+const (
+	DefaultNATSURL          = "nats://127.0.0.1:4222"
+	DefaultDomain           = "us-east"
+	DefaultListen           = "127.0.0.1:8080"
+	DefaultPushInterval     = time.Second
+	DefaultClientQueue      = 8
+	DefaultWriteTimeout     = 5 * time.Second
+	DefaultPongWait         = 30 * time.Second
+	DefaultWindow           = 5 * time.Second
+	DefaultActiveWindow     = 30 * time.Second
+	DefaultStoragePoll      = 2 * time.Second
+	DefaultStorageOffReason = "no storage URL configured"
+)
+
+// maxPushInterval keeps pushes well inside the page's 10 s watchdog
+// (STALE_MS in web/app.js), after which it reconnects.
+const maxPushInterval = 5 * time.Second
+
+// DefaultRegions are the demo's regions, in display order.
+var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
+
+// Config configures a Dashboard. Zero fields take the defaults above, so a
+// test can set only what it cares about.
+type Config struct {
+	// NATSURL is the client URL of the server of the region the dashboard
+	// is attached to.
+	NATSURL string
+	// Domain is that region's JetStream domain (the region name). Its
+	// READINGS stream holds every region's readings.
+	Domain string
+	// Regions are shown in this order; readings of any other region are
+	// only counted in Snapshot.OtherReadings.
+	Regions []string
+
+	// Listen is the HTTP address of the page, /ws, /api/snapshot, /metrics
+	// and /healthz. Port 0 picks a free port (see Addr).
+	Listen string
+
+	// StorageURL is the base URL of the storage service's HTTP API, for
+	// example http://127.0.0.1:8081. Empty means storage is off, and the
+	// page says so with StorageOffReason.
+	StorageURL       string
+	StorageOffReason string
+	// StoragePoll is how often StorageURL/api/status is asked.
+	StoragePoll time.Duration
+
+	// PushInterval is how often a snapshot is pushed to websocket clients;
+	// at most 5 s.
+	PushInterval time.Duration
+	// ClientQueue is how many snapshots may wait for one websocket client.
+	// Policy when full: drop the client (disconnect it and count it in
+	// telemetry_dashboard_ws_dropped_total{reason="queue_full"}). Snapshots
+	// are complete states, so a browser that reconnects has lost nothing,
+	// and one slow projector never holds up the others.
+	ClientQueue int
+	// WriteTimeout bounds one websocket write; a client that does not take
+	// a snapshot within it is dropped.
+	WriteTimeout time.Duration
+	// PongWait is how long a websocket client may go without answering a
+	// ping before it is dropped. Pings go out at 9/10 of it.
+	PongWait time.Duration
+
+	// Window is the sliding window of readings per second, latency
+	// percentiles and metric aggregates.
+	Window time.Duration
+	// ActiveWindow is how recently a device must have sent a reading to
+	// count as active.
+	ActiveWindow time.Duration
+
+	// Gatherer, if set, is served at /metrics next to the dashboard's own
+	// registry, so the demo can expose every component on one port.
+	Gatherer prometheus.Gatherer
+
+	// Replication, if set, is polled every StoragePoll for the replication
+	// lag between regions, shown per region. The stream package provides it.
+	Replication func(ctx context.Context) ([]ReplicationLag, error)
+}
+
+func (c Config) withDefaults() Config {
+	if c.NATSURL == "" {
+		c.NATSURL = DefaultNATSURL
+	}
+	if c.Domain == "" {
+		c.Domain = DefaultDomain
+	}
+	if len(c.Regions) == 0 {
+		c.Regions = slices.Clone(DefaultRegions)
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.StorageOffReason == "" {
+		c.StorageOffReason = DefaultStorageOffReason
+	}
+	if c.StoragePoll == 0 {
+		c.StoragePoll = DefaultStoragePoll
+	}
+	if c.PushInterval == 0 {
+		c.PushInterval = DefaultPushInterval
+	}
+	if c.ClientQueue == 0 {
+		c.ClientQueue = DefaultClientQueue
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.PongWait == 0 {
+		c.PongWait = DefaultPongWait
+	}
+	if c.Window == 0 {
+		c.Window = DefaultWindow
+	}
+	if c.ActiveWindow == 0 {
+		c.ActiveWindow = DefaultActiveWindow
+	}
+	return c
+}
+
+// Validate checks the configuration, with defaults applied, without any I/O.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if _, err := url.Parse(c.NATSURL); err != nil {
+		errs = append(errs, fmt.Errorf("NATS URL: %w", err))
+	}
+	seen := map[string]bool{}
+	for _, r := range c.Regions {
+		if !validRegion(r) {
+			errs = append(errs, fmt.Errorf("region %q: want lower-case letters, digits and dashes", r))
+		}
+		if seen[r] {
+			errs = append(errs, fmt.Errorf("region %q listed twice", r))
+		}
+		seen[r] = true
+	}
+	if !seen[c.Domain] {
+		errs = append(errs, fmt.Errorf("domain %q is not one of the regions %v: the dashboard attaches to one region's server", c.Domain, c.Regions))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	}
+	if c.StorageURL != "" {
+		u, err := url.Parse(c.StorageURL)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("storage URL: %w", err))
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			errs = append(errs, fmt.Errorf("storage URL %q: want http://host:port", c.StorageURL))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"push interval", c.PushInterval},
+		{"write timeout", c.WriteTimeout},
+		{"pong wait", c.PongWait},
+		{"window", c.Window},
+		{"active window", c.ActiveWindow},
+		{"storage poll", c.StoragePoll},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
+		}
+	}
+	if c.Window > 0 && c.Window < time.Second {
+		errs = append(errs, fmt.Errorf("window %v: must be at least 1s (rates are counted per second)", c.Window))
+	}
+	if c.PushInterval > maxPushInterval {
+		errs = append(errs, fmt.Errorf("push interval %v: at most %v, or the page takes the silence for a lost connection", c.PushInterval, maxPushInterval))
+	}
+	if c.ClientQueue < 1 {
+		errs = append(errs, fmt.Errorf("client queue %d: must be at least 1", c.ClientQueue))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("dashboard config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func validRegion(r string) bool {
+	if r == "" || len(r) > 63 {
+		return false
+	}
+	for i, c := range r {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,405 @@
+package dashboard
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+//go:embed web
+var webFiles embed.FS
+
+// ErrRunning is returned by Run when the dashboard is already running or
+// has been closed.
+var ErrRunning = errors.New("dashboard: already running or closed")
+
+// Dashboard serves the live view of the pipeline. Build it with New, start
+// it with Run, stop it by cancelling Run's context or with Close.
+type Dashboard struct {
+	cfg  Config
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	agg  *aggregator
+	hub  *hub
+	ln   net.Listener
+	srv  *http.Server
+	mux  *http.ServeMux
+	m    metrics
+	done chan struct{} // closed when Run returns
+
+	readingsErr atomic.Pointer[string] // nil while the READINGS consumer is fine
+
+	mu          sync.Mutex
+	nc          *nats.Conn
+	storage     StorageState
+	replication []ReplicationLag
+	latest      []byte // the last pushed snapshot, for new websocket clients
+	seq         uint64
+	started     bool
+	closed      bool
+	cancel      context.CancelFunc
+}
+
+type metrics struct {
+	readings    map[string]prometheus.Counter  // by region
+	latency     map[string]prometheus.Observer // by region
+	other       prometheus.Counter
+	undecodable prometheus.Counter
+	deadLetters *prometheus.CounterVec
+	pushed      prometheus.Counter
+	storageUp   prometheus.Gauge
+}
+
+// New checks cfg, binds the listen address (so a busy port fails here, and
+// Addr is known before Run) and prepares the dashboard. It does not connect
+// to NATS; Run does. A nil logger discards logs.
+func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "dashboard")
+	reg := prometheus.NewRegistry()
+	d := &Dashboard{
+		cfg:  cfg,
+		log:  logger,
+		reg:  reg,
+		agg:  newAggregator(cfg.Regions, cfg.Window, cfg.ActiveWindow, time.Now()),
+		hub:  newHub(cfg, logger, reg),
+		done: make(chan struct{}),
+	}
+	d.setReadingsErr("starting")
+	d.storage = StorageState{State: StorageUnknown}
+	if cfg.StorageURL == "" {
+		d.storage = StorageState{State: StorageOff, Reason: cfg.StorageOffReason}
+	}
+	d.registerMetrics()
+
+	d.mux = http.NewServeMux()
+	d.mux.HandleFunc("GET /api/snapshot", d.serveSnapshot)
+	d.mux.HandleFunc("GET /ws", d.serveWS)
+	d.mux.HandleFunc("GET /healthz", d.serveHealth)
+	var gatherers prometheus.Gatherers = []prometheus.Gatherer{reg}
+	if cfg.Gatherer != nil {
+		gatherers = append(gatherers, cfg.Gatherer)
+	}
+	d.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{}))
+	web, err := fs.Sub(webFiles, "web")
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: embedded page: %w", err)
+	}
+	files := http.FileServerFS(web)
+	d.mux.Handle("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The page changes with the binary; never let a browser keep an
+		// old one across a restart.
+		w.Header().Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	}))
+	d.srv = &http.Server{
+		Handler:           d.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: listening on %s: %w", cfg.Listen, err)
+	}
+	d.ln = ln
+	return d, nil
+}
+
+func (d *Dashboard) registerMetrics() {
+	d.m = metrics{
+		readings: map[string]prometheus.Counter{},
+		latency:  map[string]prometheus.Observer{},
+		other: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_dashboard_other_readings_total",
+			Help: "Readings of regions the dashboard is not configured to show.",
+		}),
+		undecodable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_dashboard_undecodable_total",
+			Help: "READINGS messages whose subject or payload did not parse.",
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telemetry_dashboard_deadletters_total",
+			Help: "Dead letters read from each region's DEADLETTER stream, by reason.",
+		}, []string{"region", "reason"}),
+		pushed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_dashboard_snapshots_pushed_total",
+			Help: "Snapshots built and pushed to websocket clients.",
+		}),
+		storageUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "telemetry_dashboard_storage_up",
+			Help: "1 when the storage service answered its last status poll, 0 otherwise or when storage is off.",
+		}),
+	}
+	readings := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "telemetry_dashboard_readings_total",
+		Help: "Readings seen on READINGS, by the region they come from.",
+	}, []string{"region"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "telemetry_dashboard_end_to_end_latency_seconds",
+		Help:    "Arrival at the dashboard minus the ts the device stamped, by region.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	}, []string{"region"})
+	for _, r := range d.cfg.Regions {
+		d.m.readings[r] = readings.WithLabelValues(r)
+		d.m.latency[r] = latency.WithLabelValues(r)
+	}
+	natsUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "telemetry_dashboard_nats_connected",
+		Help: "1 while the dashboard is connected to its region's NATS server.",
+	}, func() float64 {
+		if nc := d.conn(); nc != nil && nc.IsConnected() {
+			return 1
+		}
+		return 0
+	})
+	d.reg.MustRegister(readings, latency, natsUp, d.m.other, d.m.undecodable,
+		d.m.deadLetters, d.m.pushed, d.m.storageUp)
+}
+
+// Addr is the address the HTTP server listens on.
+func (d *Dashboard) Addr() string { return d.ln.Addr().String() }
+
+// Handler serves the page, /ws, /api/snapshot, /metrics and /healthz, for
+// mounting elsewhere; Run serves it on Config.Listen.
+func (d *Dashboard) Handler() http.Handler { return d.mux }
+
+// Registry holds the dashboard's own metrics.
+func (d *Dashboard) Registry() *prometheus.Registry { return d.reg }
+
+// Run connects to NATS, consumes, polls and serves until ctx is cancelled
+// or Close is called, then disconnects the websocket clients, stops the
+// consumers and returns. It returns an error only if serving failed.
+func (d *Dashboard) Run(ctx context.Context) error {
+	d.mu.Lock()
+	if d.started || d.closed {
+		d.mu.Unlock()
+		return ErrRunning
+	}
+	d.started = true
+	ctx, d.cancel = context.WithCancel(ctx)
+	d.mu.Unlock()
+	defer close(d.done)
+
+	nc, err := d.connect()
+	if err != nil {
+		d.cancel()
+		d.ln.Close()
+		return err
+	}
+	defer nc.Close()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := d.srv.Serve(d.ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("dashboard: serving http on %s: %w", d.Addr(), err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.srv.Shutdown(sctx) // hijacked websocket connections are the hub's
+		d.hub.close()
+		return nil
+	})
+	g.Go(func() error { d.push(ctx); return nil })
+	g.Go(func() error { d.consumeReadings(ctx, nc); return nil })
+	for _, region := range d.cfg.Regions {
+		g.Go(func() error { d.consumeDeadLetters(ctx, nc, region); return nil })
+	}
+	if d.cfg.StorageURL != "" {
+		g.Go(func() error { d.pollStorage(ctx); return nil })
+	}
+	if d.cfg.Replication != nil {
+		g.Go(func() error { d.pollReplication(ctx); return nil })
+	}
+	d.log.Info("dashboard serving", "addr", "http://"+d.Addr(), "nats", d.cfg.NATSURL, "domain", d.cfg.Domain)
+	return g.Wait()
+}
+
+// Close stops a running dashboard and waits for Run to return, or releases
+// the listener of one that never ran. It is safe to call more than once.
+func (d *Dashboard) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	started, cancel := d.started, d.cancel
+	d.mu.Unlock()
+	if !started {
+		return d.ln.Close()
+	}
+	if cancel != nil {
+		cancel()
+	}
+	<-d.done
+	return nil
+}
+
+// connect dials NATS without waiting for it: the page is useful (it says
+// "NATS disconnected") while the server is still starting or gone.
+func (d *Dashboard) connect() (*nats.Conn, error) {
+	nc, err := nats.Connect(d.cfg.NATSURL,
+		nats.Name("telemetry-dashboard"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			d.log.Warn("NATS disconnected", "url", d.cfg.NATSURL, "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			d.log.Info("NATS reconnected", "url", nc.ConnectedUrl())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			d.log.Debug("NATS async error", "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: connecting to NATS at %s: %w", d.cfg.NATSURL, err)
+	}
+	d.mu.Lock()
+	d.nc = nc
+	d.mu.Unlock()
+	return nc, nil
+}
+
+func (d *Dashboard) conn() *nats.Conn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.nc
+}
+
+// push builds a snapshot every PushInterval and hands it to the hub.
+func (d *Dashboard) push(ctx context.Context) {
+	t := time.NewTicker(d.cfg.PushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			d.mu.Lock()
+			d.seq++
+			seq := d.seq
+			d.mu.Unlock()
+			b, err := json.Marshal(d.snapshot(now, seq))
+			if err != nil {
+				d.log.Error("encoding snapshot", "err", err)
+				continue
+			}
+			d.mu.Lock()
+			d.latest = b
+			d.mu.Unlock()
+			d.hub.broadcast(b)
+			d.m.pushed.Inc()
+		}
+	}
+}
+
+// snapshot assembles the state as of now.
+func (d *Dashboard) snapshot(now time.Time, seq uint64) Snapshot {
+	s := Snapshot{Seq: seq, Time: now.UTC(), Domain: d.cfg.Domain, Replication: []ReplicationLag{}}
+	d.agg.snapshot(now, &s)
+	s.Clients = d.hub.count()
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s.Storage = d.storage
+	s.Replication = append(s.Replication, d.replication...)
+	s.NATS = NATSState{Status: "NOT STARTED", Readings: "not started"}
+	if d.nc != nil {
+		s.NATS.Connected = d.nc.IsConnected()
+		s.NATS.Status = d.nc.Status().String()
+		s.NATS.Server = d.nc.ConnectedUrlRedacted()
+		if err := d.nc.LastError(); err != nil {
+			s.NATS.Error = err.Error()
+		}
+		s.NATS.Readings = "ok"
+		if e := d.readingsErr.Load(); e != nil {
+			s.NATS.Readings = *e
+		}
+	}
+	return s
+}
+
+// Snapshot returns the current state, as /api/snapshot serves it.
+func (d *Dashboard) Snapshot() Snapshot {
+	d.mu.Lock()
+	seq := d.seq
+	d.mu.Unlock()
+	return d.snapshot(time.Now(), seq)
+}
+
+func (d *Dashboard) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
+	b, err := json.Marshal(d.Snapshot())
+	if err != nil {
+		http.Error(w, "encoding snapshot: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(b)
+}
+
+var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10}
+
+func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {
+	conn, err := upgrader.Upgrade(w, r, nil) // answers the client itself on error
+	if err != nil {
+		d.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	d.mu.Lock()
+	first := d.latest
+	d.mu.Unlock()
+	if !d.hub.add(conn, first) {
+		conn.Close()
+	}
+}
+
+// serveHealth answers 200 while the NATS connection is up: without it the
+// dashboard shows nothing live.
+func (d *Dashboard) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	nc := d.conn()
+	switch {
+	case nc == nil:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "nats: not connected yet to %s\n", d.cfg.NATSURL)
+	case !nc.IsConnected():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "nats: %s, not connected to %s", nc.Status(), d.cfg.NATSURL)
+		if err := nc.LastError(); err != nil {
+			fmt.Fprintf(w, ": %v", err)
+		}
+		fmt.Fprintln(w)
+	default:
+		fmt.Fprintln(w, "ok")
+	}
+}

@@ -1,0 +1,104 @@
+package dashboard
+
+import "time"
+
+// Snapshot is everything the page shows, as served at /api/snapshot and
+// pushed on /ws. Counts are since the dashboard started, except dead
+// letters, which are counted from the start of each region's DEADLETTER.
+type Snapshot struct {
+	// Seq increases by one per push, so a client can tell snapshots apart.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Domain is the region whose READINGS the dashboard reads.
+	Domain string `json:"domain"`
+	// WindowSeconds is the sliding window of rates, latencies and metrics.
+	WindowSeconds float64          `json:"window_seconds"`
+	NATS          NATSState        `json:"nats"`
+	Regions       []RegionSnapshot `json:"regions"`
+	Replication   []ReplicationLag `json:"replication"`
+	Storage       StorageState     `json:"storage"`
+	OtherReadings uint64           `json:"other_readings"` // readings of regions not in Config.Regions
+	Undecodable   uint64           `json:"undecodable"`    // READINGS messages that did not parse
+	Clients       int              `json:"clients"`        // websocket clients connected
+}
+
+// NATSState is the dashboard's own connection to its region.
+type NATSState struct {
+	Connected bool   `json:"connected"`
+	Status    string `json:"status"`           // nats.Conn status, e.g. CONNECTED, RECONNECTING
+	Readings  string `json:"readings"`         // state of the READINGS consumer: "ok" or what is wrong
+	Error     string `json:"error,omitempty"`  // last connection error
+	Server    string `json:"server,omitempty"` // URL of the server connected to
+}
+
+// RegionSnapshot is one region's card.
+type RegionSnapshot struct {
+	Region string `json:"region"`
+	// Rate is readings per second over the window.
+	Rate float64 `json:"rate"`
+	// Total is readings seen since the dashboard started.
+	Total         uint64  `json:"total"`
+	ActiveDevices int     `json:"active_devices"`
+	Latency       Latency `json:"latency_ms"`
+	// Rejected counts dead letters by reason.
+	Rejected      map[string]uint64 `json:"rejected"`
+	RejectedTotal uint64            `json:"rejected_total"`
+	// DeadLetters is "ok" when the region's DEADLETTER is reachable,
+	// otherwise what is wrong ("connecting", "unreachable: ...").
+	DeadLetters string        `json:"deadletters"`
+	Metrics     []MetricStats `json:"metrics"`
+}
+
+// Latency is end to end, from the ts a device stamped to arrival at the
+// dashboard, in milliseconds, over the window. Samples is 0 when there were
+// no readings in the window; the percentiles are then 0 and meaningless.
+type Latency struct {
+	P50     float64 `json:"p50"`
+	P99     float64 `json:"p99"`
+	Samples int     `json:"samples"`
+}
+
+// MetricStats aggregates one metric of one region over the window.
+type MetricStats struct {
+	Name  string  `json:"name"`
+	Count uint64  `json:"count"`
+	Avg   float64 `json:"avg"`
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+}
+
+// ReplicationLag is how far region To's copy of region From's readings is
+// behind. It is provided by Config.Replication.
+type ReplicationLag struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Messages is how many of From's readings To has not copied yet.
+	Messages uint64 `json:"messages"`
+	// Seconds is how long since To last heard from From's stream.
+	Seconds float64 `json:"seconds"`
+	// Connected is false while the link between the two is down.
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Storage states besides the ones the storage service reports itself.
+const (
+	StorageOff     = "off"     // no StorageURL: the demo runs without ClickHouse
+	StorageOffline = "offline" // StorageURL does not answer
+	StorageUnknown = "unknown" // not asked yet
+)
+
+// StorageState is the storage writer's state from its /api/status.
+type StorageState struct {
+	// State is StorageOff, StorageOffline, StorageUnknown or what the
+	// storage service says ("ok", "retrying", ...).
+	State string `json:"state"`
+	// Reason says why storage is off or offline.
+	Reason          string    `json:"reason,omitempty"`
+	RowsStored      uint64    `json:"rows_stored"`
+	ReadingsStored  uint64    `json:"readings_stored"`
+	LastInsert      string    `json:"last_insert,omitempty"`
+	ConsumerPending uint64    `json:"consumer_pending"`
+	Error           string    `json:"error,omitempty"`
+	CheckedAt       time.Time `json:"checked_at,omitzero"`
+}

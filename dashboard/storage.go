@@ -1,0 +1,118 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// storageStatus is the JSON of the storage service's GET /api/status.
+type storageStatus struct {
+	State           string `json:"state"`
+	RowsStored      uint64 `json:"rows_stored"`
+	ReadingsStored  uint64 `json:"readings_stored"`
+	LastInsert      string `json:"last_insert"`
+	ConsumerPending uint64 `json:"consumer_pending"`
+	Error           string `json:"error"`
+}
+
+// pollStorage asks the storage service for its status every StoragePoll
+// until ctx is done.
+func (d *Dashboard) pollStorage(ctx context.Context) {
+	client := &http.Client{Timeout: min(d.cfg.StoragePoll, 2*time.Second)}
+	url := strings.TrimRight(d.cfg.StorageURL, "/") + "/api/status"
+	t := time.NewTicker(d.cfg.StoragePoll)
+	defer t.Stop()
+	var lastState string
+	for {
+		st := fetchStorage(ctx, client, url)
+		if ctx.Err() != nil {
+			return
+		}
+		st.CheckedAt = time.Now().UTC()
+		d.mu.Lock()
+		d.storage = st
+		d.mu.Unlock()
+		if st.State == StorageOffline {
+			d.m.storageUp.Set(0)
+		} else {
+			d.m.storageUp.Set(1)
+		}
+		if st.State != lastState {
+			d.log.Info("storage state", "state", st.State, "reason", st.Reason, "error", st.Error)
+			lastState = st.State
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// fetchStorage gets one status. Anything but a JSON status, whatever the
+// HTTP code, means the service is offline as far as the page is concerned.
+func fetchStorage(ctx context.Context, client *http.Client, url string) StorageState {
+	offline := func(format string, args ...any) StorageState {
+		return StorageState{State: StorageOffline, Reason: fmt.Sprintf(format, args...)}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return offline("bad storage URL: %v", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return offline("storage at %s does not answer: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var st storageStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st); err != nil {
+		return offline("storage at %s answered %s without a status: %v", url, resp.Status, err)
+	}
+	if st.State == "" {
+		st.State = StorageUnknown
+	}
+	return StorageState{
+		State:           st.State,
+		RowsStored:      st.RowsStored,
+		ReadingsStored:  st.ReadingsStored,
+		LastInsert:      st.LastInsert,
+		ConsumerPending: st.ConsumerPending,
+		Error:           st.Error,
+	}
+}
+
+// pollReplication asks Config.Replication for the lag between regions every
+// StoragePoll until ctx is done. On error the last known lags stay, marked
+// with the error.
+func (d *Dashboard) pollReplication(ctx context.Context) {
+	t := time.NewTicker(d.cfg.StoragePoll)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		lags, err := d.cfg.Replication(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		d.mu.Lock()
+		if err != nil {
+			d.log.Debug("replication lag", "err", err)
+			for i := range d.replication {
+				d.replication[i].Error = err.Error()
+			}
+		} else {
+			d.replication = append(d.replication[:0], lags...)
+		}
+		d.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,233 @@
+package devices
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+)
+
+// Defaults used for zero fields of Config.
+const (
+	DefaultBroker             = "tcp://127.0.0.1:1883"
+	DefaultDevices            = 30
+	DefaultRate               = 100
+	DefaultQoS                = 1
+	DefaultClientPrefix       = "telemetry-sim-"
+	DefaultMaxInflight        = 16
+	DefaultMaxBacklog         = 64
+	DefaultTick               = 10 * time.Millisecond
+	DefaultConnectTimeout     = 5 * time.Second
+	DefaultConnectAttempts    = 5
+	DefaultConnectConcurrency = 32
+	DefaultDrainTimeout       = 5 * time.Second
+	DefaultKeepAlive          = 30 * time.Second
+)
+
+// DefaultRegions are the demo's regions.
+var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
+
+// MaxDevices bounds Config.Devices; device ids stay well within the
+// protocol's 63 characters far beyond it.
+const MaxDevices = 1_000_000
+
+// Config configures a Fleet. Zero fields take the defaults above, so a test
+// can set only what it cares about.
+type Config struct {
+	// Broker is the MQTT broker's URL (tcp://, ssl://, ws://, wss://, mqtt://
+	// or mqtts://).
+	Broker string
+	// Regions the devices are spread over, round-robin.
+	Regions []string
+	// Types are the device types the devices are spread over, round-robin
+	// within each region; default every type in Types().
+	Types []string
+	// Devices is how many devices to simulate.
+	Devices int
+	// Rate is the total readings per second across the fleet.
+	Rate float64
+	// Duration is how long to publish; 0 publishes until the context is
+	// cancelled. With a Duration the fleet publishes exactly
+	// floor(Rate*Duration) readings unless some are skipped.
+	Duration time.Duration
+	// QoS of the publishes: 1 (the default, what the product promises) or
+	// 2. QoS 0 is not offered: the simulator counts acknowledgements, and
+	// QoS 0 has none.
+	QoS byte
+	// Seed makes the sensor models deterministic.
+	Seed int64
+	// ClientPrefix is put before the device id to make its MQTT client id,
+	// so that two simulators can share a broker.
+	ClientPrefix string
+	// MaxInflight is how many publishes of one device may await their
+	// PUBACK; at the limit the device waits (see MaxBacklog).
+	MaxInflight int
+	// MaxBacklog is how many due readings a waiting device may owe; due
+	// readings beyond it are skipped (never generated, so no sequence
+	// number is lost) and counted in Stats.Skipped.
+	MaxBacklog int
+	// Boot of every device; 0 means the current unix time in seconds.
+	Boot uint64
+
+	// Tick is how often the scheduler hands out due readings.
+	Tick time.Duration
+	// ConnectTimeout bounds one connection attempt of a device.
+	ConnectTimeout time.Duration
+	// ConnectAttempts bounds how often a device tries to connect, with
+	// exponential backoff in between, before Run gives up.
+	ConnectAttempts int
+	// ConnectConcurrency bounds how many devices connect at once, so that
+	// thousands of devices do not storm the broker.
+	ConnectConcurrency int
+	// DrainTimeout bounds how long devices wait, when stopping, for the
+	// PUBACKs of what they published (and, at the end of Duration, to
+	// publish what they still owe).
+	DrainTimeout time.Duration
+	// KeepAlive is the MQTT keep-alive of each client.
+	KeepAlive time.Duration
+}
+
+// withDefaults returns c with zero fields set to the defaults.
+func (c Config) withDefaults() Config {
+	if c.Broker == "" {
+		c.Broker = DefaultBroker
+	}
+	if len(c.Regions) == 0 {
+		c.Regions = DefaultRegions
+	}
+	if len(c.Types) == 0 {
+		c.Types = Types()
+	}
+	if c.Devices == 0 {
+		c.Devices = DefaultDevices
+	}
+	if c.Rate == 0 {
+		c.Rate = DefaultRate
+	}
+	if c.QoS == 0 {
+		c.QoS = DefaultQoS
+	}
+	if c.ClientPrefix == "" {
+		c.ClientPrefix = DefaultClientPrefix
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxBacklog == 0 {
+		c.MaxBacklog = DefaultMaxBacklog
+	}
+	if c.Tick == 0 {
+		c.Tick = DefaultTick
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.ConnectAttempts == 0 {
+		c.ConnectAttempts = DefaultConnectAttempts
+	}
+	if c.ConnectConcurrency == 0 {
+		c.ConnectConcurrency = DefaultConnectConcurrency
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	return c
+}
+
+// Validate checks the configuration, zero fields taken as their defaults,
+// without touching the network.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("devices: "+format, args...))
+	}
+	if err := validateBroker(c.Broker); err != nil {
+		bad("%w", err)
+	}
+	for _, r := range c.Regions {
+		if !protocol.ValidName(r) {
+			bad("region %q: want 1 to 63 lower-case letters, digits and dashes, not starting with a dash", r)
+		}
+	}
+	if dup := firstDuplicate(c.Regions); dup != "" {
+		bad("region %q listed twice", dup)
+	}
+	for _, t := range c.Types {
+		if !slices.Contains(Types(), t) {
+			bad("device type %q: want one of %v", t, Types())
+		}
+	}
+	if dup := firstDuplicate(c.Types); dup != "" {
+		bad("device type %q listed twice", dup)
+	}
+	if c.Devices < 0 || c.Devices > MaxDevices {
+		bad("devices %d: want 1 to %d", c.Devices, MaxDevices)
+	}
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		bad("rate %v: want a positive number of readings per second", c.Rate)
+	}
+	if c.Duration < 0 {
+		bad("duration %v: want 0 (until stopped) or more", c.Duration)
+	}
+	if c.QoS != 1 && c.QoS != 2 {
+		bad("qos %d: want 1 or 2", c.QoS)
+	}
+	// MQTT packet ids are 16 bits per client.
+	if c.MaxInflight < 0 || c.MaxInflight > math.MaxUint16 {
+		bad("max inflight %d: want 1 to %d", c.MaxInflight, math.MaxUint16)
+	}
+	if c.MaxBacklog < 0 {
+		bad("max backlog %d: want 1 or more", c.MaxBacklog)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"tick", c.Tick}, {"connect timeout", c.ConnectTimeout}, {"drain timeout", c.DrainTimeout}, {"keep-alive", c.KeepAlive}} {
+		if d.v < 0 {
+			bad("%s %v: want a positive duration", d.name, d.v)
+		}
+	}
+	if c.KeepAlive > 0 && c.KeepAlive < time.Second {
+		bad("keep-alive %v: want 1s or more (MQTT counts it in seconds)", c.KeepAlive)
+	}
+	if c.ConnectAttempts < 0 {
+		bad("connect attempts %d: want 1 or more", c.ConnectAttempts)
+	}
+	if c.ConnectConcurrency < 0 {
+		bad("connect concurrency %d: want 1 or more", c.ConnectConcurrency)
+	}
+	return errors.Join(errs...)
+}
+
+func validateBroker(broker string) error {
+	u, err := url.Parse(broker)
+	if err != nil {
+		return fmt.Errorf("broker %q: %w", broker, err)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+	default:
+		return fmt.Errorf("broker %q: want a URL like %s", broker, DefaultBroker)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("broker %q: no host; want a URL like %s", broker, DefaultBroker)
+	}
+	return nil
+}
+
+func firstDuplicate(xs []string) string {
+	for i, x := range xs {
+		if slices.Contains(xs[:i], x) {
+			return x
+		}
+	}
+	return ""
+}

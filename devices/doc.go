@@ -1,0 +1,35 @@
+// Package devices simulates a fleet of IoT devices: the start of the
+// pipeline, and its load generator.
+//
+// Flow: each simulated device is its own MQTT client (own client id, clean
+// session) and publishes wire protocol v1 readings with QoS 1 to
+// telemetry/<region>/<device-type>/<device-id> on the broker; ingest (one per
+// region) takes them from there to JetStream. `telemetry demo` runs a small
+// fleet to have something moving, `telemetry devices` runs one on its own, and
+// `telemetry bench` drives thousands of devices and uses Sent to work out what
+// should have reached storage.
+//
+// Every device has a sensor model (thermostat, vibration, tracker) whose
+// values are believable and, for a given Seed and the same measuring times,
+// deterministic. Readings of a device carry one boot (Config.Boot) and a
+// sequence number from 1 with no gaps, so that a consumer can tell a lost
+// reading from a duplicate.
+//
+// One scheduler holds the fleet's total rate: on every tick it works out how
+// many readings are due since the start and hands them out round-robin over
+// the devices as a per-device count. A device publishes what it owes as long
+// as fewer than MaxInflight of its publishes are unacknowledged (policy
+// "wait, then skip": at the limit it waits for a PUBACK; what falls due
+// meanwhile is owed, up to MaxBacklog readings, and due readings beyond that
+// are skipped before being generated, so sequence numbers stay gapless and
+// the skip is counted). A device costs one goroutine besides its MQTT client,
+// no timer, and buffers only for its unacknowledged publishes.
+//
+// Delivery is at least once from the device: a reading stays with its
+// device until the broker acknowledges it. When a connection drops, the
+// device reconnects (with backoff) as soon as it has something to publish
+// and publishes its unacknowledged readings again, so the broker may see a
+// reading twice, and downstream deduplicates on (device, boot, seq). Sent
+// reports, per device, the readings published and how many of them, from
+// seq 1 on, were acknowledged.
+package devices

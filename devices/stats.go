@@ -1,0 +1,220 @@
+package devices
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// counters are the fleet-wide counts, updated by the devices.
+type counters struct {
+	sent    atomic.Uint64 // readings published (each once, however often resent)
+	acked   atomic.Uint64 // readings acknowledged (PUBACK)
+	errors  atomic.Uint64 // publish attempts that failed
+	resent  atomic.Uint64 // publish attempts of readings published before
+	skipped atomic.Uint64 // due readings never generated (backlog full)
+	// connectionsLost counts connections that dropped mid-run (the device
+	// reconnects when it next has something to publish).
+	connectionsLost atomic.Uint64
+	latency         latencies
+}
+
+// Stats is a snapshot of the fleet's counters.
+type Stats struct {
+	Devices    int
+	Connected  int
+	TargetRate float64       // readings per second asked for
+	Elapsed    time.Duration // since publishing began
+	Sent       uint64        // readings published, each counted once
+	Acked      uint64        // readings acknowledged by the broker (PUBACK)
+	InFlight   uint64        // readings sent and not yet acknowledged
+	Skipped    uint64        // due readings skipped because a device's backlog was full
+	// Errors counts publish attempts that failed, mostly because the
+	// connection dropped; the device publishes such a reading again once
+	// reconnected (Resent), so an error is not a loss.
+	Errors, Resent uint64
+	// ConnectionsLost counts dropped connections; the devices reconnect by
+	// themselves and resend what was unacknowledged.
+	ConnectionsLost uint64
+	// Publish-to-PUBACK latency since the start.
+	AckP50, AckP99, AckMax time.Duration
+}
+
+// DeviceSent is what one device published: readings (Device, Boot, seq) for
+// seq from FirstSeq to LastSeq, none when LastSeq is 0. Readings FirstSeq to
+// Acked were acknowledged by the broker; Acked+1 to LastSeq were not (yet)
+// when the snapshot was taken: they may or may not have arrived.
+type DeviceSent struct {
+	Device, Region, Type string
+	Topic                string
+	Boot                 uint64
+	FirstSeq, LastSeq    uint64
+	Acked                uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (f *Fleet) Stats() Stats {
+	s := Stats{
+		Devices:         len(f.devices),
+		Connected:       f.connected(),
+		TargetRate:      f.cfg.Rate,
+		ConnectionsLost: f.stats.connectionsLost.Load(),
+	}
+	// Read acks before sent: an acknowledged reading is already counted in
+	// sent, so in flight never goes negative.
+	s.Acked = f.stats.acked.Load()
+	s.Sent = f.stats.sent.Load()
+	s.InFlight = s.Sent - s.Acked
+	s.Errors = f.stats.errors.Load()
+	s.Resent = f.stats.resent.Load()
+	s.Skipped = f.stats.skipped.Load()
+	if start := f.started.Load(); start != 0 {
+		end := f.stopped.Load()
+		if end == 0 {
+			end = time.Now().UnixNano()
+		}
+		s.Elapsed = time.Duration(end - start)
+	}
+	s.AckP50, s.AckP99, s.AckMax = f.stats.latency.total()
+	return s
+}
+
+// connected counts the devices whose connection is open. Asking each client
+// costs a read lock per device, cheap enough for a snapshot a second even
+// at 10,000 devices, and cannot drift from the truth as a counter fed by
+// connection callbacks could.
+func (f *Fleet) connected() int {
+	n := 0
+	for _, d := range f.devices {
+		if d.client.IsConnectionOpen() {
+			n++
+		}
+	}
+	return n
+}
+
+// Sent returns, device by device in fleet order, what each device published,
+// so that a load test can work out which readings should have arrived.
+func (f *Fleet) Sent() []DeviceSent {
+	out := make([]DeviceSent, len(f.devices))
+	for i, d := range f.devices {
+		// Acked before the sequence, as in Stats.
+		acked := d.acked.Load()
+		last := d.seq.Load()
+		first := uint64(0)
+		if last > 0 {
+			first = 1
+		}
+		out[i] = DeviceSent{
+			Device: d.id, Region: d.region, Type: d.typ, Topic: d.topic,
+			Boot: d.boot, FirstSeq: first, LastSeq: last,
+			Acked: acked,
+		}
+	}
+	return out
+}
+
+// Progress writes one line to w every interval (a second when 0) until ctx
+// is done or Run has returned, then a last line: rates over the interval,
+// in flight, errors, skipped, and the ack latency of the interval.
+// Interval latencies are taken from the fleet, so run one Progress per
+// Fleet.
+func (f *Fleet) Progress(ctx context.Context, w io.Writer, every time.Duration) {
+	if every <= 0 {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	prev, prevAt := f.Stats(), time.Now()
+	line := func() {
+		now, cur := time.Now(), f.Stats()
+		secs := now.Sub(prevAt).Seconds()
+		p50, p99 := f.stats.latency.interval()
+		fmt.Fprintf(w, "devices %d/%d connected  sent %.0f/s  acked %.0f/s  in flight %d  skipped %d  errors %d  resent %d  connections lost %d  ack p50 %v p99 %v\n",
+			cur.Connected, cur.Devices,
+			float64(cur.Sent-prev.Sent)/secs, float64(cur.Acked-prev.Acked)/secs,
+			cur.InFlight, cur.Skipped, cur.Errors, cur.Resent, cur.ConnectionsLost, roundDuration(p50), roundDuration(p99))
+		prev, prevAt = cur, now
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			line()
+			return
+		case <-f.done:
+			line()
+			return
+		case <-t.C:
+			line()
+		}
+	}
+}
+
+// roundDuration keeps three significant digits or so for display.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	default:
+		return d.Round(time.Microsecond)
+	}
+}
+
+// Histogram bounds: microseconds up to a minute at 2 significant digits,
+// a few kilobytes each.
+const (
+	latencyMin    = 1
+	latencyMax    = int64(time.Minute / time.Microsecond)
+	latencyDigits = 2
+)
+
+// latencies records publish-to-PUBACK latencies since the start and since the
+// last interval() call. A mutex is enough: a record is tens of nanoseconds.
+type latencies struct {
+	mu       sync.Mutex
+	all, cur *hdrhistogram.Histogram
+}
+
+func (l *latencies) record(d time.Duration) {
+	us := min(max(d.Microseconds(), latencyMin), latencyMax)
+	l.mu.Lock()
+	if l.all == nil {
+		l.all = hdrhistogram.New(latencyMin, latencyMax, latencyDigits)
+		l.cur = hdrhistogram.New(latencyMin, latencyMax, latencyDigits)
+	}
+	// In range by the clamp above, so RecordValue cannot fail.
+	_ = l.all.RecordValue(us)
+	_ = l.cur.RecordValue(us)
+	l.mu.Unlock()
+}
+
+// total returns p50, p99 and max since the start.
+func (l *latencies) total() (p50, p99, maxi time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.all == nil {
+		return 0, 0, 0
+	}
+	return usDuration(l.all.ValueAtQuantile(50)), usDuration(l.all.ValueAtQuantile(99)), usDuration(l.all.Max())
+}
+
+// interval returns p50 and p99 since the last call, and starts a new interval.
+func (l *latencies) interval() (p50, p99 time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur == nil {
+		return 0, 0
+	}
+	p50, p99 = usDuration(l.cur.ValueAtQuantile(50)), usDuration(l.cur.ValueAtQuantile(99))
+	l.cur.Reset()
+	return p50, p99
+}
+
+func usDuration(us int64) time.Duration { return time.Duration(us) * time.Microsecond }

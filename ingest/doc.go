@@ -1,0 +1,19 @@
+// Package ingest is the bridge from MQTT to JetStream for one region.
+//
+// Flow: devices publish v1 readings with QoS 1 to the broker on
+// telemetry/<region>/<device-type>/<device-id>. Ingest subscribes to its
+// region's topics with a persistent session and manual acknowledgement,
+// decodes and validates each payload (internal/protocol), and publishes it
+// asynchronously to the region's JetStream: valid readings to READINGS on
+// telemetry.<region>.<device-type>.<device-id> with the reading's identity
+// (device:boot:seq) as Nats-Msg-Id, rejected payloads to DEADLETTER on
+// deadletter.<region>.<reason> with the original bytes and the reason in
+// headers. Only when JetStream has acknowledged a message is the MQTT
+// message acknowledged, in the order received; until then the broker keeps
+// it, and redelivers it if ingest dies. Redeliveries collapse in JetStream
+// through the message id.
+//
+// Backpressure, not buffering: at most MaxInflight messages are between the
+// broker and a JetStream acknowledgement. When the queue is full the MQTT
+// handler blocks, paho stops reading, and the broker holds the rest.
+package ingest

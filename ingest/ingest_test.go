@@ -1,0 +1,189 @@
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/ingest"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+// startIngest runs a bridge for region until the test ends.
+func startIngest(t *testing.T, broker, natsURL, region string) *ingest.Ingest {
+	t.Helper()
+	in, err := ingest.New(ingest.Config{Region: region, Broker: broker, NATSURL: natsURL, MaxInflight: 64}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ingest run: %v", err)
+		}
+		in.Close()
+	})
+	testharness.CheckFor(t, 10*time.Second, 20*time.Millisecond, in.Ready)
+	return in
+}
+
+func publisher(t *testing.T, broker string) mqtt.Client {
+	t.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("test-pub-%d", time.Now().UnixNano())))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connecting publisher: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
+
+func publish(t *testing.T, c mqtt.Client, topic string, payload []byte) {
+	t.Helper()
+	tok := c.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publishing to %s: %v", topic, tok.Error())
+	}
+}
+
+func reading(device string, seq uint64, ts time.Time) []byte {
+	return protocol.AppendEncode(nil, protocol.Reading{
+		Version: 1, Device: device, Boot: 1764100000, Seq: seq, TS: ts.UnixMilli(),
+		Metrics: []protocol.Metric{{Name: "temperature_c", Value: 21.5}, {Name: "humidity_pct", Value: 40}},
+	})
+}
+
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatalf("stream %s: %v", name, err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatalf("stream %s info: %v", name, err)
+	}
+	return info.State.Msgs
+}
+
+func TestValidReadingsReachJetStreamOnceWithTheirIdentity(t *testing.T) {
+	broker := testharness.MosquittoBroker(t).URL()
+	regions := testharness.Regions(t)
+	in := startIngest(t, broker, regions.URL("eu-west"), "eu-west")
+	pub := publisher(t, broker)
+
+	const n = 50
+	now := time.Now()
+	for seq := uint64(1); seq <= n; seq++ {
+		publish(t, pub, "telemetry/eu-west/thermostat/th-00001", reading("th-00001", seq, now))
+	}
+	// The same readings again, as a device retrying after a lost PUBACK would.
+	for seq := uint64(1); seq <= 10; seq++ {
+		publish(t, pub, "telemetry/eu-west/thermostat/th-00001", reading("th-00001", seq, now))
+	}
+
+	nc := testharness.Connect(t, regions.URL("eu-west"))
+	js, err := jetstream.NewWithDomain(nc, "eu-west")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testharness.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := in.Stats().Duplicates; got != 10 {
+			return fmt.Errorf("duplicates counted %v, want 10", got)
+		}
+		return nil
+	})
+	if got := streamMsgs(t, js, stream.ReadingsStream); got != n {
+		t.Fatalf("READINGS holds %d, want %d (duplicates must collapse)", got, n)
+	}
+	s, _ := js.Stream(context.Background(), stream.ReadingsStream)
+	m, err := s.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "telemetry.eu-west.thermostat.th-00001" {
+		t.Errorf("subject %q", m.Subject)
+	}
+	if id := m.Header.Get(jetstream.MsgIDHeader); id != "th-00001:1764100000:1" {
+		t.Errorf("Nats-Msg-Id %q, want th-00001:1764100000:1", id)
+	}
+	if string(m.Data) != string(reading("th-00001", 1, now)) {
+		t.Errorf("body is not the original payload: %s", m.Data)
+	}
+	if got := in.Stats().Accepted; got != n {
+		t.Errorf("accepted counted %v, want %d", got, n)
+	}
+}
+
+func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
+	broker := testharness.MosquittoBroker(t).URL()
+	regions := testharness.Regions(t)
+	startIngest(t, broker, regions.URL("us-east"), "us-east")
+	pub := publisher(t, broker)
+
+	now := time.Now()
+	cases := []struct {
+		reason  protocol.Reason
+		topic   string
+		payload []byte
+	}{
+		{protocol.ReasonTooLarge, "telemetry/us-east/probe/p-1", []byte(`{"v":1,"pad":"` + strings.Repeat("x", protocol.MaxPayloadBytes) + `"}`)},
+		{protocol.ReasonBadTopic, "telemetry/us-east/probe/P_1", reading("p-1", 1, now)},
+		{protocol.ReasonBadJSON, "telemetry/us-east/probe/p-1", []byte(`{"v":1,`)},
+		{protocol.ReasonBadVersion, "telemetry/us-east/probe/p-1", []byte(`{"v":9,"device":"p-1"}`)},
+		{protocol.ReasonTopicMismatch, "telemetry/us-east/probe/p-1", reading("p-2", 1, now)},
+		{protocol.ReasonBadField, "telemetry/us-east/probe/p-1", []byte(`{"v":1,"device":"p-1","boot":-1,"seq":1,"ts":1,"metrics":{"a":1}}`)},
+		{protocol.ReasonBadMetric, "telemetry/us-east/probe/p-1", []byte(fmt.Sprintf(`{"v":1,"device":"p-1","boot":1,"seq":1,"ts":%d,"metrics":{"a":"NaN"}}`, now.UnixMilli()))},
+		{protocol.ReasonStale, "telemetry/us-east/probe/p-1", reading("p-1", 1, now.Add(-48*time.Hour))},
+		{protocol.ReasonFuture, "telemetry/us-east/probe/p-1", reading("p-1", 1, now.Add(time.Hour))},
+	}
+	for _, c := range cases {
+		publish(t, pub, c.topic, c.payload)
+	}
+
+	nc := testharness.Connect(t, regions.URL("us-east"))
+	js, err := jetstream.NewWithDomain(nc, "us-east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testharness.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := streamMsgs(t, js, stream.DeadLetterStream); got != uint64(len(cases)) {
+			return fmt.Errorf("DEADLETTER holds %d, want %d", got, len(cases))
+		}
+		return nil
+	})
+	if got := streamMsgs(t, js, stream.ReadingsStream); got != 0 {
+		t.Errorf("READINGS holds %d hostile payloads", got)
+	}
+	s, _ := js.Stream(context.Background(), stream.DeadLetterStream)
+	for i, c := range cases {
+		t.Run(string(c.reason), func(t *testing.T) {
+			m, err := s.GetMsg(context.Background(), uint64(i+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Header.Get(ingest.HeaderReason); got != string(c.reason) {
+				t.Errorf("reason %q, want %q (detail %q)", got, c.reason, m.Header.Get(ingest.HeaderDetail))
+			}
+			if want := "deadletter.us-east." + string(c.reason); m.Subject != want {
+				t.Errorf("subject %q, want %q", m.Subject, want)
+			}
+			if string(m.Data) != string(c.payload) {
+				t.Errorf("body is not the original bytes")
+			}
+			if m.Header.Get(ingest.HeaderTopic) == "" || m.Header.Get(ingest.HeaderDetail) == "" {
+				t.Errorf("topic or detail header missing: %v", m.Header)
+			}
+		})
+	}
+}

@@ -1,0 +1,129 @@
+package ingest
+
+import (
+	"net/url"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Metrics are ingest's Prometheus collectors, labelled with the region.
+type Metrics struct {
+	received   prometheus.Counter
+	accepted   prometheus.Counter
+	duplicates prometheus.Counter
+	rejected   *prometheus.CounterVec
+	errors     *prometheus.CounterVec
+	inflight   prometheus.Gauge
+	latency    prometheus.Histogram
+}
+
+func newMetrics(region string) *Metrics {
+	labels := prometheus.Labels{"region": region}
+	return &Metrics{
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_received_total", Help: "MQTT messages taken from the broker.", ConstLabels: labels}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_accepted_total", Help: "Valid readings stored in READINGS.", ConstLabels: labels}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_duplicates_total", Help: "Readings JetStream already held (same device, boot, seq).", ConstLabels: labels}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telemetry_ingest_rejected_total", Help: "Payloads dead-lettered, by reason.", ConstLabels: labels}, []string{"reason"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telemetry_ingest_errors_total", Help: "Failed operations (retried), by stage.", ConstLabels: labels}, []string{"stage"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "telemetry_ingest_inflight", Help: "Messages published to JetStream and not yet acknowledged.", ConstLabels: labels}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "telemetry_ingest_publish_seconds", Help: "From MQTT receipt to JetStream acknowledgement.", ConstLabels: labels,
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.received, m.accepted, m.duplicates, m.rejected, m.errors, m.inflight, m.latency}
+}
+
+// safeHeader keeps attacker-controlled text printable and short enough for
+// a NATS header.
+func safeHeader(s string) string {
+	const max = 256
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= max {
+			b.WriteString("...")
+			break
+		}
+		if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+			b.WriteString("?")
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// redact hides a password in a URL for logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
+	}
+	return u.String()
+}
+
+// Stats is a snapshot of ingest's counters.
+type Stats struct {
+	Received, Accepted, Duplicates uint64
+	Rejected                       map[string]uint64
+}
+
+// Stats reads the counters, for the demo's console and for tests.
+func (in *Ingest) Stats() Stats {
+	m := in.metrics
+	st := Stats{
+		Received:   counterValue(m.received),
+		Accepted:   counterValue(m.accepted),
+		Duplicates: counterValue(m.duplicates),
+		Rejected:   map[string]uint64{},
+	}
+	ch := make(chan prometheus.Metric, 64)
+	go func() { m.rejected.Collect(ch); close(ch) }()
+	for pm := range ch {
+		var d dto.Metric
+		if pm.Write(&d) != nil {
+			continue
+		}
+		for _, l := range d.GetLabel() {
+			if l.GetName() == "reason" {
+				st.Rejected[l.GetValue()] = uint64(d.GetCounter().GetValue())
+			}
+		}
+	}
+	return st
+}
+
+func counterValue(c prometheus.Counter) uint64 {
+	var d dto.Metric
+	if c.Write(&d) != nil {
+		return 0
+	}
+	return uint64(d.GetCounter().GetValue())
+}

@@ -1,0 +1,77 @@
+package protocol
+
+import (
+	"fmt"
+	"time"
+)
+
+// Wire protocol v1 bounds. See docs/PROTOCOL.md.
+const (
+	Version1        = 1
+	MaxPayloadBytes = 4096
+	MaxMetrics      = 32
+	DefaultMaxAge   = 24 * time.Hour
+	DefaultMaxSkew  = 5 * time.Minute
+)
+
+// Reason is the code a rejected payload is dead-lettered under.
+type Reason string
+
+// Reason codes, stable: they appear in subjects deadletter.<region>.<reason>.
+const (
+	ReasonTooLarge      Reason = "too_large"
+	ReasonBadTopic      Reason = "bad_topic"
+	ReasonBadJSON       Reason = "bad_json"
+	ReasonBadVersion    Reason = "bad_version"
+	ReasonTopicMismatch Reason = "topic_mismatch"
+	ReasonBadField      Reason = "bad_field"
+	ReasonBadMetric     Reason = "bad_metric"
+	ReasonStale         Reason = "stale"
+	ReasonFuture        Reason = "future"
+)
+
+// Reasons lists every reason code.
+var Reasons = []Reason{ReasonTooLarge, ReasonBadTopic, ReasonBadJSON, ReasonBadVersion,
+	ReasonTopicMismatch, ReasonBadField, ReasonBadMetric, ReasonStale, ReasonFuture}
+
+// Rejection is the error for a payload or topic that breaks the protocol.
+// Detail names the field and what was wrong; it quotes at most a short,
+// escaped prefix of the offending input, so it is safe to log and to put in a
+// message header.
+type Rejection struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *Rejection) Error() string { return fmt.Sprintf("%s: %s", e.Reason, e.Detail) }
+
+func reject(reason Reason, format string, args ...any) *Rejection {
+	return &Rejection{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Topic is a parsed MQTT topic telemetry/<region>/<device-type>/<device-id>.
+type Topic struct {
+	Region, DeviceType, Device string
+}
+
+// Metric is one named measurement of a reading.
+type Metric struct {
+	Name  string
+	Value float64
+}
+
+// Reading is one message of a device: identified by (Device, Boot, Seq).
+type Reading struct {
+	Version int
+	Device  string
+	Boot    uint64
+	Seq     uint64
+	TS      int64 // unix milliseconds
+	Metrics []Metric
+}
+
+// Limits are the time window a reading's ts must fall in, relative to now.
+type Limits struct {
+	MaxAge  time.Duration // how far in the past; DefaultMaxAge when zero or negative
+	MaxSkew time.Duration // how far in the future; DefaultMaxSkew when zero or negative
+}

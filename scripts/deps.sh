@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need and is not a Go module:
+# Mosquitto (tests' MQTT broker) and ClickHouse (storage). On Debian or
+# Ubuntu it uses apt-get (as root, or through sudo); elsewhere it says what to
+# install. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v go >/dev/null || { echo "deps: Go 1.26 or newer is required: https://go.dev/doc/install" >&2; exit 1; }
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
+command -v clickhouse-server >/dev/null || command -v clickhouse >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
+if [ "${WITH_BROWSER:-0}" = 1 ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "deps: mosquitto and clickhouse present"
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null; then
+  echo "deps: missing ${need[*]}; this is not a Debian/Ubuntu machine, so install them with your package manager" >&2
+  echo "      (macOS: brew install mosquitto clickhouse). The demo runs without ClickHouse; the tests need both." >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "deps: run as root or install sudo to apt-get install ${need[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+echo "deps: installing ${need[*]} with apt-get"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The packages start system services we do not use: the tests and the demo
+# start their own servers on free ports.
+for svc in mosquitto clickhouse-server; do
+  $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+done
+echo "deps: done"

@@ -1,0 +1,147 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Defaults used for zero fields of Config.
+const (
+	DefaultNATSURL         = "nats://127.0.0.1:4222"
+	DefaultDomain          = "us-east"
+	DefaultStream          = "READINGS"
+	DefaultDurable         = "storage"
+	DefaultClickHouseAddr  = "127.0.0.1:9000"
+	DefaultClickHouseUser  = "default"
+	DefaultDatabase        = "telemetry"
+	DefaultBatchSize       = 5000
+	DefaultFlushInterval   = time.Second
+	DefaultAckWait         = 30 * time.Second
+	DefaultRetryBackoff    = 100 * time.Millisecond
+	DefaultMaxRetryBackoff = 5 * time.Second
+	DefaultDrainTimeout    = 10 * time.Second
+	DefaultPendingInterval = 2 * time.Second
+	DefaultListen          = "127.0.0.1:8081"
+)
+
+// NoListen as Config.Listen serves no HTTP: the caller mounts Handler
+// wherever it likes.
+const NoListen = "none"
+
+// Config configures a Writer. Zero fields take the defaults above, so a test
+// can set only what it cares about.
+type Config struct {
+	// NATSURL is the client URL of the region's NATS server, credentials
+	// included (nats://user:password@host:port).
+	NATSURL string
+	// Domain is the region's JetStream domain (the region name). Its
+	// READINGS stream holds every region's readings, so one writer stores
+	// them all.
+	Domain string
+	// Stream is the stream consumed, Durable the name of the durable pull
+	// consumer that remembers how far the writer got.
+	Stream  string
+	Durable string
+
+	// ClickHouseAddr is host:port of ClickHouse's native protocol (the HTTP
+	// protocol is not supported: clickhouse-go's fails on 18.16).
+	ClickHouseAddr     string
+	ClickHouseUser     string
+	ClickHousePassword string
+	// Database holds the readings table; migrations create it.
+	Database string
+
+	// BatchSize is the most readings inserted at once; FlushInterval the
+	// longest a reading waits for its batch to fill. The batch is the
+	// writer's only queue: it is fetched only when the previous one is
+	// stored, so the backlog stays in JetStream (policy: block).
+	BatchSize     int
+	FlushInterval time.Duration
+	// AckWait is how long JetStream waits for an acknowledgement before it
+	// delivers a reading again. While an insert is being retried the writer
+	// keeps extending it.
+	AckWait time.Duration
+	// MaxAckPending bounds the readings delivered and not yet acknowledged;
+	// default twice BatchSize.
+	MaxAckPending int
+	// RetryBackoff is the first pause between insert retries; it doubles up
+	// to MaxRetryBackoff. Retries go on until ClickHouse takes the batch or
+	// the writer stops: the readings are safe in JetStream meanwhile and
+	// nothing is acknowledged before it is stored.
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
+	// DrainTimeout bounds how long Run, once its context is cancelled, keeps
+	// trying to store the batch in hand. If it cannot, the batch is handed
+	// back to JetStream (negatively acknowledged) for the next run.
+	DrainTimeout time.Duration
+	// PendingInterval is how often the consumer's backlog is asked for.
+	PendingInterval time.Duration
+
+	// Listen is the HTTP address of /healthz, /metrics, /api/status and
+	// /api/ledger. Port 0 picks a free port (see Addr); NoListen serves
+	// nothing.
+	Listen string
+}
+
+func (c Config) withDefaults() Config {
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	setD := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	set(&c.NATSURL, DefaultNATSURL)
+	set(&c.Domain, DefaultDomain)
+	set(&c.Stream, DefaultStream)
+	set(&c.Durable, DefaultDurable)
+	set(&c.ClickHouseAddr, DefaultClickHouseAddr)
+	set(&c.ClickHouseUser, DefaultClickHouseUser)
+	set(&c.Database, DefaultDatabase)
+	set(&c.Listen, DefaultListen)
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = 2 * c.BatchSize
+	}
+	setD(&c.FlushInterval, DefaultFlushInterval)
+	setD(&c.AckWait, DefaultAckWait)
+	setD(&c.RetryBackoff, DefaultRetryBackoff)
+	setD(&c.MaxRetryBackoff, DefaultMaxRetryBackoff)
+	setD(&c.DrainTimeout, DefaultDrainTimeout)
+	setD(&c.PendingInterval, DefaultPendingInterval)
+	return c
+}
+
+// identifier is what Database may be: it is spliced into SQL.
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// Validate checks the configuration without touching the network.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case !identifier.MatchString(c.Database):
+		return fmt.Errorf("storage: database %q: want letters, digits and underscores", c.Database)
+	case c.BatchSize < 1:
+		return errors.New("storage: batch size must be at least 1")
+	case c.MaxAckPending < c.BatchSize:
+		return fmt.Errorf("storage: max ack pending (%d) must be at least the batch size (%d)", c.MaxAckPending, c.BatchSize)
+	case c.FlushInterval < 10*time.Millisecond:
+		return fmt.Errorf("storage: flush interval %s is too short (at least 10ms)", c.FlushInterval)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("storage: ack wait %s is too short (at least 1s)", c.AckWait)
+	case c.AckWait <= c.FlushInterval:
+		return fmt.Errorf("storage: ack wait (%s) must be longer than the flush interval (%s)", c.AckWait, c.FlushInterval)
+	case c.RetryBackoff < 0 || c.MaxRetryBackoff < c.RetryBackoff:
+		return fmt.Errorf("storage: retry backoff %s to %s: want 0 < first <= max", c.RetryBackoff, c.MaxRetryBackoff)
+	case c.DrainTimeout < 0 || c.PendingInterval < 0:
+		return errors.New("storage: durations must not be negative")
+	}
+	return nil
+}

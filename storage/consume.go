@@ -1,0 +1,231 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// batch is the readings in hand: the messages to acknowledge and their rows.
+type batch struct {
+	msgs    []jetstream.Msg
+	cols    columns
+	fetched time.Time // when the oldest message arrived, for AckWait
+}
+
+func (b *batch) reset() {
+	clear(b.msgs) // drop references to the messages
+	b.msgs = b.msgs[:0]
+	b.cols.reset()
+}
+
+// consume is the writer's loop: set up (migrations, consumer), then fetch a
+// batch, insert it, acknowledge it, again, until ctx ends.
+func (w *Writer) consume(ctx context.Context) error {
+	// Once ctx ends, the batch in hand gets DrainTimeout more to be stored.
+	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(w.cfg.DrainTimeout, cancelDrain)
+		context.AfterFunc(drainCtx, func() { t.Stop() })
+	})
+	defer stop()
+
+	bo := w.backoff()
+	var (
+		cons     jetstream.Consumer
+		migrated bool
+		b        = &batch{msgs: make([]jetstream.Msg, 0, w.cfg.BatchSize)}
+	)
+	for ctx.Err() == nil {
+		if cons == nil {
+			var err error
+			if !migrated {
+				if err = w.migrate(ctx); err == nil {
+					migrated = true
+				}
+			}
+			if err == nil {
+				cons, err = w.consumer(ctx)
+			}
+			if err != nil {
+				w.setState(StateConnecting, err)
+				sleep(ctx, bo.NextBackOff())
+				continue
+			}
+			bo.Reset()
+			w.setState(StateOK, nil)
+		}
+
+		fetchErr := w.fetch(cons, b)
+		if len(b.msgs) > 0 {
+			if err := w.store(drainCtx, b); err != nil {
+				// Only when stopping: hand the batch back for the next run.
+				w.log.Warn("stopping with a batch not stored; handed back to JetStream", "readings", len(b.msgs), "err", err)
+				for _, m := range b.msgs {
+					_ = m.Nak()
+				}
+				return nil
+			}
+			for _, m := range b.msgs {
+				// A lost acknowledgement means a redelivery, which the
+				// table collapses: no need to wait for confirmation.
+				_ = m.Ack()
+			}
+		}
+		b.reset()
+		if fetchErr != nil {
+			w.setState(StateNATSDown, fetchErr)
+			cons = nil // set up again: the consumer or stream may be gone
+			sleep(ctx, bo.NextBackOff())
+			continue
+		}
+		if !w.nc.IsConnected() {
+			w.setState(StateNATSDown, fmt.Errorf("NATS %s: not connected, reconnecting", redact(w.cfg.NATSURL)))
+			sleep(ctx, bo.NextBackOff())
+			continue
+		}
+		bo.Reset()
+		if s := w.Status().State; s != StateOK {
+			w.setState(StateOK, nil)
+		}
+	}
+	return nil
+}
+
+func (w *Writer) backoff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     w.cfg.RetryBackoff,
+		RandomizationFactor: 0.2,
+		Multiplier:          2,
+		MaxInterval:         w.cfg.MaxRetryBackoff,
+	}
+}
+
+func (w *Writer) migrate(ctx context.Context) error {
+	applied, err := Migrate(ctx, w.conn, w.cfg.Database)
+	if err != nil {
+		return fmt.Errorf("ClickHouse at %s: %w", w.cfg.ClickHouseAddr, err)
+	}
+	if len(applied) > 0 {
+		w.log.Info("migrations applied", "database", w.cfg.Database, "versions", applied)
+	}
+	return nil
+}
+
+// consumer creates or updates the durable pull consumer.
+func (w *Writer) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       w.cfg.Durable,
+		Description:   "storage: every reading into ClickHouse",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxAckPending: w.cfg.MaxAckPending,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on stream %s in domain %s: %w", w.cfg.Durable, w.cfg.Stream, w.cfg.Domain, err)
+	}
+	return c, nil
+}
+
+// fetch fills b with up to BatchSize messages, waiting at most
+// FlushInterval. A message that cannot become rows is acknowledged at once
+// and counted: policy "skip poison". It stays in the stream for
+// inspection, and redelivering it would only fail again.
+func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
+	mb, err := cons.Fetch(w.cfg.BatchSize, jetstream.FetchMaxWait(w.cfg.FlushInterval))
+	if err != nil {
+		return fmt.Errorf("fetching from %s: %w", w.cfg.Stream, err)
+	}
+	for m := range mb.Messages() {
+		if len(b.msgs) == 0 {
+			b.fetched = time.Now()
+		}
+		if err := b.cols.add(m.Subject(), m.Data(), m.Headers()); err != nil {
+			w.metrics.decodeErrors.Inc()
+			w.mu.Lock()
+			w.status.DecodeErrors++
+			w.mu.Unlock()
+			attrs := []any{"subject", m.Subject(), "err", err}
+			if md, err := m.Metadata(); err == nil {
+				attrs = append(attrs, "stream_seq", md.Sequence.Stream)
+			}
+			w.log.Warn("skipping a message that cannot be stored", attrs...)
+			_ = m.Ack()
+			continue
+		}
+		b.msgs = append(b.msgs, m)
+	}
+	if err := mb.Error(); err != nil {
+		return fmt.Errorf("fetching from %s: %w", w.cfg.Stream, err)
+	}
+	return nil
+}
+
+// store inserts b, retrying with backoff until it succeeds or ctx ends.
+// While it retries it tells JetStream the batch is in progress, so that it
+// is not delivered again meanwhile.
+func (w *Writer) store(ctx context.Context, b *batch) error {
+	bo := w.backoff()
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		ictx, cancel := context.WithTimeout(ctx, w.cfg.AckWait/2)
+		err := b.cols.insert(ictx, w.conn, w.cfg.Database)
+		cancel()
+		if err == nil {
+			w.stored(b, time.Since(start))
+			return nil
+		}
+		w.metrics.insertErrors.Inc()
+		wait := bo.NextBackOff()
+		w.setState(StateRetrying, fmt.Errorf("inserting into ClickHouse at %s (attempt %d): %w", w.cfg.ClickHouseAddr, attempt, err))
+		w.log.Warn("insert failed; retrying", "attempt", attempt, "rows", b.cols.rows(), "in", wait.Round(time.Millisecond), "err", err)
+		if time.Since(b.fetched) > w.cfg.AckWait/3 {
+			for _, m := range b.msgs {
+				_ = m.InProgress()
+			}
+			b.fetched = time.Now()
+		}
+		if !sleep(ctx, wait) {
+			return errors.Join(ctx.Err(), err)
+		}
+	}
+}
+
+func (w *Writer) stored(b *batch, took time.Duration) {
+	rows, readings := b.cols.rows(), b.cols.readings
+	now := time.Now()
+	w.metrics.rows.Add(float64(rows))
+	w.metrics.readings.Add(float64(readings))
+	w.metrics.batchReadings.Observe(float64(readings))
+	w.metrics.insertSeconds.Observe(took.Seconds())
+	w.metrics.lastInsert.Set(float64(now.Unix()))
+	w.mu.Lock()
+	w.status.RowsStored += uint64(rows)
+	w.status.ReadingsStored += uint64(readings)
+	w.status.LastInsert = now.UTC().Format(time.RFC3339)
+	w.mu.Unlock()
+	if w.Status().State == StateRetrying {
+		w.setState(StateOK, nil)
+	}
+}
+
+// sleep waits d or until ctx ends, reporting whether it waited d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

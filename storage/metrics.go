@@ -1,0 +1,49 @@
+package storage
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the writer's Prometheus collectors, registered on its own
+// registry (see Writer.Registry).
+type metrics struct {
+	rows          prometheus.Counter
+	readings      prometheus.Counter
+	batchReadings prometheus.Histogram
+	insertSeconds prometheus.Histogram
+	insertErrors  prometheus.Counter
+	decodeErrors  prometheus.Counter
+	pending       prometheus.Gauge
+	lastInsert    prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		rows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_storage_rows_inserted_total",
+			Help: "Rows (one per reading and metric) inserted into ClickHouse, redeliveries included."}),
+		readings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_storage_readings_inserted_total",
+			Help: "Readings inserted into ClickHouse, redeliveries included."}),
+		batchReadings: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "telemetry_storage_batch_readings",
+			Help:    "Readings per insert.",
+			Buckets: []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000}}),
+		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "telemetry_storage_insert_seconds",
+			Help:    "Duration of one successful insert.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		insertErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_storage_insert_errors_total",
+			Help: "Failed insert attempts (each is retried)."}),
+		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_storage_decode_errors_total",
+			Help: "Messages that cannot become rows, acknowledged and skipped (they stay in the stream)."}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "telemetry_storage_consumer_pending",
+			Help: "Readings in the stream not yet stored: undelivered plus delivered and unacknowledged."}),
+		lastInsert: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "telemetry_storage_last_insert_timestamp_seconds",
+			Help: "Unix time of the last successful insert."}),
+	}
+	reg.MustRegister(m.rows, m.readings, m.batchReadings, m.insertSeconds, m.insertErrors, m.decodeErrors, m.pending, m.lastInsert)
+	return m
+}

@@ -1,0 +1,508 @@
+package storage_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/chserver"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/storage"
+)
+
+const region = "us-east"
+
+// env is a real ClickHouse and a real JetStream with a READINGS stream.
+type env struct {
+	ch   *chserver.Server
+	url  string
+	js   jetstream.JetStream
+	conn driver.Conn
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ch := testharness.ClickHouse(t)
+	_, url := testharness.NATS(t, region)
+	nc := testharness.Connect(t, url)
+	js, err := jetstream.NewWithDomain(nc, region)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:       storage.DefaultStream,
+		Subjects:   []string{"telemetry." + region + ".>"},
+		Duplicates: time.Minute,
+	}); err != nil {
+		t.Fatalf("creating stream: %v", err)
+	}
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &env{ch: ch, url: url, js: js, conn: conn}
+}
+
+// config is a writer's configuration for e, quick to flush and to retry.
+func (e *env) config() storage.Config {
+	return storage.Config{
+		NATSURL:         e.url,
+		Domain:          region,
+		ClickHouseAddr:  e.ch.Addr(),
+		BatchSize:       100,
+		FlushInterval:   100 * time.Millisecond,
+		AckWait:         5 * time.Second,
+		RetryBackoff:    50 * time.Millisecond,
+		MaxRetryBackoff: 500 * time.Millisecond,
+		DrainTimeout:    2 * time.Second,
+		PendingInterval: 100 * time.Millisecond,
+		Listen:          "127.0.0.1:0",
+	}
+}
+
+// running is a writer whose Run goroutine the test owns.
+type running struct {
+	*storage.Writer
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// start runs a writer until stop or the end of the test.
+func start(t *testing.T, cfg storage.Config) *running {
+	t.Helper()
+	w, err := storage.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Writer: w, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- w.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop cancels Run, checks that it returns nil in time, and closes.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("Run did not return within 15s of cancel")
+		}
+		if err := r.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := r.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+}
+
+var metricNames = []string{"temperature_c", "humidity_pct", "battery_pct"}
+
+// readings makes devices x perDevice readings, each with len(metricNames)
+// metrics, seq 1..perDevice.
+func readings(devices, perDevice int, boot uint64) []protocol.Reading {
+	now := time.Now().UnixMilli()
+	var out []protocol.Reading
+	for d := range devices {
+		for s := 1; s <= perDevice; s++ {
+			r := protocol.Reading{Version: 1, Device: fmt.Sprintf("th-%03d", d), Boot: boot, Seq: uint64(s), TS: now - int64(perDevice-s)}
+			for i, m := range metricNames {
+				r.Metrics = append(r.Metrics, protocol.Metric{Name: m, Value: float64(s) + float64(i)/10})
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// publish stores rs in READINGS as ingest does: with the reading's id as
+// Nats-Msg-Id unless withID is false.
+func (e *env) publish(t *testing.T, rs []protocol.Reading, withID bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, r := range rs {
+		msg := nats.NewMsg("telemetry." + region + ".th." + r.Device)
+		msg.Data = protocol.AppendEncode(nil, r)
+		msg.Header.Set(storage.HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
+		if withID {
+			msg.Header.Set(jetstream.MsgIDHeader, r.ID())
+		}
+		if _, err := e.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("publishing %s: %v", r.ID(), err)
+		}
+	}
+}
+
+func (e *env) publishRaw(t *testing.T, subject string, body []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.js.Publish(ctx, subject, body); err != nil {
+		t.Fatalf("publishing to %s: %v", subject, err)
+	}
+}
+
+func (e *env) count(t *testing.T, final bool) uint64 {
+	t.Helper()
+	n, err := e.tryCount(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (e *env) tryCount(final bool) (uint64, error) {
+	q := "SELECT count() FROM telemetry.readings"
+	if final {
+		q += " FINAL"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var n uint64
+	if err := e.conn.QueryRow(ctx, q).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: %w", q, err)
+	}
+	return n, nil
+}
+
+// waitStored polls until the FINAL count is want and the consumer has
+// nothing pending.
+func (e *env) waitStored(t *testing.T, w *running, want uint64) {
+	t.Helper()
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		n, err := e.tryCount(true)
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("%d rows (FINAL), want %d; status %+v", n, want, w.Status())
+		}
+		if st := w.Status(); st.ConsumerPending != 0 || st.State != storage.StateOK {
+			return fmt.Errorf("status %+v, want ok with nothing pending", st)
+		}
+		return nil
+	})
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("GET %s: %v in %s", url, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+func TestStoresEveryReadingOnce(t *testing.T) {
+	e := newEnv(t)
+	const devices, perDevice = 4, 60
+	rs := readings(devices, perDevice, 1000)
+	e.publish(t, rs, true)
+	// Messages that can never be rows: skipped, counted, acknowledged.
+	e.publishRaw(t, "telemetry.us-east.th.th-000", []byte(`{"v":1,"device":`))
+	e.publishRaw(t, "telemetry.us-east.th.th-001", protocol.AppendEncode(nil, protocol.Reading{Device: "th-999", Boot: 1, Seq: 1, TS: 1, Metrics: []protocol.Metric{{Name: "x", Value: 1}}}))
+
+	w := start(t, e.config())
+	want := uint64(len(rs) * len(metricNames))
+	e.waitStored(t, w, want)
+	if n := e.count(t, false); n != want {
+		t.Errorf("%d rows without FINAL, want %d: each reading was delivered once", n, want)
+	}
+
+	base := "http://" + w.Addr()
+	var st storage.Status
+	if code := getJSON(t, base+"/api/status", &st); code != http.StatusOK {
+		t.Errorf("/api/status answered %d", code)
+	}
+	if st.State != storage.StateOK || st.RowsStored != want || st.ReadingsStored != uint64(len(rs)) || st.DecodeErrors != 2 || st.LastInsert == "" || st.Error != "" {
+		t.Errorf("/api/status = %+v", st)
+	}
+	if _, err := time.Parse(time.RFC3339, st.LastInsert); err != nil {
+		t.Errorf("last_insert %q: %v", st.LastInsert, err)
+	}
+
+	var ledger struct{ Ledger []storage.LedgerRow }
+	if code := getJSON(t, base+"/api/ledger", &ledger); code != http.StatusOK {
+		t.Fatalf("/api/ledger answered %d", code)
+	}
+	if len(ledger.Ledger) != devices {
+		t.Fatalf("ledger has %d rows, want %d: %+v", len(ledger.Ledger), devices, ledger.Ledger)
+	}
+	for i, r := range ledger.Ledger {
+		want := storage.LedgerRow{Region: region, Device: fmt.Sprintf("th-%03d", i), Boot: 1000, Readings: perDevice, MinSeq: 1, MaxSeq: perDevice}
+		if r != want {
+			t.Errorf("ledger row %d = %+v, want %+v", i, r, want)
+		}
+	}
+	if code := getJSON(t, base+"/api/ledger?device_prefix=th-002", &ledger); code != http.StatusOK || len(ledger.Ledger) != 1 {
+		t.Errorf("/api/ledger?device_prefix=th-002: %d, %+v", code, ledger.Ledger)
+	}
+	if code := getJSON(t, base+"/api/ledger?device_prefix=%27", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("/api/ledger with a bad prefix answered %d", code)
+	}
+	if code := getJSON(t, base+"/healthz", nil); code != http.StatusOK {
+		t.Errorf("/healthz answered %d", code)
+	}
+
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range []string{
+		fmt.Sprintf("telemetry_storage_rows_inserted_total %d", want),
+		fmt.Sprintf("telemetry_storage_readings_inserted_total %d", len(rs)),
+		"telemetry_storage_decode_errors_total 2",
+		"telemetry_storage_insert_errors_total 0",
+		"telemetry_storage_batch_readings_count",
+		"telemetry_storage_insert_seconds_count",
+		"go_goroutines",
+	} {
+		if !strings.Contains(string(body), line) {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+}
+
+func TestRedeliveryDoesNotDouble(t *testing.T) {
+	e := newEnv(t)
+	rs := readings(3, 40, 2000)
+	want := uint64(len(rs) * len(metricNames))
+	e.publish(t, rs, true)
+
+	w := start(t, e.config())
+	e.waitStored(t, w, want)
+	w.stop(t)
+
+	// The same readings again, without message ids, so that JetStream keeps
+	// the copies: as if ingest had published them again after its
+	// duplicate window.
+	e.publish(t, rs, false)
+	w = start(t, e.config())
+	e.waitStored(t, w, want)
+	w.stop(t)
+
+	// A new writer from scratch (its consumer deleted) gets everything
+	// delivered again, three copies of each reading in all.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.js.DeleteConsumer(ctx, storage.DefaultStream, storage.DefaultDurable); err != nil {
+		t.Fatal(err)
+	}
+	w = start(t, e.config())
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if st := w.Status(); st.ReadingsStored != 2*uint64(len(rs)) {
+			return fmt.Errorf("writer stored %d readings, want all %d in the stream", st.ReadingsStored, 2*len(rs))
+		}
+		return nil
+	})
+	e.waitStored(t, w, want)
+	if n := e.count(t, false); n < want {
+		t.Errorf("%d rows without FINAL, want at least %d", n, want)
+	}
+	rows, err := storage.Ledger(ctx, e.conn, storage.LedgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Readings != 40 || r.Missing != 0 {
+			t.Errorf("ledger %+v, want 40 readings, none missing", r)
+		}
+	}
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := storage.Migrate(ctx, e.conn, "telemetry")
+	if err != nil {
+		t.Fatalf("first Migrate: %v", err)
+	}
+	if len(first) == 0 || first[0] != 1 {
+		t.Fatalf("first Migrate applied %v, want from version 1", first)
+	}
+	again, err := storage.Migrate(ctx, e.conn, "telemetry")
+	if err != nil {
+		t.Fatalf("second Migrate: %v", err)
+	}
+	if len(again) != 0 {
+		t.Fatalf("second Migrate applied %v, want nothing", again)
+	}
+	var recorded, versions uint64
+	if err := e.conn.QueryRow(ctx, "SELECT count(), uniqExact(version) FROM telemetry.schema_migrations").Scan(&recorded, &versions); err != nil {
+		t.Fatal(err)
+	}
+	if recorded != uint64(len(first)) || versions != uint64(len(first)) {
+		t.Fatalf("schema_migrations has %d records of %d versions, want %d once each", recorded, versions, len(first))
+	}
+
+	// A migration applied but not recorded (the writer died in between)
+	// runs again without failing.
+	if err := e.conn.Exec(ctx, "TRUNCATE TABLE telemetry.schema_migrations"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storage.Migrate(ctx, e.conn, "telemetry"); err != nil {
+		t.Fatalf("Migrate over unrecorded migrations: %v", err)
+	}
+
+	if n := e.count(t, true); n != 0 {
+		t.Fatalf("readings has %d rows", n)
+	}
+}
+
+// TestClickHouseOutage kills ClickHouse under a running writer: inserts
+// fail and are retried, nothing is acknowledged, and once ClickHouse is
+// back every reading is stored once.
+func TestClickHouseOutage(t *testing.T) {
+	e := newEnv(t)
+	w := start(t, e.config())
+	before := readings(2, 30, 3000)
+	e.publish(t, before, true)
+	e.waitStored(t, w, uint64(len(before)*len(metricNames)))
+
+	e.ch.Kill()
+	during := readings(2, 30, 3001)
+	e.publish(t, during, true)
+	testharness.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if st := w.Status(); st.State != storage.StateRetrying || st.Error == "" {
+			return fmt.Errorf("status %+v, want retrying with the error", st)
+		}
+		return nil
+	})
+	var st storage.Status
+	if code := getJSON(t, "http://"+w.Addr()+"/api/status", &st); code != http.StatusServiceUnavailable || st.State != storage.StateRetrying {
+		t.Errorf("/api/status while retrying: %d %+v", code, st)
+	}
+	// Nothing of the failing batch may be acknowledged meanwhile.
+	testharness.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if p := w.Status().ConsumerPending; p != uint64(len(during)) {
+			return fmt.Errorf("consumer pending %d, want %d", p, len(during))
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.ch.Restart(ctx); err != nil {
+		t.Fatalf("restarting ClickHouse: %v", err)
+	}
+	after := readings(2, 30, 3002)
+	e.publish(t, after, true)
+	e.waitStored(t, w, uint64((len(before)+len(during)+len(after))*len(metricNames)))
+	if st := w.Status(); st.Error != "" {
+		t.Errorf("error %q left after recovery", st.Error)
+	}
+}
+
+// TestWaitsForClickHouse starts a writer while ClickHouse is down: it says
+// so, and stores everything once ClickHouse comes up.
+func TestWaitsForClickHouse(t *testing.T) {
+	e := newEnv(t)
+	e.ch.Kill()
+	rs := readings(1, 20, 4000)
+	e.publish(t, rs, true)
+
+	w := start(t, e.config())
+	testharness.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if st := w.Status(); st.State != storage.StateConnecting || !strings.Contains(st.Error, e.ch.Addr()) {
+			return fmt.Errorf("status %+v, want connecting, naming ClickHouse's address", st)
+		}
+		return nil
+	})
+	if code := getJSON(t, "http://"+w.Addr()+"/healthz", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz answered %d while ClickHouse is down", code)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.ch.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStored(t, w, uint64(len(rs)*len(metricNames)))
+}
+
+// TestStopHandsBackBatch cancels a writer stuck retrying an insert: Run
+// returns after DrainTimeout, handing the batch back to JetStream, and the
+// next writer stores it.
+func TestStopHandsBackBatch(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.DrainTimeout = 300 * time.Millisecond
+	// Longer than waitStored waits: the batch must come back because it was
+	// handed back, not because its ack wait ran out.
+	cfg.AckWait = 2 * time.Minute
+	w := start(t, cfg)
+	testharness.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st := w.Status(); st.State != storage.StateOK {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	e.ch.Kill()
+	rs := readings(1, 20, 5000)
+	e.publish(t, rs, true)
+	testharness.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st := w.Status(); st.State != storage.StateRetrying {
+			return fmt.Errorf("status %+v, want retrying", st)
+		}
+		return nil
+	})
+	stopping := time.Now()
+	w.stop(t)
+	if d := time.Since(stopping); d > 5*time.Second {
+		t.Errorf("stopping took %s with a drain timeout of %s", d, cfg.DrainTimeout)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.ch.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w = start(t, cfg)
+	e.waitStored(t, w, uint64(len(rs)*len(metricNames)))
+	var info *jetstream.ConsumerInfo
+	c, err := e.js.Consumer(ctx, storage.DefaultStream, storage.DefaultDurable)
+	if err == nil {
+		info, err = c.Info(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Errorf("consumer %+v still has work", info)
+	}
+}

@@ -1,0 +1,245 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
+)
+
+// States of the writer, as /api/status reports them.
+const (
+	StateStarting   = "starting"   // Run has not set up yet
+	StateConnecting = "connecting" // migrating ClickHouse or creating the consumer, retried
+	StateOK         = "ok"         // storing (or idle with nothing to store)
+	StateRetrying   = "retrying"   // an insert failed; retried, nothing acknowledged meanwhile
+	StateNATSDown   = "nats_down"  // fetching from JetStream fails; retried
+	StateStopped    = "stopped"    // Run has returned
+)
+
+// Status is the writer's state, served as JSON at /api/status. Counts are
+// since the writer started and include redeliveries.
+type Status struct {
+	State           string `json:"state"`
+	RowsStored      uint64 `json:"rows_stored"`
+	ReadingsStored  uint64 `json:"readings_stored"`
+	DecodeErrors    uint64 `json:"decode_errors"`
+	LastInsert      string `json:"last_insert"`      // RFC 3339; empty before the first insert
+	ConsumerPending uint64 `json:"consumer_pending"` // in the stream, not yet stored: undelivered plus unacknowledged
+	Error           string `json:"error"`            // why the state is not ok; empty when it is
+}
+
+// Writer consumes a region's READINGS stream and stores the readings in
+// ClickHouse, acknowledging each only once its rows are inserted.
+type Writer struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+
+	conn driver.Conn
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	ln   net.Listener // nil with NoListen
+
+	mu     sync.Mutex
+	status Status
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New checks cfg, binds the HTTP address and prepares the connections.
+// Neither NATS nor ClickHouse need to be up yet: Run waits for them.
+func New(cfg Config, log *slog.Logger) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	log = log.With("component", "storage")
+	reg := prometheus.NewRegistry()
+	w := &Writer{
+		cfg:     cfg,
+		log:     log,
+		reg:     reg,
+		metrics: newMetrics(reg),
+		status:  Status{State: StateStarting},
+	}
+	conn, err := Dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	w.conn = conn
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("telemetry-storage"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
+	)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("storage: connecting to NATS %s: %w", redact(cfg.NATSURL), err)
+	}
+	w.nc = nc
+	if w.js, err = jetstream.NewWithDomain(nc, cfg.Domain); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("storage: jetstream domain %s: %w", cfg.Domain, err)
+	}
+	if cfg.Listen != NoListen {
+		if w.ln, err = httpserv.Listen(cfg.Listen); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// Dial opens a connection pool to cfg's ClickHouse, native protocol. Like
+// clickhouse.Open it does not connect yet. The bench command uses it with
+// Ledger.
+func Dial(cfg Config) (driver.Conn, error) {
+	cfg = cfg.withDefaults()
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Protocol:     clickhouse.Native,
+		Addr:         []string{cfg.ClickHouseAddr},
+		Auth:         clickhouse.Auth{Database: "default", Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  30 * time.Second,
+		MaxOpenConns: 4,
+		MaxIdleConns: 2,
+		ClientInfo:   clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "telemetry-storage", Version: "1"}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: ClickHouse at %s: %w", cfg.ClickHouseAddr, err)
+	}
+	return conn, nil
+}
+
+// Addr is the HTTP server's address, or "" with NoListen.
+func (w *Writer) Addr() string {
+	if w.ln == nil {
+		return ""
+	}
+	return w.ln.Addr().String()
+}
+
+// Registry holds the writer's metrics (telemetry_storage_*), without Go
+// runtime collectors, so that the demo can serve it beside others.
+func (w *Writer) Registry() *prometheus.Registry { return w.reg }
+
+// Status returns the current state.
+func (w *Writer) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.status
+}
+
+// setState records the state and logs changes of it.
+func (w *Writer) setState(state string, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	w.mu.Lock()
+	prev := w.status.State
+	w.status.State, w.status.Error = state, msg
+	w.mu.Unlock()
+	if prev != state {
+		if state == StateOK || state == StateStopped {
+			w.log.Info("storage state", "state", state, "was", prev)
+		} else {
+			w.log.Warn("storage state", "state", state, "was", prev, "err", msg)
+		}
+	}
+}
+
+// Run stores readings until ctx is cancelled, then stores or hands back the
+// batch in hand (see Config.DrainTimeout) and returns. It also serves HTTP
+// unless Config.Listen is NoListen. Call it once.
+func (w *Writer) Run(ctx context.Context) error {
+	defer w.setState(StateStopped, nil)
+	g, gctx := errgroup.WithContext(ctx)
+	if w.ln != nil {
+		ln := w.ln
+		g.Go(func() error { return httpserv.Serve(gctx, ln, w.Handler(), w.log) })
+	}
+	g.Go(func() error { w.pollPending(gctx); return nil })
+	g.Go(func() error { return w.consume(gctx) })
+	return g.Wait()
+}
+
+// Close releases the connections. Call it after Run has returned; calling
+// it again does nothing.
+func (w *Writer) Close() error {
+	w.closeOnce.Do(func() {
+		if w.nc != nil {
+			// Send the last acknowledgements before closing; if NATS is
+			// away they are lost and the readings come again, harmlessly.
+			_ = w.nc.FlushTimeout(2 * time.Second)
+			w.nc.Close()
+		}
+		if w.conn != nil {
+			w.closeErr = w.conn.Close()
+		}
+		if w.ln != nil {
+			w.ln.Close() // already closed if Run served it
+		}
+	})
+	return w.closeErr
+}
+
+// pollPending asks JetStream for the consumer's backlog every
+// PendingInterval until ctx ends.
+func (w *Writer) pollPending(ctx context.Context) {
+	t := time.NewTicker(w.cfg.PendingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, w.cfg.PendingInterval)
+		c, err := w.js.Consumer(rctx, w.cfg.Stream, w.cfg.Durable)
+		cancel()
+		if err != nil {
+			continue // not created yet, or NATS away: the state says why
+		}
+		info := c.CachedInfo()
+		n := info.NumPending + uint64(info.NumAckPending)
+		w.metrics.pending.Set(float64(n))
+		w.mu.Lock()
+		w.status.ConsumerPending = n
+		w.mu.Unlock()
+	}
+}
+
+// redact hides the password of a URL for logs and errors.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
+	}
+	return u.String()
+}

@@ -1,0 +1,269 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/deploy"
+)
+
+// EmbeddedConfig describes the in-process NATS system of the demo and tests.
+type EmbeddedConfig struct {
+	Regions []string
+	// Host the region servers listen on for clients.
+	Host string
+	// ClientPorts per region; a missing or zero entry picks a free port.
+	ClientPorts map[string]int
+	// DataDir holds each region's JetStream store in a subfolder.
+	DataDir string
+	// ReadyTimeout bounds how long a server may take to accept clients.
+	ReadyTimeout time.Duration
+}
+
+// Validate checks the configuration without touching the network.
+func (c EmbeddedConfig) Validate() error {
+	if len(c.Regions) == 0 {
+		return errors.New("embedded nats: no regions")
+	}
+	if c.DataDir == "" {
+		return errors.New("embedded nats: data dir is required")
+	}
+	return nil
+}
+
+// Embedded is a hub and one JetStream server per region, in-process. Each
+// region's leaf connection to the hub runs through a Link.
+type Embedded struct {
+	hub     *server.Server
+	regions map[string]*server.Server
+	links   map[string]*Link
+	order   []string
+	log     *slog.Logger
+}
+
+// StartEmbedded starts the hub and the regions from deploy/nats's files and
+// waits until each accepts clients and every region has joined the hub.
+func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	confDir := filepath.Join(cfg.DataDir, "conf")
+	if err := writeConfigs(confDir); err != nil {
+		return nil, err
+	}
+	e := &Embedded{regions: map[string]*server.Server{}, links: map[string]*Link{}, order: cfg.Regions, log: log}
+
+	hubOpts, err := loadConfig(confDir, "hub.conf", "")
+	if err != nil {
+		return nil, err
+	}
+	hubOpts.Host, hubOpts.Port = "127.0.0.1", -1
+	hubOpts.LeafNode.Host, hubOpts.LeafNode.Port = "127.0.0.1", -1
+	hub, err := startServer(hubOpts, cfg.ReadyTimeout, log.With("nats", "hub"))
+	if err != nil {
+		return nil, err
+	}
+	e.hub = hub
+	// The server writes the port it picked back into its options.
+	leafAddr := fmt.Sprintf("127.0.0.1:%d", hubOpts.LeafNode.Port)
+
+	for _, region := range cfg.Regions {
+		link, err := NewLink(region, leafAddr, log)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.links[region] = link
+		opts, err := loadConfig(confDir, "region.conf", region)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		opts.Host, opts.Port = cfg.Host, cfg.ClientPorts[region]
+		if opts.Port == 0 {
+			opts.Port = -1
+		}
+		opts.HTTPPort = 0
+		opts.StoreDir = filepath.Join(cfg.DataDir, region)
+		opts.LeafNode.ReconnectInterval = 250 * time.Millisecond
+		for _, remote := range opts.LeafNode.Remotes {
+			for _, u := range remote.URLs {
+				u.Host = link.Addr()
+			}
+		}
+		s, err := startServer(opts, cfg.ReadyTimeout, log.With("nats", region))
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.regions[region] = s
+	}
+	if err := e.waitLeafs(cfg.ReadyTimeout); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// writeConfigs copies the embedded deploy/nats files into dir, where
+// nats-server's parser can resolve their includes.
+func writeConfigs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating nats config dir: %w", err)
+	}
+	entries, err := deploy.NATS.ReadDir("nats")
+	if err != nil {
+		return fmt.Errorf("reading embedded nats configs: %w", err)
+	}
+	for _, e := range entries {
+		b, err := deploy.NATS.ReadFile("nats/" + e.Name())
+		if err != nil {
+			return fmt.Errorf("reading embedded %s: %w", e.Name(), err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", e.Name(), err)
+		}
+	}
+	return nil
+}
+
+// loadConfig parses name from dir; with a region, it first defines the
+// REGION variable that region.conf refers to, as compose does through the
+// environment.
+func loadConfig(dir, name, region string) (*server.Options, error) {
+	path := filepath.Join(dir, name)
+	if region != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+		path = filepath.Join(dir, "region-"+region+".conf")
+		b = append([]byte(fmt.Sprintf("REGION = %q\n", region)), b...)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading nats config %s: %w", path, err)
+	}
+	return opts, nil
+}
+
+func startServer(opts *server.Options, timeout time.Duration, log *slog.Logger) (*server.Server, error) {
+	opts.NoSigs = true
+	if os.Getenv("STREAM_TRACE") != "" {
+		opts.Trace, opts.Debug = true, true
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("configuring nats-server %s: %w", opts.ServerName, err)
+	}
+	s.SetLoggerV2(&slogAdapter{log}, opts.Debug, opts.Trace, false)
+	go s.Start()
+	if !s.ReadyForConnections(timeout) {
+		s.Shutdown()
+		return nil, fmt.Errorf("nats-server %s not ready after %s", opts.ServerName, timeout)
+	}
+	return s, nil
+}
+
+func (e *Embedded) waitLeafs(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for e.hub.NumLeafNodes() < len(e.regions) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d regions joined the hub after %s", e.hub.NumLeafNodes(), len(e.regions), timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// Demo credentials of the TELEMETRY account, from deploy/nats/accounts.conf.
+const (
+	DemoUser     = "telemetry"
+	DemoPassword = "telemetry"
+)
+
+// URL is the client URL of region's server, with the demo credentials.
+func (e *Embedded) URL(region string) string {
+	s, ok := e.regions[region]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("nats://%s:%s@%s", DemoUser, DemoPassword, s.Addr())
+}
+
+// Server is region's nats-server, for tests that inspect or restart it.
+func (e *Embedded) Server(region string) *server.Server { return e.regions[region] }
+
+// Link is region's link to the hub.
+func (e *Embedded) Link(region string) *Link { return e.links[region] }
+
+// Regions lists the regions in their configured order.
+func (e *Embedded) Regions() []string { return e.order }
+
+// Apply connects to each region and applies topo there.
+func (e *Embedded) Apply(ctx context.Context, topo Topology) error {
+	for _, region := range e.order {
+		if err := ApplyRegion(ctx, e.URL(region), region, topo); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ApplyRegion dials url, which serves region's domain, and applies topo there.
+func ApplyRegion(ctx context.Context, url, region string, topo Topology) error {
+	nc, err := nats.Connect(url, nats.Name("telemetry-stream-setup"))
+	if err != nil {
+		return fmt.Errorf("connecting to %s at %s: %w", region, url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.NewWithDomain(nc, region)
+	if err != nil {
+		return fmt.Errorf("jetstream in %s: %w", region, err)
+	}
+	return topo.Apply(ctx, js, region)
+}
+
+// Close shuts every server and link down. It is safe to call twice.
+func (e *Embedded) Close() error {
+	for _, s := range e.regions {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+	for _, l := range e.links {
+		l.Close()
+	}
+	if e.hub != nil {
+		e.hub.Shutdown()
+		e.hub.WaitForShutdown()
+	}
+	return nil
+}
+
+// slogAdapter sends nats-server's log lines to slog.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a *slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.log.Warn(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }

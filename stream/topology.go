@@ -1,0 +1,150 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names, the same in every region's domain.
+const (
+	ReadingsStream   = "READINGS"
+	DeadLetterStream = "DEADLETTER"
+)
+
+// DefaultRegions are the demo's regions, in display order.
+var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
+
+// Topology is the declarative description of the streams in every region.
+// The demo, the tests and `telemetry stream` all apply the same one.
+type Topology struct {
+	Regions []string
+
+	// ReadingsMaxAge and ReadingsMaxBytes bound READINGS in each region.
+	// When full, new readings are refused (DiscardNew) so that ingest stops
+	// acknowledging MQTT and the broker holds them: nothing is dropped
+	// silently.
+	ReadingsMaxAge   time.Duration
+	ReadingsMaxBytes int64
+
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered to collapse
+	// re-sent readings.
+	DuplicateWindow time.Duration
+
+	DeadLetterMaxAge   time.Duration
+	DeadLetterMaxBytes int64
+
+	// Storage is file or memory; tests and the demo use file.
+	Storage jetstream.StorageType
+}
+
+// DefaultTopology returns the limits used by the demo and compose.
+func DefaultTopology(regions []string) Topology {
+	return Topology{
+		Regions:            regions,
+		ReadingsMaxAge:     24 * time.Hour,
+		ReadingsMaxBytes:   2 << 30,
+		DuplicateWindow:    2 * time.Minute,
+		DeadLetterMaxAge:   7 * 24 * time.Hour,
+		DeadLetterMaxBytes: 256 << 20,
+		Storage:            jetstream.FileStorage,
+	}
+}
+
+// Validate checks the topology without touching the network.
+func (t Topology) Validate() error {
+	if len(t.Regions) == 0 {
+		return errors.New("topology: no regions")
+	}
+	seen := map[string]bool{}
+	for _, r := range t.Regions {
+		if !validRegion(r) {
+			return fmt.Errorf("topology: region %q: want lower-case letters, digits and dashes", r)
+		}
+		if seen[r] {
+			return fmt.Errorf("topology: region %q listed twice", r)
+		}
+		seen[r] = true
+	}
+	if t.DuplicateWindow <= 0 {
+		return errors.New("topology: duplicate window must be positive")
+	}
+	return nil
+}
+
+func validRegion(r string) bool {
+	if r == "" || len(r) > 63 {
+		return false
+	}
+	for i, c := range r {
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// ReadingsSubject is the subject of region's own readings, as published by
+// its ingest.
+func ReadingsSubject(region string) string { return "telemetry." + region + ".>" }
+
+// DeadLetterSubject is the subject a payload rejected in region for reason goes to.
+func DeadLetterSubject(region, reason string) string { return "deadletter." + region + "." + reason }
+
+// ReadingsConfig is READINGS in region: its own subjects, plus a source per
+// other region filtered to that region's own subjects, so nothing loops back.
+func (t Topology) ReadingsConfig(region string) jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:        ReadingsStream,
+		Description: "readings of every region; " + region + "'s own are published here, the others are sourced",
+		Subjects:    []string{ReadingsSubject(region)},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      t.ReadingsMaxAge,
+		MaxBytes:    t.ReadingsMaxBytes,
+		Duplicates:  t.DuplicateWindow,
+		Storage:     t.Storage,
+		Replicas:    1,
+	}
+	for _, other := range t.Regions {
+		if other == region {
+			continue
+		}
+		cfg.Sources = append(cfg.Sources, &jetstream.StreamSource{
+			Name:          ReadingsStream,
+			FilterSubject: ReadingsSubject(other),
+			Domain:        other,
+		})
+	}
+	return cfg
+}
+
+// DeadLetterConfig is DEADLETTER in region: rejected payloads, kept as sent.
+func (t Topology) DeadLetterConfig(region string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "payloads rejected by " + region + "'s ingest, original bytes, reason in headers",
+		Subjects:    []string{"deadletter." + region + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      t.DeadLetterMaxAge,
+		MaxBytes:    t.DeadLetterMaxBytes,
+		Storage:     t.Storage,
+		Replicas:    1,
+	}
+}
+
+// Apply creates or updates region's streams through js, which must address
+// that region's domain. Applying the same topology again changes nothing.
+func (t Topology) Apply(ctx context.Context, js jetstream.JetStream, region string) error {
+	for _, cfg := range []jetstream.StreamConfig{t.ReadingsConfig(region), t.DeadLetterConfig(region)} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("applying stream %s in %s: %w", cfg.Name, region, err)
+		}
+	}
+	return nil
+}
