@@ -48,7 +48,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.natsPorts, "nats-ports", "4222,4223,4224", "NATS client port of each region, in the order of --regions")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "dashboard address")
 	fs.StringVar(&f.storageListen, "storage-listen", "127.0.0.1:8081", "storage's HTTP address (status, history, ledger)")
-	fs.StringVar(&f.clickhouse, "clickhouse", "", "address (host:port, native protocol) of a running ClickHouse; empty: start one found on PATH, or run without storage")
+	fs.StringVar(&f.clickhouse, "clickhouse", "", "address (host:port, native protocol) of a running ClickHouse; empty: start one found on PATH, or run without storage; none: run without storage")
 	fs.StringVar(&f.dataDir, "data-dir", "demo-data", "where NATS and a demo-started ClickHouse keep their data")
 	fs.IntVar(&f.devices, "devices", 30, "simulated devices, spread over the regions")
 	fs.Float64Var(&f.rate, "rate", 150, "readings per second across the fleet")

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -17,6 +20,7 @@ import (
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/chserver"
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -98,6 +102,15 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	// Storage, when there is a ClickHouse. Starting one takes a few seconds,
 	// so it happens beside the rest: readings wait in JetStream meanwhile.
 	chArgv := []string(nil)
+	if cfg.clickhouse == "none" {
+		p.storageOff = "disabled with --clickhouse none"
+		if cfg.requireStore {
+			return nil, errors.New("storage is required here: drop --clickhouse none")
+		}
+		say("STORAGE IS OFF: %s. Readings still flow through NATS and the dashboard.", p.storageOff)
+		ok = true
+		return p, nil
+	}
 	if cfg.clickhouse == "" {
 		chArgv, err = chserver.Find()
 		if errors.Is(err, chserver.ErrNotFound) {
@@ -112,7 +125,15 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 			return nil, err
 		}
 	}
-	p.storageURL = "http://" + cfg.storageListen
+	// Storage's HTTP API is bound now, so that its address is known to the
+	// dashboard before ClickHouse is up; it answers "starting" until then.
+	ln, err := httpserv.Listen(cfg.storageListen)
+	if err != nil {
+		return nil, fmt.Errorf("storage API: %w (use --storage-listen to pick another address)", err)
+	}
+	api := &lateHandler{}
+	g.Go(func() error { return httpserv.Serve(ctx, ln, api, log) })
+	p.storageURL = "http://" + ln.Addr().String()
 	g.Go(func() error {
 		addr := cfg.clickhouse
 		if addr == "" {
@@ -128,11 +149,12 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 			defer srv.Stop()
 			addr = srv.Addr()
 		}
-		st, err := storage.New(storage.Config{NATSURL: nats.URL(p.home), Domain: p.home, ClickHouseAddr: addr, Listen: cfg.storageListen}, log)
+		st, err := storage.New(storage.Config{NATSURL: nats.URL(p.home), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen}, log)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
+		api.set(st.Handler())
 		p.gatherers.add(st.Registry())
 		say("storage            ClickHouse %s, status at %s/api/status", addr, p.storageURL)
 		p.chAddr <- addr
@@ -174,6 +196,22 @@ func (g *gatherers) Gather() ([]*dto.MetricFamily, error) {
 	gs := slices.Clone(g.gs)
 	g.mu.Unlock()
 	return gs.Gather()
+}
+
+// lateHandler serves storage's API once storage exists, and "starting"
+// before.
+type lateHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (l *lateHandler) set(h http.Handler) { l.h.Store(&h) }
+
+func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := l.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	io.WriteString(w, `{"state":"starting","error":"ClickHouse is starting"}`)
 }
 
 func tempDir() string { return os.TempDir() }

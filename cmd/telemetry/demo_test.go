@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/telemetry-demo/telemetry/dashboard"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/storage"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+// syncBuffer is the demo's console, read by the test while the demo writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDemo runs the demo on free ports until the test ends and returns its
+// console.
+func startDemo(t *testing.T, clickhouse string) *syncBuffer {
+	t.Helper()
+	regions := stream.DefaultRegions
+	f := demoFlags{
+		mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
+		clickhouse: clickhouse, dataDir: t.TempDir(), devices: 9, rate: 90, seed: 1,
+	}
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- demo(ctx, f, regions, stream.DefaultTopology(regions), map[string]int{}, out, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("demo: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("demo did not stop within 60 s of Ctrl-C")
+		}
+	})
+	return out
+}
+
+// consoleValue waits for a console line matching re and returns its group.
+func consoleValue(t *testing.T, out *syncBuffer, re *regexp.Regexp) string {
+	t.Helper()
+	var v string
+	testharness.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		m := re.FindStringSubmatch(out.String())
+		if m == nil {
+			return fmt.Errorf("console has no line matching %s:\n%s", re, out)
+		}
+		v = m[1]
+		return nil
+	})
+	return v
+}
+
+func snapshot(url string) (dashboard.Snapshot, error) {
+	var s dashboard.Snapshot
+	resp, err := http.Get(url + "/api/snapshot")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// waitAllRegionsMoving waits until the dashboard shows readings arriving in
+// every region.
+func waitAllRegionsMoving(t *testing.T, url string) dashboard.Snapshot {
+	t.Helper()
+	var s dashboard.Snapshot
+	testharness.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		var err error
+		if s, err = snapshot(url); err != nil {
+			return err
+		}
+		if len(s.Regions) != 3 {
+			return fmt.Errorf("snapshot has %d regions", len(s.Regions))
+		}
+		for _, r := range s.Regions {
+			if r.Rate <= 0 || r.Total == 0 {
+				return fmt.Errorf("%s: rate %v, total %d", r.Region, r.Rate, r.Total)
+			}
+		}
+		return nil
+	})
+	return s
+}
+
+var dashboardLine = regexp.MustCompile(`dashboard\s+(http://\S+)`)
+
+func TestDemoWithoutStorageSaysSoAndStillMoves(t *testing.T) {
+	out := startDemo(t, "none")
+	url := consoleValue(t, out, dashboardLine)
+	if !strings.Contains(out.String(), "STORAGE IS OFF") {
+		t.Errorf("console does not say storage is off:\n%s", out)
+	}
+	s := waitAllRegionsMoving(t, url)
+	if s.Storage.State != "off" || !strings.Contains(s.Storage.Reason, "--clickhouse none") {
+		t.Errorf("dashboard storage state %+v, want off with the reason", s.Storage)
+	}
+	resp, err := http.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(page, []byte("storage-state")) {
+		t.Errorf("GET / = %d, page without the storage state element", resp.StatusCode)
+	}
+}
+
+func TestDemoStoresReadingsInClickHouseFromPath(t *testing.T) {
+	testharness.RequireClickHouse(t)
+	out := startDemo(t, "")
+	url := consoleValue(t, out, dashboardLine)
+	waitAllRegionsMoving(t, url)
+	addr := consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	count := func() (uint64, error) {
+		var n uint64
+		err := conn.QueryRow(context.Background(), `SELECT count() FROM telemetry.readings`).Scan(&n)
+		return n, err
+	}
+	var first uint64
+	testharness.CheckFor(t, 60*time.Second, 250*time.Millisecond, func() error {
+		n, err := count()
+		if err != nil || n == 0 {
+			return fmt.Errorf("readings in ClickHouse: %d, %v", n, err)
+		}
+		first = n
+		return nil
+	})
+	testharness.CheckFor(t, 60*time.Second, 250*time.Millisecond, func() error {
+		n, err := count()
+		if err != nil || n <= first {
+			return fmt.Errorf("readings in ClickHouse stay at %d (%v)", n, err)
+		}
+		return nil
+	})
+	s, err := snapshot(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Storage.State != "ok" {
+		t.Errorf("dashboard storage state %+v, want ok", s.Storage)
+	}
+}
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run([]string{c.name, "--help"}, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			if !strings.Contains(errb.String()+out.String(), "TELEMETRY_") {
+				t.Errorf("help does not name the environment variables:\n%s", errb.String())
+			}
+		})
+	}
+}
+
+func TestUnknownCommandAndBadFlagFail(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"nope"}, &out, &errb); code == 0 {
+		t.Error("unknown command exited 0")
+	}
+	errb.Reset()
+	if code := run([]string{"ingest", "--max-inflight", "lots"}, &out, &errb); code == 0 {
+		t.Error("bad flag value exited 0")
+	}
+}
