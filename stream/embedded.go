@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -45,6 +46,7 @@ func (c EmbeddedConfig) Validate() error {
 type Embedded struct {
 	hub     *server.Server
 	regions map[string]*server.Server
+	opts    map[string]*server.Options
 	links   map[string]*Link
 	order   []string
 	log     *slog.Logger
@@ -66,14 +68,17 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	if err := writeConfigs(confDir); err != nil {
 		return nil, err
 	}
-	e := &Embedded{regions: map[string]*server.Server{}, links: map[string]*Link{}, order: cfg.Regions, log: log}
+	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, links: map[string]*Link{}, order: cfg.Regions, log: log}
 
 	hubOpts, err := loadConfig(confDir, "hub.conf", "")
 	if err != nil {
 		return nil, err
 	}
-	hubOpts.Host, hubOpts.Port = "127.0.0.1", -1
+	hubOpts.Host, hubOpts.Port, hubOpts.HTTPPort = "127.0.0.1", -1, 0
 	hubOpts.LeafNode.Host, hubOpts.LeafNode.Port = "127.0.0.1", -1
+	// Regions must reach the hub only through their Link; an advertised
+	// leaf URL would let them reconnect around a cut.
+	hubOpts.LeafNode.NoAdvertise = true
 	hub, err := startServer(hubOpts, cfg.ReadyTimeout, log.With("nats", "hub"))
 	if err != nil {
 		return nil, err
@@ -112,6 +117,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 			return nil, err
 		}
 		e.regions[region] = s
+		e.opts[region] = opts
 	}
 	if err := e.waitLeafs(cfg.ReadyTimeout); err != nil {
 		e.Close()
@@ -207,6 +213,25 @@ func (e *Embedded) URL(region string) string {
 		return ""
 	}
 	return fmt.Sprintf("nats://%s:%s@%s", DemoUser, DemoPassword, s.Addr())
+}
+
+// RestartRegion shuts region's server down and starts it again on the same
+// port and store, as a crash-and-restart would; its clients reconnect.
+func (e *Embedded) RestartRegion(region string) error {
+	s, ok := e.regions[region]
+	if !ok {
+		return fmt.Errorf("no region %q", region)
+	}
+	opts := e.opts[region].Clone()
+	opts.Port = s.Addr().(*net.TCPAddr).Port
+	s.Shutdown()
+	s.WaitForShutdown()
+	ns, err := startServer(opts, 30*time.Second, e.log.With("nats", region))
+	if err != nil {
+		return fmt.Errorf("restarting %s: %w", region, err)
+	}
+	e.regions[region] = ns
+	return nil
 }
 
 // Server is region's nats-server, for tests that inspect or restart it.

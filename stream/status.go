@@ -2,8 +2,10 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,7 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// RegionStatus is what one region's streams hold and how far its sources lag.
+// RegionStatus is what one region's streams hold and how far it lags behind
+// each other region.
 type RegionStatus struct {
 	Region      string         `json:"region"`
 	Reachable   bool           `json:"reachable"`
@@ -25,64 +28,187 @@ type RegionStatus struct {
 // SourceStatus is the replication from one other region into this one.
 type SourceStatus struct {
 	From string `json:"from"`
-	// Lag is how many of From's readings this region has not yet received,
-	// as last reported by the server; it is only current while the link is up.
-	Lag uint64 `json:"lag"`
+	// LagMessages is how many of From's readings this region does not hold
+	// yet: the larger of the server's own count (current only while the link
+	// is up) and the distance in From's stream sequence between From's
+	// newest reading and the newest one held here (an upper bound, as From's
+	// stream also holds readings it sourced from others).
+	LagMessages uint64 `json:"lag_messages"`
+	// LagSeconds is how much of From's history this region misses: the time
+	// between the newest reading of From that this region holds and From's
+	// newest reading, as stored by From. Zero when caught up; -1 when From
+	// cannot be asked.
+	LagSeconds float64 `json:"lag_seconds"`
 	// Active is how long ago the source last had activity; -1 when never.
 	Active time.Duration `json:"active_ns"`
-	Error  string        `json:"error,omitempty"`
+	// Connected is whether the source has been active recently.
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
 }
 
-// Status asks every region, through nc and the regions' domains, for the
-// state of its streams. A region that cannot be reached is reported as such,
-// not as an error.
-func Status(ctx context.Context, nc *nats.Conn, regions []string) []RegionStatus {
+// streamSourceHeader is the header JetStream adds to a sourced message,
+// naming where it came from.
+const streamSourceHeader = "Nats-Stream-Source"
+
+// activeWithin is how recent a source's activity must be for it to count as
+// connected: sources heartbeat every few seconds even when idle.
+const activeWithin = 5 * time.Second
+
+// Regions addresses every region's JetStream. A region is best asked
+// through its own server, so that it can be reached even when it is cut
+// off from the hub; Via falls back to asking through any connection and the
+// region's domain.
+type Regions map[string]jetstream.JetStream
+
+// Connect dials every region's URL and returns their JetStream contexts,
+// the connections to close, and the regions that could not be dialled
+// (they are asked through the others' connections and the hub instead).
+func Connect(urls map[string]string, regions []string, opts ...nats.Option) (Regions, []*nats.Conn, error) {
+	rs := Regions{}
+	var conns []*nats.Conn
+	var errs []error
+	for _, r := range regions {
+		url, ok := urls[r]
+		if !ok {
+			continue
+		}
+		nc, err := nats.Connect(url, append([]nats.Option{nats.Timeout(2 * time.Second), nats.Name("telemetry-stream-status")}, opts...)...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r, err))
+			continue
+		}
+		conns = append(conns, nc)
+		js, err := jetstream.NewWithDomain(nc, r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r, err))
+			continue
+		}
+		rs[r] = js
+	}
+	if len(conns) == 0 {
+		return nil, nil, fmt.Errorf("no region reachable: %w", errors.Join(errs...))
+	}
+	// Regions without a direct connection are asked through the hub.
+	for _, r := range regions {
+		if _, ok := rs[r]; !ok {
+			if js, err := jetstream.NewWithDomain(conns[0], r); err == nil {
+				rs[r] = js
+			}
+		}
+	}
+	return rs, conns, nil
+}
+
+// Status asks every region for the state of its streams and works out the
+// lag between every pair. A region that cannot be reached is reported as
+// such, not as an error.
+func Status(ctx context.Context, rs Regions, regions []string) []RegionStatus {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The newest own reading of each region, as that region stored it.
+	newest := map[string]*jetstream.RawStreamMsg{}
+	reachable := map[string]bool{}
+	for _, r := range regions {
+		if js, ok := rs[r]; ok {
+			if s, err := js.Stream(ctx, ReadingsStream); err == nil {
+				reachable[r] = true
+				if m, err := s.GetLastMsgForSubject(ctx, ReadingsSubject(r)); err == nil {
+					newest[r] = m
+				}
+			}
+		}
+	}
 	out := make([]RegionStatus, 0, len(regions))
-	for _, region := range regions {
-		out = append(out, regionStatus(ctx, nc, region))
+	for _, r := range regions {
+		out = append(out, regionStatus(ctx, rs, r, newest))
 	}
 	return out
 }
 
-func regionStatus(ctx context.Context, nc *nats.Conn, region string) RegionStatus {
+func regionStatus(ctx context.Context, rs Regions, region string, newest map[string]*jetstream.RawStreamMsg) RegionStatus {
 	st := RegionStatus{Region: region}
-	js, err := jetstream.NewWithDomain(nc, region)
+	js, ok := rs[region]
+	if !ok {
+		st.Error = "no connection"
+		return st
+	}
+	readings, err := js.Stream(ctx, ReadingsStream)
 	if err != nil {
 		st.Error = err.Error()
 		return st
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	readings, err := streamInfo(ctx, js, ReadingsStream)
+	info, err := readings.Info(ctx)
 	if err != nil {
 		st.Error = err.Error()
 		return st
 	}
 	st.Reachable = true
-	st.Readings = readings.State.Msgs
-	for _, si := range readings.Sources {
-		src := SourceStatus{From: sourceRegion(si), Lag: si.Lag, Active: si.Active}
+	st.Readings = info.State.Msgs
+	for _, si := range info.Sources {
+		src := SourceStatus{From: sourceRegion(si), LagMessages: si.Lag, Active: si.Active, LagSeconds: -1}
+		src.Connected = si.Error == nil && si.Active >= 0 && si.Active < activeWithin
 		if si.Error != nil {
 			src.Error = si.Error.Error()
 		}
+		lagFrom(ctx, rs, readings, &src, newest[src.From])
 		st.Sources = append(st.Sources, src)
 	}
-	if dl, err := streamInfo(ctx, js, DeadLetterStream); err == nil {
-		st.DeadLetters = dl.State.Msgs
+	if dl, err := js.Stream(ctx, DeadLetterStream); err == nil {
+		if dli, err := dl.Info(ctx); err == nil {
+			st.DeadLetters = dli.State.Msgs
+		}
 	}
 	return st
 }
 
-func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", name, err)
+// lagFrom compares the newest reading of src.From held here with From's
+// newest, through the Nats-Stream-Source header that sourcing adds (it
+// carries the sequence in From's stream).
+func lagFrom(ctx context.Context, rs Regions, here jetstream.Stream, src *SourceStatus, theirNewest *jetstream.RawStreamMsg) {
+	if theirNewest == nil {
+		if _, ok := rs[src.From]; ok {
+			// From is reachable and has no readings yet: nothing to lag on.
+			src.LagSeconds, src.LagMessages = 0, 0
+		}
+		return
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s info: %w", name, err)
+	var heldSeq uint64
+	if m, err := here.GetLastMsgForSubject(ctx, ReadingsSubject(src.From)); err == nil {
+		heldSeq = sourceSeq(m.Header.Get(streamSourceHeader))
 	}
-	return info, nil
+	if heldSeq >= theirNewest.Sequence {
+		src.LagSeconds, src.LagMessages = 0, 0
+		return
+	}
+	src.LagMessages = max(src.LagMessages, theirNewest.Sequence-heldSeq)
+	// The time From stored the first reading this region misses is the
+	// oldest point of the gap; without it (nothing held yet), From's oldest.
+	theirs, err := rs[src.From].Stream(ctx, ReadingsStream)
+	if err != nil {
+		return
+	}
+	var gapStart time.Time
+	if heldSeq > 0 {
+		if m, err := theirs.GetMsg(ctx, heldSeq); err == nil {
+			gapStart = m.Time
+		}
+	} else if info, err := theirs.Info(ctx); err == nil {
+		gapStart = info.State.FirstTime
+	}
+	if !gapStart.IsZero() {
+		src.LagSeconds = max(0, theirNewest.Time.Sub(gapStart).Seconds())
+	}
+}
+
+// sourceSeq reads the origin sequence from a Nats-Stream-Source header,
+// "<stream index name> <sequence> ...".
+func sourceSeq(h string) uint64 {
+	f := strings.Fields(h)
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[1], 10, 64)
+	return n
 }
 
 // sourceRegion recovers the region a source replicates from its API prefix
@@ -100,32 +226,35 @@ func sourceRegion(si *jetstream.StreamSourceInfo) string {
 // WriteStatus prints statuses as a table for `telemetry stream status`.
 func WriteStatus(w io.Writer, statuses []RegionStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tREACHABLE\tREADINGS\tDEAD LETTERS\tSOURCE\tLAG (msgs)\tLAST ACTIVE")
+	fmt.Fprintln(tw, "REGION\tREADINGS\tDEAD LETTERS\tFROM\tLAG (msgs)\tLAG (s)\tLINK")
 	for _, st := range statuses {
 		if !st.Reachable {
-			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t-\t%s\n", st.Region, st.Error)
+			fmt.Fprintf(tw, "%s\tunreachable\t\t\t\t\t%s\n", st.Region, st.Error)
 			continue
 		}
 		if len(st.Sources) == 0 {
-			fmt.Fprintf(tw, "%s\tyes\t%d\t%d\t-\t-\t-\n", st.Region, st.Readings, st.DeadLetters)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t-\t-\t-\t-\n", st.Region, st.Readings, st.DeadLetters)
 		}
 		for i, src := range st.Sources {
 			region, readings, dead := "", "", ""
 			if i == 0 {
 				region, readings, dead = st.Region, fmt.Sprint(st.Readings), fmt.Sprint(st.DeadLetters)
 			}
-			active := "never"
-			if src.Active >= 0 {
-				active = src.Active.Round(time.Millisecond).String() + " ago"
+			lagS := "?"
+			if src.LagSeconds >= 0 {
+				lagS = strconv.FormatFloat(src.LagSeconds, 'f', 1, 64)
+			}
+			link := "up"
+			if !src.Connected {
+				link = "down"
+				if src.Active >= 0 {
+					link += fmt.Sprintf(" (last active %s ago)", src.Active.Round(time.Second))
+				}
 			}
 			if src.Error != "" {
-				active += " (" + src.Error + ")"
+				link += ": " + src.Error
 			}
-			reach := "yes"
-			if i > 0 {
-				reach = ""
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", region, reach, readings, dead, src.From, src.Lag, active)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", region, readings, dead, src.From, src.LagMessages, lagS, link)
 		}
 	}
 	return tw.Flush()

@@ -96,7 +96,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		StorageURL:       p.storageURL,
 		StorageOffReason: p.storageOff,
 		Gatherer:         p.gatherers,
-		Replication:      replicationFrom(p.nats.URL(p.home), regions),
+		Replication:      replicationFor(p.status, regions),
 	}, log)
 	if err != nil {
 		p.stop()

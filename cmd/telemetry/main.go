@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/telemetry-demo/telemetry/internal/cli"
 )
 
 type command struct {
@@ -56,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch {
 		case err == nil:
 			return 0
-		case errors.Is(err, flag.ErrHelp):
+		case errors.Is(err, flag.ErrHelp), errors.Is(err, cli.ErrFlagsChecked):
 			return 0
 		case errors.Is(err, errUsage):
 			return 2

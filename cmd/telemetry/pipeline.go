@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -48,6 +49,8 @@ type pipeline struct {
 	gatherers  *gatherers
 	storageURL string // empty when storage is off
 	storageOff string // why storage is off
+	// status reports the regions' streams and replication lag.
+	status func(context.Context) []stream.RegionStatus
 	// chAddr receives the ClickHouse address once storage is up.
 	chAddr chan string
 	stop   context.CancelFunc
@@ -77,9 +80,16 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	if err := nats.Apply(ctx, cfg.topo); err != nil {
 		return nil, err
 	}
+	urls := map[string]string{}
 	for _, r := range cfg.regions {
+		urls[r] = nats.URL(r)
 		say("NATS region %-9s %s", r, redactURL(nats.URL(r)))
 	}
+	lag := stream.NewLagCollector(regionStatus(urls, cfg.regions), time.Second)
+	p.status = lag.Statuses
+	lagReg := prometheus.NewRegistry()
+	lagReg.MustRegister(lag)
+	p.gatherers.add(lagReg)
 
 	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt}, log)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/url"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -12,37 +11,52 @@ import (
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
-// replicationFrom reports the lag between every pair of regions, asked
-// through a connection to natsURL, for the dashboard.
-func replicationFrom(natsURL string, regions []string) func(context.Context) ([]dashboard.ReplicationLag, error) {
+// regionStatus asks every region, each through its own URL where one is
+// given (so that a region cut off from the hub is still seen), for
+// `stream status`, the dashboard and the lag metrics. Connections are made
+// on first use and kept.
+func regionStatus(urls map[string]string, regions []string) func(context.Context) []stream.RegionStatus {
 	var mu sync.Mutex
-	var nc *nats.Conn
-	return func(ctx context.Context) ([]dashboard.ReplicationLag, error) {
+	var rs stream.Regions
+	var conns []*nats.Conn
+	return func(ctx context.Context) []stream.RegionStatus {
 		mu.Lock()
 		defer mu.Unlock()
-		if nc == nil || nc.IsClosed() {
-			c, err := nats.Connect(natsURL, nats.Name("telemetry-replication-status"), nats.MaxReconnects(-1))
+		if rs == nil {
+			var err error
+			rs, conns, err = stream.Connect(urls, regions, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
 			if err != nil {
-				return nil, err
+				out := make([]stream.RegionStatus, 0, len(regions))
+				for _, r := range regions {
+					out = append(out, stream.RegionStatus{Region: r, Error: err.Error()})
+				}
+				rs = nil
+				return out
 			}
-			nc = c
+			_ = conns // kept open for the life of the process
 		}
+		return stream.Status(ctx, rs, regions)
+	}
+}
+
+// replicationFor turns region statuses into the dashboard's lag matrix.
+func replicationFor(status func(context.Context) []stream.RegionStatus, regions []string) func(context.Context) ([]dashboard.ReplicationLag, error) {
+	return func(ctx context.Context) ([]dashboard.ReplicationLag, error) {
 		var out []dashboard.ReplicationLag
-		for _, st := range stream.Status(ctx, nc, regions) {
+		for _, st := range status(ctx) {
 			if !st.Reachable {
 				for _, from := range regions {
 					if from != st.Region {
-						out = append(out, dashboard.ReplicationLag{From: from, To: st.Region, Error: st.Error})
+						out = append(out, dashboard.ReplicationLag{From: from, To: st.Region, Error: st.Region + " unreachable: " + st.Error})
 					}
 				}
 				continue
 			}
 			for _, src := range st.Sources {
-				lag := dashboard.ReplicationLag{From: src.From, To: st.Region, Messages: src.Lag, Connected: src.Error == "" && src.Active >= 0 && src.Active < 10*time.Second, Error: src.Error}
-				if src.Active >= 0 {
-					lag.Seconds = src.Active.Seconds()
-				}
-				out = append(out, lag)
+				out = append(out, dashboard.ReplicationLag{
+					From: src.From, To: st.Region, Messages: src.LagMessages,
+					Seconds: max(src.LagSeconds, 0), Connected: src.Connected, Error: src.Error,
+				})
 			}
 		}
 		return out, nil

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -63,21 +61,16 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 }
 
 func streamStatus(ctx context.Context, stdout io.Writer, regions []string, urls map[string]string, asJSON bool) error {
-	var nc *nats.Conn
-	var errs []string
-	for _, r := range regions {
-		c, err := nats.Connect(urls[r], nats.Timeout(2*time.Second))
-		if err == nil {
-			nc = c
-			break
+	rs, conns, err := stream.Connect(urls, regions)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
 		}
-		errs = append(errs, fmt.Sprintf("%s: %v", r, err))
-	}
-	if nc == nil {
-		return fmt.Errorf("no region reachable (%s)", strings.Join(errs, "; "))
-	}
-	defer nc.Close()
-	st := stream.Status(ctx, nc, regions)
+	}()
+	st := stream.Status(ctx, rs, regions)
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -42,6 +42,15 @@ func NewFlagSet(name, synopsis string, out io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// ErrFlagsChecked is what Parse returns, after a successful parse, while
+// CheckFlagsOnly is set: the command stops there, having done nothing.
+var ErrFlagsChecked = errors.New("flags checked")
+
+// CheckFlagsOnly makes Parse stop every command right after its flags
+// parsed. The compose test sets it to check that compose.yaml's commands
+// are valid invocations.
+var CheckFlagsOnly bool
+
 // Parse parses args, then sets every flag not given on the command line from
 // its environment variable, if present. Command-line flags win.
 func Parse(fs *flag.FlagSet, args []string) error {
@@ -61,7 +70,13 @@ func Parse(fs *flag.FlagSet, args []string) error {
 			}
 		}
 	})
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if CheckFlagsOnly {
+		return ErrFlagsChecked
+	}
+	return nil
 }
 
 // SignalContext is cancelled on SIGINT or SIGTERM. A second signal exits at

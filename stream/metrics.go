@@ -1,0 +1,78 @@
+package stream
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// LagCollector exports the replication lag between every pair of regions
+// as Prometheus gauges, asking the regions at most once per interval.
+type LagCollector struct {
+	status   func(context.Context) []RegionStatus
+	interval time.Duration
+
+	mu   sync.Mutex
+	last []RegionStatus
+	at   time.Time
+
+	lagMsgs, lagSecs, connected, readings *prometheus.Desc
+}
+
+// NewLagCollector reports what status returns, cached for interval.
+func NewLagCollector(status func(context.Context) []RegionStatus, interval time.Duration) *LagCollector {
+	return &LagCollector{
+		status:   status,
+		interval: interval,
+		lagMsgs: prometheus.NewDesc("telemetry_replication_lag_messages",
+			"Readings of region `from` that region `to` does not hold yet.", []string{"from", "to"}, nil),
+		lagSecs: prometheus.NewDesc("telemetry_replication_lag_seconds",
+			"How much of region `from`'s history region `to` misses, in seconds.", []string{"from", "to"}, nil),
+		connected: prometheus.NewDesc("telemetry_replication_connected",
+			"1 while region `to` is receiving from region `from`.", []string{"from", "to"}, nil),
+		readings: prometheus.NewDesc("telemetry_region_readings",
+			"Readings held in the region's READINGS stream.", []string{"region"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *LagCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.lagMsgs
+	ch <- c.lagSecs
+	ch <- c.connected
+	ch <- c.readings
+}
+
+// Collect implements prometheus.Collector.
+func (c *LagCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.Statuses(context.Background()) {
+		if !st.Reachable {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.readings, prometheus.GaugeValue, float64(st.Readings), st.Region)
+		for _, src := range st.Sources {
+			ch <- prometheus.MustNewConstMetric(c.lagMsgs, prometheus.GaugeValue, float64(src.LagMessages), src.From, st.Region)
+			if src.LagSeconds >= 0 {
+				ch <- prometheus.MustNewConstMetric(c.lagSecs, prometheus.GaugeValue, src.LagSeconds, src.From, st.Region)
+			}
+			up := 0.0
+			if src.Connected {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, up, src.From, st.Region)
+		}
+	}
+}
+
+// Statuses returns the cached statuses, refreshed when older than the
+// interval.
+func (c *LagCollector) Statuses(ctx context.Context) []RegionStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil || time.Since(c.at) >= c.interval {
+		c.last, c.at = c.status(ctx), time.Now()
+	}
+	return c.last
+}
