@@ -3,6 +3,9 @@ package main
 import (
 	"io"
 	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/internal/cli"
@@ -17,6 +20,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the page and API; use 0.0.0.0:8080 to show it to other machines")
 	fs.StringVar(&cfg.StorageURL, "storage-url", "http://127.0.0.1:8081", "base URL of the storage service's HTTP API; empty: storage is off")
+	regionURLs := fs.String("nats-regions", "", "region=URL for other regions' servers, to measure replication lag even when a region is cut off from the hub (default: ask through --nats)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -25,7 +29,18 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	if cfg.StorageURL == "" {
 		cfg.StorageOffReason = "the dashboard was started without --storage-url"
 	}
-	cfg.Replication = replicationFrom(cfg.NATSURL, cfg.Regions)
+	urls, err := parseRegionURLs(*regionURLs)
+	if err != nil {
+		return err
+	}
+	if _, ok := urls[cfg.Domain]; !ok {
+		urls[cfg.Domain] = cfg.NATSURL
+	}
+	lag := stream.NewLagCollector(regionStatus(urls, cfg.Regions), time.Second)
+	cfg.Replication = replicationFor(lag.Statuses, cfg.Regions)
+	lagReg := prometheus.NewRegistry()
+	lagReg.MustRegister(lag)
+	cfg.Gatherer = lagReg
 	log, err := cli.Logger(*logLevel)
 	if err != nil {
 		return err
