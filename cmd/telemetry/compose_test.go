@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	composecli "github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+)
+
+func loadCompose(t *testing.T) (*types.Project, string) {
+	t.Helper()
+	root := testharness.RepoRoot(t)
+	opts, err := composecli.NewProjectOptions([]string{filepath.Join(root, "compose.yaml")},
+		composecli.WithWorkingDirectory(root), composecli.WithName("telemetry"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("compose.yaml does not load: %v", err)
+	}
+	return p, root
+}
+
+// telemetryServices are the services that run our image.
+func telemetryServices(p *types.Project) []types.ServiceConfig {
+	var out []types.ServiceConfig
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for n := range p.Services {
+			if !yield(n) {
+				return
+			}
+		}
+	}) {
+		s := p.Services[name]
+		if s.Build != nil || s.Image == "telemetry:dev" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestComposeCommandsAreValidInvocations(t *testing.T) {
+	p, _ := loadCompose(t)
+	services := telemetryServices(p)
+	if len(services) < 7 {
+		t.Fatalf("only %d telemetry services in compose.yaml", len(services))
+	}
+	cli.CheckFlagsOnly = true
+	defer func() { cli.CheckFlagsOnly = false }()
+	for _, s := range services {
+		t.Run(s.Name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(s.Command, &out, &errb); code != 0 {
+				t.Errorf("command %q is not a valid telemetry invocation (exit %d): %s", s.Command, code, errb.String())
+			}
+		})
+	}
+}
+
+// flagValue returns the value of --name=value in cmd.
+func flagValue(cmd []string, name string) (string, bool) {
+	for _, a := range cmd {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func portOf(t *testing.T, path string, re *regexp.Regexp) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := re.FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("%s: no match for %s", path, re)
+	}
+	return string(m[1])
+}
+
+func TestComposeAddressesAgree(t *testing.T) {
+	p, root := loadCompose(t)
+	// What each service listens on, from the very files compose mounts.
+	listens := map[string]string{
+		"mosquitto":  portOf(t, filepath.Join(root, "deploy/mosquitto/mosquitto.conf"), regexp.MustCompile(`(?m)^listener (\d+)`)),
+		"clickhouse": "9000", // the image's native protocol port
+	}
+	natsPort := portOf(t, filepath.Join(root, "deploy/nats/region.conf"), regexp.MustCompile(`(?m)^listen: [0-9.]+:(\d+)`))
+	regionOf := map[string]string{} // service -> region
+	for name, s := range p.Services {
+		if r, ok := s.Environment["REGION"]; ok && r != nil {
+			listens[name] = natsPort
+			regionOf[name] = *r
+		}
+	}
+	for _, s := range telemetryServices(p) {
+		if l, ok := flagValue(s.Command, "listen"); ok {
+			_, port, err := net.SplitHostPort(l)
+			if err != nil {
+				t.Fatalf("%s: --listen=%s: %v", s.Name, l, err)
+			}
+			listens[s.Name] = port
+			if s.HealthCheck != nil && !strings.Contains(strings.Join(s.HealthCheck.Test, " "), ":"+port+"/") {
+				t.Errorf("%s: healthcheck %q does not probe its --listen port %s", s.Name, s.HealthCheck.Test, port)
+			}
+		}
+	}
+
+	check := func(service, flag, rawURL, wantRegion string) {
+		t.Helper()
+		u, err := url.Parse(rawURL)
+		if err != nil || u.Host == "" {
+			host, port, _ := net.SplitHostPort(rawURL)
+			u = &url.URL{Host: net.JoinHostPort(host, port)}
+		}
+		host, port := u.Hostname(), u.Port()
+		want, ok := listens[host]
+		if !ok {
+			t.Errorf("%s --%s points at %s, which is not a service that listens", service, flag, host)
+			return
+		}
+		if port != want {
+			t.Errorf("%s --%s points at %s:%s, but %s listens on %s", service, flag, host, port, host, want)
+		}
+		if wantRegion != "" && regionOf[host] != wantRegion {
+			t.Errorf("%s --%s: region %s's server is %s (REGION=%s)", service, flag, wantRegion, host, regionOf[host])
+		}
+	}
+	for _, s := range telemetryServices(p) {
+		region, _ := flagValue(s.Command, "region")
+		for _, f := range []string{"broker", "clickhouse", "storage-url"} {
+			if v, ok := flagValue(s.Command, f); ok {
+				check(s.Name, f, v, "")
+			}
+		}
+		if v, ok := flagValue(s.Command, "nats"); ok {
+			if strings.Contains(v, "=nats://") { // stream's region=url list
+				for _, item := range strings.Split(v, ",") {
+					r, u, _ := strings.Cut(item, "=")
+					check(s.Name, "nats", u, r)
+				}
+			} else {
+				check(s.Name, "nats", v, region)
+			}
+		}
+		if v, ok := flagValue(s.Command, "nats-regions"); ok {
+			for _, item := range strings.Split(v, ",") {
+				r, u, _ := strings.Cut(item, "=")
+				check(s.Name, "nats-regions", u, r)
+			}
+		}
+	}
+}
+
+// TestComposeMountsTheFilesTheTestsUse checks that every file compose mounts
+// exists and is one of the configuration files the tests and the demo load.
+func TestComposeMountsTheFilesTheTestsUse(t *testing.T) {
+	p, root := loadCompose(t)
+	shared := map[string]bool{
+		filepath.Join(root, "deploy/nats"):                     true, // embedded by package deploy, loaded by stream.StartEmbedded
+		filepath.Join(root, "deploy/mosquitto/mosquitto.conf"): true, // loaded by testharness.MosquittoBroker
+	}
+	mounts := 0
+	for name, s := range p.Services {
+		for _, v := range s.Volumes {
+			if v.Type != types.VolumeTypeBind {
+				continue
+			}
+			mounts++
+			if _, err := os.Stat(v.Source); err != nil {
+				t.Errorf("%s mounts %s, which does not exist", name, v.Source)
+			}
+			if !shared[v.Source] {
+				t.Errorf("%s mounts %s, which no test uses", name, v.Source)
+			}
+			if !v.ReadOnly {
+				t.Errorf("%s mounts %s writable", name, v.Source)
+			}
+		}
+	}
+	if mounts == 0 {
+		t.Fatal("compose.yaml mounts no configuration at all")
+	}
+}
