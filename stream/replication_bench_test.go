@@ -1,0 +1,143 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BenchmarkReplication10k publishes 10,000 readings/s for 10 s, spread over
+// the three regions, and reports how far behind the regions fell (the most
+// lag seen, in messages and seconds) and how long after the last publish
+// every region held every reading. Run:
+//
+//	go test -run '^$' -bench Replication10k -benchtime 1x ./stream/
+func BenchmarkReplication10k(b *testing.B) {
+	const (
+		rate     = 10_000
+		duration = 10 * time.Second
+	)
+	for range b.N {
+		e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: b.TempDir()}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		if err := e.Apply(ctx, DefaultTopology(DefaultRegions)); err != nil {
+			b.Fatal(err)
+		}
+		urls := map[string]string{}
+		for _, r := range e.Regions() {
+			urls[r] = e.URL(r)
+		}
+		rs, conns, err := Connect(urls, e.Regions())
+		if err != nil {
+			b.Fatal(err)
+		}
+
+		var maxLagMsgs uint64
+		var maxLagSecs float64
+		stopSampling := make(chan struct{})
+		var sampler sync.WaitGroup
+		sampler.Add(1)
+		go func() {
+			defer sampler.Done()
+			for {
+				select {
+				case <-stopSampling:
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+				for _, st := range Status(ctx, rs, e.Regions()) {
+					for _, s := range st.Sources {
+						maxLagMsgs = max(maxLagMsgs, s.LagMessages)
+						maxLagSecs = max(maxLagSecs, s.LagSeconds)
+					}
+				}
+			}
+		}()
+
+		b.ResetTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		var published [3]int
+		for i, r := range e.Regions() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				nc, err := nats.Connect(e.URL(r))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer nc.Close()
+				js, _ := jetstream.NewWithDomain(nc, r, jetstream.WithPublishAsyncMaxPending(4096))
+				perRegion := rate / len(e.Regions())
+				total := perRegion * int(duration/time.Second)
+				for n := 0; n < total; n++ {
+					// Hold the pace: publish n once n/perRegion seconds have passed.
+					if due := start.Add(time.Duration(n) * time.Second / time.Duration(perRegion)); time.Until(due) > 0 {
+						time.Sleep(time.Until(due))
+					}
+					msg := &nats.Msg{Subject: fmt.Sprintf("telemetry.%s.bench.%s-d%d", r, r, n%100), Data: []byte(`{"v":1}`), Header: nats.Header{}}
+					msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-d%d:1:%d", r, n%100, n))
+					// When the async window is full, wait for it to drain
+					// (backpressure), then publish again.
+					for {
+						_, err := js.PublishMsgAsync(msg)
+						if err == nil {
+							break
+						}
+						if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+							b.Error(err)
+							return
+						}
+						<-js.PublishAsyncComplete()
+					}
+				}
+				<-js.PublishAsyncComplete()
+				published[i] = total
+			}()
+		}
+		wg.Wait()
+		lastPublish := time.Now()
+		want := uint64(published[0] + published[1] + published[2])
+		for {
+			done := true
+			for _, st := range Status(ctx, rs, e.Regions()) {
+				if st.Readings != want {
+					done = false
+				}
+			}
+			if done {
+				break
+			}
+			if time.Since(lastPublish) > 60*time.Second {
+				var buf strings.Builder
+				WriteStatus(&buf, Status(ctx, rs, e.Regions()))
+				b.Fatalf("regions did not converge within 60 s of the last publish (want %d each):\n%s", want, buf.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		converged := time.Since(lastPublish)
+		b.StopTimer()
+		close(stopSampling)
+		sampler.Wait()
+		b.ReportMetric(float64(want)/lastPublish.Sub(start).Seconds(), "published/s")
+		b.ReportMetric(float64(converged.Milliseconds()), "converge-ms")
+		b.ReportMetric(float64(maxLagMsgs), "max-lag-msgs")
+		b.ReportMetric(maxLagSecs, "max-lag-s")
+		for _, nc := range conns {
+			nc.Close()
+		}
+		e.Close()
+	}
+}
