@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -200,19 +201,37 @@ func (e *Embedded) waitLeafs(timeout time.Duration) error {
 	return nil
 }
 
-// Demo credentials of the TELEMETRY account, from deploy/nats/accounts.conf.
+// Demo credentials of the TELEMETRY account, from deploy/nats/accounts.conf:
+// DemoUser manages streams; each service has a user of its own.
 const (
 	DemoUser     = "telemetry"
 	DemoPassword = "telemetry"
 )
 
-// URL is the client URL of region's server, with the demo credentials.
-func (e *Embedded) URL(region string) string {
+// DemoPasswordFor is the demo password of user in deploy/nats/accounts.conf.
+func DemoPasswordFor(user string) string {
+	switch {
+	case strings.HasPrefix(user, "ingest-"):
+		return "ingest"
+	default:
+		return user
+	}
+}
+
+// IngestUser is the NATS user of region's ingest.
+func IngestUser(region string) string { return "ingest-" + region }
+
+// URL is the client URL of region's server as the stream manager (setup,
+// tests).
+func (e *Embedded) URL(region string) string { return e.URLAs(region, DemoUser) }
+
+// URLAs is the client URL of region's server as user, with its demo password.
+func (e *Embedded) URLAs(region, user string) string {
 	s, ok := e.regions[region]
 	if !ok {
 		return ""
 	}
-	return fmt.Sprintf("nats://%s:%s@%s", DemoUser, DemoPassword, s.Addr())
+	return fmt.Sprintf("nats://%s:%s@%s", user, DemoPasswordFor(user), s.Addr())
 }
 
 // RestartRegion shuts region's server down and starts it again on the same

@@ -121,9 +121,15 @@ func TestComposeAddressesAgree(t *testing.T) {
 		}
 	}
 
+	// Each service connects to NATS as its own least-privileged user.
+	natsUser := map[string]string{"stream-setup": "telemetry", "storage": "storage", "dashboard": "dashboard",
+		"ingest-us-east": "ingest-us-east", "ingest-eu-west": "ingest-eu-west", "ingest-ap-south": "ingest-ap-south"}
 	check := func(service, flag, rawURL, wantRegion string) {
 		t.Helper()
 		u, err := url.Parse(rawURL)
+		if err == nil && strings.HasPrefix(rawURL, "nats://") && u.User.Username() != natsUser[service] {
+			t.Errorf("%s --%s connects as %q, want its own user %q", service, flag, u.User.Username(), natsUser[service])
+		}
 		if err != nil || u.Host == "" {
 			host, port, _ := net.SplitHostPort(rawURL)
 			u = &url.URL{Host: net.JoinHostPort(host, port)}

@@ -89,7 +89,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	defer p.close()
 
 	dash, err := dashboard.New(dashboard.Config{
-		NATSURL:          p.nats.URL(p.home),
+		NATSURL:          p.nats.URLAs(p.home, "dashboard"),
 		Domain:           p.home,
 		Regions:          regions,
 		Listen:           f.listen,

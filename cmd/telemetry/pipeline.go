@@ -82,7 +82,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	}
 	urls := map[string]string{}
 	for _, r := range cfg.regions {
-		urls[r] = nats.URL(r)
+		urls[r] = nats.URLAs(r, "dashboard")
 		say("NATS region %-9s %s", r, redactURL(nats.URL(r)))
 	}
 	lag := stream.NewLagCollector(regionStatus(urls, cfg.regions), time.Second)
@@ -98,7 +98,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	say("MQTT broker        %s", p.broker.URL())
 
 	for _, r := range cfg.regions {
-		in, err := ingest.New(ingest.Config{Region: r, Broker: p.broker.URL(), NATSURL: nats.URL(r)}, log)
+		in, err := ingest.New(ingest.Config{Region: r, Broker: p.broker.URL(), NATSURL: nats.URLAs(r, stream.IngestUser(r))}, log)
 		if err != nil {
 			return nil, err
 		}
@@ -159,7 +159,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 			defer srv.Stop()
 			addr = srv.Addr()
 		}
-		st, err := storage.New(storage.Config{NATSURL: nats.URL(p.home), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen}, log)
+		st, err := storage.New(storage.Config{NATSURL: nats.URLAs(p.home, "storage"), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen}, log)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,125 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// conn connects as user and records the permission violations the server
+// reports.
+type conn struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	mu         sync.Mutex
+	violations []string
+}
+
+func connectAs(t *testing.T, e *Embedded, region, user string) *conn {
+	t.Helper()
+	c := &conn{}
+	nc, err := nats.Connect(e.URLAs(region, user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		c.mu.Lock()
+		c.violations = append(c.violations, err.Error())
+		c.mu.Unlock()
+	}))
+	if err != nil {
+		t.Fatalf("connecting as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	c.nc = nc
+	c.js, err = jetstream.NewWithDomain(nc, region)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// refusedPublish publishes to subject and waits for the server to report a
+// permission violation for it. A JetStream API subject of the local domain
+// is checked after the server maps it to $JS.API, so the report names that.
+func (c *conn) refusedPublish(t *testing.T, subject string) {
+	t.Helper()
+	reported := subject
+	if i := strings.Index(subject, ".API."); strings.HasPrefix(subject, "$JS.") && i > 0 {
+		reported = "$JS" + subject[i:]
+	}
+	if err := c.nc.Publish(subject, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.nc.Flush()
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, v := range c.violations {
+			if strings.Contains(strings.ToLower(v), "permissions violation") && strings.Contains(v, `"`+reported+`"`) {
+				return nil
+			}
+		}
+		return errors.New("no permission violation reported for " + subject)
+	})
+}
+
+func TestEachServiceUserHasOnlyItsPermissions(t *testing.T) {
+	e := startTestRegions(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	t.Run("ingest publishes its own region only", func(t *testing.T) {
+		c := connectAs(t, e, "eu-west", IngestUser("eu-west"))
+		msg := &nats.Msg{Subject: "telemetry.eu-west.probe.p-1", Data: []byte("{}")}
+		if _, err := c.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("ingest publishing its region's reading: %v", err)
+		}
+		if _, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: "deadletter.eu-west.bad_json", Data: []byte("x")}); err != nil {
+			t.Fatalf("ingest publishing its region's dead letter: %v", err)
+		}
+		c.refusedPublish(t, "telemetry.us-east.probe.p-1")
+		c.refusedPublish(t, "$JS.eu-west.API.STREAM.DELETE.READINGS")
+	})
+
+	t.Run("storage consumes but cannot publish or delete", func(t *testing.T) {
+		c := connectAs(t, e, "us-east", "storage")
+		cons, err := c.js.CreateOrUpdateConsumer(ctx, ReadingsStream, jetstream.ConsumerConfig{Durable: "storage", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			t.Fatalf("storage creating its durable consumer: %v", err)
+		}
+		if _, err := cons.Info(ctx); err != nil {
+			t.Fatalf("storage reading its consumer: %v", err)
+		}
+		c.refusedPublish(t, "telemetry.us-east.probe.p-1")
+		c.refusedPublish(t, "$JS.us-east.API.STREAM.DELETE.READINGS")
+		c.refusedPublish(t, "$JS.us-east.API.CONSUMER.CREATE.DEADLETTER")
+	})
+
+	t.Run("dashboard reads but cannot delete a stream", func(t *testing.T) {
+		c := connectAs(t, e, "us-east", "dashboard")
+		if _, err := c.js.OrderedConsumer(ctx, ReadingsStream, jetstream.OrderedConsumerConfig{}); err != nil {
+			t.Fatalf("dashboard creating an ordered consumer: %v", err)
+		}
+		other, err := jetstream.NewWithDomain(c.nc, "ap-south")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.Stream(ctx, DeadLetterStream); err != nil {
+			t.Fatalf("dashboard reading ap-south's DEADLETTER: %v", err)
+		}
+		c.refusedPublish(t, "$JS.us-east.API.STREAM.DELETE.READINGS")
+		c.refusedPublish(t, "$JS.API.STREAM.PURGE.READINGS")
+		c.refusedPublish(t, "telemetry.us-east.probe.p-1")
+	})
+
+	// Nothing above changed the streams.
+	for _, r := range e.Regions() {
+		if err := ApplyRegion(ctx, e.URL(r), r, DefaultTopology(DefaultRegions)); err != nil {
+			t.Fatalf("streams of %s after the attempts: %v", r, err)
+		}
+	}
+}
