@@ -4,17 +4,20 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: demo test deps bench lint build fuzz
+.PHONY: demo test deps deps-test bench lint build fuzz
 
 demo: deps
 	$(GO) run ./cmd/telemetry demo
 
-test: deps
+test: deps-test
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 deps:
-	./scripts/deps.sh
+	./scripts/deps.sh demo
+
+deps-test:
+	./scripts/deps.sh test
 
 build:
 	$(GO) build -o bin/telemetry ./cmd/telemetry

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need and is not a Go module:
-# Mosquitto (tests' MQTT broker) and ClickHouse (storage). On Debian or
+# Mosquitto (tests' MQTT broker, and mosquitto_pub to try the protocol by
+# hand), ClickHouse (storage) and, for `deps.sh test`, Chromium (the
+# dashboard's browser test). On Debian or
 # Ubuntu it uses apt-get (as root, or through sudo); elsewhere it says what to
 # install. Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -9,12 +11,12 @@ need=()
 command -v go >/dev/null || { echo "deps: Go 1.26 or newer is required: https://go.dev/doc/install" >&2; exit 1; }
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
 command -v clickhouse-server >/dev/null || command -v clickhouse >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
-if [ "${WITH_BROWSER:-0}" = 1 ]; then
+if [ "${1:-demo}" = test ]; then
   command -v chromium >/dev/null || need+=(chromium)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "deps: mosquitto and clickhouse present"
+  echo "deps: everything present"
   exit 0
 fi
 
