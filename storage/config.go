@@ -76,6 +76,11 @@ type Config struct {
 	// trying to store the batch in hand. If it cannot, the batch is handed
 	// back to JetStream (negatively acknowledged) for the next run.
 	DrainTimeout time.Duration
+	// CheckAll looks every reading up in ClickHouse before inserting it,
+	// not only those JetStream delivers again or whose insert failed. It
+	// also keeps out copies that the stream holds twice (published again
+	// after the stream's duplicate window), for one more query per batch.
+	CheckAll bool
 	// PendingInterval is how often the consumer's backlog is asked for.
 	PendingInterval time.Duration
 

@@ -10,17 +10,43 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// batch is the readings in hand: the messages to acknowledge and their rows.
+// batch is the readings in hand: the messages to acknowledge, the distinct
+// readings they carry, and the rows of those to insert.
 type batch struct {
-	msgs    []jetstream.Msg
-	cols    columns
-	fetched time.Time // when the oldest message arrived, for AckWait
+	msgs     []jetstream.Msg // all acknowledged once the batch is stored
+	readings []reading       // distinct: a copy of one in hand is not added
+	index    map[readingKey]int
+	cols     columns   // rows of the readings not stored yet, built per attempt
+	fetched  time.Time // when the oldest message arrived, for AckWait
+	copies   int       // messages whose reading was in the batch already
+	stored   int       // readings found stored already by the last attempt
+}
+
+func newBatch(size int) *batch {
+	return &batch{msgs: make([]jetstream.Msg, 0, size), readings: make([]reading, 0, size), index: make(map[readingKey]int, size)}
 }
 
 func (b *batch) reset() {
 	clear(b.msgs) // drop references to the messages
 	b.msgs = b.msgs[:0]
+	clear(b.readings)
+	b.readings = b.readings[:0]
+	clear(b.index)
 	b.cols.reset()
+	b.copies, b.stored = 0, 0
+}
+
+// add takes message m carrying rd; a copy of a reading in hand is only
+// acknowledged with it.
+func (b *batch) add(m jetstream.Msg, rd reading) {
+	b.msgs = append(b.msgs, m)
+	if i, ok := b.index[rd.key]; ok {
+		b.readings[i].check = b.readings[i].check || rd.check
+		b.copies++
+		return
+	}
+	b.index[rd.key] = len(b.readings)
+	b.readings = append(b.readings, rd)
 }
 
 // consume is the writer's loop: set up (migrations, consumer), then fetch a
@@ -39,7 +65,7 @@ func (w *Writer) consume(ctx context.Context) error {
 	var (
 		cons     jetstream.Consumer
 		migrated bool
-		b        = &batch{msgs: make([]jetstream.Msg, 0, w.cfg.BatchSize)}
+		b        = newBatch(w.cfg.BatchSize)
 	)
 	for ctx.Err() == nil {
 		if cons == nil {
@@ -149,7 +175,8 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 		if len(b.msgs) == 0 {
 			b.fetched = time.Now()
 		}
-		if err := b.cols.add(m.Subject(), m.Data(), m.Headers()); err != nil {
+		rd, err := decode(m.Subject(), m.Data(), m.Headers())
+		if err != nil {
 			w.metrics.decodeErrors.Inc()
 			w.mu.Lock()
 			w.status.DecodeErrors++
@@ -162,7 +189,11 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 			_ = m.Ack()
 			continue
 		}
-		b.msgs = append(b.msgs, m)
+		// Delivered before: an earlier writer may have stored it and died
+		// before acknowledging (see dedupe.go).
+		md, err := m.Metadata()
+		rd.check = w.cfg.CheckAll || err != nil || md.NumDelivered > 1
+		b.add(m, rd)
 	}
 	if err := mb.Error(); err != nil {
 		return fmt.Errorf("fetching from %s: %w", w.cfg.Stream, err)
@@ -170,7 +201,8 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 	return nil
 }
 
-// store inserts b, retrying with backoff until it succeeds or ctx ends.
+// store inserts the readings of b that ClickHouse does not hold yet,
+// retrying with backoff until it succeeds or ctx ends.
 // While it retries it tells JetStream the batch is in progress, so that it
 // is not delivered again meanwhile.
 func (w *Writer) store(ctx context.Context, b *batch) error {
@@ -178,7 +210,7 @@ func (w *Writer) store(ctx context.Context, b *batch) error {
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		ictx, cancel := context.WithTimeout(ctx, w.cfg.AckWait/2)
-		err := b.cols.insert(ictx, w.conn, w.cfg.Database)
+		err := w.insert(ictx, b)
 		cancel()
 		if err == nil {
 			w.stored(b, time.Since(start))
@@ -187,7 +219,7 @@ func (w *Writer) store(ctx context.Context, b *batch) error {
 		w.metrics.insertErrors.Inc()
 		wait := bo.NextBackOff()
 		w.setState(StateRetrying, fmt.Errorf("inserting into ClickHouse at %s (attempt %d): %w", w.cfg.ClickHouseAddr, attempt, err))
-		w.log.Warn("insert failed; retrying", "attempt", attempt, "rows", b.cols.rows(), "in", wait.Round(time.Millisecond), "err", err)
+		w.log.Warn("insert failed; retrying", "attempt", attempt, "readings", len(b.readings), "in", wait.Round(time.Millisecond), "err", err)
 		if time.Since(b.fetched) > w.cfg.AckWait/3 {
 			for _, m := range b.msgs {
 				_ = m.InProgress()
@@ -200,18 +232,65 @@ func (w *Writer) store(ctx context.Context, b *batch) error {
 	}
 }
 
+// insert looks up the readings of b that may be stored already, builds
+// the rows of the others and inserts them in one INSERT. If the insert
+// fails every reading is marked for a lookup: it may have landed anyway.
+func (w *Writer) insert(ctx context.Context, b *batch) error {
+	var check []*reading
+	for i := range b.readings {
+		if b.readings[i].check {
+			check = append(check, &b.readings[i])
+		}
+	}
+	var found map[readingKey]bool
+	if len(check) > 0 {
+		var err error
+		if found, err = storedAmong(ctx, w.conn, w.cfg.Database, check); err != nil {
+			return err
+		}
+		w.metrics.lookedUp.Add(float64(len(check)))
+	}
+	b.cols.reset()
+	b.stored = 0
+	for i := range b.readings {
+		if found[b.readings[i].key] {
+			b.stored++
+			continue
+		}
+		b.cols.append(&b.readings[i])
+	}
+	if b.cols.rows() == 0 {
+		return nil
+	}
+	if err := b.cols.insert(ctx, w.conn, w.cfg.Database); err != nil {
+		for i := range b.readings {
+			b.readings[i].check = true
+		}
+		return err
+	}
+	return nil
+}
+
 func (w *Writer) stored(b *batch, took time.Duration) {
 	rows, readings := b.cols.rows(), b.cols.readings
 	now := time.Now()
-	w.metrics.rows.Add(float64(rows))
-	w.metrics.readings.Add(float64(readings))
-	w.metrics.batchReadings.Observe(float64(readings))
-	w.metrics.insertSeconds.Observe(took.Seconds())
-	w.metrics.lastInsert.Set(float64(now.Unix()))
+	w.metrics.dupBatch.Add(float64(b.copies))
+	w.metrics.dupStored.Add(float64(b.stored))
+	if readings > 0 {
+		w.metrics.rows.Add(float64(rows))
+		w.metrics.readings.Add(float64(readings))
+		w.metrics.batchReadings.Observe(float64(readings))
+		w.metrics.batchRows.Observe(float64(rows))
+		w.metrics.insertSeconds.Observe(took.Seconds())
+		w.metrics.lastInsert.Set(float64(now.Unix()))
+	}
 	w.mu.Lock()
 	w.status.RowsStored += uint64(rows)
 	w.status.ReadingsStored += uint64(readings)
-	w.status.LastInsert = now.UTC().Format(time.RFC3339)
+	w.status.DuplicatesDropped += uint64(b.copies + b.stored)
+	if readings > 0 {
+		w.status.LastInsert = now.UTC().Format(time.RFC3339)
+	}
 	w.mu.Unlock()
 	if w.Status().State == StateRetrying {
 		w.setState(StateOK, nil)

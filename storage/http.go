@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,14 +15,24 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 )
 
-// Handler serves /healthz, /metrics, /api/status and /api/ledger. Run
-// serves it on Config.Listen; with NoListen the caller mounts it.
+// Handler serves /healthz, /metrics, /api/status, /api/ledger and
+// /api/history. Run serves it on Config.Listen; with NoListen the caller
+// mounts it.
 //
 //   - GET /api/status: the Status as JSON; 200 when the state is ok, 503
 //     otherwise (the body says why).
 //   - GET /api/ledger[?device_prefix=P]: {"ledger":[LedgerRow...]}, per
 //     (device, boot) what ClickHouse holds; 503 with {"error":...} when
 //     ClickHouse does not answer.
+//   - GET /api/history?metric=M[&minutes=N][&region=R][&device_type=D]:
+//     the History of metric M over the last N minutes (default 30, at
+//     most 1440) from the per-minute rollups, per region and device type,
+//     optionally only region R or device type D:
+//     {"metric":"temperature_c","minutes":30,"from":<RFC 3339>,"to":<RFC 3339>,
+//     "series":[{"region":"us-east","device_type":"th","points":[{"minute":<RFC 3339>,
+//     "count":120,"min":..,"max":..,"avg":..,"p50":..,"p90":..,"p95":..,"p99":..}]}]}.
+//     400 with {"error":...} for a bad parameter, 503 when ClickHouse does
+//     not answer.
 //   - GET /healthz: 200 when the state is ok.
 func (w *Writer) Handler() http.Handler {
 	runtime := prometheus.NewRegistry()
@@ -28,6 +40,7 @@ func (w *Writer) Handler() http.Handler {
 	mux := httpserv.Mux(prometheus.Gatherers{w.reg, runtime}, w.healthy)
 	mux.HandleFunc("GET /api/status", w.serveStatus)
 	mux.HandleFunc("GET /api/ledger", w.serveLedger)
+	mux.HandleFunc("GET /api/history", w.serveHistory)
 	return mux
 }
 
@@ -63,6 +76,30 @@ func (w *Writer) serveLedger(rw http.ResponseWriter, r *http.Request) {
 		rows = []LedgerRow{}
 	}
 	writeJSON(rw, http.StatusOK, map[string]any{"ledger": rows})
+}
+
+func (w *Writer) serveHistory(rw http.ResponseWriter, r *http.Request) {
+	v := r.URL.Query()
+	q := HistoryQuery{Metric: v.Get("metric"), Region: v.Get("region"), DeviceType: v.Get("device_type")}
+	if s := v.Get("minutes"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			writeJSON(rw, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("minutes %q: want a whole number from 1 to %d", s, MaxHistoryMinutes)})
+			return
+		}
+		q.Minutes = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	h, err := w.History(ctx, q)
+	switch {
+	case errors.Is(err, ErrBadHistoryQuery):
+		writeJSON(rw, http.StatusBadRequest, map[string]string{"error": err.Error()})
+	case err != nil:
+		writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+	default:
+		writeJSON(rw, http.StatusOK, h)
+	}
 }
 
 func writeJSON(rw http.ResponseWriter, code int, v any) {

@@ -45,44 +45,80 @@ func (c *columns) rows() int { return len(c.metric) }
 // can hold.
 const maxTSMillis = math.MaxUint32*1000 + 999
 
-// add decodes one JetStream message, subject
-// telemetry.<region>.<device-type>.<device-id> and body a v1 payload, and
-// appends a row per metric. An error means the message can never be
-// stored; nothing is appended then.
-func (c *columns) add(subject string, body []byte, h nats.Header) error {
+// reading is one decoded message: a reading and where it came from.
+type reading struct {
+	key                readingKey
+	region, deviceType string
+	r                  protocol.Reading
+	received           uint64 // unix ms when ingest took it from MQTT; 0 if unknown
+	// check means the reading may be stored already: JetStream delivered
+	// it before, or an insert that held it failed (and may have landed
+	// nonetheless). It is looked up before it is inserted.
+	check bool
+}
+
+// readingKey identifies a reading (protocol: device, boot, seq).
+type readingKey struct {
+	device    string
+	boot, seq uint64
+}
+
+// decode turns one JetStream message, subject
+// telemetry.<region>.<device-type>.<device-id> and body a v1 payload, into
+// a reading. An error means the message can never be stored.
+func decode(subject string, body []byte, h nats.Header) (reading, error) {
 	region, deviceType, device, err := parseSubject(subject)
 	if err != nil {
-		return err
+		return reading{}, err
 	}
 	r, err := protocol.Unmarshal(body)
 	if err != nil {
-		return fmt.Errorf("decoding body: %w", err)
+		return reading{}, fmt.Errorf("decoding body: %w", err)
 	}
 	if r.Device != device {
-		return fmt.Errorf("body's device %q is not the subject's %q", r.Device, device)
+		return reading{}, fmt.Errorf("body's device %q is not the subject's %q", r.Device, device)
 	}
 	if r.TS < 0 || r.TS > maxTSMillis {
-		return fmt.Errorf("ts %d is outside what a DateTime holds", r.TS)
+		return reading{}, fmt.Errorf("ts %d is outside what a DateTime holds", r.TS)
 	}
 	var received uint64
 	if v := h.Get(HeaderReceived); v != "" {
 		received, _ = strconv.ParseUint(v, 10, 64) // informational: 0 if garbled
 	}
-	ts := time.Unix(r.TS/1000, 0).UTC()
-	for _, m := range r.Metrics {
-		c.region = append(c.region, region)
-		c.deviceType = append(c.deviceType, deviceType)
-		c.device = append(c.device, device)
-		c.boot = append(c.boot, r.Boot)
-		c.seq = append(c.seq, r.Seq)
+	return reading{
+		key:    readingKey{device: device, boot: r.Boot, seq: r.Seq},
+		region: region, deviceType: deviceType,
+		r: r, received: received,
+	}, nil
+}
+
+// add decodes one message and appends a row per metric; nothing is
+// appended when it cannot be decoded.
+func (c *columns) add(subject string, body []byte, h nats.Header) error {
+	rd, err := decode(subject, body, h)
+	if err != nil {
+		return err
+	}
+	c.append(&rd)
+	return nil
+}
+
+// append adds a row per metric of rd.
+func (c *columns) append(rd *reading) {
+	ts := time.Unix(rd.r.TS/1000, 0).UTC()
+	for _, m := range rd.r.Metrics {
+		c.region = append(c.region, rd.region)
+		c.deviceType = append(c.deviceType, rd.deviceType)
+		c.device = append(c.device, rd.key.device)
+		c.boot = append(c.boot, rd.key.boot)
+		c.seq = append(c.seq, rd.key.seq)
 		c.metric = append(c.metric, m.Name)
 		c.value = append(c.value, m.Value)
 		c.ts = append(c.ts, ts)
-		c.tsMS = append(c.tsMS, uint64(r.TS))
-		c.receivedMS = append(c.receivedMS, received)
+		c.tsMS = append(c.tsMS, uint64(rd.r.TS))
+		c.receivedMS = append(c.receivedMS, rd.received)
 	}
 	c.readings++
-	return nil
 }
 
 // parseSubject splits telemetry.<region>.<device-type>.<device-id>.

@@ -209,6 +209,65 @@ func (e *env) waitStored(t *testing.T, w *running, want uint64) {
 	})
 }
 
+// rollupCounts returns, per metric, the readings counted by the per-minute
+// rollups.
+func (e *env) rollupCounts(t *testing.T) map[string]uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := e.conn.Query(ctx, "SELECT metric, countMerge(n) FROM telemetry.readings_1m GROUP BY metric")
+	if err != nil {
+		t.Fatalf("rollup counts: %v", err)
+	}
+	defer rows.Close()
+	out := map[string]uint64{}
+	for rows.Next() {
+		var m string
+		var n uint64
+		if err := rows.Scan(&m, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[m] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkRollups fails unless the rollups count each metric of rs once.
+func (e *env) checkRollups(t *testing.T, readings int) {
+	t.Helper()
+	got := e.rollupCounts(t)
+	for _, m := range metricNames {
+		if got[m] != uint64(readings) {
+			t.Errorf("rollups count %d %s readings, want %d (all: %v)", got[m], m, readings, got)
+		}
+	}
+}
+
+// insertRows writes the rows of rs straight into the table, as a writer
+// that died before acknowledging them would have.
+func (e *env) insertRows(t *testing.T, rs []protocol.Reading) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := e.conn.PrepareBatch(ctx, "INSERT INTO telemetry.readings (region, device_type, device, boot, seq, metric, value, ts, ts_ms, received_ms)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		for _, m := range r.Metrics {
+			if err := b.Append(region, "th", r.Device, r.Boot, r.Seq, m.Name, m.Value, time.UnixMilli(r.TS), uint64(r.TS), uint64(0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func getJSON(t *testing.T, url string, v any) int {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -288,7 +347,13 @@ func TestStoresEveryReadingOnce(t *testing.T) {
 		"telemetry_storage_decode_errors_total 2",
 		"telemetry_storage_insert_errors_total 0",
 		"telemetry_storage_batch_readings_count",
+		"telemetry_storage_batch_rows_count",
 		"telemetry_storage_insert_seconds_count",
+		"telemetry_storage_consumer_pending 0",
+		"telemetry_storage_last_insert_timestamp_seconds",
+		"telemetry_storage_readings_looked_up_total 0",
+		`telemetry_storage_duplicates_dropped_total{found="batch"} 0`,
+		`telemetry_storage_duplicates_dropped_total{found="stored"} 0`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(string(body), line) {
@@ -309,9 +374,18 @@ func TestRedeliveryDoesNotDouble(t *testing.T) {
 
 	// The same readings again, without message ids, so that JetStream keeps
 	// the copies: as if ingest had published them again after its
-	// duplicate window.
+	// duplicate window. JetStream delivers them for the first time, so
+	// only CheckAll looks them up.
+	cfg := e.config()
+	cfg.CheckAll = true
 	e.publish(t, rs, false)
-	w = start(t, e.config())
+	w = start(t, cfg)
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if st := w.Status(); st.DuplicatesDropped != uint64(len(rs)) || st.ReadingsStored != 0 {
+			return fmt.Errorf("status %+v, want all %d copies dropped, none inserted", st, len(rs))
+		}
+		return nil
+	})
 	e.waitStored(t, w, want)
 	w.stop(t)
 
@@ -322,17 +396,20 @@ func TestRedeliveryDoesNotDouble(t *testing.T) {
 	if err := e.js.DeleteConsumer(ctx, storage.DefaultStream, storage.DefaultDurable); err != nil {
 		t.Fatal(err)
 	}
-	w = start(t, e.config())
+	w = start(t, cfg)
 	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if st := w.Status(); st.ReadingsStored != 2*uint64(len(rs)) {
-			return fmt.Errorf("writer stored %d readings, want all %d in the stream", st.ReadingsStored, 2*len(rs))
+		if st := w.Status(); st.DuplicatesDropped != 2*uint64(len(rs)) {
+			return fmt.Errorf("status %+v: want all %d messages in the stream dropped as stored", st, 2*len(rs))
 		}
 		return nil
 	})
 	e.waitStored(t, w, want)
-	if n := e.count(t, false); n < want {
-		t.Errorf("%d rows without FINAL, want at least %d", n, want)
+	// No copy reached an insert: the table holds each row once even before
+	// merges, and the rollups count each reading once.
+	if n := e.count(t, false); n != want {
+		t.Errorf("%d rows without FINAL, want %d", n, want)
 	}
+	e.checkRollups(t, len(rs))
 	rows, err := storage.Ledger(ctx, e.conn, storage.LedgerOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -342,6 +419,87 @@ func TestRedeliveryDoesNotDouble(t *testing.T) {
 			t.Errorf("ledger %+v, want 40 readings, none missing", r)
 		}
 	}
+}
+
+// TestRedeliveredBatchDoesNotDoubleRollups plays a writer that inserted
+// a batch and died before acknowledging it: JetStream delivers the batch
+// again (NumDelivered 2), the new writer looks the readings up, drops
+// those stored and inserts only the rest, so neither the table nor the
+// rollups count a reading twice. Copies within one batch are dropped too.
+func TestRedeliveredBatchDoesNotDoubleRollups(t *testing.T) {
+	e := newEnv(t)
+	rs := readings(2, 50, 6000)
+	cfg := e.config()
+	cfg.BatchSize = 500 // the whole stream in one batch
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := storage.Migrate(ctx, e.conn, "telemetry"); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, rs, true)
+	// Copies of ten readings in the same batch, as JetStream holds them
+	// when ingest published them again after the duplicate window.
+	e.publish(t, rs[:10], false)
+
+	// The dead writer: it took every message from the durable consumer...
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, storage.DefaultStream, jetstream.ConsumerConfig{
+		Durable: storage.DefaultDurable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxAckPending: 2 * cfg.BatchSize,
+		DeliverPolicy: jetstream.DeliverAllPolicy, MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := cons.Fetch(len(rs)+10, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var taken []jetstream.Msg
+	for m := range mb.Messages() {
+		taken = append(taken, m)
+	}
+	if len(taken) != len(rs)+10 {
+		t.Fatalf("took %d messages, want %d", len(taken), len(rs)+10)
+	}
+	// ...stored the first 60 readings, and died before acknowledging.
+	e.insertRows(t, rs[:60])
+	for _, m := range taken {
+		if err := m.Nak(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	w := start(t, cfg)
+	want := uint64(len(rs) * len(metricNames))
+	e.waitStored(t, w, want)
+	st := w.Status()
+	if st.ReadingsStored != uint64(len(rs)-60) || st.DuplicatesDropped != 60+10 {
+		t.Errorf("status %+v: want %d readings inserted and 70 copies dropped", st, len(rs)-60)
+	}
+	if n := e.count(t, false); n != want {
+		t.Errorf("%d rows without FINAL, want %d: a copy reached an insert", n, want)
+	}
+	e.checkRollups(t, len(rs))
+	metrics := getText(t, "http://"+w.Addr()+"/metrics")
+	for _, line := range []string{
+		`telemetry_storage_duplicates_dropped_total{found="batch"} 10`,
+		`telemetry_storage_duplicates_dropped_total{found="stored"} 60`,
+		fmt.Sprintf("telemetry_storage_readings_looked_up_total %d", len(rs)),
+	} {
+		if !strings.Contains(metrics, line) {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+}
+
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func TestMigrateIsIdempotent(t *testing.T) {

@@ -30,15 +30,17 @@ const (
 )
 
 // Status is the writer's state, served as JSON at /api/status. Counts are
-// since the writer started and include redeliveries.
+// since the writer started. RowsStored and ReadingsStored count what was
+// inserted; copies kept out of inserts count in DuplicatesDropped instead.
 type Status struct {
-	State           string `json:"state"`
-	RowsStored      uint64 `json:"rows_stored"`
-	ReadingsStored  uint64 `json:"readings_stored"`
-	DecodeErrors    uint64 `json:"decode_errors"`
-	LastInsert      string `json:"last_insert"`      // RFC 3339; empty before the first insert
-	ConsumerPending uint64 `json:"consumer_pending"` // in the stream, not yet stored: undelivered plus unacknowledged
-	Error           string `json:"error"`            // why the state is not ok; empty when it is
+	State             string `json:"state"`
+	RowsStored        uint64 `json:"rows_stored"`
+	ReadingsStored    uint64 `json:"readings_stored"`
+	DuplicatesDropped uint64 `json:"duplicates_dropped"` // copies in a batch, or stored already
+	DecodeErrors      uint64 `json:"decode_errors"`
+	LastInsert        string `json:"last_insert"`      // RFC 3339; empty before the first insert
+	ConsumerPending   uint64 `json:"consumer_pending"` // in the stream, not yet stored: undelivered plus unacknowledged
+	Error             string `json:"error"`            // why the state is not ok; empty when it is
 }
 
 // Writer consumes a region's READINGS stream and stores the readings in

@@ -312,6 +312,17 @@ func (s *Server) Dir() string { return s.opts.Dir }
 // with them restarts it on the same data and ports.
 func (s *Server) Options() Options { return s.opts }
 
+// PID is the server process's id, or 0 when it is not running. Benchmarks
+// read its CPU time from /proc.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
 // Running reports whether the process is running.
 func (s *Server) Running() bool {
 	s.mu.Lock()

@@ -1,0 +1,468 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/storage"
+)
+
+// TestStorageKilledUnderLoad runs `telemetry storage` as a child process,
+// kills it with SIGKILL three times while readings keep arriving, each time
+// starting another: nothing is lost, and nothing is counted twice, neither
+// in the readings table (not even before merges) nor in the rollups.
+//
+// The second kill hits the worst moment on purpose: the writer reaches
+// NATS through a proxy that the test freezes (nothing more from the writer
+// reaches NATS, while deliveries still reach the writer), the writer
+// stores a batch, and its acknowledgements are lost with it. JetStream
+// delivers that batch again to the next writer, which must find it stored
+// and keep it out of its insert.
+func TestStorageKilledUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and kills it under load; skipped with -short")
+	}
+	const region = "us-east"
+	bin := buildStorageBinary(t)
+	ch := testharness.ClickHouse(t)
+	_, natsURL := testharness.NATS(t, region)
+	js, err := jetstream.NewWithDomain(testharness.Connect(t, natsURL), region)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: storage.DefaultStream, Subjects: []string{"telemetry." + region + ".>"}, Duplicates: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	// A short ack wait, so that what a killed writer held comes back soon.
+	args := []string{"storage", "--nats", natsURL, "--region", region, "--clickhouse", ch.Addr(),
+		"--batch-size", "200", "--flush-interval", "100ms", "--ack-wait", "3s", "--log-level", "warn"}
+	proxy := startFreezingProxy(t, natsURL)
+	args[2] = proxy.url()
+	pub := startStorageLoad(t, js, region, 5, 200)
+
+	var dropped uint64 // copies the writers kept out of inserts
+	var unacked uint64 // readings stored by the frozen writer, whose acknowledgements were lost
+	w := startStorage(t, bin, args)
+	for i, extra := range []time.Duration{0, -1, 330 * time.Millisecond} {
+		// Let it store a while (and take over what the last one held).
+		st := w.waitStatus(t, func(st storage.Status) error {
+			if st.ReadingsStored < 300 {
+				return fmt.Errorf("stored %d readings, want 300", st.ReadingsStored)
+			}
+			if i == 2 && st.DuplicatesDropped < unacked {
+				return fmt.Errorf("%d of the %d readings stored and not acknowledged before the last kill came back", st.DuplicatesDropped, unacked)
+			}
+			return nil
+		})
+		if extra >= 0 {
+			time.Sleep(extra) // to vary the kill's moment, not to wait for a condition
+		} else {
+			// Freeze, then wait for an insert: its acknowledgements are lost.
+			proxy.freeze()
+			stored := w.waitStatus(t, func(storage.Status) error { return nil }).ReadingsStored
+			st = w.waitStatus(t, func(st storage.Status) error {
+				if st.ReadingsStored <= stored {
+					return fmt.Errorf("stored %d readings since the freeze, want more", st.ReadingsStored-stored)
+				}
+				return nil
+			})
+			unacked = st.ReadingsStored - stored
+			t.Logf("kill %d: %d readings stored after NATS stopped hearing from the writer", i+1, unacked)
+		}
+		w.kill(t)
+		dropped += st.DuplicatesDropped
+		t.Logf("kill %d: the writer had stored %d readings and dropped %d copies", i+1, st.ReadingsStored, st.DuplicatesDropped)
+		w = startStorage(t, bin, args)
+	}
+	// More load after the last kill, then the count.
+	sent := pub.sent()
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if pub.sent() < sent+400 {
+			return fmt.Errorf("published %d, want %d", pub.sent(), sent+400)
+		}
+		return nil
+	})
+	last, total := pub.stop(t)
+	want := total * 3
+	testharness.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		var n uint64
+		qctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := conn.QueryRow(qctx, "SELECT count() FROM telemetry.readings FINAL").Scan(&n); err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("%d rows (FINAL), want %d", n, want)
+		}
+		return nil
+	})
+	st := w.waitStatus(t, func(st storage.Status) error {
+		if st.ConsumerPending != 0 {
+			return fmt.Errorf("consumer pending %d", st.ConsumerPending)
+		}
+		return nil
+	})
+	dropped += st.DuplicatesDropped
+	t.Logf("last writer: %+v", st)
+	w.stop(t)
+	t.Logf("%d readings published; the writers dropped %d redelivered copies in all", total, dropped)
+	if dropped == 0 {
+		t.Errorf("no redelivered copy was dropped: the frozen writer's batch did not come back")
+	}
+
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var raw uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM telemetry.readings").Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw != want {
+		t.Errorf("%d rows without FINAL, want %d: a copy reached an insert", raw, want)
+	}
+	checkRollupCounts(ctx, t, conn, total)
+	ledger, err := storage.Ledger(ctx, conn, storage.LedgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ledger) != len(last) {
+		t.Errorf("ledger has %d devices, want %d", len(ledger), len(last))
+	}
+	for _, r := range ledger {
+		if n := last[r.Device]; r.MinSeq != 1 || r.MaxSeq != n || r.Readings != n || r.Missing != 0 {
+			t.Errorf("ledger %+v, want seq 1..%d all stored", r, n)
+		}
+	}
+}
+
+// checkRollupCounts fails unless the per-minute rollups count each of
+// total readings once per metric.
+func checkRollupCounts(ctx context.Context, t *testing.T, conn driver.Conn, total uint64) {
+	t.Helper()
+	rows, err := conn.Query(ctx, "SELECT metric, countMerge(n) FROM telemetry.readings_1m GROUP BY metric ORDER BY metric")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	metrics := 0
+	for rows.Next() {
+		var m string
+		var n uint64
+		if err := rows.Scan(&m, &n); err != nil {
+			t.Fatal(err)
+		}
+		metrics++
+		if n != total {
+			t.Errorf("rollups count %d %s readings, want %d", n, m, total)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if metrics != 3 {
+		t.Errorf("rollups hold %d metrics, want 3", metrics)
+	}
+}
+
+// buildStorageBinary builds cmd/telemetry into a temporary directory.
+func buildStorageBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "telemetry")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/telemetry")
+	cmd.Dir = testharness.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/telemetry: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// storageProc is one `telemetry storage` child process.
+type storageProc struct {
+	cmd  *exec.Cmd
+	addr string
+	log  string
+	done chan struct{}
+	once sync.Once
+}
+
+func startStorage(t *testing.T, bin string, args []string) *storageProc {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	logf, err := os.CreateTemp(t.TempDir(), "storage-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &storageProc{addr: addr, log: logf.Name(), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, append(args, "--listen", addr)...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting telemetry storage: %v", err)
+	}
+	logf.Close()
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill(t)
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			t.Logf("telemetry storage on %s logged:\n%s", p.addr, b)
+		}
+	})
+	return p
+}
+
+// waitStatus polls /api/status until ok(status) is nil and returns that
+// status.
+func (p *storageProc) waitStatus(t *testing.T, ok func(storage.Status) error) storage.Status {
+	t.Helper()
+	var st storage.Status
+	testharness.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case <-p.done:
+			return fmt.Errorf("telemetry storage exited: %v", p.cmd.ProcessState)
+		default:
+		}
+		resp, err := http.Get("http://" + p.addr + "/api/status")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		st = storage.Status{}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return err
+		}
+		return ok(st)
+	})
+	return st
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *storageProc) kill(t *testing.T) {
+	t.Helper()
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	})
+}
+
+// stop sends SIGTERM and checks that the process drains and exits 0.
+func (p *storageProc) stop(t *testing.T) {
+	t.Helper()
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.done
+			t.Errorf("telemetry storage did not exit within 30s of SIGTERM")
+			return
+		}
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("telemetry storage exited %d after SIGTERM", code)
+		}
+	})
+}
+
+// storageLoad publishes readings of a few devices into READINGS at a steady
+// rate, as ingest does, until stopped.
+type storageLoad struct {
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	mu     sync.Mutex
+	last   map[string]uint64
+}
+
+func startStorageLoad(t *testing.T, js jetstream.JetStream, region string, devices, rate int) *storageLoad {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &storageLoad{cancel: cancel, done: make(chan error, 1), last: map[string]uint64{}}
+	go func() {
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				p.done <- nil
+				return
+			case <-tick.C:
+			}
+			dev := fmt.Sprintf("kl-%02d", i%devices)
+			p.mu.Lock()
+			seq := p.last[dev] + 1
+			p.mu.Unlock()
+			r := protocol.Reading{Version: 1, Device: dev, Boot: 1, Seq: seq, TS: time.Now().UnixMilli(), Metrics: []protocol.Metric{
+				{Name: "temperature_c", Value: 20 + float64(seq%10)}, {Name: "humidity_pct", Value: 40}, {Name: "battery_pct", Value: 90}}}
+			msg := nats.NewMsg("telemetry." + region + ".kl." + dev)
+			msg.Data = protocol.AppendEncode(nil, r)
+			msg.Header.Set(jetstream.MsgIDHeader, r.ID())
+			// Not cancelled by stop: a reading half published would be in
+			// the stream but not in last.
+			pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := js.PublishMsg(pctx, msg)
+			pcancel()
+			if err != nil {
+				p.done <- fmt.Errorf("publishing %s: %w", r.ID(), err)
+				return
+			}
+			p.mu.Lock()
+			p.last[dev] = seq
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+func (p *storageLoad) sent() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n uint64
+	for _, s := range p.last {
+		n += s
+	}
+	return n
+}
+
+// stop ends the load and returns each device's last seq and the total.
+func (p *storageLoad) stop(t *testing.T) (map[string]uint64, uint64) {
+	t.Helper()
+	p.once.Do(func() {
+		p.cancel()
+		if err := <-p.done; err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	})
+	p.mu.Lock()
+	last := make(map[string]uint64, len(p.last))
+	for d, s := range p.last {
+		last[d] = s
+	}
+	p.mu.Unlock()
+	return last, p.sent()
+}
+
+// freezingProxy forwards TCP connections to a NATS server. freeze stops,
+// for good, everything the connections open at that moment send to the
+// server (it is read and dropped), while the server's messages still reach
+// the client; connections opened later are forwarded normally.
+type freezingProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []*proxiedConn
+}
+
+type proxiedConn struct {
+	client, server net.Conn
+	mu             sync.Mutex
+	frozen         bool
+}
+
+func startFreezingProxy(t *testing.T, natsURL string) *freezingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := strings.TrimPrefix(natsURL, "nats://")
+	p := &freezingProxy{ln: ln, target: u[strings.LastIndex(u, "@")+1:]}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.client.Close()
+			c.server.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", p.target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			c := &proxiedConn{client: client, server: server}
+			p.mu.Lock()
+			p.conns = append(p.conns, c)
+			p.mu.Unlock()
+			wg.Add(2)
+			go func() { // server to client: always
+				defer wg.Done()
+				_, _ = io.Copy(client, server)
+				client.Close()
+			}()
+			go func() { // client to server: until frozen
+				defer wg.Done()
+				defer server.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := client.Read(buf)
+					c.mu.Lock()
+					frozen := c.frozen
+					c.mu.Unlock()
+					if n > 0 && !frozen {
+						if _, werr := server.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *freezingProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *freezingProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.mu.Lock()
+		c.frozen = true
+		c.mu.Unlock()
+	}
+}

@@ -1,0 +1,115 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+)
+
+// BenchmarkInsert measures inserts into a real ClickHouse (started on a
+// free port): rows a second, and rows per CPU-second of ClickHouse and this
+// process together, which is rows a second per core when the insert is
+// CPU-bound. Each reading has three metrics, so three rows. "lookup" first
+// looks every reading up, as Config.CheckAll does (nothing is found: it
+// measures the cost of the query).
+//
+//	go test -run '^$' -bench BenchmarkInsert -benchtime 20x ./storage/
+func BenchmarkInsert(b *testing.B) {
+	ch := testharness.ClickHouse(b)
+	conn, err := Dial(Config{ClickHouseAddr: ch.Addr()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	if _, err := Migrate(ctx, conn, DefaultDatabase); err != nil {
+		b.Fatal(err)
+	}
+	var boot uint64
+	for _, size := range []int{1000, 5000, 20000} {
+		for _, lookupFirst := range []bool{false, true} {
+			name := fmt.Sprintf("readings=%d/insert", size)
+			if lookupFirst {
+				name = fmt.Sprintf("readings=%d/lookup+insert", size)
+			}
+			b.Run(name, func(b *testing.B) {
+				var (
+					c    columns
+					rds  = make([]reading, size)
+					ptrs = make([]*reading, size)
+					rows int
+					cpu  time.Duration
+				)
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					// 100 devices, a fresh boot per batch: every reading is new.
+					boot++
+					c.reset()
+					now := time.Now().UnixMilli()
+					for j := range rds {
+						dev := fmt.Sprintf("bench-%03d", j%100)
+						rds[j] = reading{key: readingKey{device: dev, boot: boot, seq: uint64(j/100 + 1)}, region: "us-east", deviceType: "bench",
+							r: protocol.Reading{Version: 1, Device: dev, Boot: boot, Seq: uint64(j/100 + 1), TS: now - int64(size-j),
+								Metrics: []protocol.Metric{{Name: "temperature_c", Value: float64(j)}, {Name: "humidity_pct", Value: 40}, {Name: "battery_pct", Value: 90}}}}
+						ptrs[j] = &rds[j]
+						c.append(&rds[j])
+					}
+					cpu0 := cpuTime(os.Getpid()) + cpuTime(ch.PID())
+					b.StartTimer()
+					if lookupFirst {
+						found, err := storedAmong(ctx, conn, DefaultDatabase, ptrs)
+						if err != nil || len(found) != 0 {
+							b.Fatalf("lookup: %v, found %d", err, len(found))
+						}
+					}
+					if err := c.insert(ctx, conn, DefaultDatabase); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					cpu += cpuTime(os.Getpid()) + cpuTime(ch.PID()) - cpu0
+					rows += c.rows()
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+				if cpu > 0 {
+					b.ReportMetric(float64(rows)/cpu.Seconds(), "rows/cpu-s")
+				}
+				b.ReportMetric(b.Elapsed().Seconds()*1000/float64(b.N), "ms/insert")
+			})
+		}
+	}
+}
+
+// cpuTime is the user plus system CPU time of process pid so far, from
+// /proc (Linux); 0 where that is not available.
+func cpuTime(pid int) time.Duration {
+	if pid == os.Getpid() {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses: utime and
+	// stime are the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100)
+}
