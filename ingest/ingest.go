@@ -23,91 +23,45 @@ const (
 	HeaderReason   = "Telemetry-Reason"
 	HeaderTopic    = "Telemetry-Topic"
 	HeaderDetail   = "Telemetry-Detail"
+	// HeaderOmitted is set, to the original size in bytes, on a dead letter
+	// whose body JetStream refused even in DEADLETTER: it is kept without
+	// its body rather than retried forever.
+	HeaderOmitted = "Telemetry-Omitted-Bytes"
 )
 
-// Config configures one region's bridge. Tests build it directly.
-type Config struct {
-	Region string
-	// Broker is the MQTT broker URL, tcp://host:port.
-	Broker   string
-	Username string
-	Password string
-	// ClientID identifies ingest's persistent MQTT session; default
-	// telemetry-ingest-<region>.
-	ClientID string
+// Reasons ingest adds to the protocol's: failures of ingest itself rather
+// than of the payload.
+const (
+	// ReasonPublishFailed: JetStream refused the message MaxAttempts times
+	// with a permanent error (the detail says which).
+	ReasonPublishFailed protocol.Reason = "publish_failed"
+	// ReasonInternal: decoding the payload panicked. The payload is kept
+	// so the bug can be reproduced.
+	ReasonInternal protocol.Reason = "internal_error"
+)
 
-	// NATSURL is the region's NATS server; Domain its JetStream domain
-	// (default Region).
-	NATSURL string
-	Domain  string
+// stage is how far a job has been isolated after permanent refusals.
+type stage uint8
 
-	// MaxInflight bounds the messages taken from MQTT and not yet
-	// acknowledged by JetStream. Policy: block (backpressure to the broker).
-	MaxInflight int
-	// PublishTimeout bounds the wait for one JetStream acknowledgement
-	// before the publish is retried with the same message id.
-	PublishTimeout time.Duration
-	// RetryBackoff is the first pause between publish retries; it doubles up
-	// to MaxRetryBackoff. Retries go on until JetStream accepts or ingest
-	// stops: the reading stays unacknowledged in MQTT meanwhile.
-	RetryBackoff    time.Duration
-	MaxRetryBackoff time.Duration
-	// DrainTimeout bounds how long Close waits for in-flight publishes.
-	DrainTimeout time.Duration
-
-	Limits protocol.Limits
-}
-
-func (c *Config) setDefaults() {
-	if c.ClientID == "" {
-		c.ClientID = "telemetry-ingest-" + c.Region
-	}
-	if c.Domain == "" {
-		c.Domain = c.Region
-	}
-	if c.MaxInflight == 0 {
-		c.MaxInflight = 1024
-	}
-	if c.PublishTimeout == 0 {
-		c.PublishTimeout = 5 * time.Second
-	}
-	if c.RetryBackoff == 0 {
-		c.RetryBackoff = 100 * time.Millisecond
-	}
-	if c.MaxRetryBackoff == 0 {
-		c.MaxRetryBackoff = 5 * time.Second
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 10 * time.Second
-	}
-}
-
-// Validate checks the configuration without touching the network.
-func (c Config) Validate() error {
-	c.setDefaults()
-	switch {
-	case !protocol.ValidName(c.Region):
-		return fmt.Errorf("ingest: region %q: want lower-case letters, digits and dashes", c.Region)
-	case c.Broker == "":
-		return errors.New("ingest: MQTT broker URL is required")
-	case c.NATSURL == "":
-		return errors.New("ingest: NATS URL is required")
-	case c.MaxInflight < 1:
-		return errors.New("ingest: max in-flight must be at least 1")
-	}
-	return nil
-}
+const (
+	stageAsReceived  stage = iota // the reading, or the dead letter of a rejected payload
+	stageDeadLetter               // a refused reading, dead-lettered as publish_failed
+	stageBodyOmitted              // a refused dead letter, kept without its body
+)
 
 // job is one MQTT message on its way to JetStream.
 type job struct {
 	mqtt     mqtt.Message
 	msg      *nats.Msg
 	reason   protocol.Reason // empty for a valid reading
+	detail   string          // the rejection's detail, for dead letters
+	stage    stage
 	received time.Time
 	future   jetstream.PubAckFuture
 }
 
-// Ingest bridges one region's MQTT topics to its JetStream streams.
+// Ingest bridges one region's MQTT topics to its JetStream streams. Several
+// instances of a region split the load through a shared subscription.
 type Ingest struct {
 	cfg     Config
 	log     *slog.Logger
@@ -133,7 +87,7 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	log = log.With("component", "ingest", "region", cfg.Region)
+	log = log.With("component", "ingest", "region", cfg.Region, "client_id", cfg.ClientID)
 	in := &Ingest{
 		cfg:      cfg,
 		log:      log,
@@ -143,9 +97,12 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		stopping: make(chan struct{}),
 	}
 	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("telemetry-ingest-"+cfg.Region),
+		nats.Name(cfg.ClientID),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		// No hidden buffer while NATS is away: publishes fail at once, the
+		// pipeline stops, and the broker holds the readings.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("NATS disconnected", "err", err)
 		}),
@@ -164,12 +121,13 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 	}
 	in.nc, in.js = nc, js
 	in.mq = in.newMQTT()
+	in.metrics.connected(nc.IsConnected, in.mq.IsConnectionOpen)
 	return in, nil
 }
 
 // newMQTT builds the persistent-session client; Run connects it.
 func (in *Ingest) newMQTT() mqtt.Client {
-	topic := "telemetry/" + in.cfg.Region + "/#"
+	topic := in.cfg.Topic()
 	opts := mqtt.NewClientOptions().
 		AddBroker(in.cfg.Broker).
 		SetClientID(in.cfg.ClientID).
@@ -178,6 +136,9 @@ func (in *Ingest) newMQTT() mqtt.Client {
 		SetCleanSession(false). // the broker keeps what arrives while ingest is away
 		SetAutoAckDisabled(true).
 		SetOrderMatters(true). // PUBACKs go out in the order messages came in
+		// Every message goes through handle, including those a resumed
+		// session delivers before the SUBSCRIBE below has been sent.
+		SetDefaultPublishHandler(in.handle).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
@@ -187,10 +148,14 @@ func (in *Ingest) newMQTT() mqtt.Client {
 		SetOnConnectHandler(func(c mqtt.Client) {
 			// Subscribe on every connect: a broker that lost the session
 			// must get the subscription back.
-			tok := c.Subscribe(topic, 1, in.handle)
+			tok := c.Subscribe(topic, 1, nil)
 			go func() {
-				if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
-					in.log.Error("MQTT subscribe failed", "topic", topic, "err", tok.Error())
+				if !tok.WaitTimeout(10 * time.Second) {
+					in.log.Error("MQTT subscribe not acknowledged within 10s", "topic", topic)
+					return
+				}
+				if err := tok.Error(); err != nil {
+					in.log.Error("MQTT subscribe failed", "topic", topic, "err", err)
 					return
 				}
 				in.log.Info("MQTT subscribed", "topic", topic)
@@ -199,6 +164,9 @@ func (in *Ingest) newMQTT() mqtt.Client {
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			in.log.Warn("MQTT connection lost", "err", err)
 		})
+	if plainTCP(in.cfg.Broker) {
+		opts.SetCustomOpenConnectionFn(dialBuffered)
+	}
 	return mqtt.NewClient(opts)
 }
 
@@ -216,8 +184,10 @@ func (in *Ingest) Ready() error {
 	return nil
 }
 
-// Run subscribes and bridges until ctx is cancelled, then stops taking
-// messages, finishes what is in flight, and disconnects.
+// Run subscribes and bridges until ctx is cancelled. Then it stops taking
+// messages, finishes what is in flight (up to DrainTimeout), acknowledges
+// what JetStream confirmed and disconnects; the rest stays in the broker's
+// session for this client id and is redelivered when it reconnects.
 func (in *Ingest) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -227,33 +197,37 @@ func (in *Ingest) Run(ctx context.Context) error {
 	in.mq.Connect() // retries in the background until it succeeds or Disconnect
 
 	<-ctx.Done()
+	in.log.Info("stopping: finishing messages in flight")
 	in.stop()
 	wg.Wait()
 	in.mq.Disconnect(250)
+	in.log.Info("stopped")
 	return nil
 }
 
 func (in *Ingest) stop() { in.stopOnce.Do(func() { close(in.stopping) }) }
 
+func (in *Ingest) stopped() bool {
+	select {
+	case <-in.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
 // handle runs on paho's router goroutine for each message. Blocking here is
 // the backpressure: paho stops reading and the broker holds the rest.
 func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
-	received := time.Now()
-	in.metrics.received.Inc()
-	j := &job{mqtt: m, received: received}
-	topic, reading, err := protocol.Decode(m.Topic(), m.Payload(), received, in.cfg.Limits)
-	if err != nil {
-		var rej *protocol.Rejection
-		if !errors.As(err, &rej) {
-			rej = &protocol.Rejection{Reason: protocol.ReasonBadJSON, Detail: err.Error()}
-		}
-		j.reason = rej.Reason
-		j.msg = in.deadLetter(m, rej)
-	} else {
-		j.msg = &nats.Msg{Subject: topic.Subject(), Data: m.Payload(), Header: nats.Header{}}
-		j.msg.Header.Set(jetstream.MsgIDHeader, reading.ID())
-		j.msg.Header.Set(HeaderReceived, strconv.FormatInt(received.UnixMilli(), 10))
+	if in.stopped() {
+		return // not acknowledged: the broker redelivers it to this session
 	}
+	in.metrics.received.Inc()
+	if m.Duplicate() {
+		in.metrics.redelivered.Inc()
+	}
+	j := in.prepare(m.Topic(), m.Payload(), in.cfg.Now())
+	j.mqtt = m
 	select {
 	case in.jobs <- j:
 	case <-in.stopping:
@@ -261,17 +235,54 @@ func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
-func (in *Ingest) deadLetter(m mqtt.Message, rej *protocol.Rejection) *nats.Msg {
-	msg := &nats.Msg{
-		Subject: stream.DeadLetterSubject(in.cfg.Region, string(rej.Reason)),
-		Data:    m.Payload(),
-		Header:  nats.Header{},
+// prepare decodes one MQTT message into the JetStream message to publish: a
+// reading, or a dead letter with its reason. It never panics: a panic in
+// decoding dead-letters the payload as internal_error.
+func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *job) {
+	j = &job{received: received}
+	defer func() {
+		if r := recover(); r != nil {
+			in.metrics.errors.WithLabelValues("panic").Inc()
+			in.log.Error("decoding panicked; dead-lettering the payload", "topic", safeHeader(topic), "panic", r)
+			j = &job{received: received, reason: ReasonInternal, detail: fmt.Sprintf("panic while decoding: %v", r)}
+			j.msg = in.deadLetter(topic, payload, j.reason, j.detail, received)
+		}
+	}()
+	t, reading, err := protocol.Decode(topic, payload, received, in.cfg.Limits)
+	if err != nil {
+		var rej *protocol.Rejection
+		if !errors.As(err, &rej) {
+			rej = &protocol.Rejection{Reason: protocol.ReasonBadJSON, Detail: err.Error()}
+		}
+		j.reason, j.detail = rej.Reason, rej.Detail
+		j.msg = in.deadLetter(topic, payload, j.reason, j.detail, received)
+		return j
 	}
-	msg.Header.Set(HeaderReason, string(rej.Reason))
-	msg.Header.Set(HeaderTopic, safeHeader(m.Topic()))
-	msg.Header.Set(HeaderDetail, safeHeader(rej.Detail))
-	msg.Header.Set(HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
-	return msg
+	if t.Region != in.cfg.Region {
+		// The subscription makes this impossible; were it to happen, the
+		// subject would be outside READINGS and the publish never succeed.
+		j.reason, j.detail = protocol.ReasonBadTopic, fmt.Sprintf("topic of region %q, this ingest serves %q", t.Region, in.cfg.Region)
+		j.msg = in.deadLetter(topic, payload, j.reason, j.detail, received)
+		return j
+	}
+	j.msg = &nats.Msg{Subject: t.Subject(), Data: payload, Header: nats.Header{
+		jetstream.MsgIDHeader: {reading.ID()},
+		HeaderReceived:        {strconv.FormatInt(received.UnixMilli(), 10)},
+	}}
+	return j
+}
+
+func (in *Ingest) deadLetter(topic string, payload []byte, reason protocol.Reason, detail string, received time.Time) *nats.Msg {
+	return &nats.Msg{
+		Subject: stream.DeadLetterSubject(in.cfg.Region, string(reason)),
+		Data:    payload,
+		Header: nats.Header{
+			HeaderReason:   {string(reason)},
+			HeaderTopic:    {safeHeader(topic)},
+			HeaderDetail:   {safeHeader(detail)},
+			HeaderReceived: {strconv.FormatInt(received.UnixMilli(), 10)},
+		},
+	}
 }
 
 // publishLoop publishes jobs asynchronously in arrival order and hands them
@@ -291,13 +302,12 @@ func (in *Ingest) publishLoop() {
 	}
 }
 
-// publishAsync starts the publish; when the async window is full it retries
-// until there is room or ingest stops, in which case the future is nil and
-// the acker retries synchronously.
+// publishAsync starts the publish. When it cannot start (the async window
+// stayed full, NATS is disconnected) the future is nil and the acker
+// retries synchronously.
 func (in *Ingest) publishAsync(j *job) jetstream.PubAckFuture {
 	f, err := in.js.PublishMsgAsync(j.msg)
 	if err != nil {
-		in.metrics.errors.WithLabelValues("publish").Inc()
 		return nil
 	}
 	return f
@@ -320,39 +330,44 @@ func (in *Ingest) ackLoop() {
 	}
 }
 
-// await returns true once JetStream has acknowledged j, retrying with
-// backoff; false if ingest stopped first and the drain timeout passed.
+// await returns true once JetStream has stored j's message, or its dead
+// letter: transient failures are retried with backoff for as long as ingest
+// runs, permanent refusals at most MaxAttempts times before the message is
+// isolated. It returns false if ingest stopped and DrainTimeout passed
+// first.
 func (in *Ingest) await(j *job) bool {
 	backoff := in.cfg.RetryBackoff
 	var drainDeadline <-chan time.Time
-	for attempt := 0; ; attempt++ {
-		var ack *jetstream.PubAck
-		var err error
-		if j.future != nil {
-			select {
-			case ack = <-j.future.Ok():
-			case err = <-j.future.Err():
-			}
-		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), in.cfg.PublishTimeout)
-			ack, err = in.js.PublishMsg(ctx, j.msg)
-			cancel()
-		}
+	refused := 0
+	for attempt := 1; ; attempt++ {
+		ack, err := in.result(j)
 		if err == nil {
 			in.count(j, ack)
 			return true
 		}
-		in.metrics.errors.WithLabelValues("publish").Inc()
-		if attempt == 0 || attempt%10 == 0 {
-			in.log.Warn("JetStream publish failed; retrying", "subject", j.msg.Subject, "attempt", attempt+1, "err", err)
-		}
 		j.future = nil
-		if drainDeadline == nil {
-			select {
-			case <-in.stopping:
-				drainDeadline = time.After(in.cfg.DrainTimeout)
-			default:
+		if Permanent(err) {
+			in.metrics.errors.WithLabelValues("refused").Inc()
+			if refused++; refused >= in.cfg.MaxAttempts {
+				if in.isolate(j, err) {
+					refused, backoff = 0, in.cfg.RetryBackoff
+					continue
+				}
+				// Nothing of the payload is left to blame: DEADLETTER itself
+				// refuses a bodiless message, a configuration fault. Treat
+				// it as an outage and keep the backpressure.
+				if attempt%10 == 1 {
+					in.log.Error("DEADLETTER refuses even a bodiless dead letter; check its configuration", "subject", j.msg.Subject, "err", err)
+				}
 			}
+		} else {
+			in.metrics.errors.WithLabelValues("publish").Inc()
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			in.log.Warn("JetStream publish failed; retrying", "subject", j.msg.Subject, "attempt", attempt, "err", err)
+		}
+		if drainDeadline == nil && in.stopped() {
+			drainDeadline = time.After(in.cfg.DrainTimeout)
 		}
 		select {
 		case <-time.After(backoff):
@@ -361,6 +376,63 @@ func (in *Ingest) await(j *job) bool {
 		}
 		backoff = min(backoff*2, in.cfg.MaxRetryBackoff)
 	}
+}
+
+// result waits for j's pending publish, or publishes it synchronously.
+func (in *Ingest) result(j *job) (*jetstream.PubAck, error) {
+	if j.future != nil {
+		select {
+		case ack := <-j.future.Ok():
+			return ack, nil
+		case err := <-j.future.Err():
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.PublishTimeout)
+	defer cancel()
+	return in.js.PublishMsg(ctx, j.msg)
+}
+
+// isolate replaces j's message with the next, smaller thing to keep after
+// JetStream refused it: a refused reading becomes a publish_failed dead
+// letter with the original bytes; a refused dead letter loses its body. It
+// reports false when there is nothing left to strip.
+func (in *Ingest) isolate(j *job, cause error) bool {
+	topic, payload := j.msg.Header.Get(HeaderTopic), j.msg.Data
+	if j.mqtt != nil {
+		topic, payload = j.mqtt.Topic(), j.mqtt.Payload()
+	}
+	switch {
+	case j.stage == stageAsReceived && j.reason == "":
+		j.reason, j.detail = ReasonPublishFailed, "JetStream refused the reading: "+cause.Error()
+		j.msg = in.deadLetter(topic, payload, j.reason, j.detail, j.received)
+		j.stage = stageDeadLetter
+	case j.stage < stageBodyOmitted:
+		detail := j.detail + "; body omitted, JetStream refused it: " + cause.Error()
+		j.msg = in.deadLetter(topic, nil, j.reason, detail, j.received)
+		j.msg.Header.Set(HeaderOmitted, strconv.Itoa(len(payload)))
+		j.stage = stageBodyOmitted
+	default:
+		return false
+	}
+	in.metrics.isolated.Inc()
+	in.log.Warn("isolating a message JetStream refuses", "topic", safeHeader(topic), "reason", j.reason, "err", cause)
+	return true
+}
+
+// Permanent reports whether a publish error is JetStream refusing the
+// message itself (an API error with a 4xx code: too large for the stream,
+// sealed stream, bad header) or the client refusing it (over the server's
+// max payload, bad subject), so that retrying cannot help. Everything else
+// (timeouts, no responders, disconnection, a full stream, which answers 503)
+// is transient.
+func Permanent(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code >= 400 && apiErr.Code < 500
+	}
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
+		errors.Is(err, nats.ErrBadHeaderMsg)
 }
 
 func (in *Ingest) count(j *job, ack *jetstream.PubAck) {

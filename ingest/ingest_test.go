@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,22 +21,48 @@ import (
 // startIngest runs a bridge for region until the test ends.
 func startIngest(t *testing.T, broker, natsURL, region string) *ingest.Ingest {
 	t.Helper()
-	in, err := ingest.New(ingest.Config{Region: region, Broker: broker, NATSURL: natsURL, MaxInflight: 64}, slog.New(slog.DiscardHandler))
+	return runIngest(t, ingest.Config{Region: region, Broker: broker, NATSURL: natsURL, MaxInflight: 64}).Ingest
+}
+
+// running is a bridge started by runIngest.
+type running struct {
+	*ingest.Ingest
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// Stop stops the bridge gracefully and waits for Run to return.
+func (r *running) Stop(t *testing.T) {
+	t.Helper()
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("ingest run: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("ingest did not stop within 60s")
+		}
+		r.Close()
+	})
+}
+
+// runIngest starts a bridge with cfg, stopped when the test ends unless
+// stopped before, and waits until it is connected.
+func runIngest(t *testing.T, cfg ingest.Config) *running {
+	t.Helper()
+	in, err := ingest.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- in.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ingest run: %v", err)
-		}
-		in.Close()
-	})
-	testharness.CheckFor(t, 10*time.Second, 20*time.Millisecond, in.Ready)
-	return in
+	r := &running{Ingest: in, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- in.Run(ctx) }()
+	t.Cleanup(func() { r.Stop(t) })
+	testharness.CheckFor(t, 30*time.Second, 20*time.Millisecond, in.Ready)
+	return r
 }
 
 func publisher(t *testing.T, broker string) mqtt.Client {

@@ -10,32 +10,41 @@ import (
 
 // Metrics are ingest's Prometheus collectors, labelled with the region.
 type Metrics struct {
-	received   prometheus.Counter
-	accepted   prometheus.Counter
-	duplicates prometheus.Counter
-	rejected   *prometheus.CounterVec
-	errors     *prometheus.CounterVec
-	inflight   prometheus.Gauge
-	latency    prometheus.Histogram
+	labels      prometheus.Labels
+	received    prometheus.Counter
+	redelivered prometheus.Counter
+	accepted    prometheus.Counter
+	duplicates  prometheus.Counter
+	rejected    *prometheus.CounterVec
+	isolated    prometheus.Counter
+	errors      *prometheus.CounterVec
+	inflight    prometheus.Gauge
+	latency     prometheus.Histogram
+	up          []prometheus.Collector
 }
 
 func newMetrics(region string) *Metrics {
 	labels := prometheus.Labels{"region": region}
 	return &Metrics{
+		labels: labels,
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_ingest_received_total", Help: "MQTT messages taken from the broker.", ConstLabels: labels}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_redelivered_total", Help: "MQTT messages the broker sent again (DUP flag), after a reconnect or a restart of ingest.", ConstLabels: labels}),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_ingest_accepted_total", Help: "Valid readings stored in READINGS.", ConstLabels: labels}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_ingest_duplicates_total", Help: "Readings JetStream already held (same device, boot, seq).", ConstLabels: labels}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "telemetry_ingest_rejected_total", Help: "Payloads dead-lettered, by reason.", ConstLabels: labels}, []string{"reason"}),
+			Name: "telemetry_ingest_rejected_total", Help: "Payloads dead-lettered, by reason (the protocol's, or publish_failed and internal_error).", ConstLabels: labels}, []string{"reason"}),
+		isolated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_isolated_total", Help: "Messages JetStream refused permanently MaxAttempts times, replaced by a smaller dead letter instead of being retried forever.", ConstLabels: labels}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "telemetry_ingest_errors_total", Help: "Failed operations (retried), by stage.", ConstLabels: labels}, []string{"stage"}),
+			Name: "telemetry_ingest_errors_total", Help: "Failed operations, by kind: publish (transient, retried), refused (JetStream refused the message), panic (decoding panicked).", ConstLabels: labels}, []string{"stage"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "telemetry_ingest_inflight", Help: "Messages published to JetStream and not yet acknowledged.", ConstLabels: labels}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "telemetry_ingest_publish_seconds", Help: "From MQTT receipt to JetStream acknowledgement.", ConstLabels: labels,
+			Name: "telemetry_ingest_publish_seconds", Help: "JetStream publish latency: from MQTT receipt to JetStream acknowledgement, retries included.", ConstLabels: labels,
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 	}
 }
@@ -55,7 +64,25 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.received, m.accepted, m.duplicates, m.rejected, m.errors, m.inflight, m.latency}
+	return append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.isolated, m.errors, m.inflight, m.latency}, m.up...)
+}
+
+// connected adds the gauges of the connections readiness depends on.
+func (m *Metrics) connected(nats, mqtt func() bool) {
+	for link, up := range map[string]func() bool{"nats": nats, "mqtt": mqtt} {
+		labels := prometheus.Labels{"link": link}
+		for k, v := range m.labels {
+			labels[k] = v
+		}
+		m.up = append(m.up, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "telemetry_ingest_connected", Help: "1 while the connection (link: mqtt or nats) is up.", ConstLabels: labels},
+			func() float64 {
+				if up() {
+					return 1
+				}
+				return 0
+			}))
+	}
 }
 
 // safeHeader keeps attacker-controlled text printable and short enough for
@@ -91,18 +118,20 @@ func redact(raw string) string {
 
 // Stats is a snapshot of ingest's counters.
 type Stats struct {
-	Received, Accepted, Duplicates uint64
-	Rejected                       map[string]uint64
+	Received, Redelivered, Accepted, Duplicates, Isolated uint64
+	Rejected                                              map[string]uint64
 }
 
 // Stats reads the counters, for the demo's console and for tests.
 func (in *Ingest) Stats() Stats {
 	m := in.metrics
 	st := Stats{
-		Received:   counterValue(m.received),
-		Accepted:   counterValue(m.accepted),
-		Duplicates: counterValue(m.duplicates),
-		Rejected:   map[string]uint64{},
+		Received:    counterValue(m.received),
+		Redelivered: counterValue(m.redelivered),
+		Accepted:    counterValue(m.accepted),
+		Duplicates:  counterValue(m.duplicates),
+		Isolated:    counterValue(m.isolated),
+		Rejected:    map[string]uint64{},
 	}
 	ch := make(chan prometheus.Metric, 64)
 	go func() { m.rejected.Collect(ch); close(ch) }()

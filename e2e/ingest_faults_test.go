@@ -1,0 +1,583 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+// The tests here run `telemetry ingest` as a child process, so that it can
+// be killed with SIGKILL and its memory and CPU measured on their own.
+
+const faultRegion = "us-east"
+
+// buildTelemetry builds the telemetry binary into a temporary directory.
+func buildTelemetry(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "telemetry")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/telemetry")
+	cmd.Dir = testharness.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/telemetry: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// ingestProc is `telemetry ingest` running as a child process.
+type ingestProc struct {
+	t      testing.TB
+	bin    string
+	args   []string
+	listen string
+	log    string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func newIngestProc(t testing.TB, bin, broker, natsURL string, extra ...string) *ingestProc {
+	p := &ingestProc{t: t, bin: bin, listen: freeAddr(t), log: filepath.Join(t.TempDir(), "ingest.log")}
+	p.args = append([]string{"ingest", "--region", faultRegion, "--broker", broker, "--nats", natsURL,
+		"--listen", p.listen, "--instance", "1", "--log-level", "warn"}, extra...)
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// Start starts the process and waits until /healthz says both connections
+// are up.
+func (p *ingestProc) Start() {
+	p.t.Helper()
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("starting telemetry ingest: %v", err)
+	}
+	logf.Close()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	testharness.CheckFor(p.t, 60*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(p.log)
+			return fmt.Errorf("telemetry ingest exited: %s", b)
+		default:
+		}
+		resp, err := http.Get("http://" + p.listen + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("healthz: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (p *ingestProc) Kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Pid is the running process's id.
+func (p *ingestProc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
+// procStatus reads a "Name: value kB" field of /proc/pid/status, in bytes.
+func procStatus(pid int, field string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if ok && name == field {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// procCPU is the user+system CPU time pid has used.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses: utime and
+	// stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(u+s) * 10 * time.Millisecond, nil
+}
+
+// regionNATS is the region's JetStream server, in-process on a fixed port
+// and store, so that it can be shut down and started again as the same
+// server: a full outage of the region's NATS.
+type regionNATS struct {
+	t    testing.TB
+	opts server.Options
+	srv  *server.Server
+}
+
+func startRegionNATS(t testing.TB) *regionNATS {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	p, _ := strconv.Atoi(port)
+	n := &regionNATS{t: t, opts: server.Options{
+		ServerName: faultRegion, Host: "127.0.0.1", Port: p, NoLog: true, NoSigs: true,
+		JetStream: true, JetStreamDomain: faultRegion, StoreDir: t.TempDir(), MaxPayload: 1 << 20,
+	}}
+	n.Start()
+	t.Cleanup(n.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := stream.ApplyRegion(ctx, n.URL(), faultRegion, stream.DefaultTopology([]string{faultRegion})); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *regionNATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
+
+func (n *regionNATS) Start() {
+	n.t.Helper()
+	opts := n.opts
+	s, err := server.NewServer(&opts)
+	if err != nil {
+		n.t.Fatalf("nats-server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		n.t.Fatal("nats-server not ready after 30s")
+	}
+	n.srv = s
+}
+
+func (n *regionNATS) Stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		n.srv = nil
+	}
+}
+
+// runFleet runs the simulator against broker in the fault region and
+// returns the fleet once it has published everything.
+func runFleet(t testing.TB, cfg devices.Config) (*devices.Fleet, <-chan error) {
+	t.Helper()
+	cfg.Regions = []string{faultRegion}
+	f, err := devices.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- f.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+		f.Close()
+	})
+	return f, done
+}
+
+// sentIDs is the identity of every reading the fleet published; it fails
+// the test if the broker did not acknowledge all of them.
+func sentIDs(t testing.TB, f *devices.Fleet) map[string]bool {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, d := range f.Sent() {
+		if d.Acked != d.LastSeq {
+			t.Fatalf("device %s: broker acknowledged up to seq %d of %d", d.Device, d.Acked, d.LastSeq)
+		}
+		for seq := d.FirstSeq; seq <= d.LastSeq && d.LastSeq > 0; seq++ {
+			ids[fmt.Sprintf("%s:%d:%d", d.Device, d.Boot, seq)] = true
+		}
+	}
+	return ids
+}
+
+func readingsCount(js jetstream.JetStream) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream.ReadingsStream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// checkReadingsExactly fails unless READINGS holds each of want exactly
+// once and nothing else.
+func checkReadingsExactly(t testing.TB, js jetstream.JetStream, want map[string]bool) {
+	t.Helper()
+	testharness.CheckFor(t, 120*time.Second, 100*time.Millisecond, func() error {
+		n, err := readingsCount(js)
+		if err != nil {
+			return err
+		}
+		if n < uint64(len(want)) {
+			return fmt.Errorf("READINGS holds %d of %d readings", n, len(want))
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	total, _ := readingsCount(js)
+	c, err := js.OrderedConsumer(ctx, stream.ReadingsStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	read := uint64(0)
+	for read < total {
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			got[m.Headers().Get(jetstream.MsgIDHeader)]++
+			read++
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			t.Fatal(err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d messages of READINGS", read, total)
+		}
+	}
+	missing, doubled, unknown := 0, 0, 0
+	for id := range want {
+		if got[id] == 0 {
+			missing++
+		}
+	}
+	for id, n := range got {
+		if !want[id] {
+			unknown++
+		}
+		if n > 1 {
+			doubled++
+		}
+	}
+	if missing+doubled+unknown > 0 {
+		t.Fatalf("READINGS: %d of %d readings missing, %d stored more than once, %d unexpected", missing, len(want), doubled, unknown)
+	}
+}
+
+func waitFor(t testing.TB, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("%s did not finish within 3 minutes", what)
+	}
+}
+
+// metricValue scrapes the first series of name from a /metrics endpoint.
+func metricValue(listen, name string) (float64, error) {
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		// name value, or name{labels} value; labels hold no spaces here.
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", name)
+}
+
+// TestIngestKilledUnderLoadLosesNothing kills `telemetry ingest` with
+// SIGKILL while devices publish, starts it again, and checks that READINGS
+// ends up with exactly the readings sent.
+func TestIngestKilledUnderLoadLosesNothing(t *testing.T) {
+	mosq := testharness.MosquittoBroker(t)
+	region := startRegionNATS(t)
+	bin := buildTelemetry(t)
+	in := newIngestProc(t, bin, mosq.URL(), region.URL())
+	in.Start()
+
+	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 2000, Duration: 8 * time.Second, ClientPrefix: "kill-"})
+	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if s := fleet.Stats(); s.Acked < 4000 {
+			return fmt.Errorf("%d readings published", s.Acked)
+		}
+		return nil
+	})
+	in.Kill()
+	t.Logf("killed ingest after %d readings were published", fleet.Stats().Acked)
+	time.Sleep(time.Second) // readings keep arriving while ingest is dead
+	in.Start()
+	waitFor(t, done, "devices")
+
+	js, err := jetstream.NewWithDomain(testharness.Connect(t, region.URL()), faultRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sentIDs(t, fleet)
+	checkReadingsExactly(t, js, want)
+	dups, _ := metricValue(in.listen, "telemetry_ingest_duplicates_total")
+	redelivered, _ := metricValue(in.listen, "telemetry_ingest_redelivered_total")
+	t.Logf("%d readings, all in READINGS once; after the restart ingest saw %v redelivered and collapsed %v duplicates", len(want), redelivered, dups)
+}
+
+// TestRegionNATSDownUnderLoad stops the region's NATS for 30 s while devices
+// publish: ingest stops taking messages (the broker holds them), its memory
+// stays flat, and once NATS is back every reading arrives exactly once.
+func TestRegionNATSDownUnderLoad(t *testing.T) {
+	mosq := testharness.MosquittoBroker(t)
+	region := startRegionNATS(t)
+	bin := buildTelemetry(t)
+	in := newIngestProc(t, bin, mosq.URL(), region.URL())
+	in.Start()
+
+	const outage = 30 * time.Second
+	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 1000, Duration: outage + 10*time.Second, ClientPrefix: "outage-"})
+	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if s := fleet.Stats(); s.Acked < 3000 {
+			return fmt.Errorf("%d readings published", s.Acked)
+		}
+		return nil
+	})
+	pid := in.Pid()
+	rssBefore, err := procStatus(pid, "VmRSS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	region.Stop()
+	start := time.Now()
+	var rssMax, heapMax int64
+	var rssMid int64 // a third into the outage, once the pipeline is full
+	for time.Since(start) < outage {
+		rss, err := procStatus(pid, "VmRSS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rssMax = max(rssMax, rss)
+		if rssMid == 0 && time.Since(start) > outage/3 {
+			rssMid = rss
+		}
+		if h, err := metricValue(in.listen, "go_memstats_heap_inuse_bytes"); err == nil {
+			heapMax = max(heapMax, int64(h))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	rssEnd, _ := procStatus(pid, "VmRSS")
+	published := fleet.Stats().Acked
+	region.Start()
+	t.Logf("NATS down %s while %d readings were published: ingest RSS %.1f MiB before, %.1f MiB a third in, %.1f MiB at the end, max %.1f MiB; Go heap in use max %.1f MiB",
+		outage, published, mib(rssBefore), mib(rssMid), mib(rssEnd), mib(rssMax), mib(heapMax))
+	// Bounded: after the pipeline filled up, memory does not grow with the
+	// readings piling up in the broker (about 20,000 here, some 10 MiB as
+	// Go objects if ingest buffered them).
+	if growth := rssMax - rssMid; growth > 8<<20 {
+		t.Errorf("ingest RSS grew by %.1f MiB during the outage after the pipeline filled", mib(growth))
+	}
+
+	waitFor(t, done, "devices")
+	js, err := jetstream.NewWithDomain(testharness.Connect(t, region.URL()), faultRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sentIDs(t, fleet)
+	checkReadingsExactly(t, js, want)
+	t.Logf("%d readings, all in READINGS once after NATS returned", len(want))
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// BenchmarkIngestShareOfBrokerCeiling measures, in one run on one machine,
+// the broker's own QoS 1 ceiling (the simulator publishing N readings
+// through Mosquitto to a plain paho subscriber that acknowledges at once)
+// and the bridge's throughput (the same N through Mosquitto and `telemetry
+// ingest` into JetStream), and reports the bridge's share of the ceiling and
+// its CPU time per reading. N is INGEST_BENCH_N (default 60000).
+//
+//	go test -run '^$' -bench IngestShareOfBrokerCeiling -benchtime 1x ./e2e/
+func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
+	n := 60000
+	if s := os.Getenv("INGEST_BENCH_N"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("INGEST_BENCH_N: %v", err)
+		}
+		n = v
+	}
+	mosq := testharness.MosquittoBroker(b)
+	bin := buildTelemetry(b)
+	// Ask for more than the broker can take: the devices then publish as
+	// fast as their in-flight windows allow.
+	fleetCfg := func(prefix string) devices.Config {
+		const rate = 40000
+		return devices.Config{Broker: mosq.URL(), Devices: 100, Rate: rate, Duration: time.Duration(float64(n) / rate * float64(time.Second)), ClientPrefix: prefix}
+	}
+	for i := 0; i < b.N; i++ {
+		// Ceiling: a plain subscriber.
+		var got, firstAt, lastAt = new(int64), new(time.Time), new(time.Time)
+		var mu sync.Mutex
+		sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(mosq.URL()).SetClientID(fmt.Sprintf("bench-ceiling-%d", i)).
+			SetDefaultPublishHandler(func(_ mqtt.Client, _ mqtt.Message) {
+				mu.Lock()
+				if *got == 0 {
+					*firstAt = time.Now()
+				}
+				*got++
+				*lastAt = time.Now()
+				mu.Unlock()
+			}))
+		if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			b.Fatalf("ceiling subscriber: %v", tok.Error())
+		}
+		if tok := sub.Subscribe("telemetry/"+faultRegion+"/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			b.Fatalf("ceiling subscribe: %v", tok.Error())
+		}
+		fleet, done := runFleet(b, fleetCfg(fmt.Sprintf("ceiling-%d-", i)))
+		waitFor(b, done, "devices")
+		sent := int64(fleet.Stats().Acked)
+		testharness.CheckFor(b, 120*time.Second, 20*time.Millisecond, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if *got < sent {
+				return fmt.Errorf("ceiling subscriber got %d of %d", *got, sent)
+			}
+			return nil
+		})
+		sub.Disconnect(100)
+		mu.Lock()
+		ceiling := float64(sent) / lastAt.Sub(*firstAt).Seconds()
+		mu.Unlock()
+
+		// Bridge: ingest into JetStream.
+		region := startRegionNATS(b)
+		js, err := jetstream.NewWithDomain(testharness.Connect(b, region.URL()), faultRegion)
+		if err != nil {
+			b.Fatal(err)
+		}
+		in := newIngestProc(b, bin, mosq.URL(), region.URL(), "--client-id", fmt.Sprintf("bench-ingest-%d", i))
+		in.Start()
+		cpu0, err := procCPU(in.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		fleet, done = runFleet(b, fleetCfg(fmt.Sprintf("bridge-%d-", i)))
+		var first, last time.Time
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			c, err := readingsCount(js)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if c > 0 && first.IsZero() {
+				first = time.Now()
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					b.Fatal(err)
+				}
+				done = nil
+			default:
+			}
+			if done == nil && c >= fleet.Stats().Acked {
+				last = time.Now()
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("READINGS holds %d of %d after 5 minutes", c, fleet.Stats().Acked)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cpu1, _ := procCPU(in.Pid())
+		sentBridge := fleet.Stats().Acked
+		bridge := float64(sentBridge) / last.Sub(first).Seconds()
+		cpuPer := float64((cpu1 - cpu0).Microseconds()) / float64(sentBridge)
+		in.Kill()
+		region.Stop()
+
+		b.ReportMetric(ceiling, "ceiling-readings/s")
+		b.ReportMetric(bridge, "bridge-readings/s")
+		b.ReportMetric(100*bridge/ceiling, "%-of-ceiling")
+		b.ReportMetric(cpuPer, "ingest-cpu-µs/reading")
+		b.Logf("%d readings: broker QoS 1 ceiling %.0f/s, bridge into JetStream %.0f/s = %.0f %% of it; ingest used %.1f µs CPU per reading",
+			sent, ceiling, bridge, 100*bridge/ceiling, cpuPer)
+	}
+}
