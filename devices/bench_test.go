@@ -37,3 +37,18 @@ func BenchmarkSpread(b *testing.B) {
 		cursor = spread(100, cursor, len(f.devices), f.owe)
 	}
 }
+
+// BenchmarkChaos measures building a hostile message (Config.Chaos), the
+// cases taken in turn.
+func BenchmarkChaos(b *testing.B) {
+	f := &Fleet{cfg: Config{Seed: 1, Boot: 1764100000123456789}.withDefaults()}
+	d := newDeviceWith("bench-", 41, "eu-west", TypeThermostat, 1764100000, 1)
+	now := time.Now()
+	buf := make([]byte, 0, 1<<17)
+	b.ReportAllocs()
+	start := time.Now()
+	for i := uint64(1); b.Loop(); i++ {
+		_, buf = f.chaos(buf[:0], d, i, now)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "messages/s")
+}

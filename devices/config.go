@@ -31,6 +31,14 @@ const (
 // DefaultRegions are the demo's regions.
 var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
 
+// MaxClockSkew bounds Config.ClockSkew: a minute inside the protocol's
+// tolerance of clocks ahead (protocol.DefaultMaxSkew).
+const MaxClockSkew = protocol.DefaultMaxSkew - time.Minute
+
+// maxIDPrefix leaves room in a device id (63 characters at most) for the
+// type's prefix and the device number.
+const maxIDPrefix = 40
+
 // MaxDevices bounds Config.Devices; device ids stay well within the
 // protocol's 63 characters far beyond it.
 const MaxDevices = 1_000_000
@@ -54,6 +62,10 @@ type Config struct {
 	// cancelled. With a Duration the fleet publishes exactly
 	// floor(Rate*Duration) readings unless some are skipped.
 	Duration time.Duration
+	// RampUp, when positive, raises the rate linearly from 0 to Rate over
+	// its length, part of Duration: a run then publishes
+	// floor(Rate*(Duration-RampUp/2)) readings.
+	RampUp time.Duration
 	// QoS of the publishes: 1 (the default, what the product promises) or
 	// 2. QoS 0 is not offered: the simulator counts acknowledgements, and
 	// QoS 0 has none.
@@ -72,6 +84,37 @@ type Config struct {
 	MaxBacklog int
 	// Boot of every device; 0 means the current unix time in seconds.
 	Boot uint64
+	// IDPrefix is put before every device id (bench- makes bench-th-00001),
+	// so that two fleets on one broker never share device ids and a ledger
+	// can pick one fleet's readings. Lower-case letters, digits and dashes,
+	// not starting with a dash; it should end with one.
+	IDPrefix string
+
+	// Behaviours of the devices, each a chance per reading from 0 (off) to
+	// 1, drawn from a random source of each device's own (deterministic
+	// under Seed, apart from the sensors'):
+	//
+	// Reboots: the device restarts before the reading: a new boot (the
+	// larger of boot+1 and the current unix time in seconds) and seq from
+	// 1. The connection stays up (the modem keeps it) and readings of the
+	// previous boot still unacknowledged are published again as they are.
+	Reboots float64
+	// Duplicates: the reading is published a second time right after the
+	// first, as a device that gave up waiting for its PUBACK would.
+	Duplicates float64
+	// Reorder: the reading and the next are published in swapped order.
+	Reorder float64
+	// ClockSkew, when positive, sets each device's clock off by a fixed
+	// amount drawn uniformly from -ClockSkew to +ClockSkew; readings carry
+	// the skewed time. At most MaxClockSkew, so that skewed readings stay
+	// inside the pipeline's time window: timestamps outside it are what
+	// Chaos's stale and future messages are for.
+	ClockSkew time.Duration
+	// Chaos is the share of messages, 0 to 1, that are hostile instead of
+	// readings: payloads built from the schema to break it, each with the
+	// reason code the pipeline must dead-letter it under (see ChaosCases).
+	// They take the place of readings within Rate.
+	Chaos float64
 
 	// Tick is how often the scheduler hands out due readings.
 	Tick time.Duration
@@ -177,12 +220,32 @@ func (c Config) Validate() error {
 	if c.Duration < 0 {
 		bad("duration %v: want 0 (until stopped) or more", c.Duration)
 	}
+	if c.RampUp < 0 || c.Duration > 0 && c.RampUp > c.Duration {
+		bad("ramp-up %v: want 0 to the duration (%v)", c.RampUp, c.Duration)
+	}
 	if c.QoS != 1 && c.QoS != 2 {
 		bad("qos %d: want 1 or 2", c.QoS)
 	}
 	// MQTT packet ids are 16 bits per client.
 	if c.MaxInflight < 0 || c.MaxInflight > math.MaxUint16 {
 		bad("max inflight %d: want 1 to %d", c.MaxInflight, math.MaxUint16)
+	}
+	if c.IDPrefix != "" && (len(c.IDPrefix) > maxIDPrefix || !protocol.ValidName(c.IDPrefix)) {
+		bad("id prefix %q: want up to %d lower-case letters, digits and dashes, not starting with a dash", c.IDPrefix, maxIDPrefix)
+	}
+	for _, p := range []struct {
+		name string
+		v    float64
+	}{{"reboots", c.Reboots}, {"duplicates", c.Duplicates}, {"reorder", c.Reorder}, {"chaos", c.Chaos}} {
+		if !(p.v >= 0 && p.v <= 1) {
+			bad("%s %v: want a chance from 0 to 1", p.name, p.v)
+		}
+	}
+	if c.ClockSkew < 0 || c.ClockSkew > MaxClockSkew {
+		bad("clock skew %v: want 0 to %v (readings must stay inside the pipeline's time window)", c.ClockSkew, MaxClockSkew)
+	}
+	if c.Reorder > 0 && c.MaxInflight == 1 {
+		bad("reorder needs max inflight 2 or more")
 	}
 	if c.MaxBacklog < 0 {
 		bad("max backlog %d: want 1 or more", c.MaxBacklog)

@@ -33,6 +33,17 @@ func TestConfigValidate(t *testing.T) {
 		{"negative drain", Config{DrainTimeout: -1}, "drain timeout"},
 		{"sub-second keep-alive", Config{KeepAlive: 10 * time.Millisecond}, "keep-alive"},
 		{"negative attempts", Config{ConnectAttempts: -2}, "connect attempts"},
+		{"behaviours and chaos", Config{IDPrefix: "bench-", Reboots: 0.01, Duplicates: 1, Reorder: 0.5, Chaos: 0.1,
+			ClockSkew: MaxClockSkew, Duration: time.Minute, RampUp: time.Minute}, ""},
+		{"id prefix upper case", Config{IDPrefix: "Bench-"}, "id prefix"},
+		{"id prefix leading dash", Config{IDPrefix: "-b"}, "id prefix"},
+		{"id prefix too long", Config{IDPrefix: strings.Repeat("b", maxIDPrefix+1)}, "id prefix"},
+		{"chaos above 1", Config{Chaos: 1.5}, "chaos"},
+		{"chaos NaN", Config{Chaos: math.NaN()}, "chaos"},
+		{"negative reboots", Config{Reboots: -0.1}, "reboots"},
+		{"skew outside the window", Config{ClockSkew: MaxClockSkew + time.Second}, "clock skew"},
+		{"ramp-up beyond duration", Config{Duration: time.Second, RampUp: 2 * time.Second}, "ramp-up"},
+		{"reorder with one in flight", Config{Reorder: 0.1, MaxInflight: 1}, "reorder"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,8 +1,11 @@
 package devices
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,48 +17,85 @@ import (
 // device is one simulated device: its identity, sensor, MQTT client and
 // what it has published. The scheduler only touches owed and kick; the rest
 // of the mutable state belongs to the device's goroutine (run), except the
-// atomic counters that Sent reads.
+// atomic counters and the boot history that Sent reads.
 type device struct {
+	index                  int
 	id, region, typ, topic string
-	boot                   uint64
 	sensor                 sensor
 	metrics                []protocol.Metric // reused for every reading
 	client                 mqtt.Client
 
-	seq   atomic.Uint64 // last sequence number generated; 0 before the first
-	acked atomic.Uint64 // readings 1 to acked are acknowledged
-	owed  atomic.Int64  // readings due but not yet published
-	kick  chan struct{} // capacity 1: "owed went up"
+	// rng draws the behaviours (reboots, duplicates, reordering, chaos),
+	// apart from the sensor's randomness so that turning a behaviour on
+	// does not change the readings' values.
+	rng  *rand.Rand
+	skew time.Duration // the device clock's fixed offset
 
-	// ring of unacknowledged readings in sequence order, oldest at head;
-	// allocated on the first publish with MaxInflight slots.
+	mu    sync.Mutex // guards boots' slice; the entries are atomic
+	boots []*bootLog // every boot of the device, oldest first
+	cur   *bootLog   // the current boot, last of boots; only run changes it
+
+	hostileSent  atomic.Uint64 // hostile messages 1 to hostileSent generated
+	hostileAcked atomic.Uint64 // hostile messages 1 to hostileAcked acknowledged
+
+	owed atomic.Int64  // readings due but not yet published
+	kick chan struct{} // capacity 1: "owed went up"
+
+	// held is a reading generated and held back, to be published after
+	// the next (Reorder), or when the device stops; nil if none.
+	held *pending
+
+	// ring of unacknowledged messages in the order generated, oldest at
+	// head; allocated on the first publish with MaxInflight slots.
 	ring       []pending
 	head, size int
 }
 
-// pending is a published reading not yet taken off the ring. Its payload is
+// bootLog is what a device published in one boot: readings 1 to last, of
+// which 1 to acked are acknowledged.
+type bootLog struct {
+	boot        uint64
+	last, acked atomic.Uint64
+}
+
+// pending is a published message not yet taken off the ring. Its payload is
 // kept until it is acknowledged, to be published again if the connection
 // drops first (the device's own at-least-once), and then reused for a later
-// reading in the same slot.
+// message in the same slot.
 type pending struct {
 	buf   []byte
+	topic string
+	boot  *bootLog   // nil for a hostile message
 	tok   mqtt.Token // nil: to be published again once connected
 	acked bool
 	start time.Time // first publish
 }
 
 func newDevice(index int, region, typ string, boot uint64, seed int64) *device {
-	id := fmt.Sprintf("%s-%05d", idPrefix[typ], index+1)
+	return newDeviceWith("", index, region, typ, boot, seed)
+}
+
+func newDeviceWith(prefix string, index int, region, typ string, boot uint64, seed int64) *device {
+	id := fmt.Sprintf("%s%s-%05d", prefix, idPrefix[typ], index+1)
+	b := &bootLog{boot: boot}
 	return &device{
+		index:  index,
 		id:     id,
 		region: region,
 		typ:    typ,
 		topic:  protocol.Topic{Region: region, DeviceType: typ, Device: id}.String(),
-		boot:   boot,
 		sensor: newSensor(typ, region, seed, index),
-		kick:   make(chan struct{}, 1),
+		// A stream of its own, apart from the sensor's (which uses index
+		// as its stream number).
+		rng:   rand.New(rand.NewPCG(uint64(seed)^behaviourSeed, uint64(index))),
+		boots: []*bootLog{b},
+		cur:   b,
+		kick:  make(chan struct{}, 1),
 	}
 }
+
+// behaviourSeed tells the behaviours' random stream from the sensor's.
+const behaviourSeed = 0x9e3779b97f4a7c15
 
 // owe adds k due readings, skips what goes beyond backlog and wakes the
 // device. Only the scheduler calls it; it returns how many it skipped.
@@ -71,20 +111,34 @@ func (d *device) owe(k, backlog int64) (skipped int64) {
 	return skipped
 }
 
-// next generates the device's next reading, measured at now, and appends its
-// v1 encoding to dst.
+// next generates the device's next reading, measured at now (by the
+// device's clock, skew included), and appends its v1 encoding to dst.
 func (d *device) next(dst []byte, now time.Time) []byte {
-	seq := d.seq.Add(1)
+	seq := d.cur.last.Add(1)
 	d.metrics = d.sensor.read(d.metrics[:0], now)
 	return protocol.AppendEncode(dst, protocol.Reading{
 		Version: protocol.Version1,
 		Device:  d.id,
-		Boot:    d.boot,
+		Boot:    d.cur.boot,
 		Seq:     seq,
-		TS:      now.UnixMilli(),
+		TS:      now.Add(d.skew).UnixMilli(),
 		Metrics: d.metrics,
 	})
 }
+
+// reboot starts a new boot: seq from 1 again. The new boot is above the
+// last and, when the boot counts seconds, not below the current time, so a
+// restarted simulator does not reuse a boot of an earlier run.
+func (d *device) reboot(now time.Time) {
+	b := &bootLog{boot: max(d.cur.boot+1, uint64(now.Unix()))}
+	d.mu.Lock()
+	d.boots = append(d.boots, b)
+	d.mu.Unlock()
+	d.cur = b
+}
+
+// chance draws whether a behaviour of probability p happens now.
+func (d *device) chance(p float64) bool { return p > 0 && d.rng.Float64() < p }
 
 // run publishes what the device owes, at most MaxInflight unacknowledged,
 // until ctx is done or, after finish is closed, it owes nothing. Then it
@@ -123,9 +177,12 @@ func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
 				}
 			}
 			d.republish(f)
+			if d.held != nil && (draining || !publishing) {
+				d.send(f, d.held) // no next reading to swap it with
+				d.held = nil
+			}
 			for publishing && d.size < f.cfg.MaxInflight && d.owed.Load() > 0 {
-				d.owed.Add(-1)
-				d.publish(f)
+				d.publishNext(f)
 			}
 		}
 		if draining && d.size == 0 && (!publishing || d.owed.Load() == 0) {
@@ -147,28 +204,80 @@ func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
 	}
 }
 
-// publish generates the next reading and hands it to the MQTT client.
-func (d *device) publish(f *Fleet) {
+// publishNext publishes what the device owes next: a hostile message
+// (Chaos), or a reading, after a reboot (Reboots), followed by a duplicate
+// (Duplicates), or swapped with the one after it (Reorder). It takes one
+// owed reading.
+func (d *device) publishNext(f *Fleet) {
 	if d.ring == nil {
 		d.ring = make([]pending, f.cfg.MaxInflight)
 	}
+	d.owed.Add(-1)
+	if d.chance(f.cfg.Chaos) {
+		d.publishHostile(f)
+		return
+	}
+	if d.chance(f.cfg.Reboots) {
+		d.reboot(time.Now())
+		f.stats.reboots.Add(1)
+	}
+	first := d.generate(f)
+	if d.held == nil && d.chance(f.cfg.Reorder) {
+		d.held = first // published after the next reading
+		return
+	}
+	d.send(f, first)
+	if d.held != nil {
+		d.send(f, d.held)
+		d.held = nil
+		f.stats.reordered.Add(1)
+	}
+	if d.chance(f.cfg.Duplicates) {
+		// A copy: the client writes the payload later, and the ring slot
+		// may be reused before the duplicate goes out. Its outcome is not
+		// tracked; the original's is.
+		f.stats.duplicates.Add(1)
+		d.client.Publish(first.topic, f.cfg.QoS, false, bytes.Clone(first.buf))
+	}
+}
+
+// generate puts the next reading in the next free ring slot.
+func (d *device) generate(f *Fleet) *pending {
 	p := &d.ring[(d.head+d.size)%len(d.ring)]
 	p.start = time.Now()
 	p.buf = d.next(p.buf[:0], p.start)
-	p.acked = false
+	p.topic, p.boot, p.acked, p.tok = d.topic, d.cur, false, nil
 	d.size++
 	// Counted before publishing so that acked never exceeds sent.
 	f.stats.sent.Add(1)
-	p.tok = d.client.Publish(d.topic, f.cfg.QoS, false, p.buf)
+	return p
 }
 
-// republish publishes again, in sequence order, the readings whose publish
-// failed.
+// publishHostile puts the device's next hostile message in the next free
+// ring slot and publishes it.
+func (d *device) publishHostile(f *Fleet) {
+	p := &d.ring[(d.head+d.size)%len(d.ring)]
+	p.start = time.Now()
+	n := d.hostileSent.Load() + 1
+	p.topic, p.buf = f.chaos(p.buf[:0], d, n, p.start)
+	p.boot, p.acked, p.tok = nil, false, nil
+	d.size++
+	d.hostileSent.Store(n)
+	f.stats.hostile.Add(1)
+	d.send(f, p)
+}
+
+func (d *device) send(f *Fleet, p *pending) {
+	p.tok = d.client.Publish(p.topic, f.cfg.QoS, false, p.buf)
+}
+
+// republish publishes again, in the order generated, the messages whose
+// publish failed.
 func (d *device) republish(f *Fleet) {
 	for i := range d.size {
-		if p := &d.ring[(d.head+i)%len(d.ring)]; p.tok == nil && !p.acked {
+		if p := &d.ring[(d.head+i)%len(d.ring)]; p.tok == nil && !p.acked && p != d.held {
 			f.stats.resent.Add(1)
-			p.tok = d.client.Publish(d.topic, f.cfg.QoS, false, p.buf)
+			d.send(f, p)
 		}
 	}
 }
@@ -203,10 +312,16 @@ func (d *device) settle(f *Fleet) {
 		p.tok, p.acked = nil, true
 	}
 	for d.size > 0 && d.ring[d.head].acked {
-		d.ring[d.head].acked = false
+		p := &d.ring[d.head]
+		p.acked = false
 		d.head = (d.head + 1) % len(d.ring)
 		d.size--
-		d.acked.Add(1)
+		if p.boot == nil {
+			d.hostileAcked.Add(1)
+			f.stats.hostileAcked.Add(1)
+			continue
+		}
+		p.boot.acked.Add(1)
 		f.stats.acked.Add(1)
 	}
 }

@@ -30,6 +30,22 @@
 // device reconnects (with backoff) as soon as it has something to publish
 // and publishes its unacknowledged readings again, so the broker may see a
 // reading twice, and downstream deduplicates on (device, boot, seq). Sent
-// reports, per device, the readings published and how many of them, from
-// seq 1 on, were acknowledged.
+// reports, per device and boot, the readings published and how many of
+// them, from seq 1 on, were acknowledged.
+//
+// Devices misbehave on request, each behaviour a chance per reading drawn
+// from a random source of the device's own (deterministic under Seed):
+// reboots (a new boot, seq from 1), duplicates (a reading published twice),
+// reordering (a reading held back and published after the next) and clock
+// skew (a fixed offset per device). Config.IDPrefix keeps two fleets on one
+// broker apart (the bench's devices are bench-th-00001, ...).
+//
+// Config.Chaos replaces a share of the readings by hostile messages built
+// from the schema (chaos.go): malformed JSON, wrong types, values out of
+// range or not finite, oversized payloads, a device that is not the
+// topic's, unknown versions, odd names with unicode and control
+// characters, deep nesting. Each case is tagged with the reason code the
+// pipeline must dead-letter it under, and each message carries a marker
+// (ChaosMarker) so that the bench can find it in DEADLETTER and check the
+// reason it got.
 package devices

@@ -75,7 +75,10 @@ func New(cfg Config, logger *slog.Logger) (*Fleet, error) {
 		// Region cycles fastest, type once per round of regions, so every
 		// region gets every type as soon as there are enough devices.
 		region, typ := cfg.Regions[i%nr], cfg.Types[(i/nr)%len(cfg.Types)]
-		d := newDevice(i, region, typ, cfg.Boot, cfg.Seed)
+		d := newDeviceWith(cfg.IDPrefix, i, region, typ, cfg.Boot, cfg.Seed)
+		if cfg.ClockSkew > 0 {
+			d.skew = time.Duration((2*d.rng.Float64() - 1) * float64(cfg.ClockSkew)).Round(time.Millisecond)
+		}
 		d.client = mqtt.NewClient(f.clientOptions(d))
 		f.devices[i] = d
 	}

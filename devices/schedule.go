@@ -32,6 +32,22 @@ func totalFor(rate float64, duration time.Duration) uint64 {
 	return dueBy(rate, duration, math.MaxUint64)
 }
 
+// rampedElapsed is the elapsed time at the full rate equivalent to elapsed
+// with a ramp-up: the rate rises linearly from 0 to full over the first
+// ramp, so that until then readings fall due as t²/2ramp, after it as
+// t - ramp/2.
+func rampedElapsed(elapsed, ramp time.Duration) time.Duration {
+	switch {
+	case ramp <= 0 || elapsed <= 0:
+		return elapsed
+	case elapsed < ramp:
+		e := float64(elapsed)
+		return time.Duration(e * e / (2 * float64(ramp)))
+	default:
+		return elapsed - ramp/2
+	}
+}
+
 // spread hands n readings out round-robin over devices (numbered 0 to
 // devices-1), starting at cursor: give is called once for each device that
 // gets any, with how many, in round-robin order from cursor. It returns
@@ -62,7 +78,7 @@ func spread(n uint64, cursor, devices int, give func(device int, k uint64)) int 
 // done or, with a Duration, every reading has been handed out; it then
 // closes finished (only in the latter case) and returns.
 func (f *Fleet) schedule(ctx context.Context, finished chan<- struct{}) {
-	limit := totalFor(f.cfg.Rate, f.cfg.Duration)
+	limit := totalFor(f.cfg.Rate, rampedElapsed(f.cfg.Duration, f.cfg.RampUp))
 	ticker := time.NewTicker(f.cfg.Tick)
 	defer ticker.Stop()
 	start := time.Now()
@@ -75,7 +91,7 @@ func (f *Fleet) schedule(ctx context.Context, finished chan<- struct{}) {
 			return
 		case <-ticker.C:
 		}
-		due := dueBy(f.cfg.Rate, time.Since(start), limit)
+		due := dueBy(f.cfg.Rate, rampedElapsed(time.Since(start), f.cfg.RampUp), limit)
 		cursor = spread(due-issued, cursor, len(f.devices), f.owe)
 		issued = due
 		if issued >= limit {

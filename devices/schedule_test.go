@@ -162,3 +162,29 @@ func TestOweSkipsBeyondBacklog(t *testing.T) {
 		})
 	}
 }
+
+func TestRampedElapsed(t *testing.T) {
+	tests := []struct {
+		elapsed, ramp, want time.Duration
+	}{
+		{time.Second, 0, time.Second},
+		{0, 10 * time.Second, 0},
+		{5 * time.Second, 10 * time.Second, 1250 * time.Millisecond}, // 25/20 s
+		{10 * time.Second, 10 * time.Second, 5 * time.Second},        // half the ramp's readings
+		{30 * time.Second, 10 * time.Second, 25 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := rampedElapsed(tt.elapsed, tt.ramp); got != tt.want {
+			t.Errorf("rampedElapsed(%v, %v) = %v, want %v", tt.elapsed, tt.ramp, got, tt.want)
+		}
+	}
+	// Continuous at the end of the ramp, and never decreasing.
+	prev := time.Duration(-1)
+	for e := time.Duration(0); e <= 20*time.Second; e += 10 * time.Millisecond {
+		got := rampedElapsed(e, 10*time.Second)
+		if got < prev {
+			t.Fatalf("rampedElapsed decreases at %v: %v after %v", e, got, prev)
+		}
+		prev = got
+	}
+}

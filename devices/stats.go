@@ -21,7 +21,10 @@ type counters struct {
 	// connectionsLost counts connections that dropped mid-run (the device
 	// reconnects when it next has something to publish).
 	connectionsLost atomic.Uint64
-	latency         latencies
+	// Behaviours and chaos.
+	reboots, duplicates, reordered atomic.Uint64
+	hostile, hostileAcked          atomic.Uint64
+	latency                        latencies
 }
 
 // Stats is a snapshot of the fleet's counters.
@@ -32,7 +35,7 @@ type Stats struct {
 	Elapsed    time.Duration // since publishing began
 	Sent       uint64        // readings published, each counted once
 	Acked      uint64        // readings acknowledged by the broker (PUBACK)
-	InFlight   uint64        // readings sent and not yet acknowledged
+	InFlight   uint64        // messages (readings and hostile) sent and not yet acknowledged
 	Skipped    uint64        // due readings skipped because a device's backlog was full
 	// Errors counts publish attempts that failed, mostly because the
 	// connection dropped; the device publishes such a reading again once
@@ -41,14 +44,21 @@ type Stats struct {
 	// ConnectionsLost counts dropped connections; the devices reconnect by
 	// themselves and resend what was unacknowledged.
 	ConnectionsLost uint64
+	// Behaviours (see Config): reboots, readings published twice on
+	// purpose, and pairs of readings published in swapped order.
+	Reboots, Duplicates, Reordered uint64
+	// Hostile messages (Config.Chaos) published, each counted once, and
+	// acknowledged by the broker. They are not counted in Sent or Acked.
+	Hostile, HostileAcked uint64
 	// Publish-to-PUBACK latency since the start.
 	AckP50, AckP99, AckMax time.Duration
 }
 
-// DeviceSent is what one device published: readings (Device, Boot, seq) for
-// seq from FirstSeq to LastSeq, none when LastSeq is 0. Readings FirstSeq to
-// Acked were acknowledged by the broker; Acked+1 to LastSeq were not (yet)
-// when the snapshot was taken: they may or may not have arrived.
+// DeviceSent is what one device published in one boot: readings (Device,
+// Boot, seq) for seq from FirstSeq to LastSeq, none when LastSeq is 0.
+// Readings FirstSeq to Acked were acknowledged by the broker; Acked+1 to
+// LastSeq were not (yet) when the snapshot was taken: they may or may not
+// have arrived.
 type DeviceSent struct {
 	Device, Region, Type string
 	Topic                string
@@ -68,8 +78,13 @@ func (f *Fleet) Stats() Stats {
 	// Read acks before sent: an acknowledged reading is already counted in
 	// sent, so in flight never goes negative.
 	s.Acked = f.stats.acked.Load()
+	s.HostileAcked = f.stats.hostileAcked.Load()
 	s.Sent = f.stats.sent.Load()
-	s.InFlight = s.Sent - s.Acked
+	s.Hostile = f.stats.hostile.Load()
+	s.InFlight = s.Sent - s.Acked + s.Hostile - s.HostileAcked
+	s.Reboots = f.stats.reboots.Load()
+	s.Duplicates = f.stats.duplicates.Load()
+	s.Reordered = f.stats.reordered.Load()
 	s.Errors = f.stats.errors.Load()
 	s.Resent = f.stats.resent.Load()
 	s.Skipped = f.stats.skipped.Load()
@@ -98,23 +113,69 @@ func (f *Fleet) connected() int {
 	return n
 }
 
-// Sent returns, device by device in fleet order, what each device published,
-// so that a load test can work out which readings should have arrived.
+// Sent returns, device by device in fleet order and boot by boot, what each
+// device published, so that a load test can work out which readings should
+// have arrived.
 func (f *Fleet) Sent() []DeviceSent {
-	out := make([]DeviceSent, len(f.devices))
+	out := make([]DeviceSent, 0, len(f.devices))
+	for _, d := range f.devices {
+		d.mu.Lock()
+		boots := d.boots
+		d.mu.Unlock()
+		for _, b := range boots {
+			// Acked before the sequence, as in Stats.
+			acked := b.acked.Load()
+			last := b.last.Load()
+			first := uint64(0)
+			if last > 0 {
+				first = 1
+			}
+			out = append(out, DeviceSent{
+				Device: d.id, Region: d.region, Type: d.typ, Topic: d.topic,
+				Boot: b.boot, FirstSeq: first, LastSeq: last,
+				Acked: acked,
+			})
+		}
+	}
+	return out
+}
+
+// DeviceInfo describes one simulated device.
+type DeviceInfo struct {
+	Index                int // in fleet order
+	Device, Region, Type string
+	Topic                string
+	// ClockSkew is how far the device's clock is off (Config.ClockSkew):
+	// its readings' ts minus the true time of measuring.
+	ClockSkew time.Duration
+}
+
+// Devices describes every device, in fleet order.
+func (f *Fleet) Devices() []DeviceInfo {
+	out := make([]DeviceInfo, len(f.devices))
 	for i, d := range f.devices {
-		// Acked before the sequence, as in Stats.
-		acked := d.acked.Load()
-		last := d.seq.Load()
-		first := uint64(0)
-		if last > 0 {
-			first = 1
-		}
-		out[i] = DeviceSent{
-			Device: d.id, Region: d.region, Type: d.typ, Topic: d.topic,
-			Boot: d.boot, FirstSeq: first, LastSeq: last,
-			Acked: acked,
-		}
+		out[i] = DeviceInfo{Index: i, Device: d.id, Region: d.region, Type: d.typ, Topic: d.topic, ClockSkew: d.skew}
+	}
+	return out
+}
+
+// DeviceHostile is what one device published of Config.Chaos: hostile
+// messages 1 to Sent, of which 1 to Acked were acknowledged by the broker.
+// Fleet.ChaosCase tells which case message n is.
+type DeviceHostile struct {
+	Index       int // in fleet order, as in ChaosMarker
+	Device      string
+	Region      string
+	Sent, Acked uint64
+}
+
+// Hostile returns, device by device, the hostile messages published; none
+// without Config.Chaos.
+func (f *Fleet) Hostile() []DeviceHostile {
+	out := make([]DeviceHostile, len(f.devices))
+	for i, d := range f.devices {
+		acked := d.hostileAcked.Load()
+		out[i] = DeviceHostile{Index: i, Device: d.id, Region: d.region, Sent: d.hostileSent.Load(), Acked: acked}
 	}
 	return out
 }
@@ -137,7 +198,7 @@ func (f *Fleet) Progress(ctx context.Context, w io.Writer, every time.Duration) 
 		p50, p99 := f.stats.latency.interval()
 		fmt.Fprintf(w, "devices %d/%d connected  sent %.0f/s  acked %.0f/s  in flight %d  skipped %d  errors %d  resent %d  connections lost %d  ack p50 %v p99 %v\n",
 			cur.Connected, cur.Devices,
-			float64(cur.Sent-prev.Sent)/secs, float64(cur.Acked-prev.Acked)/secs,
+			float64(cur.Sent+cur.Hostile-prev.Sent-prev.Hostile)/secs, float64(cur.Acked+cur.HostileAcked-prev.Acked-prev.HostileAcked)/secs,
 			cur.InFlight, cur.Skipped, cur.Errors, cur.Resent, cur.ConnectionsLost, roundDuration(p50), roundDuration(p99))
 		prev, prevAt = cur, now
 	}

@@ -1,0 +1,263 @@
+package devices
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+)
+
+// TestChaosCasesGetTheirReason is the contract of every hostile message:
+// protocol.Decode, which ingest runs, rejects it with the reason it is
+// tagged with, and its marker can be found in the payload as sent.
+func TestChaosCasesGetTheirReason(t *testing.T) {
+	now := time.Now()
+	d := newDeviceWith("bench-", 41, "eu-west", TypeThermostat, 1764100000123456789, 1)
+	f := &Fleet{cfg: Config{Seed: 1, Boot: 1764100000123456789}.withDefaults()}
+	reasons := map[protocol.Reason]bool{}
+	names := map[string]bool{}
+	for k, c := range ChaosCases() {
+		t.Run(c.Name, func(t *testing.T) {
+			if names[c.Name] {
+				t.Errorf("case name %s used twice", c.Name)
+			}
+			names[c.Name] = true
+			reasons[c.Reason] = true
+			want := ChaosMarker{Run: f.cfg.Boot, Device: d.index, N: 17, Case: k}
+			in := &chaosInput{
+				marker: want.String(), region: d.region, typ: d.typ, device: d.id,
+				boot: d.cur.boot, seq: 1<<53 + 17, nowMS: now.UnixMilli(), topic: d.topic,
+			}
+			if !protocol.ValidMetricName(in.marker) {
+				t.Fatalf("marker %q is not a valid metric name", in.marker)
+			}
+			topic, payload := c.gen(nil, in)
+			_, _, err := protocol.Decode(topic, payload, now, protocol.Limits{})
+			var rej *protocol.Rejection
+			if !errors.As(err, &rej) {
+				t.Fatalf("Decode(%q, %.200q) = %v, want a rejection %s", topic, payload, err, c.Reason)
+			}
+			if rej.Reason != c.Reason {
+				t.Errorf("Decode(%q, %.200q) rejected it as %s (%s), want %s", topic, payload, rej.Reason, rej.Detail, c.Reason)
+			}
+			got, ok := FindChaosMarker(payload)
+			if !ok || got != want {
+				t.Errorf("marker in %.200q = %+v, %v; want %+v", payload, got, ok, want)
+			}
+			if !strings.HasPrefix(topic, "telemetry/"+d.region+"/") {
+				t.Errorf("topic %q is outside the region's tree: its ingest would not see it", topic)
+			}
+		})
+	}
+	for _, r := range protocol.Reasons {
+		if !reasons[r] {
+			t.Errorf("no hostile message for reason %s", r)
+		}
+	}
+}
+
+func TestFindChaosMarker(t *testing.T) {
+	m := ChaosMarker{Run: 99, Device: 3, N: 12, Case: 4}
+	tests := []struct {
+		name    string
+		payload string
+		ok      bool
+	}{
+		{"in a metric", `{"metrics":{"` + m.String() + `":1}}`, true},
+		{"at the end", `x ` + m.String(), true},
+		{"none", `{"v":1}`, false},
+		{"cut short", `chaos_99_3_12`, false},
+		{"case out of range", `chaos_99_3_12_9999`, false},
+		{"overflow", `chaos_99999999999999999999999_3_12_4`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := FindChaosMarker([]byte(tt.payload))
+			if ok != tt.ok || ok && got != m {
+				t.Errorf("FindChaosMarker(%q) = %+v, %v; want ok %v", tt.payload, got, ok, tt.ok)
+			}
+		})
+	}
+}
+
+func TestChaosCaseSpreadsOverEveryCase(t *testing.T) {
+	seen := make([]int, len(chaosCases))
+	for dev := range 10 {
+		for n := uint64(1); n <= 200; n++ {
+			seen[chaosCaseOf(7, dev, n)]++
+		}
+	}
+	for k, c := range seen {
+		if c == 0 {
+			t.Errorf("case %s never chosen in 2000 messages", chaosCases[k].Name)
+		}
+	}
+}
+
+// rawCollector keeps every message the broker delivers.
+type rawCollector struct {
+	mu   sync.Mutex
+	msgs []rawMsg
+}
+
+type rawMsg struct {
+	topic   string
+	payload []byte
+}
+
+func subscribeRaw(t *testing.T, broker string) *rawCollector {
+	t.Helper()
+	c := &rawCollector{}
+	client := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("raw-collector").SetCleanSession(true))
+	if tok := client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("collector connecting: %v", tok.Error())
+	}
+	t.Cleanup(func() { client.Disconnect(100) })
+	tok := client.Subscribe("telemetry/#", 1, func(_ paho.Client, m paho.Message) {
+		c.mu.Lock()
+		c.msgs = append(c.msgs, rawMsg{m.Topic(), bytes.Clone(m.Payload())})
+		c.mu.Unlock()
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("collector subscribing: %v", tok.Error())
+	}
+	return c
+}
+
+func (c *rawCollector) snapshot() []rawMsg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]rawMsg(nil), c.msgs...)
+}
+
+// TestFleetBehavioursAndChaos runs a fleet with every behaviour and chaos
+// on, and checks from what the broker delivered that each happened and
+// that Sent and Hostile account for everything.
+func TestFleetBehavioursAndChaos(t *testing.T) {
+	broker := startBroker(t)
+	c := subscribeRaw(t, broker)
+	cfg := Config{
+		Broker: broker, Devices: 6, Rate: 400, Duration: 2 * time.Second, Seed: 3,
+		IDPrefix: "bench-", Reboots: 0.02, Duplicates: 0.05, Reorder: 0.05,
+		ClockSkew: time.Minute, Chaos: 0.2, Boot: 1764100000,
+	}
+	f, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := f.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := f.Stats()
+	t.Logf("stats %+v", s)
+	if s.Sent+s.Hostile != 800 || s.Acked != s.Sent || s.HostileAcked != s.Hostile {
+		t.Fatalf("stats %+v: want 800 messages, all acknowledged", s)
+	}
+	if s.Hostile < 100 || s.Hostile > 230 {
+		t.Errorf("%d hostile of 800, want about 160 (chaos 0.2)", s.Hostile)
+	}
+	if s.Reboots == 0 || s.Duplicates == 0 || s.Reordered == 0 {
+		t.Errorf("stats %+v: want reboots, duplicates and reordered pairs", s)
+	}
+
+	type key struct {
+		dev       string
+		boot, seq uint64
+	}
+	want := map[key]bool{}
+	for _, ds := range f.Sent() {
+		if !strings.HasPrefix(ds.Device, "bench-") {
+			t.Errorf("device %s lacks the id prefix", ds.Device)
+		}
+		for seq := ds.FirstSeq; seq >= 1 && seq <= ds.LastSeq; seq++ {
+			want[key{ds.Device, ds.Boot, seq}] = true
+		}
+	}
+	wantHostile := map[ChaosMarker]bool{}
+	for _, h := range f.Hostile() {
+		for n := uint64(1); n <= h.Sent; n++ {
+			wantHostile[ChaosMarker{Run: cfg.Boot, Device: h.Index, N: n, Case: f.ChaosCase(h.Index, n)}] = true
+		}
+	}
+	var got map[key]int
+	var gotHostile map[ChaosMarker]bool
+	var problems []string
+	var outOfOrder int
+	skews := map[string]int64{}
+	check := func() bool {
+		got, gotHostile, problems, outOfOrder = map[key]int{}, map[ChaosMarker]bool{}, nil, 0
+		last := map[string]key{}
+		for _, m := range c.snapshot() {
+			_, r, err := protocol.Decode(m.topic, m.payload, time.Now(), protocol.Limits{})
+			if err != nil {
+				mk, ok := FindChaosMarker(m.payload)
+				if !ok || !wantHostile[mk] {
+					problems = append(problems, fmt.Sprintf("rejected message without a known marker: %v", err))
+				} else if want := chaosCases[mk.Case].Reason; !strings.HasPrefix(err.Error(), string(want)) {
+					problems = append(problems, fmt.Sprintf("case %s: %v", chaosCases[mk.Case].Name, err))
+				}
+				gotHostile[mk] = true
+				continue
+			}
+			k := key{r.Device, r.Boot, r.Seq}
+			got[k]++
+			if p, ok := last[r.Device]; ok && p.boot == r.Boot && r.Seq < p.seq {
+				outOfOrder++
+			}
+			last[r.Device] = k
+			skews[r.Device] = r.TS - time.Now().UnixMilli()
+		}
+		return len(got) >= len(want) && len(gotHostile) >= len(wantHostile)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !check() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for k := range want {
+		if got[k] == 0 {
+			problems = append(problems, fmt.Sprintf("reading %v sent, not delivered", k))
+		}
+	}
+	for k := range got {
+		if !want[k] {
+			problems = append(problems, fmt.Sprintf("reading %v delivered, not sent", k))
+		}
+	}
+	for mk := range wantHostile {
+		if !gotHostile[mk] {
+			problems = append(problems, fmt.Sprintf("hostile %+v sent, not delivered", mk))
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("%d problems, e.g. %q", len(problems), problems[:min(5, len(problems))])
+	}
+	var dups int
+	for _, n := range got {
+		if n > 1 {
+			dups++
+		}
+	}
+	if dups == 0 || outOfOrder == 0 {
+		t.Errorf("%d readings delivered twice, %d out of order: want some of each", dups, outOfOrder)
+	}
+	var skewed int
+	for _, s := range skews {
+		if s < -5000 || s > 5000 {
+			skewed++
+		}
+	}
+	if skewed == 0 {
+		t.Errorf("no device's clock is off by more than 5s (skews %v)", skews)
+	}
+}
