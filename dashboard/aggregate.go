@@ -23,6 +23,10 @@ const (
 	otherReason = "other"
 	// latencySamples is the size of each region's ring of latency samples.
 	latencySamples = 2048
+	// metricSamples is the size of each metric series' ring of values, of
+	// which p95 is computed: above metricSamples/window values per second
+	// in one series, p95 is that of the latest metricSamples values.
+	metricSamples = 512
 )
 
 // aggregator keeps the live aggregates behind the snapshot. Every method
@@ -44,10 +48,30 @@ type regionAgg struct {
 	perSec        []countSlot
 	devices       map[string]int64 // device -> unix ms last seen
 	lat           latencyRing
-	metrics       map[string][]statSlot
+	lastReading   int64 // unix ms of the latest reading; 0 before the first
+	metrics       map[seriesKey]*series
 	rejected      map[string]uint64
 	rejectedTotal uint64
 	dlState       string
+	// dlDownSince is when the region's DEADLETTER stopped answering (unix
+	// ms), 0 while it answers or before it was first asked.
+	dlDownSince int64
+}
+
+// seriesKey names one metric of one device type.
+type seriesKey struct{ deviceType, name string }
+
+// series aggregates one metric of one device type in one region: per-second
+// slots for count, avg, min and max, and a ring of recent values for p95.
+type series struct {
+	slots   []statSlot
+	samples []valueSample
+	next    int
+}
+
+type valueSample struct {
+	sec int64 // 0 for an empty slot
+	v   float64
 }
 
 // countSlot counts readings that arrived in one unix second.
@@ -76,7 +100,7 @@ func newAggregator(regions []string, window, active time.Duration, now time.Time
 			perSec:   make([]countSlot, a.window+1),
 			devices:  map[string]int64{},
 			lat:      latencyRing{buf: make([]latencySample, latencySamples)},
-			metrics:  map[string][]statSlot{},
+			metrics:  map[seriesKey]*series{},
 			rejected: map[string]uint64{},
 			dlState:  "connecting",
 		}
@@ -84,10 +108,11 @@ func newAggregator(regions []string, window, active time.Duration, now time.Time
 	return a
 }
 
-// addReading records one reading of device in region that arrived at now,
-// stamped ts (unix ms) by the device. It reports whether region is known
-// and returns the end-to-end latency (zero when the device clock is ahead).
-func (a *aggregator) addReading(now time.Time, region, device string, ts int64, metrics []protocol.Metric) (time.Duration, bool) {
+// addReading records one reading of device (of deviceType) in region that
+// arrived at now, stamped ts (unix ms) by the device. It reports whether
+// region is known and returns the end-to-end latency (zero when the device
+// clock is ahead).
+func (a *aggregator) addReading(now time.Time, region, deviceType, device string, ts int64, metrics []protocol.Metric) (time.Duration, bool) {
 	nowMS := now.UnixMilli()
 	lat := time.Duration(max(nowMS-ts, 0)) * time.Millisecond
 	sec := now.Unix()
@@ -111,20 +136,22 @@ func (a *aggregator) addReading(now time.Time, region, device string, ts int64, 
 		ra.devices[strings.Clone(device)] = nowMS
 	}
 	ra.lat.add(nowMS, float64(lat)/float64(time.Millisecond))
+	ra.lastReading = nowMS
 	for _, m := range metrics {
 		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
 			continue
 		}
-		ring, ok := ra.metrics[m.Name]
+		key := seriesKey{deviceType, m.Name}
+		sr, ok := ra.metrics[key]
 		if !ok {
 			if len(ra.metrics) >= maxMetricSeries {
 				a.skipped++
 				continue
 			}
-			ring = make([]statSlot, a.window)
-			ra.metrics[strings.Clone(m.Name)] = ring
+			sr = &series{slots: make([]statSlot, a.window), samples: make([]valueSample, metricSamples)}
+			ra.metrics[seriesKey{strings.Clone(deviceType), strings.Clone(m.Name)}] = sr
 		}
-		s := &ring[sec%int64(len(ring))]
+		s := &sr.slots[sec%int64(len(sr.slots))]
 		if s.sec != sec || s.n == 0 {
 			*s = statSlot{sec: sec, min: m.Value, max: m.Value}
 		}
@@ -132,6 +159,8 @@ func (a *aggregator) addReading(now time.Time, region, device string, ts int64, 
 		s.sum += m.Value
 		s.min = min(s.min, m.Value)
 		s.max = max(s.max, m.Value)
+		sr.samples[sr.next] = valueSample{sec: sec, v: m.Value}
+		sr.next = (sr.next + 1) % len(sr.samples)
 	}
 	return lat, true
 }
@@ -161,12 +190,23 @@ func (a *aggregator) addDeadLetter(region, reason string) string {
 	return reason
 }
 
-// setDeadLetterState records whether region's DEADLETTER can be read.
-func (a *aggregator) setDeadLetterState(region, state string) {
+// setDeadLetterState records at now whether region's DEADLETTER can be
+// read ("ok") or not (what is wrong). "connecting" is neither: the first
+// attempt has not answered yet. It is how the page knows that a region is
+// unreachable, and since when.
+func (a *aggregator) setDeadLetterState(now time.Time, region, state string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if ra := a.regions[region]; ra != nil {
-		ra.dlState = state
+	ra := a.regions[region]
+	if ra == nil {
+		return
+	}
+	ra.dlState = state
+	switch {
+	case state == "ok" || state == "connecting":
+		ra.dlDownSince = 0
+	case ra.dlDownSince == 0:
+		ra.dlDownSince = now.UnixMilli()
 	}
 }
 
@@ -188,7 +228,7 @@ func (a *aggregator) snapshot(now time.Time, s *Snapshot) {
 	// The rate counts the last full seconds, not the one in progress; while
 	// the dashboard is younger than the window it divides by its age.
 	span := min(a.window, sec-a.startSec)
-	var scratch []float64
+	var scratch, values []float64
 	for _, name := range a.order {
 		ra := a.regions[name]
 		rs := RegionSnapshot{
@@ -197,7 +237,14 @@ func (a *aggregator) snapshot(now time.Time, s *Snapshot) {
 			Rejected:      make(map[string]uint64, len(ra.rejected)),
 			RejectedTotal: ra.rejectedTotal,
 			DeadLetters:   ra.dlState,
+			Reachable:     ra.dlState == "ok",
 			Metrics:       []MetricStats{},
+		}
+		if ra.dlDownSince != 0 {
+			rs.UnreachableSince = time.UnixMilli(ra.dlDownSince).UTC()
+		}
+		if ra.lastReading != 0 {
+			rs.LastReading = time.UnixMilli(ra.lastReading).UTC()
 		}
 		if span > 0 {
 			var n uint64
@@ -220,10 +267,10 @@ func (a *aggregator) snapshot(now time.Time, s *Snapshot) {
 		for reason, n := range ra.rejected {
 			rs.Rejected[reason] = n
 		}
-		for metric, ring := range ra.metrics {
-			ms := MetricStats{Name: metric, Min: math.Inf(1), Max: math.Inf(-1)}
+		for key, sr := range ra.metrics {
+			ms := MetricStats{DeviceType: key.deviceType, Name: key.name, Min: math.Inf(1), Max: math.Inf(-1)}
 			var sum float64
-			for _, sl := range ring {
+			for _, sl := range sr.slots {
 				if sl.n == 0 || sl.sec <= sec-a.window || sl.sec > sec {
 					continue
 				}
@@ -236,9 +283,21 @@ func (a *aggregator) snapshot(now time.Time, s *Snapshot) {
 				continue
 			}
 			ms.Avg = sum / float64(ms.Count)
+			values = values[:0]
+			for _, v := range sr.samples {
+				if v.sec > sec-a.window && v.sec <= sec {
+					values = append(values, v.v)
+				}
+			}
+			ms.P95 = percentile(values, 0.95)
 			rs.Metrics = append(rs.Metrics, ms)
 		}
-		sort.Slice(rs.Metrics, func(i, j int) bool { return rs.Metrics[i].Name < rs.Metrics[j].Name })
+		sort.Slice(rs.Metrics, func(i, j int) bool {
+			if rs.Metrics[i].Name != rs.Metrics[j].Name {
+				return rs.Metrics[i].Name < rs.Metrics[j].Name
+			}
+			return rs.Metrics[i].DeviceType < rs.Metrics[j].DeviceType
+		})
 		s.Regions = append(s.Regions, rs)
 	}
 }
@@ -276,9 +335,20 @@ func percentiles(v []float64) Latency {
 		return Latency{}
 	}
 	slices.Sort(v)
-	rank := func(p float64) float64 {
-		i := int(math.Ceil(p*float64(len(v)))) - 1
-		return v[min(max(i, 0), len(v)-1)]
+	return Latency{P50: rank(v, 0.50), P99: rank(v, 0.99), Samples: len(v)}
+}
+
+// percentile sorts v and returns its p-quantile by nearest rank, 0 for none.
+func percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
 	}
-	return Latency{P50: rank(0.50), P99: rank(0.99), Samples: len(v)}
+	slices.Sort(v)
+	return rank(v, p)
+}
+
+// rank is the nearest-rank p-quantile of the sorted, non-empty v.
+func rank(v []float64, p float64) float64 {
+	i := int(math.Ceil(p*float64(len(v)))) - 1
+	return v[min(max(i, 0), len(v)-1)]
 }

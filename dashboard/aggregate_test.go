@@ -17,12 +17,17 @@ type reading struct {
 	device string
 	lag    time.Duration // arrival minus the device's ts
 	m      []protocol.Metric
+	typ    string // device type; "th" if empty
 }
 
 func feed(a *aggregator, rs []reading) {
 	for _, r := range rs {
 		now := t0.Add(r.at)
-		a.addReading(now, r.region, r.device, now.Add(-r.lag).UnixMilli(), r.m)
+		typ := r.typ
+		if typ == "" {
+			typ = "th"
+		}
+		a.addReading(now, r.region, typ, r.device, now.Add(-r.lag).UnixMilli(), r.m)
 	}
 }
 
@@ -199,16 +204,34 @@ func TestAggregatorMetrics(t *testing.T) {
 	}{
 		{"none", nil, []MetricStats{}},
 		{
-			name: "avg min max per name, sorted",
+			name: "avg min max p95 per name, sorted",
 			readings: []reading{
 				{at: 6 * time.Second, region: "us-east", device: "a", m: m("temperature_c", 20.0, "humidity_pct", 40.0)},
 				{at: 7 * time.Second, region: "us-east", device: "b", m: m("temperature_c", 22.0)},
 				{at: 9 * time.Second, region: "us-east", device: "c", m: m("temperature_c", 27.0)},
 			},
 			want: []MetricStats{
-				{Name: "humidity_pct", Count: 1, Avg: 40, Min: 40, Max: 40},
-				{Name: "temperature_c", Count: 3, Avg: 23, Min: 20, Max: 27},
+				{DeviceType: "th", Name: "humidity_pct", Count: 1, Avg: 40, Min: 40, Max: 40, P95: 40},
+				{DeviceType: "th", Name: "temperature_c", Count: 3, Avg: 23, Min: 20, Max: 27, P95: 27},
 			},
+		},
+		{
+			name: "by device type",
+			readings: []reading{
+				{at: 8 * time.Second, region: "us-east", device: "a", typ: "vibration", m: m("battery_pct", 10.0)},
+				{at: 8 * time.Second, region: "us-east", device: "b", typ: "thermostat", m: m("battery_pct", 90.0)},
+				{at: 9 * time.Second, region: "us-east", device: "c", typ: "thermostat", m: m("battery_pct", 70.0)},
+			},
+			want: []MetricStats{
+				{DeviceType: "thermostat", Name: "battery_pct", Count: 2, Avg: 80, Min: 70, Max: 90, P95: 90},
+				{DeviceType: "vibration", Name: "battery_pct", Count: 1, Avg: 10, Min: 10, Max: 10, P95: 10},
+			},
+		},
+		{
+			// 1..100 once each: nearest-rank p95 is 95.
+			name:     "p95 by nearest rank",
+			readings: hundred(),
+			want:     []MetricStats{{DeviceType: "th", Name: "x", Count: 100, Avg: 50.5, Min: 1, Max: 100, P95: 95}},
 		},
 		{
 			name: "the window includes the current second and drops older ones",
@@ -217,7 +240,7 @@ func TestAggregatorMetrics(t *testing.T) {
 				{at: 6 * time.Second, region: "us-east", device: "a", m: m("x", 1.0)},
 				{at: 9*time.Second + 500*time.Millisecond, region: "us-east", device: "a", m: m("x", 3.0)},
 			},
-			want: []MetricStats{{Name: "x", Count: 2, Avg: 2, Min: 1, Max: 3}},
+			want: []MetricStats{{DeviceType: "th", Name: "x", Count: 2, Avg: 2, Min: 1, Max: 3, P95: 3}},
 		},
 		{
 			name: "negative values",
@@ -225,7 +248,7 @@ func TestAggregatorMetrics(t *testing.T) {
 				{at: 8 * time.Second, region: "us-east", device: "a", m: m("t", -5.0)},
 				{at: 8 * time.Second, region: "us-east", device: "b", m: m("t", -1.0)},
 			},
-			want: []MetricStats{{Name: "t", Count: 2, Avg: -3, Min: -5, Max: -1}},
+			want: []MetricStats{{DeviceType: "th", Name: "t", Count: 2, Avg: -3, Min: -5, Max: -1, P95: -1}},
 		},
 		{
 			name:     "a metric with no value in the window is left out",
@@ -247,10 +270,21 @@ func TestAggregatorMetrics(t *testing.T) {
 	}
 }
 
+// hundred is the values 1 to 100 of metric x, in a shuffled order, within
+// the window.
+func hundred() []reading {
+	out := make([]reading, 100)
+	for i := range out {
+		v := float64((i*37)%100 + 1)
+		out[i] = reading{at: 8 * time.Second, region: "us-east", device: "a", m: []protocol.Metric{{Name: "x", Value: v}}}
+	}
+	return out
+}
+
 func TestAggregatorMetricSeriesBounded(t *testing.T) {
 	a := newAggregator([]string{"us-east"}, 5*time.Second, 30*time.Second, t0)
 	for i := range maxMetricSeries + 10 {
-		a.addReading(t0, "us-east", "d", t0.UnixMilli(), []protocol.Metric{{Name: fmt.Sprintf("m%03d", i), Value: 1}})
+		a.addReading(t0, "us-east", "th", "d", t0.UnixMilli(), []protocol.Metric{{Name: fmt.Sprintf("m%03d", i), Value: 1}})
 	}
 	var s Snapshot
 	a.snapshot(t0, &s)
@@ -314,22 +348,23 @@ func TestAggregatorDeadLetters(t *testing.T) {
 
 func TestParseReadingSubject(t *testing.T) {
 	cases := []struct {
-		subject        string
-		region, device string
-		ok             bool
+		subject             string
+		region, typ, device string
+		ok                  bool
 	}{
-		{"telemetry.us-east.th.th-00042", "us-east", "th-00042", true},
-		{"telemetry.us-east.th", "", "", false},
-		{"telemetry.us-east.th.th-1.extra", "", "", false},
-		{"telemetry..th.d", "", "", false},
-		{"deadletter.us-east.bad_json", "", "", false},
-		{"telemetry", "", "", false},
+		{"telemetry.us-east.th.th-00042", "us-east", "th", "th-00042", true},
+		{"telemetry.us-east.th", "", "", "", false},
+		{"telemetry.us-east.th.th-1.extra", "", "", "", false},
+		{"telemetry..th.d", "", "", "", false},
+		{"telemetry.us-east..d", "", "", "", false},
+		{"deadletter.us-east.bad_json", "", "", "", false},
+		{"telemetry", "", "", "", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.subject, func(t *testing.T) {
-			region, device, ok := parseReadingSubject(tc.subject)
-			if region != tc.region || device != tc.device || ok != tc.ok {
-				t.Errorf("got %q %q %v, want %q %q %v", region, device, ok, tc.region, tc.device, tc.ok)
+			region, typ, device, ok := parseReadingSubject(tc.subject)
+			if region != tc.region || typ != tc.typ || device != tc.device || ok != tc.ok {
+				t.Errorf("got %q %q %q %v, want %q %q %q %v", region, typ, device, ok, tc.region, tc.typ, tc.device, tc.ok)
 			}
 		})
 	}
@@ -374,5 +409,50 @@ func TestPercentiles(t *testing.T) {
 		if got := percentiles(tc.in); got != tc.want {
 			t.Errorf("percentiles(%v) = %+v, want %+v", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestAggregatorReachability(t *testing.T) {
+	type step struct {
+		at    time.Duration
+		state string
+	}
+	cases := []struct {
+		name      string
+		steps     []step
+		reachable bool
+		since     time.Duration // -1: zero
+	}{
+		{"not asked yet", nil, false, -1},
+		{"reachable", []step{{1 * time.Second, "ok"}}, true, -1},
+		{"unreachable from the start", []step{{2 * time.Second, "unreachable: no answer"}}, false, 2 * time.Second},
+		{
+			name:  "since the first failure, not the latest",
+			steps: []step{{1 * time.Second, "ok"}, {3 * time.Second, "unreachable: no answer"}, {5 * time.Second, "unreachable: no route to region"}},
+			since: 3 * time.Second,
+		},
+		{
+			name:      "back",
+			steps:     []step{{1 * time.Second, "unreachable: no answer"}, {4 * time.Second, "ok"}},
+			reachable: true, since: -1,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAggregator([]string{"eu-west"}, 5*time.Second, 30*time.Second, t0)
+			for _, s := range tc.steps {
+				a.setDeadLetterState(t0.Add(s.at), "eu-west", s.state)
+			}
+			var s Snapshot
+			a.snapshot(t0.Add(10*time.Second), &s)
+			r := s.Regions[0]
+			want := time.Time{}
+			if tc.since >= 0 {
+				want = t0.Add(tc.since).UTC()
+			}
+			if r.Reachable != tc.reachable || !r.UnreachableSince.Equal(want) {
+				t.Errorf("reachable %v since %v, want %v since %v", r.Reachable, r.UnreachableSince, tc.reachable, want)
+			}
+		})
 	}
 }

@@ -27,8 +27,9 @@ const (
 	// stream info), local or across the hub.
 	apiTimeout = 5 * time.Second
 	// probeInterval is how often a region's DEADLETTER is checked for
-	// reachability once its consumer runs.
-	probeInterval = 5 * time.Second
+	// reachability once its consumer runs: how soon the page says that a
+	// region is cut off.
+	probeInterval = 2 * time.Second
 	// maxReasonLen truncates reasons before they become label values.
 	maxReasonLen = 64
 )
@@ -85,7 +86,7 @@ func (d *Dashboard) setReadingsErr(s string) {
 
 // handleReading aggregates one READINGS message that arrived at now.
 func (d *Dashboard) handleReading(now time.Time, subject string, data []byte) {
-	region, device, ok := parseReadingSubject(subject)
+	region, deviceType, device, ok := parseReadingSubject(subject)
 	if !ok {
 		d.agg.addUndecodable()
 		d.m.undecodable.Inc()
@@ -97,7 +98,7 @@ func (d *Dashboard) handleReading(now time.Time, subject string, data []byte) {
 		d.m.undecodable.Inc()
 		return
 	}
-	lat, known := d.agg.addReading(now, region, device, r.TS, r.Metrics)
+	lat, known := d.agg.addReading(now, region, deviceType, device, r.TS, r.Metrics)
 	if !known {
 		d.m.other.Inc()
 		return
@@ -110,16 +111,17 @@ func (d *Dashboard) handleReading(now time.Time, subject string, data []byte) {
 }
 
 // parseReadingSubject splits telemetry.<region>.<device-type>.<device-id>.
-func parseReadingSubject(s string) (region, device string, ok bool) {
+func parseReadingSubject(s string) (region, deviceType, device string, ok bool) {
 	rest, ok := strings.CutPrefix(s, "telemetry.")
 	if !ok {
-		return "", "", false
+		return "", "", "", false
 	}
-	parts := strings.Split(rest, ".")
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return "", "", false
+	region, rest, _ = strings.Cut(rest, ".")
+	deviceType, device, _ = strings.Cut(rest, ".")
+	if region == "" || deviceType == "" || device == "" || strings.Contains(device, ".") {
+		return "", "", "", false
 	}
-	return parts[0], parts[2], true
+	return region, deviceType, device, true
 }
 
 // consumeDeadLetters counts region's rejected payloads by reason, reading
@@ -129,7 +131,7 @@ func parseReadingSubject(s string) (region, device string, ok bool) {
 func (d *Dashboard) consumeDeadLetters(ctx context.Context, nc *nats.Conn, region string) {
 	js, err := jetstream.NewWithDomain(nc, region)
 	if err != nil {
-		d.agg.setDeadLetterState(region, err.Error())
+		d.agg.setDeadLetterState(time.Now(), region, err.Error())
 		return
 	}
 	handler := func(msg jetstream.Msg) {
@@ -149,11 +151,11 @@ func (d *Dashboard) consumeDeadLetters(ctx context.Context, nc *nats.Conn, regio
 		if err == nil {
 			var cc jetstream.ConsumeContext
 			if cc, err = cons.Consume(handler, jetstream.ConsumeErrHandler(onErr)); err == nil {
-				d.agg.setDeadLetterState(region, "ok")
+				d.agg.setDeadLetterState(time.Now(), region, "ok")
 				return cc, nil
 			}
 		}
-		d.agg.setDeadLetterState(region, unreachable(err))
+		d.agg.setDeadLetterState(time.Now(), region, unreachable(err))
 		return nil, fmt.Errorf("reading %s of %s: %w", deadLetterStream, region, err)
 	}, d.log)
 	if cc == nil {
@@ -179,9 +181,9 @@ func (d *Dashboard) consumeDeadLetters(ctx context.Context, nc *nats.Conn, regio
 			return
 		}
 		if err != nil {
-			d.agg.setDeadLetterState(region, unreachable(err))
+			d.agg.setDeadLetterState(time.Now(), region, unreachable(err))
 		} else {
-			d.agg.setDeadLetterState(region, "ok")
+			d.agg.setDeadLetterState(time.Now(), region, "ok")
 		}
 	}
 }

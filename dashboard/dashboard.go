@@ -31,16 +31,18 @@ var ErrRunning = errors.New("dashboard: already running or closed")
 // Dashboard serves the live view of the pipeline. Build it with New, start
 // it with Run, stop it by cancelling Run's context or with Close.
 type Dashboard struct {
-	cfg  Config
-	log  *slog.Logger
-	reg  *prometheus.Registry
-	agg  *aggregator
-	hub  *hub
-	ln   net.Listener
-	srv  *http.Server
-	mux  *http.ServeMux
-	m    metrics
-	done chan struct{} // closed when Run returns
+	cfg Config
+	log *slog.Logger
+	reg *prometheus.Registry
+	agg *aggregator
+	hub *hub
+	ln  net.Listener
+	srv *http.Server
+	mux *http.ServeMux
+	// httpc asks the storage service for history.
+	httpc *http.Client
+	m     metrics
+	done  chan struct{} // closed when Run returns
 
 	readingsErr atomic.Pointer[string] // nil while the READINGS consumer is fine
 
@@ -79,12 +81,13 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 	logger = logger.With("component", "dashboard")
 	reg := prometheus.NewRegistry()
 	d := &Dashboard{
-		cfg:  cfg,
-		log:  logger,
-		reg:  reg,
-		agg:  newAggregator(cfg.Regions, cfg.Window, cfg.ActiveWindow, time.Now()),
-		hub:  newHub(cfg, logger, reg),
-		done: make(chan struct{}),
+		cfg:   cfg,
+		log:   logger,
+		reg:   reg,
+		agg:   newAggregator(cfg.Regions, cfg.Window, cfg.ActiveWindow, time.Now()),
+		hub:   newHub(cfg, logger, reg),
+		done:  make(chan struct{}),
+		httpc: &http.Client{Timeout: historyTimeout},
 	}
 	d.setReadingsErr("starting")
 	d.storage = StorageState{State: StorageUnknown}
@@ -97,6 +100,7 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 	d.mux.HandleFunc("GET /api/snapshot", d.serveSnapshot)
 	d.mux.HandleFunc("GET /ws", d.serveWS)
 	d.mux.HandleFunc("GET /healthz", d.serveHealth)
+	d.mux.HandleFunc("GET /api/history", d.serveHistory)
 	var gatherers prometheus.Gatherers = []prometheus.Gatherer{reg}
 	if cfg.Gatherer != nil {
 		gatherers = append(gatherers, cfg.Gatherer)

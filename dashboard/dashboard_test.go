@@ -25,7 +25,7 @@ import (
 )
 
 // waitFor polls cond until it returns nil or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -204,7 +204,7 @@ func TestSnapshotCountsPerRegion(t *testing.T) {
 	if us.Latency.Samples != 5 || us.Latency.P50 < 200 || us.Latency.P99 > 60_000 {
 		t.Errorf("us-east latency %+v: want 5 samples of at least the 200 ms the readings were backdated", us.Latency)
 	}
-	if len(us.Metrics) != 1 || us.Metrics[0] != (MetricStats{Name: "temperature_c", Count: 5, Avg: 22, Min: 20, Max: 24}) {
+	if len(us.Metrics) != 1 || us.Metrics[0] != (MetricStats{DeviceType: "th", Name: "temperature_c", Count: 5, Avg: 22, Min: 20, Max: 24, P95: 24}) {
 		t.Errorf("us-east metrics %+v, want temperature_c 5 values 20..24", us.Metrics)
 	}
 	if us.DeadLetters != "ok" {

@@ -9,13 +9,17 @@
 //   - READINGS there with an ordered consumer from "new": every region's
 //     readings, aggregated per region into readings per second, active
 //     devices, end-to-end latency (arrival here minus the ts the device
-//     stamped) and per-metric avg/min/max over a short sliding window;
+//     stamped) and, per device type and metric, avg/min/max/p95 over a
+//     short sliding window;
 //   - DEADLETTER of every region, across domains through the leaf hub, with
 //     one ordered consumer per region reading headers only from the start of
 //     the stream, so rejected payloads are counted by reason even after a
-//     restart; a region that cannot be reached is retried and shown as such;
+//     restart; a region that cannot be reached is retried and shown as
+//     unreachable, with since when;
 //   - the storage writer's /api/status, polled, or "off" with the reason when
-//     the demo runs without ClickHouse.
+//     the demo runs without ClickHouse; GET /api/history is forwarded to the
+//     storage service (per-minute rollups for the page's history chart), or
+//     answered "history unavailable: storage off/offline".
 //
 // Every PushInterval it builds a Snapshot, serves it at /api/snapshot and
 // pushes it to every websocket client on /ws. Each client has a small queue;

@@ -45,8 +45,19 @@ type RegionSnapshot struct {
 	RejectedTotal uint64            `json:"rejected_total"`
 	// DeadLetters is "ok" when the region's DEADLETTER is reachable,
 	// otherwise what is wrong ("connecting", "unreachable: ...").
-	DeadLetters string        `json:"deadletters"`
-	Metrics     []MetricStats `json:"metrics"`
+	DeadLetters string `json:"deadletters"`
+	// Reachable is whether the region's JetStream answers the dashboard
+	// (through the hub, for a region other than Domain); asked every few
+	// seconds. UnreachableSince is when it stopped answering, zero while
+	// it answers or before the first answer.
+	Reachable        bool      `json:"reachable"`
+	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
+	// LastReading is when the latest reading of the region arrived, zero
+	// before the first.
+	LastReading time.Time `json:"last_reading,omitzero"`
+	// Metrics are per device type and metric name, sorted by name then
+	// device type.
+	Metrics []MetricStats `json:"metrics"`
 }
 
 // Latency is end to end, from the ts a device stamped to arrival at the
@@ -58,13 +69,17 @@ type Latency struct {
 	Samples int     `json:"samples"`
 }
 
-// MetricStats aggregates one metric of one region over the window.
+// MetricStats aggregates one metric of one device type in one region over
+// the window. P95 is by nearest rank over the window's latest values (at
+// most 512 of them).
 type MetricStats struct {
-	Name  string  `json:"name"`
-	Count uint64  `json:"count"`
-	Avg   float64 `json:"avg"`
-	Min   float64 `json:"min"`
-	Max   float64 `json:"max"`
+	DeviceType string  `json:"device_type"`
+	Name       string  `json:"name"`
+	Count      uint64  `json:"count"`
+	Avg        float64 `json:"avg"`
+	Min        float64 `json:"min"`
+	Max        float64 `json:"max"`
+	P95        float64 `json:"p95"`
 }
 
 // ReplicationLag is how far region To's copy of region From's readings is
@@ -101,4 +116,7 @@ type StorageState struct {
 	ConsumerPending uint64    `json:"consumer_pending"`
 	Error           string    `json:"error,omitempty"`
 	CheckedAt       time.Time `json:"checked_at,omitzero"`
+	// Since is when State last changed, as seen by the dashboard's polls
+	// (zero while storage is off).
+	Since time.Time `json:"since,omitzero"`
 }

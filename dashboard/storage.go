@@ -35,6 +35,10 @@ func (d *Dashboard) pollStorage(ctx context.Context) {
 		}
 		st.CheckedAt = time.Now().UTC()
 		d.mu.Lock()
+		st.Since = d.storage.Since
+		if st.State != d.storage.State || st.Since.IsZero() {
+			st.Since = st.CheckedAt
+		}
 		d.storage = st
 		d.mu.Unlock()
 		if st.State == StorageOffline {

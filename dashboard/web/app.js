@@ -1,15 +1,24 @@
-// The dashboard page: renders the snapshots pushed on /ws. No dependencies,
-// no build step. Element ids are stable (rate-<region>, storage-state, ...)
-// so browser tests can read them.
+// The dashboard page: renders the snapshots pushed on /ws and the history
+// from /api/history. No dependencies, no build step. Element ids are stable
+// (rate-<region>, reach-<region>, storage-state, history-state,
+// alert-region-<region>, ...) so browser tests can read them.
 "use strict";
 
-const HISTORY = 60;          // snapshots kept per region for the sparkline
+const SPARK = 60;            // snapshots kept per region for the sparkline
 const STALE_MS = 10000;      // no snapshot for this long: reconnect
 const BACKOFF_MIN = 500, BACKOFF_MAX = 10000;
+const HISTORY_MINUTES = 30;
+const HISTORY_EVERY_MS = 15000;
+const COLORS = ["#4fc3ff", "#ffb347", "#d59bff", "#3ddc84", "#ff7eb6", "#f4f7fb"];
+// Replication lag above these is shown in yellow.
+const SLOW_MSGS = 500, SLOW_SECONDS = 5;
 
-const history = new Map();   // region -> [rate, ...]
+const spark = new Map();     // region -> [rate, ...]
 let regionsKey = "";
 let lastSeq = -1;
+let lastSnap = null;
+let connected = false;
+let disconnectedSince = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -18,18 +27,18 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") e.className = v; else e.setAttribute(k, v);
   }
-  for (const c of children) e.append(c);
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
   return e;
 }
 
 function setText(id, text, cls) {
-  const e = $(id);
+  const e = typeof id === "string" ? $(id) : id;
   if (!e) return;
   if (e.textContent !== text) e.textContent = text;
   if (cls !== undefined && e.className !== cls) e.className = cls;
 }
 
-const fmtInt = (n) => Math.round(n).toLocaleString("en-US");
+const fmtInt = (n) => Math.round(n || 0).toLocaleString("en-US");
 function fmtRate(r) {
   if (r >= 100) return fmtInt(r);
   return r.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
@@ -42,11 +51,29 @@ function fmtMS(ms) {
 function fmtNum(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e6 || a < 0.01)) return v.toExponential(2);
+  if (a >= 100) return v.toLocaleString("en-US", { maximumFractionDigits: 0 });
   return v.toLocaleString("en-US", { maximumFractionDigits: 2 });
 }
+// fmtShort keeps three significant digits (at least the integer part), for
+// the metrics table.
+function fmtShort(v) {
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e6 || a < 0.01)) return v.toExponential(1);
+  const digits = a >= 100 ? 0 : a >= 10 ? 1 : 2;
+  return v.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+// fmtTime is a wall-clock time as the audience reads it: 12:03:04.
+const fmtTime = (t) => new Date(t).toLocaleTimeString("en-GB", { hour12: false });
+function fmtAgo(t, now) {
+  const s = Math.max(0, (now - new Date(t)) / 1000);
+  if (s < 1.5) return "now";
+  if (s < 90) return Math.round(s) + " s ago";
+  return "at " + fmtTime(t);
+}
+const colorOf = (i) => COLORS[i % COLORS.length];
 
-function row(key, id, value) {
-  return el("div", { class: "row" }, el("span", { class: "k" }, key), el("span", { class: "v num", id }, value || "—"));
+function stat(key, id) {
+  return el("div", { class: "stat" }, el("span", { class: "k" }, key), el("span", { class: "v num", id }, "—"));
 }
 
 // buildCards makes one card per region, once per set of regions.
@@ -54,62 +81,62 @@ function buildCards(regions) {
   const key = regions.map((r) => r.region).join(",");
   if (key === regionsKey) return;
   regionsKey = key;
-  const box = $("regions");
-  box.replaceChildren();
-  for (const r of regions) {
+  $("regions").replaceChildren(...regions.map((r) => {
     const n = r.region;
-    box.append(el("article", { class: "card", id: "card-" + n },
-      el("h2", {}, el("span", {}, n), el("span", { class: "small muted", id: "dl-state-" + n }, "")),
-      el("div", {}, el("span", { class: "rate num", id: "rate-" + n }, "—"), el("span", { class: "rate-unit" }, "readings/s")),
-      el("canvas", { class: "spark", id: "spark-" + n, "aria-label": "readings per second, last " + HISTORY + " snapshots" }),
-      row("total seen", "total-" + n),
-      row("active devices", "active-" + n),
-      row("latency p50", "p50-" + n),
-      row("latency p99", "p99-" + n),
-      row("replication lag", "repl-" + n),
-      row("rejected", "rejected-" + n),
-      el("ul", { class: "rejected-list", id: "rejected-list-" + n }),
-    ));
-  }
+    return el("article", { class: "card", id: "card-" + n },
+      el("h2", {}, el("span", {}, n), el("span", { class: "reach", id: "reach-" + n }, "")),
+      el("div", { class: "live" },
+        el("div", {}, el("span", { class: "rate num", id: "rate-" + n }, "—"), el("span", { class: "rate-unit" }, "readings/s")),
+        el("canvas", { class: "spark", id: "spark-" + n, "aria-label": "readings per second, last " + SPARK + " snapshots" }),
+        el("div", { class: "stats" },
+          stat("devices", "active-" + n),
+          stat("latency p50", "p50-" + n),
+          stat("rejected", "rejected-" + n),
+          stat("seen", "total-" + n),
+          stat("latency p99", "p99-" + n),
+          stat("last", "last-" + n)),
+        el("ul", { class: "rejected-list", id: "rejected-list-" + n })));
+  }));
 }
 
-function renderRegion(r, replication) {
+function renderRegion(r, snap) {
   const n = r.region;
+  const now = new Date(snap.time);
+  const down = !r.reachable && r.unreachable_since;
+  $("card-" + n).className = down ? "card down" : "card";
+  if (down) {
+    setText("reach-" + n, "UNREACHABLE since " + fmtTime(r.unreachable_since), "reach bad-text");
+  } else if (!r.reachable) {
+    setText("reach-" + n, "connecting…", "reach muted");
+  } else {
+    setText("reach-" + n, "● reachable", "reach good-text");
+  }
   setText("rate-" + n, fmtRate(r.rate));
   setText("total-" + n, fmtInt(r.total));
   setText("active-" + n, fmtInt(r.active_devices));
   const lat = r.latency_ms || {};
   setText("p50-" + n, lat.samples ? fmtMS(lat.p50) : "—");
-  setText("p99-" + n, lat.samples ? fmtMS(lat.p99) : "—");
+  setText("p99-" + n, lat.samples ? fmtMS(lat.p99) : "—", lat.p99 > 5000 ? "v num warn-text" : "v num");
   setText("rejected-" + n, fmtInt(r.rejected_total), r.rejected_total ? "v num warn-text" : "v num");
-  setText("dl-state-" + n, r.deadletters === "ok" ? "" : "dead letters: " + r.deadletters,
-    r.deadletters === "ok" ? "small muted" : "small warn-text");
+  const stale = r.last_reading && now - new Date(r.last_reading) > 5000;
+  setText("last-" + n, r.last_reading ? fmtAgo(r.last_reading, now) : "none yet", stale ? "v num bad-text" : "v num");
 
-  const list = $("rejected-list-" + n);
   const reasons = Object.entries(r.rejected || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-  list.replaceChildren(...reasons.map(([reason, count]) =>
-    el("li", { id: "rejected-" + n + "-" + reason }, el("span", {}, reason), el("span", { class: "num" }, fmtInt(count)))));
+  $("rejected-list-" + n).replaceChildren(...reasons.map(([reason, count]) =>
+    el("li", { id: "rejected-" + n + "-" + reason }, reason + " " + fmtInt(count))));
 
-  const lags = replication.filter((l) => l.to === n);
-  if (lags.length === 0) {
-    setText("repl-" + n, "—");
-  } else {
-    setText("repl-" + n, lags.map((l) => l.from + ": " + (l.connected
-      ? fmtInt(l.messages) + " msgs, " + fmtMS(l.seconds * 1000)
-      : "link down")).join(" · "), lags.some((l) => !l.connected) ? "v num bad-text" : "v num");
-  }
-
-  let h = history.get(n);
-  if (!h) { h = []; history.set(n, h); }
+  let h = spark.get(n);
+  if (!h) { h = []; spark.set(n, h); }
   h.push(r.rate);
-  if (h.length > HISTORY) h.splice(0, h.length - HISTORY);
+  if (h.length > SPARK) h.splice(0, h.length - SPARK);
   drawSpark($("spark-" + n), h);
 }
 
-function drawSpark(canvas, values) {
+// sizeCanvas matches the canvas' pixels to its size on screen.
+function sizeCanvas(canvas) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
-  if (w === 0 || h === 0) return;
+  if (w === 0 || h === 0) return null;
   if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
     canvas.width = Math.round(w * dpr);
     canvas.height = Math.round(h * dpr);
@@ -117,9 +144,15 @@ function drawSpark(canvas, values) {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
-  if (values.length < 2) return;
+  return { ctx, w, h };
+}
+
+function drawSpark(canvas, values) {
+  const c = sizeCanvas(canvas);
+  if (!c || values.length < 2) return;
+  const { ctx, w, h } = c;
   const top = Math.max(...values) || 1;
-  const step = w / (HISTORY - 1);
+  const step = w / (SPARK - 1);
   const x0 = w - (values.length - 1) * step;
   const y = (v) => h - 3 - (v / top) * (h - 8);
   ctx.beginPath();
@@ -130,32 +163,64 @@ function drawSpark(canvas, values) {
   ctx.lineTo(w, h);
   ctx.lineTo(x0, h);
   ctx.closePath();
-  ctx.fillStyle = "rgba(79, 195, 255, 0.18)";
+  ctx.fillStyle = "rgba(79, 195, 255, 0.2)";
   ctx.fill();
 }
 
-function renderStorage(s) {
-  let text, cls = "storage-state", detail = "";
+function renderReplication(snap) {
+  const regions = snap.regions.map((r) => r.region);
+  const lags = new Map((snap.replication || []).map((l) => [l.from + ">" + l.to, l]));
+  const rows = [el("tr", {}, el("th", {}, "in \\ from"), ...regions.map((r) => el("th", {}, r)))];
+  for (const to of regions) {
+    rows.push(el("tr", {}, el("th", {}, to), ...regions.map((from) => {
+      const id = "repl-" + from + "-" + to;
+      if (from === to) return el("td", { class: "self", id }, "—");
+      const l = lags.get(from + ">" + to);
+      if (!l) return el("td", { class: "muted", id }, "…");
+      if (!l.connected) {
+        return el("td", { class: "down", id, title: l.error || "" }, "link down");
+      }
+      const slow = l.messages > SLOW_MSGS || l.seconds > SLOW_SECONDS;
+      return el("td", { class: slow ? "slow num" : "ok num", id, title: l.error || "" },
+        fmtInt(l.messages), el("span", { class: "sub" }, fmtMS(l.seconds * 1000)));
+    })));
+  }
+  $("replication-body").replaceChildren(...rows);
+}
+
+function renderStorage(s, now) {
+  let text, cls = "storage-state", detail = "", stats = [];
+  const since = s.since ? " since " + fmtTime(s.since) : "";
   switch (s.state) {
     case "off":
-      text = "Storage is off: " + s.reason; cls += " warn-text"; break;
+      text = "Storage off"; cls += " warn-text"; detail = s.reason || ""; break;
     case "offline":
-      text = "storage offline"; cls += " bad-text"; detail = s.reason || ""; break;
-    case "unknown":
-      text = "storage: checking…"; cls += " muted"; break;
+      text = "Storage offline" + since; cls += " bad-text"; detail = s.reason || ""; break;
+    case "unknown": case undefined:
+      text = "Storage: checking…"; cls += " muted"; break;
     default:
-      text = fmtInt(s.readings_stored) + " readings stored";
+      text = s.state === "ok" ? "Storage writing" : "Storage " + s.state + since;
       cls += s.state === "ok" ? " good-text" : " warn-text";
-      detail = "state " + s.state + " · " + fmtInt(s.rows_stored) + " rows · " +
-        fmtInt(s.consumer_pending) + " pending" + (s.last_insert ? " · last insert " + s.last_insert : "") +
-        (s.error ? " · " + s.error : "");
+      stats = [
+        ["readings stored", fmtInt(s.readings_stored), "storage-readings"],
+        ["pending (lag)", fmtInt(s.consumer_pending), "storage-pending"],
+        ["last insert", s.last_insert ? fmtAgo(s.last_insert, now) : "none yet", "storage-last"],
+      ];
+      detail = fmtInt(s.rows_stored) + " rows (one per metric)" + (s.error ? " · " + s.error : "");
   }
   setText("storage-state", text, cls);
   setText("storage-detail", detail);
+  const box = $("storage-stats");
+  const key = stats.map((x) => x.join("|")).join(";");
+  if (box.dataset.key !== key) {
+    box.dataset.key = key;
+    box.replaceChildren(...stats.map(([k, v, id]) =>
+      el("div", {}, el("div", { class: "k" }, k), el("div", { class: "v num", id }, v))));
+  }
 }
 
 function renderMetrics(snap) {
-  setText("metrics-window", "last " + snap.window_seconds + " s: avg (min – max)");
+  setText("metrics-window", "last " + snap.window_seconds + " s: avg  (p95 · min–max)");
   const regions = snap.regions.map((r) => r.region);
   const head = $("metrics-head");
   const headKey = regions.join(",");
@@ -163,20 +228,63 @@ function renderMetrics(snap) {
     head.dataset.key = headKey;
     head.replaceChildren(el("th", {}, "metric"), ...regions.map((r) => el("th", {}, r)));
   }
-  const names = [...new Set(snap.regions.flatMap((r) => (r.metrics || []).map((m) => m.name)))].sort();
-  const byRegion = new Map(snap.regions.map((r) => [r.region, new Map((r.metrics || []).map((m) => [m.name, m]))]));
-  $("metrics-body").replaceChildren(...names.map((name) => el("tr", { id: "metric-" + name },
-    el("td", {}, name),
-    ...regions.map((r) => {
-      const m = byRegion.get(r).get(name);
-      return el("td", { class: "num", id: "metric-" + r + "-" + name },
-        m ? fmtNum(m.avg) + " (" + fmtNum(m.min) + " – " + fmtNum(m.max) + ")" : "—");
-    }))));
+  const keyOf = (m) => m.name + "/" + m.device_type;
+  const rows = new Map();
+  for (const r of snap.regions) for (const m of r.metrics || []) rows.set(keyOf(m), m);
+  const byRegion = new Map(snap.regions.map((r) => [r.region, new Map((r.metrics || []).map((m) => [keyOf(m), m]))]));
+  const keys = [...rows.keys()].sort();
+  $("metrics-body").replaceChildren(...keys.map((k) => {
+    const m = rows.get(k);
+    return el("tr", { id: "metric-" + m.device_type + "-" + m.name },
+      el("td", {}, el("span", { class: "val" }, m.name), el("span", { class: "sub" }, m.device_type)),
+      ...regions.map((r) => {
+        const x = byRegion.get(r).get(k);
+        return el("td", { class: "num", id: "metric-" + r + "-" + m.device_type + "-" + m.name },
+          x ? el("span", { class: "val" }, fmtShort(x.avg)) : "—",
+          x ? el("span", { class: "sub" }, fmtShort(x.p95) + " · " + fmtShort(x.min) + "–" + fmtShort(x.max)) : null);
+      }));
+  }));
+}
+
+// renderAlerts lists, in big type, what is wrong right now.
+let alertsKey = "";
+function renderAlerts(snap) {
+  const alerts = [];
+  if (!connected) {
+    alerts.push(["alert-conn", "bad", "Dashboard server unreachable" +
+      (disconnectedSince ? " since " + fmtTime(disconnectedSince) : "") + ": numbers below are frozen, reconnecting…"]);
+  }
+  if (snap) {
+    const nats = snap.nats || {};
+    if (!nats.connected) {
+      alerts.push(["alert-nats", "bad", "Dashboard lost NATS (" + (nats.status || "down").toLowerCase() + "): no live readings"]);
+    } else {
+      for (const r of snap.regions) {
+        if (!r.reachable && r.unreachable_since) {
+          alerts.push(["alert-region-" + r.region, "bad", r.region + " unreachable since " + fmtTime(r.unreachable_since)]);
+        }
+      }
+    }
+    const s = snap.storage || {};
+    if (s.state === "offline") {
+      alerts.push(["alert-storage", "bad", "Storage offline" + (s.since ? " since " + fmtTime(s.since) : "") + ": readings wait in JetStream"]);
+    } else if (s.state && !["ok", "off", "unknown"].includes(s.state)) {
+      alerts.push(["alert-storage", "warn", "Storage " + s.state + (s.since ? " since " + fmtTime(s.since) : "") + (s.error ? ": " + s.error : "")]);
+    }
+  }
+  const key = JSON.stringify(alerts);
+  if (key === alertsKey) return;
+  alertsKey = key;
+  $("alerts").replaceChildren(...alerts.map(([id, cls, text]) => el("div", { id, class: "alert " + cls }, text)));
 }
 
 function render(snap) {
   if (snap.seq === lastSeq) return;
   lastSeq = snap.seq;
+  const prev = lastSnap;
+  lastSnap = snap;
+  const now = new Date(snap.time);
+  setText("clock", fmtTime(snap.time));
   setText("domain", "reading from " + snap.domain);
   const nats = snap.nats || {};
   if (!nats.connected) {
@@ -187,20 +295,166 @@ function render(snap) {
     setText("nats-state", "NATS ok", "badge good");
   }
   buildCards(snap.regions);
-  const repl = snap.replication || [];
-  for (const r of snap.regions) renderRegion(r, repl);
-  renderStorage(snap.storage || {});
+  for (const r of snap.regions) renderRegion(r, snap);
+  renderReplication(snap);
+  renderStorage(snap.storage || {}, now);
   renderMetrics(snap);
-  setText("snapshot-seq", "snapshot " + snap.seq + " at " + new Date(snap.time).toLocaleTimeString());
+  renderAlerts(snap);
+  renderTabs(snap);
+  const st = (snap.storage || {}).state, was = prev && (prev.storage || {}).state;
+  if (!historyMetric) {
+    // Nothing to chart yet; still say whether there could be history.
+    if (st === "off") showHistoryState("history unavailable: storage off", "warn-text");
+    else if (st === "offline") showHistoryState("history unavailable: storage offline", "bad-text");
+    else showHistoryState("waiting for the first readings", "muted");
+  } else if (st !== was) {
+    loadHistory(); // storage came or went: the chart says so now
+  }
+  setText("snapshot-seq", "snapshot " + snap.seq + " at " + fmtTime(snap.time));
   setText("clients", snap.clients + " viewer" + (snap.clients === 1 ? "" : "s"));
-  setText("other", snap.undecodable ? snap.undecodable + " undecodable" : "");
+  setText("other", snap.undecodable ? "· " + snap.undecodable + " undecodable" : "");
 }
 
+// History: one metric at a time, chosen with the tabs (or ?metric=), one
+// line per region, averaged over device types, with its min–max band.
+let historyMetric = new URLSearchParams(location.search).get("metric") || "";
+let historyTimer = null;
+let historyData = null;
+let tabsKey = "";
+
+function renderTabs(snap) {
+  const names = [...new Set(snap.regions.flatMap((r) => (r.metrics || []).map((m) => m.name)))].sort();
+  if (!historyMetric && names.length) {
+    historyMetric = names.includes("temperature_c") ? "temperature_c" : names[0];
+    loadHistory();
+  }
+  if (historyMetric && !names.includes(historyMetric)) names.push(historyMetric);
+  const key = names.join(",") + "|" + historyMetric;
+  if (key === tabsKey) return;
+  tabsKey = key;
+  $("history-tabs").replaceChildren(...names.map((n) => {
+    const b = el("button", { class: n === historyMetric ? "tab on" : "tab", id: "tab-" + n, type: "button" }, n);
+    b.onclick = () => { historyMetric = n; tabsKey = ""; renderTabs(lastSnap); historyData = null; drawHistory(); loadHistory(); };
+    return b;
+  }));
+}
+
+function showHistoryState(text, cls) {
+  const e = $("history-state");
+  e.hidden = !text;
+  setText(e, text || "", "chart-state " + (cls || ""));
+}
+
+async function loadHistory() {
+  clearTimeout(historyTimer);
+  historyTimer = setTimeout(loadHistory, HISTORY_EVERY_MS);
+  const metric = historyMetric;
+  if (!metric) return;
+  let body, ok = false;
+  try {
+    const resp = await fetch("/api/history?metric=" + encodeURIComponent(metric) + "&minutes=" + HISTORY_MINUTES, { cache: "no-store" });
+    ok = resp.ok;
+    body = await resp.json();
+  } catch (e) {
+    body = { state: "offline", error: "history unavailable: dashboard server unreachable" };
+  }
+  if (metric !== historyMetric) return; // the viewer picked another one meanwhile
+  if (!ok) {
+    historyData = null;
+    drawHistory();
+    showHistoryState(body.error || "history unavailable", body.state === "off" ? "warn-text" : "bad-text");
+    return;
+  }
+  historyData = body;
+  drawHistory();
+}
+
+// mergeByRegion folds the device types of each region into one series per
+// region: count-weighted avg, min of mins, max of maxes.
+function mergeByRegion(h) {
+  const out = new Map();
+  for (const s of h.series || []) {
+    let m = out.get(s.region);
+    if (!m) { m = new Map(); out.set(s.region, m); }
+    for (const p of s.points || []) {
+      const t = new Date(p.minute).getTime();
+      const q = m.get(t) || { n: 0, sum: 0, min: Infinity, max: -Infinity };
+      q.n += p.count; q.sum += p.avg * p.count;
+      q.min = Math.min(q.min, p.min); q.max = Math.max(q.max, p.max);
+      m.set(t, q);
+    }
+  }
+  return out;
+}
+
+function drawHistory() {
+  const canvas = $("history-chart");
+  const c = sizeCanvas(canvas);
+  const legend = $("history-legend");
+  if (!historyData) { legend.replaceChildren(); return; }
+  const regions = lastSnap ? lastSnap.regions.map((r) => r.region) : [];
+  const merged = mergeByRegion(historyData);
+  for (const r of merged.keys()) if (!regions.includes(r)) regions.push(r);
+  legend.replaceChildren(...regions.filter((r) => merged.has(r)).map((r) =>
+    el("span", {}, el("span", { class: "sw", style: "background:" + colorOf(regions.indexOf(r)) }), r)));
+  const end = Math.floor((lastSnap ? new Date(lastSnap.time) : new Date()).getTime() / 60000) * 60000;
+  const start = end - (HISTORY_MINUTES - 1) * 60000;
+  let lo = Infinity, hi = -Infinity;
+  for (const m of merged.values()) {
+    for (const [t, q] of m) if (q.n && t >= start && t <= end) { lo = Math.min(lo, q.min); hi = Math.max(hi, q.max); }
+  }
+  if (!isFinite(lo)) {
+    showHistoryState("no history of " + historyData.metric + " in the last " + HISTORY_MINUTES + " min yet", "muted");
+    return;
+  }
+  showHistoryState("");
+  if (!c) return;
+  const { ctx, w, h } = c;
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const pad = (hi - lo) * 0.08; hi += pad; lo -= pad;
+  const L = 64, R = 10, T = 8, B = 28;
+  const x = (t) => L + (t - start) / (end - start) * (w - L - R);
+  const y = (v) => T + (hi - v) / (hi - lo) * (h - T - B);
+  ctx.font = "16px system-ui, sans-serif";
+  ctx.fillStyle = "#b4c0d0";
+  ctx.strokeStyle = "#2e3a4a";
+  ctx.lineWidth = 1;
+  ctx.textAlign = "right"; ctx.textBaseline = "middle";
+  for (let i = 0; i <= 4; i++) {
+    const v = lo + (hi - lo) * i / 4, yy = y(v);
+    ctx.beginPath(); ctx.moveTo(L, yy); ctx.lineTo(w - R, yy); ctx.stroke();
+    ctx.fillText(fmtNum(v), L - 8, yy);
+  }
+  ctx.textBaseline = "top";
+  for (let t = end; t >= start; t -= 5 * 60000) {
+    ctx.textAlign = t === end ? "right" : "center";
+    ctx.fillText(new Date(t).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", hour12: false }), x(t), h - B + 6);
+  }
+  for (const [r, m] of merged) {
+    const color = colorOf(regions.indexOf(r));
+    const pts = [...m.entries()].filter(([t, q]) => q.n && t >= start && t <= end).sort((a, b) => a[0] - b[0]);
+    if (!pts.length) continue;
+    ctx.globalAlpha = 0.15; ctx.fillStyle = color;
+    ctx.beginPath();
+    pts.forEach(([t, q], i) => (i ? ctx.lineTo(x(t), y(q.max)) : ctx.moveTo(x(t), y(q.max))));
+    for (let i = pts.length - 1; i >= 0; i--) ctx.lineTo(x(pts[i][0]), y(pts[i][1].min));
+    ctx.closePath(); ctx.fill();
+    ctx.globalAlpha = 1; ctx.strokeStyle = color; ctx.lineWidth = 3;
+    ctx.beginPath();
+    pts.forEach(([t, q], i) => (i ? ctx.lineTo(x(t), y(q.sum / q.n)) : ctx.moveTo(x(t), y(q.sum / q.n))));
+    ctx.stroke();
+    if (pts.length === 1) { ctx.fillStyle = color; ctx.beginPath(); ctx.arc(x(pts[0][0]), y(pts[0][1].sum / pts[0][1].n), 4, 0, 7); ctx.fill(); }
+  }
+}
+window.addEventListener("resize", drawHistory);
+
 function setConnected(ok) {
+  if (ok === connected && (ok || disconnectedSince)) return;
+  connected = ok;
+  disconnectedSince = ok ? null : (disconnectedSince || new Date());
   setText("conn-state", ok ? "live" : "disconnected", ok ? "badge good" : "badge bad");
-  const b = $("banner");
-  b.hidden = ok;
-  if (!ok) b.textContent = "disconnected from the dashboard server: reconnecting…";
+  document.body.classList.toggle("stale", !ok);
+  renderAlerts(lastSnap);
 }
 
 // connect opens the websocket and reopens it with backoff whenever it
