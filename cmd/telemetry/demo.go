@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
+	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -23,6 +27,11 @@ storage, the dashboard and a fleet of simulated devices.
 ClickHouse: --clickhouse ADDR if given; else a clickhouse-server (or
 clickhouse) found on PATH, started and stopped by the demo with its data under
 --data-dir; else the demo runs without storage and says so.
+
+With --presenter-token the presenter API is on, on the dashboard's address:
+POST /api/scenario/<name> runs a failure scenario (telemetry scenario
+--help lists them) and GET /api/scenario shows the event log and the
+ledgers, both with the header Authorization: Bearer <token>.
 
 Ctrl-C stops everything cleanly.`
 
@@ -38,6 +47,13 @@ type demoFlags struct {
 	rate          float64
 	seed          int64
 	logLevel      string
+	// presenterToken turns the presenter API on; scenarioWindow is how
+	// long a scenario's fault lasts unless asked otherwise.
+	presenterToken string
+	scenarioWindow time.Duration
+	// scenarioLead, when set, replaces the scenarios' lead and tail (tests
+	// make them short).
+	scenarioLead time.Duration
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -54,6 +70,8 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&f.rate, "rate", 150, "readings per second across the fleet")
 	fs.Int64Var(&f.seed, "seed", 1, "seed of the simulated sensors")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
+	fs.StringVar(&f.presenterToken, "presenter-token", "", "turns the presenter API (failure scenarios) on, for clients that send this bearer token; empty: off")
+	fs.DurationVar(&f.scenarioWindow, "scenario-duration", scenario.DefaultWindow, "how long a scenario's fault lasts unless the request says otherwise")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -88,11 +106,21 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	}
 	defer p.close()
 
+	// The demo serves the dashboard's handler on --listen beside the
+	// presenter API; the dashboard's own listener stays on a free loopback
+	// port, unused.
+	ln, err := httpserv.Listen(f.listen)
+	if err != nil {
+		p.stop()
+		g.Wait()
+		return fmt.Errorf("dashboard: %w (use --listen to pick another address)", err)
+	}
+	defer ln.Close()
 	dash, err := dashboard.New(dashboard.Config{
 		NATSURL:          p.nats.URLAs(p.home, "dashboard"),
 		Domain:           p.home,
 		Regions:          regions,
-		Listen:           f.listen,
+		Listen:           "127.0.0.1:0",
 		StorageURL:       p.storageURL,
 		StorageOffReason: p.storageOff,
 		Gatherer:         p.gatherers,
@@ -106,6 +134,34 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	defer dash.Close()
 	g.Go(func() error { return dash.Run(ctx) })
 
+	var runner *scenario.Runner
+	if f.presenterToken != "" {
+		target := &pipelineTarget{p: p, log: log}
+		defer target.close()
+		runner, err = scenario.New(scenario.Config{
+			Regions: regions, Window: f.scenarioWindow, Lead: f.scenarioLead, Tail: f.scenarioLead,
+			OnEvent: func(e scenario.Event) { say("scenario %s (run %d) %s: %s", e.Scenario, e.Run, e.Kind, e.Text) },
+			OnResult: func(r scenario.Result) {
+				var b strings.Builder
+				scenario.WriteResult(&b, r)
+				say("%s", strings.TrimRight(b.String(), "\n"))
+			},
+		}, target, log)
+		if err != nil {
+			p.stop()
+			g.Wait()
+			return err
+		}
+		defer runner.Close()
+		g.Go(func() error { return runner.Run(ctx) })
+	}
+	mux := http.NewServeMux()
+	presenter := scenario.Handler(runner, f.presenterToken)
+	mux.Handle("/api/scenario", presenter)
+	mux.Handle("/api/scenario/", presenter)
+	mux.Handle("/", dash.Handler())
+	g.Go(func() error { return httpserv.Serve(ctx, ln, mux, log) })
+
 	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
 	if err != nil {
 		p.stop()
@@ -116,7 +172,10 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	g.Go(func() error { return fleet.Run(ctx) })
 
 	say("%d devices publishing %.0f readings/s", f.devices, f.rate)
-	say("dashboard          http://%s   (Ctrl-C to stop)", dash.Addr())
+	say("dashboard          http://%s   (Ctrl-C to stop)", ln.Addr())
+	if runner != nil {
+		say("presenter API      http://%s/api/scenario (bearer token from --presenter-token); try: telemetry scenario cut-region %s --demo-url http://%s", ln.Addr(), regions[len(regions)-1], ln.Addr())
+	}
 	err = g.Wait()
 	say("stopped")
 	return err

@@ -13,16 +13,20 @@ import (
 )
 
 func runIngest(args []string, _, stderr io.Writer) error {
-	fs := cli.NewFlagSet("ingest", "Bridge one region's MQTT topics (telemetry/<region>/#) to its JetStream streams:\nvalid readings to READINGS, rejected payloads to DEADLETTER with their reason.", stderr)
+	fs := cli.NewFlagSet("ingest", "Bridge one region's MQTT topics (telemetry/<region>/#, through the shared subscription\n$share/<group>/telemetry/<region>/# so that several instances split the load) to its\nJetStream streams: valid readings to READINGS, rejected payloads to DEADLETTER with their reason.", stderr)
 	var cfg ingest.Config
 	fs.StringVar(&cfg.Region, "region", "us-east", "the region this bridge serves")
 	fs.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
 	fs.StringVar(&cfg.Username, "mqtt-user", "", "MQTT user name")
 	fs.StringVar(&cfg.Password, "mqtt-password", "", "MQTT password")
-	fs.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id of the persistent session (default telemetry-ingest-<region>)")
+	fs.StringVar(&cfg.Instance, "instance", "", "name of this instance when several share the region's load (e.g. 1, 2); keep it stable across restarts: the broker keeps this instance's share of the readings in its session until it returns")
+	fs.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id of the persistent session (default telemetry-ingest-<region>[-<instance>])")
+	fs.StringVar(&cfg.Group, "group", "", "shared subscription group of the region's instances (default ingest-<region>)")
 	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "the region's NATS server URL")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "messages taken from MQTT and not yet acknowledged by JetStream; when reached, ingest stops reading (backpressure)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", 5*time.Second, "wait for one JetStream acknowledgement before retrying")
+	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 3, "publishes of a message JetStream refuses outright (e.g. too large for the stream) before it is dead-lettered as publish_failed")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "on shutdown, how long to keep retrying what is in flight; the rest is redelivered by the broker")
 	fs.DurationVar(&cfg.Limits.MaxAge, "max-age", protocol.DefaultMaxAge, "oldest reading accepted (older ones are dead-lettered as stale)")
 	fs.DurationVar(&cfg.Limits.MaxSkew, "max-skew", protocol.DefaultMaxSkew, "how far in the future a reading's ts may be (further ones are dead-lettered as future)")
 	listen := fs.String("listen", "127.0.0.1:9101", "address of /metrics and /healthz")

@@ -27,6 +27,7 @@ func commands() []command {
 		{"storage", "JetStream to ClickHouse writer, plus the history API", runStorage},
 		{"dashboard", "the web dashboard", runDashboard},
 		{"bench", "end-to-end load test with a conservation report", runBench},
+		{"scenario", "run a failure scenario on a running demo and print its ledger", runScenario},
 	}
 }
 

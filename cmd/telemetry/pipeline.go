@@ -45,7 +45,7 @@ type pipeline struct {
 	home       string // the region storage and the dashboard read from
 	nats       *stream.Embedded
 	broker     *broker.Broker
-	ingests    []*ingest.Ingest
+	ingests    map[string]*ingestSlot // by region
 	gatherers  *gatherers
 	storageURL string // empty when storage is off
 	storageOff string // why storage is off
@@ -54,11 +54,24 @@ type pipeline struct {
 	// chAddr receives the ClickHouse address once storage is up.
 	chAddr chan string
 	stop   context.CancelFunc
+
+	mu        sync.Mutex
+	storeAddr string           // ClickHouse address once storage is up
+	ch        *chserver.Server // the ClickHouse the pipeline started, if any
+}
+
+// clickhouse returns the ClickHouse address once storage is up, and the
+// server when the pipeline started it.
+func (p *pipeline) clickhouse() (string, *chserver.Server) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.storeAddr, p.ch
 }
 
 func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig, say func(string, ...any), log *slog.Logger) (*pipeline, error) {
 	ctx, cancel := context.WithCancel(parent)
-	p := &pipeline{home: cfg.regions[0], gatherers: &gatherers{}, chAddr: make(chan string, 1), stop: cancel}
+	p := &pipeline{home: cfg.regions[0], gatherers: &gatherers{}, chAddr: make(chan string, 1), stop: cancel,
+		ingests: map[string]*ingestSlot{}}
 	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
 		cancel()
 		return nil, fmt.Errorf("creating data dir: %w", err)
@@ -98,15 +111,25 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	say("MQTT broker        %s", p.broker.URL())
 
 	for _, r := range cfg.regions {
-		in, err := ingest.New(ingest.Config{Region: r, Broker: p.broker.URL(), NATSURL: nats.URLAs(r, stream.IngestUser(r))}, log)
+		// Ingest reaches the broker through a relay, so that a scenario can
+		// crash it: cutting the relay drops its connection with nothing in
+		// flight acknowledged.
+		link, err := stream.NewLink("ingest-"+r+"-mqtt", p.broker.Addr(), log)
 		if err != nil {
 			return nil, err
 		}
-		p.ingests = append(p.ingests, in)
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(in.Metrics())
-		p.gatherers.add(reg)
-		g.Go(func() error { return in.Run(ctx) })
+		slot := &ingestSlot{
+			cfg:  ingest.Config{Region: r, Broker: "tcp://" + link.Addr(), NATSURL: nats.URLAs(r, stream.IngestUser(r))},
+			link: link, reg: prometheus.NewRegistry(), log: log,
+			crash: make(chan chan error), start: make(chan chan error),
+		}
+		p.ingests[r] = slot
+		in, err := ingest.New(slot.cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		p.gatherers.add(slot.reg)
+		g.Go(func() error { return slot.run(ctx, in) })
 	}
 
 	// Storage, when there is a ClickHouse. Starting one takes a few seconds,
@@ -158,6 +181,9 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 			}
 			defer srv.Stop()
 			addr = srv.Addr()
+			p.mu.Lock()
+			p.ch = srv
+			p.mu.Unlock()
 		}
 		st, err := storage.New(storage.Config{NATSURL: nats.URLAs(p.home, "storage"), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen}, log)
 		if err != nil {
@@ -167,6 +193,9 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		api.set(st.Handler())
 		p.gatherers.add(st.Registry())
 		say("storage            ClickHouse %s, status at %s/api/status", addr, p.storageURL)
+		p.mu.Lock()
+		p.storeAddr = addr
+		p.mu.Unlock()
 		p.chAddr <- addr
 		return st.Run(ctx)
 	})
@@ -176,14 +205,88 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 
 // close releases what startPipeline opened, after the group has stopped.
 func (p *pipeline) close() {
-	for _, in := range p.ingests {
-		in.Close()
+	for _, slot := range p.ingests {
+		slot.link.Close()
 	}
 	if p.broker != nil {
 		p.broker.Close()
 	}
 	if p.nats != nil {
 		p.nats.Close()
+	}
+}
+
+// ingestSlot runs one region's ingest, one instance after another: a
+// scenario may crash the running one and later start a fresh one.
+type ingestSlot struct {
+	cfg  ingest.Config
+	link *stream.Link // between ingest and the broker
+	reg  *prometheus.Registry
+	log  *slog.Logger
+	// crash and start carry requests from the scenarios to run; each
+	// request is answered on its channel.
+	crash chan chan error
+	start chan chan error
+}
+
+// run runs in, and its successors, until ctx is cancelled.
+func (s *ingestSlot) run(ctx context.Context, in *ingest.Ingest) error {
+	for {
+		s.reg.MustRegister(in.Metrics())
+		ictx, icancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- in.Run(ictx) }()
+		var reply chan error
+		select {
+		case <-ctx.Done():
+		case err := <-done:
+			icancel()
+			in.Close()
+			return fmt.Errorf("ingest %s stopped on its own: %w", s.cfg.Region, err)
+		case reply = <-s.crash:
+			// The connection goes first, so that nothing in flight is
+			// acknowledged: the broker keeps it in the session and
+			// redelivers it to the next instance.
+			s.link.Cut()
+		}
+		icancel()
+		err := <-done
+		in.Close()
+		s.reg.Unregister(in.Metrics())
+		if reply == nil {
+			return err
+		}
+		reply <- nil
+		// Down until a scenario starts it again.
+		for in = nil; in == nil; {
+			select {
+			case <-ctx.Done():
+				s.link.Heal()
+				return nil
+			case reply = <-s.start:
+			}
+			s.link.Heal()
+			in, err = ingest.New(s.cfg, s.log)
+			reply <- err
+		}
+	}
+}
+
+// request hands a crash or start request to run and waits for its answer.
+func (s *ingestSlot) request(ctx context.Context, ch chan chan error, what string) error {
+	reply := make(chan error, 1)
+	select {
+	case ch <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("ingest %s cannot %s now: it is not in the state for it", s.cfg.Region, what)
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

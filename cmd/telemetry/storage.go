@@ -8,7 +8,7 @@ import (
 )
 
 func runStorage(args []string, _, stderr io.Writer) error {
-	fs := cli.NewFlagSet("storage", "Consume READINGS from one region with a durable consumer and write them to\nClickHouse in batches, acknowledging only after the insert succeeded. Applies\nthe schema migrations at start. Serves /api/status, /api/ledger, /metrics and\n/healthz.", stderr)
+	fs := cli.NewFlagSet("storage", "Consume READINGS from one region with a durable consumer and write them to\nClickHouse in batches, acknowledging only after the insert succeeded. Applies\nthe schema migrations at start. Serves /api/status, /api/ledger, /api/history,\n/metrics and /healthz.", stderr)
 	var cfg storage.Config
 	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "NATS URL of the region to consume from")
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
@@ -19,6 +19,8 @@ func runStorage(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.Database, "database", storage.DefaultDatabase, "ClickHouse database")
 	fs.IntVar(&cfg.BatchSize, "batch-size", storage.DefaultBatchSize, "most readings per insert")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", storage.DefaultFlushInterval, "longest wait before inserting a partial batch")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", storage.DefaultAckWait, "how long JetStream waits for an acknowledgement before delivering a reading again")
+	fs.BoolVar(&cfg.CheckAll, "check-all", false, "look every reading up in ClickHouse before inserting it, not only redelivered ones (one more query per batch)")
 	fs.StringVar(&cfg.Listen, "listen", storage.DefaultListen, "address of the HTTP API, /metrics and /healthz")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := cli.Parse(fs, args); err != nil {

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/scenario"
+	"github.com/telemetry-demo/telemetry/storage"
+)
+
+func scenarioSynopsis() string {
+	var b strings.Builder
+	b.WriteString(`telemetry scenario <name> [argument] [flags]
+
+Run a failure scenario on a running demo (telemetry demo --presenter-token
+TOKEN) and print its conservation ledger when the pipeline has drained:
+sent, acknowledged, stored, quarantined, lost. Exits non-zero when anything
+was lost (or a hostile message was not quarantined as it should).
+
+Scenarios:
+`)
+	for _, s := range scenario.Specs() {
+		fmt.Fprintf(&b, "  %s\n      %s\n", strings.TrimSpace(s.Name+" "+s.Args), s.Summary)
+	}
+	b.WriteString(`
+The token can also come from TELEMETRY_PRESENTER_TOKEN, as for the demo.
+In compose, scenarios are commands to type instead: see docs/PRESENTER.md.`)
+	return b.String()
+}
+
+func runScenario(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("scenario", scenarioSynopsis(), stderr)
+	demoURL := fs.String("demo-url", "http://127.0.0.1:8080", "the demo's dashboard address")
+	token := fs.String("token", "", "the demo's --presenter-token (default: TELEMETRY_PRESENTER_TOKEN)")
+	window := fs.Duration("duration", 0, "how long the fault lasts (0: the demo's --scenario-duration)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up waiting for the ledger after this long")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	// The scenario's name and argument may come before or among the flags.
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if err := cli.Parse(fs, nil); err != nil {
+		return err
+	}
+	if *token == "" {
+		*token = os.Getenv(cli.EnvName("presenter-token"))
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	req, err := scenario.ParseArgs(pos[0], pos[1:])
+	if err != nil {
+		return fmt.Errorf("%w (see telemetry scenario --help)", err)
+	}
+	req.Window = *window
+	if *token == "" {
+		return errors.New("no token: give --token, the one the demo was started with (--presenter-token), or set TELEMETRY_PRESENTER_TOKEN")
+	}
+
+	ctx, stop := cli.SignalContext(slog.New(slog.DiscardHandler))
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	c := scenario.Client{URL: *demoURL, Token: *token}
+	run, err := c.Start(ctx, req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "scenario %s: run %d started on %s; the ledger follows once the pipeline has drained\n", req, run, *demoURL)
+	res, err := c.Wait(ctx, run, 500*time.Millisecond, func(e scenario.Event) {
+		fmt.Fprintf(stderr, "  %s  %-5s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, e.Text)
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for run %d: %w", run, err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		scenario.WriteResult(stdout, res)
+	}
+	switch {
+	case res.Ledger != nil && res.Ledger.Lost > 0:
+		return fmt.Errorf("%w: %d acknowledged readings are not in ClickHouse", errLost, res.Ledger.Lost)
+	case res.Error != "":
+		return errors.New(res.Error)
+	case !res.OK:
+		return fmt.Errorf("%w: %v", errMisclassified, res.Ledger.Problems)
+	}
+	return nil
+}
+
+// pipelineTarget runs the scenarios on the demo's in-process pipeline. The
+// witnesses are a bench run: the ledger is bench's.
+type pipelineTarget struct {
+	p   *pipeline
+	log *slog.Logger
+
+	mu   sync.Mutex
+	conn driver.Conn // to ClickHouse, dialled on first use
+}
+
+// witnessPrefix tells the scenarios' witness devices from the demo's.
+const witnessPrefix = "scn-"
+
+func (t *pipelineTarget) Check(req scenario.Request) error {
+	if t.p.storageOff != "" {
+		return fmt.Errorf("%w: storage is off (%s), and the ledger is read from ClickHouse", scenario.ErrUnavailable, t.p.storageOff)
+	}
+	addr, ch := t.p.clickhouse()
+	if addr == "" {
+		return fmt.Errorf("%w: ClickHouse is still starting; try again in a few seconds", scenario.ErrUnavailable)
+	}
+	if req.Name == scenario.ClickHouseOutage && ch == nil {
+		return fmt.Errorf("%w: the demo did not start ClickHouse (--clickhouse %s), so it cannot kill it; stop and start it yourself", scenario.ErrUnavailable, addr)
+	}
+	return nil
+}
+
+func (t *pipelineTarget) CutRegion(region string) error {
+	l := t.p.nats.Link(region)
+	if l == nil {
+		return fmt.Errorf("no region %q", region)
+	}
+	l.Cut()
+	return nil
+}
+
+func (t *pipelineTarget) HealRegion(region string) error {
+	l := t.p.nats.Link(region)
+	if l == nil {
+		return fmt.Errorf("no region %q", region)
+	}
+	l.Heal()
+	return nil
+}
+
+func (t *pipelineTarget) slot(region string) (*ingestSlot, error) {
+	s := t.p.ingests[region]
+	if s == nil {
+		return nil, fmt.Errorf("no ingest for region %q", region)
+	}
+	return s, nil
+}
+
+func (t *pipelineTarget) CrashIngest(ctx context.Context, region string) error {
+	s, err := t.slot(region)
+	if err != nil {
+		return err
+	}
+	return s.request(ctx, s.crash, "crash")
+}
+
+func (t *pipelineTarget) StartIngest(ctx context.Context, region string) error {
+	s, err := t.slot(region)
+	if err != nil {
+		return err
+	}
+	return s.request(ctx, s.start, "start")
+}
+
+func (t *pipelineTarget) KillClickHouse() error {
+	_, ch := t.p.clickhouse()
+	if ch == nil {
+		return errors.New("the demo did not start ClickHouse")
+	}
+	ch.Kill()
+	return nil
+}
+
+func (t *pipelineTarget) RestartClickHouse(ctx context.Context) error {
+	_, ch := t.p.clickhouse()
+	if ch == nil {
+		return errors.New("the demo did not start ClickHouse")
+	}
+	return ch.Restart(ctx)
+}
+
+func (t *pipelineTarget) dial() (driver.Conn, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn != nil {
+		return t.conn, nil
+	}
+	addr, _ := t.p.clickhouse()
+	if addr == "" {
+		return nil, errors.New("storage is not up")
+	}
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: addr})
+	if err != nil {
+		return nil, err
+	}
+	t.conn = conn
+	return conn, nil
+}
+
+// close releases the ClickHouse connection.
+func (t *pipelineTarget) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn != nil {
+		t.conn.Close()
+		t.conn = nil
+	}
+}
+
+func (t *pipelineTarget) Witness(ctx context.Context, w scenario.Witness) (scenario.Ledger, error) {
+	conn, err := t.dial()
+	if err != nil {
+		return scenario.Ledger{}, err
+	}
+	regions := t.p.nats.Regions()
+	boot := uint64(time.Now().UnixNano())
+	cfg := devices.Config{
+		Broker: t.p.broker.URL(), Regions: regions, Devices: w.Devices, Rate: w.Rate, Duration: w.Duration,
+		Chaos: w.Chaos, Reboots: w.Reboots, Boot: boot, Seed: int64(boot),
+		IDPrefix: witnessPrefix, ClientPrefix: "telemetry-scenario-",
+	}
+	opts := benchOptions{natsURLs: map[string]string{}, drainTimeout: 60 * time.Second, gather: t.p.gatherers}
+	for _, r := range regions {
+		opts.natsURLs[r] = t.p.nats.URL(r)
+	}
+	rep, err := bench(ctx, cfg, conn, opts, io.Discard, t.log)
+	if err != nil {
+		return scenario.Ledger{}, err
+	}
+	return ledgerOf(rep), nil
+}
+
+// ledgerOf is the scenario's view of a bench report.
+func ledgerOf(r BenchReport) scenario.Ledger {
+	l := scenario.Ledger{
+		Devices: r.Devices, Boot: r.Boot,
+		Sent: r.Sent, Acked: r.Acked, Stored: r.Stored, Lost: r.Lost, Unconfirmed: r.Unconfirmed,
+		QuarantinedBy: map[string]uint64{}, HostileSent: r.Hostile.Sent,
+		Misclassified: r.Hostile.Misclassified, HostileMissing: r.Hostile.Missing,
+		Resent: r.Duplicates.Resent, Duplicates: r.Duplicates.SuppressedByStream,
+		Reboots: r.Behaviours.Reboots, Boots: r.Behaviours.Boots, DrainSecs: r.DrainSecs,
+		OK: r.OK, Problems: r.Problems, Missing: []scenario.MissingRange{},
+	}
+	for reason, n := range r.DeadLettered {
+		l.QuarantinedBy[reason] = n
+		l.Quarantined += n
+	}
+	for i, m := range r.Missing {
+		if i == 20 {
+			break
+		}
+		l.Missing = append(l.Missing, scenario.MissingRange{Device: m.Device, Boot: m.Boot, From: m.From, To: m.To})
+	}
+	return l
+}
