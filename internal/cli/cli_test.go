@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"flag"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -49,4 +53,49 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+func TestSecretVar(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		want    string
+		wantErr string
+	}{
+		{"default", nil, "demo", ""},
+		{"flag", []string{"--password", "given"}, "given", ""},
+		{"file", []string{"--password-file", secret}, "s3cret", ""},
+		{"missing file", []string{"--password-file", filepath.Join(dir, "nope")}, "", "reading secret"},
+		{"empty file", []string{"--password-file", empty}, "", "is empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			var got string
+			SecretVar(fs, &got, "password", "demo", "a password")
+			err := Parse(fs, tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("secret = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
