@@ -71,8 +71,10 @@ func (in *chaosInput) u(v uint64) string { return strconv.FormatUint(v, 10) }
 func (in *chaosInput) i(v int64) string  { return strconv.FormatInt(v, 10) }
 func (in *chaosInput) dev() string       { return in.q(in.device) }
 func (in *chaosInput) ownTopic() string  { return in.topic }
-func (in *chaosInput) topicFor(id string) string {
-	return "telemetry/" + in.region + "/" + in.typ + "/" + id
+
+// topicAs is the device's own topic with typ as its device-type level.
+func (in *chaosInput) topicAs(typ string) string {
+	return "telemetry/" + in.region + "/" + typ + "/" + in.device
 }
 
 // head builds the fields before metrics with one of them replaced.
@@ -248,22 +250,27 @@ var chaosCases = []ChaosCase{
 	}},
 
 	// bad_topic: the region's topic tree, but levels that break the rules.
-	// (Topics a broker refuses, with wildcards, NUL or control characters,
-	// never reach the pipeline: the broker disconnects the client.)
-	{"topic_extra_level", protocol.ReasonBadTopic, func(dst []byte, in *chaosInput) (string, []byte) {
-		return in.ownTopic() + "/extra", in.valid(dst, in.nowMS)
+	// The device-id level is always the device's own: the broker's ACL
+	// lets a device publish only on topics that end in its client id, and
+	// discards (Mosquitto) or refuses (the embedded broker) anything else,
+	// so only the other levels can be broken on the way to ingest. (Topics
+	// a broker refuses, with wildcards, NUL or control characters, never
+	// reach the pipeline either: the broker disconnects the client.)
+	{"topic_type_dots", protocol.ReasonBadTopic, func(dst []byte, in *chaosInput) (string, []byte) {
+		// NATS subject tokens, were they let through to the subject.
+		return in.topicAs(in.typ + ".*.>"), in.valid(dst, in.nowMS)
 	}},
 	{"topic_unicode", protocol.ReasonBadTopic, func(dst []byte, in *chaosInput) (string, []byte) {
-		return in.topicFor("capteur-é-🌡"), in.valid(dst, in.nowMS)
+		return in.topicAs("capteur-é-🌡"), in.valid(dst, in.nowMS)
 	}},
 	{"topic_upper_case", protocol.ReasonBadTopic, func(dst []byte, in *chaosInput) (string, []byte) {
-		return in.topicFor(strings.ToUpper(in.device)), in.valid(dst, in.nowMS)
+		return in.topicAs(strings.ToUpper(in.typ)), in.valid(dst, in.nowMS)
 	}},
 	{"topic_too_long", protocol.ReasonBadTopic, func(dst []byte, in *chaosInput) (string, []byte) {
-		return in.topicFor(strings.Repeat("d", 500)), in.valid(dst, in.nowMS)
+		return in.topicAs(strings.Repeat("t", 500)), in.valid(dst, in.nowMS)
 	}},
 	{"topic_empty_level", protocol.ReasonBadTopic, func(dst []byte, in *chaosInput) (string, []byte) {
-		return "telemetry/" + in.region + "//" + in.device, in.valid(dst, in.nowMS)
+		return in.topicAs(""), in.valid(dst, in.nowMS)
 	}},
 }
 

@@ -12,6 +12,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -24,6 +26,10 @@ func TestChaosCasesGetTheirReason(t *testing.T) {
 	f := &Fleet{cfg: Config{Seed: 1, Boot: 1764100000123456789}.withDefaults()}
 	reasons := map[protocol.Reason]bool{}
 	names := map[string]bool{}
+	acl, err := broker.ParseACL(deploy.MosquittoACL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for k, c := range ChaosCases() {
 		t.Run(c.Name, func(t *testing.T) {
 			if names[c.Name] {
@@ -54,6 +60,9 @@ func TestChaosCasesGetTheirReason(t *testing.T) {
 			}
 			if !strings.HasPrefix(topic, "telemetry/"+d.region+"/") {
 				t.Errorf("topic %q is outside the region's tree: its ingest would not see it", topic)
+			}
+			if !acl.Allowed(d.id, deploy.MQTTDeviceUser, topic, true) {
+				t.Errorf("topic %q: the broker's ACL does not let device %s publish there, so ingest would never see it", topic, d.id)
 			}
 		})
 	}
@@ -116,7 +125,8 @@ type rawMsg struct {
 func subscribeRaw(t *testing.T, broker string) *rawCollector {
 	t.Helper()
 	c := &rawCollector{}
-	client := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("raw-collector").SetCleanSession(true))
+	client := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("raw-collector").SetCleanSession(true).
+		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword))
 	if tok := client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("collector connecting: %v", tok.Error())
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -17,7 +18,6 @@ const (
 	DefaultDevices            = 30
 	DefaultRate               = 100
 	DefaultQoS                = 1
-	DefaultClientPrefix       = "telemetry-sim-"
 	DefaultMaxInflight        = 16
 	DefaultMaxBacklog         = 64
 	DefaultTick               = 10 * time.Millisecond
@@ -49,6 +49,12 @@ type Config struct {
 	// Broker is the MQTT broker's URL (tcp://, ssl://, ws://, wss://, mqtt://
 	// or mqtts://).
 	Broker string
+	// Username and Password are the fleet's MQTT credentials, shared by
+	// every device; default deploy.MQTTDeviceUser and its DEMO DEFAULT
+	// password. Each device's MQTT client id is its device id: the broker's
+	// ACL lets a device publish only on the topic ending in its client id.
+	Username string
+	Password string
 	// Regions the devices are spread over, round-robin.
 	Regions []string
 	// Types are the device types the devices are spread over, round-robin
@@ -72,9 +78,6 @@ type Config struct {
 	QoS byte
 	// Seed makes the sensor models deterministic.
 	Seed int64
-	// ClientPrefix is put before the device id to make its MQTT client id,
-	// so that two simulators can share a broker.
-	ClientPrefix string
 	// MaxInflight is how many publishes of one device may await their
 	// PUBACK; at the limit the device waits (see MaxBacklog).
 	MaxInflight int
@@ -85,8 +88,9 @@ type Config struct {
 	// Boot of every device; 0 means the current unix time in seconds.
 	Boot uint64
 	// IDPrefix is put before every device id (bench- makes bench-th-00001),
-	// so that two fleets on one broker never share device ids and a ledger
-	// can pick one fleet's readings. Lower-case letters, digits and dashes,
+	// so that two fleets on one broker never share device ids (nor MQTT
+	// client ids, which are the device ids: the broker would disconnect one
+	// device for the other) and a ledger can pick one fleet's readings. Lower-case letters, digits and dashes,
 	// not starting with a dash; it should end with one.
 	IDPrefix string
 
@@ -154,8 +158,11 @@ func (c Config) withDefaults() Config {
 	if c.QoS == 0 {
 		c.QoS = DefaultQoS
 	}
-	if c.ClientPrefix == "" {
-		c.ClientPrefix = DefaultClientPrefix
+	if c.Username == "" {
+		c.Username = deploy.MQTTDeviceUser
+	}
+	if c.Password == "" {
+		c.Password = deploy.DemoMQTTDevicePassword
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight

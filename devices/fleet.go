@@ -91,7 +91,11 @@ func (f *Fleet) Config() Config { return f.cfg }
 func (f *Fleet) clientOptions(d *device) *mqtt.ClientOptions {
 	return mqtt.NewClientOptions().
 		AddBroker(f.cfg.Broker).
-		SetClientID(f.cfg.ClientPrefix + d.id).
+		// The client id is the device id: the broker's ACL lets the device
+		// publish only on the topic that ends in it.
+		SetClientID(d.id).
+		SetUsername(f.cfg.Username).
+		SetPassword(f.cfg.Password).
 		SetCleanSession(true).
 		SetConnectTimeout(f.cfg.ConnectTimeout).
 		SetWriteTimeout(f.cfg.ConnectTimeout).

@@ -13,15 +13,17 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
-// startBroker runs an embedded MQTT broker on a free port, letting every
-// client in, with extra hooks, until the test ends. It returns its URL.
+// startBroker runs an embedded MQTT broker on a free port, with the
+// pipeline's users and ACL (deploy/mosquitto: devices publish only on their
+// own topic) and extra hooks, until the test ends. It returns its URL.
 func startBroker(t *testing.T, hooks ...mqtt.Hook) string {
 	t.Helper()
 	_, url := startBrokerAt(t, "127.0.0.1:0", hooks...)
@@ -33,7 +35,11 @@ func startBroker(t *testing.T, hooks ...mqtt.Hook) string {
 func startBrokerAt(t *testing.T, addr string, hooks ...mqtt.Hook) (stop func(), url string) {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	authHook, err := broker.NewAuthHook(broker.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddHook(authHook, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range hooks {
@@ -66,7 +72,8 @@ type collector struct {
 func subscribe(t *testing.T, broker string) *collector {
 	t.Helper()
 	c := &collector{seqs: map[string]map[uint64]int{}, topics: map[string]protocol.Topic{}, boots: map[string]uint64{}}
-	opts := paho.NewClientOptions().AddBroker(broker).SetClientID("collector").SetCleanSession(true)
+	opts := paho.NewClientOptions().AddBroker(broker).SetClientID("collector").SetCleanSession(true).
+		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword)
 	client := paho.NewClient(opts)
 	if tok := client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("collector connecting to %s: %v", broker, tok.Error())
@@ -396,7 +403,7 @@ func (g *gate) ID() string { return "gate" }
 func (g *gate) Provides(b byte) bool { return b == mqtt.OnPublish }
 
 func (g *gate) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if strings.HasPrefix(cl.ID, DefaultClientPrefix) {
+	if string(cl.Properties.Username) == deploy.MQTTDeviceUser {
 		g.mu.Lock()
 		open := g.open
 		g.mu.Unlock()

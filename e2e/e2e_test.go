@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
@@ -38,9 +39,11 @@ func hostile(region string, now time.Time) []struct {
 		payload []byte
 	}{
 		{protocol.ReasonTooLarge, topic, []byte(`{"v":1,"x":"` + strings.Repeat("A", 5000) + `"}`)},
-		{protocol.ReasonBadTopic, "telemetry/" + region + "/probe/EVIL", valid("evil-1", now)},
+		{protocol.ReasonBadTopic, "telemetry/" + region + "/PROBE/evil-1", valid("evil-1", now)},
 		{protocol.ReasonBadJSON, topic, []byte(`{"v":1,"device":`)},
 		{protocol.ReasonBadVersion, topic, []byte(`{"v":2,"device":"evil-1"}`)},
+		// Spoofing: evil-1, logged in, speaks for another device on its
+		// own topic (the broker lets it publish nowhere else).
 		{protocol.ReasonTopicMismatch, topic, valid("someone-else", now)},
 		{protocol.ReasonBadField, topic, []byte(fmt.Sprintf(`{"v":1,"device":"evil-1","boot":1.5,"seq":1,"ts":%d,"metrics":{"a":1}}`, now.UnixMilli()))},
 		{protocol.ReasonBadMetric, topic, []byte(fmt.Sprintf(`{"v":1,"device":"evil-1","boot":1,"seq":1,"ts":%d,"metrics":{"a":"1e999"}}`, now.UnixMilli()))},
@@ -88,7 +91,7 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 	g.Go(func() error { return st.Run(gctx) })
 
 	// A short, fast fleet: 12 devices, 4 per region, 600 readings in all.
-	fleet, err := devices.New(devices.Config{Broker: mosq.URL(), Devices: 12, Rate: 300, Duration: 2 * time.Second, Seed: 42, ClientPrefix: "e2e-"}, log)
+	fleet, err := devices.New(devices.Config{Broker: mosq.URL(), Devices: 12, Rate: 300, Duration: 2 * time.Second, Seed: 42}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +111,11 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 		t.Fatal("the fleet sent nothing")
 	}
 
-	// Hostile payloads, one per reason, into every region.
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(mosq.URL()).SetClientID("e2e-attacker"))
+	// Hostile payloads, one per reason, into every region, from a device
+	// that logs in with the fleet's credentials: the broker's ACL lets it
+	// publish only on topics ending in its client id, evil-1.
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(mosq.URL()).SetClientID("evil-1").
+		SetUsername(deploy.MQTTDeviceUser).SetPassword(deploy.DemoMQTTDevicePassword))
 	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("attacker connect: %v", tok.Error())
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -376,7 +377,7 @@ func TestIngestKilledUnderLoadLosesNothing(t *testing.T) {
 	in := newIngestProc(t, bin, mosq.URL(), region.URL())
 	in.Start()
 
-	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 2000, Duration: 8 * time.Second, ClientPrefix: "kill-"})
+	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 2000, Duration: 8 * time.Second})
 	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if s := fleet.Stats(); s.Acked < 4000 {
 			return fmt.Errorf("%d readings published", s.Acked)
@@ -411,7 +412,7 @@ func TestRegionNATSDownUnderLoad(t *testing.T) {
 	in.Start()
 
 	const outage = 30 * time.Second
-	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 1000, Duration: outage + 10*time.Second, ClientPrefix: "outage-"})
+	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 1000, Duration: outage + 10*time.Second})
 	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if s := fleet.Stats(); s.Acked < 3000 {
 			return fmt.Errorf("%d readings published", s.Acked)
@@ -488,13 +489,14 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 	// fast as their in-flight windows allow.
 	fleetCfg := func(prefix string) devices.Config {
 		const rate = 40000
-		return devices.Config{Broker: mosq.URL(), Devices: 100, Rate: rate, Duration: time.Duration(float64(n) / rate * float64(time.Second)), ClientPrefix: prefix}
+		return devices.Config{Broker: mosq.URL(), Devices: 100, Rate: rate, Duration: time.Duration(float64(n) / rate * float64(time.Second)), IDPrefix: prefix}
 	}
 	for i := 0; i < b.N; i++ {
 		// Ceiling: a plain subscriber.
 		var got, firstAt, lastAt = new(int64), new(time.Time), new(time.Time)
 		var mu sync.Mutex
 		sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(mosq.URL()).SetClientID(fmt.Sprintf("bench-ceiling-%d", i)).
+			SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword).
 			SetDefaultPublishHandler(func(_ mqtt.Client, _ mqtt.Message) {
 				mu.Lock()
 				if *got == 0 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -14,7 +15,10 @@ import (
 type Config struct {
 	Region string
 	// Broker is the MQTT broker URL, tcp://host:port.
-	Broker   string
+	Broker string
+	// Username and Password are ingest's MQTT service credentials; default
+	// deploy.MQTTIngestUser and its DEMO DEFAULT password. The broker's ACL
+	// lets this user read every reading and publish nothing.
 	Username string
 	Password string
 	// Instance tells apart the instances that share a region's load. It
@@ -64,6 +68,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Username == "" {
+		c.Username = deploy.MQTTIngestUser
+	}
+	if c.Password == "" {
+		c.Password = deploy.DemoMQTTIngestPassword
+	}
 	if c.ClientID == "" {
 		c.ClientID = "telemetry-ingest-" + c.Region
 		if c.Instance != "" {

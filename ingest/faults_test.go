@@ -133,7 +133,7 @@ func TestInstancesShareTheLoadWithoutLossOrDoubles(t *testing.T) {
 	}
 	a, b := runIngest(t, cfg("a")), runIngest(t, cfg("b"))
 	js := jetStream(t, url, "eu-west")
-	pub := publisher(t, broker)
+	pub := publisher(t, broker, "th-1")
 	want := map[string]bool{}
 
 	// Both subscribe asynchronously after connecting: wait until each has
@@ -201,7 +201,7 @@ func TestPoisonIsIsolatedAfterBoundedAttempts(t *testing.T) {
 		}
 	}
 	in := runIngest(t, ingest.Config{Region: "us-east", Broker: broker, NATSURL: url, MaxInflight: 64, MaxAttempts: 3})
-	pub := publisher(t, broker)
+	pub := publisher(t, broker, "th-1")
 
 	now := time.Now()
 	big := protocol.Reading{Version: 1, Device: "th-1", Boot: 1764100000, Seq: 2, TS: now.UnixMilli()}
@@ -268,7 +268,7 @@ func TestGoldenCorpusIsDeadLetteredWithItsReason(t *testing.T) {
 	goldenNow := time.UnixMilli(1764100060000)
 	in := runIngest(t, ingest.Config{Region: "us-east", Broker: broker, NATSURL: url, MaxInflight: 64,
 		Now: func() time.Time { return goldenNow }})
-	pub := publisher(t, broker)
+	pub := publisher(t, broker, "th-00042")
 
 	const topic = "telemetry/us-east/thermo/th-00042"
 	wantReasons := map[string]int{}
@@ -322,7 +322,7 @@ func TestShutdownLeavesWhatIsUnacknowledgedForRedelivery(t *testing.T) {
 	url := regions.URL("ap-south")
 	js := jetStream(t, url, "ap-south")
 	cfg := ingest.Config{Region: "ap-south", Broker: broker, NATSURL: url, MaxInflight: 256}
-	pub := publisher(t, broker)
+	pub := publisher(t, broker, "th-9")
 	want := map[string]bool{}
 
 	// A first run creates the persistent session and its subscription.

@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
@@ -65,9 +66,12 @@ func runIngest(t *testing.T, cfg ingest.Config) *running {
 	return r
 }
 
-func publisher(t *testing.T, broker string) mqtt.Client {
+// publisher connects as device, with the fleet's demo credentials: the
+// broker's ACL lets it publish on topics ending in its id.
+func publisher(t *testing.T, broker, device string) mqtt.Client {
 	t.Helper()
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("test-pub-%d", time.Now().UnixNano())))
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker).SetClientID(device).
+		SetUsername(deploy.MQTTDeviceUser).SetPassword(deploy.DemoMQTTDevicePassword))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connecting publisher: %v", tok.Error())
 	}
@@ -107,7 +111,7 @@ func TestValidReadingsReachJetStreamOnceWithTheirIdentity(t *testing.T) {
 	broker := testharness.MosquittoBroker(t).URL()
 	regions := testharness.Regions(t)
 	in := startIngest(t, broker, regions.URL("eu-west"), "eu-west")
-	pub := publisher(t, broker)
+	pub := publisher(t, broker, "th-00001")
 
 	const n = 50
 	now := time.Now()
@@ -156,7 +160,7 @@ func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
 	broker := testharness.MosquittoBroker(t).URL()
 	regions := testharness.Regions(t)
 	startIngest(t, broker, regions.URL("us-east"), "us-east")
-	pub := publisher(t, broker)
+	pub := publisher(t, broker, "p-1")
 
 	now := time.Now()
 	cases := []struct {
@@ -165,7 +169,7 @@ func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
 		payload []byte
 	}{
 		{protocol.ReasonTooLarge, "telemetry/us-east/probe/p-1", []byte(`{"v":1,"pad":"` + strings.Repeat("x", protocol.MaxPayloadBytes) + `"}`)},
-		{protocol.ReasonBadTopic, "telemetry/us-east/probe/P_1", reading("p-1", 1, now)},
+		{protocol.ReasonBadTopic, "telemetry/us-east/PROBE/p-1", reading("p-1", 1, now)},
 		{protocol.ReasonBadJSON, "telemetry/us-east/probe/p-1", []byte(`{"v":1,`)},
 		{protocol.ReasonBadVersion, "telemetry/us-east/probe/p-1", []byte(`{"v":9,"device":"p-1"}`)},
 		{protocol.ReasonTopicMismatch, "telemetry/us-east/probe/p-1", reading("p-2", 1, now)},

@@ -1,19 +1,32 @@
 // Package broker runs the embedded MQTT broker (mochi-mqtt) that
 // `telemetry demo` puts in front of ingest, so that the demo needs no
 // Mosquitto. Devices publish to it; each region's ingest subscribes to it.
-// Compose and the integration tests use real Mosquitto instead.
+// Compose and the integration tests use real Mosquitto instead; both apply
+// the same users and ACL, from the same files (deploy/mosquitto/passwd and
+// acl): no anonymous access, a device publishes only to its own topic and
+// reads nothing, ingest reads every reading.
 package broker
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-demo/telemetry/deploy"
 )
+
+// maxInflight is the most QoS 1 and 2 messages mochi holds in flight per
+// client; beyond it, it drops messages to that client silently (counted in
+// telemetry_broker_inflight_dropped_total). Its default of 8192 lost
+// readings to a slow ingest at 5,000 readings/s; with 65535, the most MQTT
+// packet ids allow, the same run lost none.
+const maxInflight = 65535
 
 // Config configures the embedded broker.
 type Config struct {
@@ -23,20 +36,73 @@ type Config struct {
 	// broker when full: drop and count. Sized so that ingest, the one heavy
 	// subscriber, never reaches it at demo rates.
 	MaxPendingWrites int
+	// Passwd is a Mosquitto password file (see ParsePasswords); default
+	// deploy.MosquittoPasswd, the demo's users with their DEMO DEFAULT
+	// passwords.
+	Passwd []byte
+	// ACL is a Mosquitto ACL file (see ParseACL); default deploy.MosquittoACL.
+	ACL []byte
+	// Insecure lets clients without a user name in, with access to every
+	// topic, beside the users of Passwd (a wrong password is still
+	// refused). Only on a loopback Listen address.
+	Insecure bool
 }
+
+// ErrInsecureNotLoopback is returned by Validate when Insecure is asked for
+// on an address other machines can reach.
+var ErrInsecureNotLoopback = errors.New("broker: anonymous MQTT (--insecure) is only allowed on a loopback address")
 
 // Validate checks the configuration without touching the network.
 func (c Config) Validate() error {
 	if c.Listen == "" {
 		return errors.New("broker: listen address is required")
 	}
+	if c.Insecure && !isLoopback(c.Listen) {
+		return fmt.Errorf("%w, not %s: listen on 127.0.0.1:<port>, or drop --insecure so that clients must log in", ErrInsecureNotLoopback, c.Listen)
+	}
+	if _, err := ParsePasswords(c.passwd()); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if _, err := ParseACL(c.acl()); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
 	return nil
+}
+
+func (c Config) passwd() []byte {
+	if c.Passwd == nil {
+		return deploy.MosquittoPasswd
+	}
+	return c.Passwd
+}
+
+func (c Config) acl() []byte {
+	if c.ACL == nil {
+		return deploy.MosquittoACL
+	}
+	return c.ACL
+}
+
+// isLoopback reports whether addr (host:port) listens on loopback only: an
+// empty host or 0.0.0.0 listens everywhere.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Broker is a running embedded MQTT broker.
 type Broker struct {
 	srv  *mqtt.Server
 	tcp  *listeners.TCP
+	auth *authHook
+	reg  *prometheus.Registry
 	once sync.Once
 	err  error
 }
@@ -49,16 +115,25 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if cfg.MaxPendingWrites == 0 {
 		cfg.MaxPendingWrites = 64 * 1024
 	}
+	log = log.With("component", "broker")
+	h, err := newAuthHook(cfg)
+	if err != nil {
+		return nil, err
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
+	caps.MaximumInflight = maxInflight
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: false,
 		Capabilities: caps,
-		Logger:       log.With("component", "broker"),
+		Logger:       log,
 	})
-	// Anonymous access, as the demo binds to loopback.
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("broker: adding auth hook: %w", err)
+	}
+	if cfg.Insecure {
+		log.Warn("INSECURE: MQTT clients without credentials may connect, publish anything and read everything (--insecure); loopback only",
+			"listen", cfg.Listen)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})
 	if err := srv.AddListener(tcp); err != nil {
@@ -67,7 +142,9 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker: serving: %w", err)
 	}
-	return &Broker{srv: srv, tcp: tcp}, nil
+	b := &Broker{srv: srv, tcp: tcp, auth: h, reg: prometheus.NewRegistry()}
+	b.reg.MustRegister(b.collectors()...)
+	return b, nil
 }
 
 // Addr is the address the broker listens on.

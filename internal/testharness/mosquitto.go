@@ -19,6 +19,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telemetry-demo/telemetry/deploy"
 )
 
 // MosquittoConfig is the broker configuration compose mounts, relative to
@@ -53,16 +55,37 @@ type brokerProc struct {
 	err  error // from Wait, valid once done is closed
 }
 
+// MosquittoOptions changes the repository's configuration for one test.
+type MosquittoOptions struct {
+	// Open drops the password file and the ACL and lets anonymous clients
+	// do anything: a broker that lets spoofing through, for the tests of
+	// what ingest does then. Never what compose runs.
+	Open bool
+	// Passwd, when set, replaces deploy/mosquitto/passwd.
+	Passwd []byte
+}
+
 // MosquittoBroker starts `mosquitto -c <conf>` where conf is
 // deploy/mosquitto/mosquitto.conf with only its listeners moved to free
 // ports on 127.0.0.1, persistence_location to a temporary directory kept
-// across Restart, and the log to a file there. It returns once an MQTT
-// CONNECT succeeds. The broker is stopped when the test ends. Without
-// mosquitto installed the test is skipped (failed in CI).
+// across Restart, the log to a file there, and password_file and acl_file
+// pointed at the files beside mosquitto.conf: the users and ACL compose
+// runs with, so clients need credentials (package deploy has the demo
+// defaults). It returns once an MQTT CONNECT (as deploy.MQTTHealthUser)
+// succeeds. The broker is stopped when the test ends. Without mosquitto
+// installed the test is skipped (failed in CI).
 func MosquittoBroker(t testing.TB) *Broker {
 	t.Helper()
+	return MosquittoBrokerWith(t, MosquittoOptions{})
+}
+
+// MosquittoBrokerWith is MosquittoBroker with the configuration changed as
+// opts says.
+func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
+	t.Helper()
 	bin := RequireBinary(t, "mosquitto", mosquittoHint)
-	src, err := os.ReadFile(filepath.Join(RepoRoot(t), MosquittoConfig))
+	confPath := filepath.Join(RepoRoot(t), MosquittoConfig)
+	src, err := os.ReadFile(confPath)
 	if err != nil {
 		t.Fatalf("reading the broker configuration: %v", err)
 	}
@@ -70,6 +93,13 @@ func MosquittoBroker(t testing.TB) *Broker {
 	data := filepath.Join(dir, "data")
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
+	}
+	files := mosquittoFiles{confDir: filepath.Dir(confPath), open: opts.Open}
+	if opts.Passwd != nil {
+		files.passwd = filepath.Join(dir, "passwd")
+		if err := os.WriteFile(files.passwd, opts.Passwd, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b := &Broker{bin: bin, conf: filepath.Join(dir, "mosquitto.conf"), logFile: filepath.Join(dir, "mosquitto.log")}
 	// A port picked here may be taken before Mosquitto binds it: try again
@@ -79,7 +109,7 @@ func MosquittoBroker(t testing.TB) *Broker {
 		if err != nil {
 			t.Fatalf("%s: %v", MosquittoConfig, err)
 		}
-		conf, addr, err := rewriteMosquittoConf(src, ports, data, b.logFile, os.Geteuid() == 0)
+		conf, addr, err := rewriteMosquittoConf(src, ports, data, b.logFile, files, os.Geteuid() == 0)
 		if err != nil {
 			t.Fatalf("%s: %v", MosquittoConfig, err)
 		}
@@ -101,6 +131,14 @@ func MosquittoBroker(t testing.TB) *Broker {
 		}
 	})
 	return b
+}
+
+// mosquittoFiles says where rewriteMosquittoConf points password_file and
+// acl_file.
+type mosquittoFiles struct {
+	confDir string // the files' directory in the repository
+	passwd  string // replaces the password file when set
+	open    bool   // no password file, no ACL, anonymous access
 }
 
 // Addr is the MQTT listener's address, 127.0.0.1:port.
@@ -219,6 +257,8 @@ func mqttConnect(url string) error {
 	c.Close()
 	opts := mqtt.NewClientOptions().
 		AddBroker(url).
+		SetUsername(deploy.MQTTHealthUser).
+		SetPassword(deploy.MQTTHealthPassword).
 		SetClientID(fmt.Sprintf("testharness-probe-%d-%d", os.Getpid(), probeID.Add(1))).
 		SetCleanSession(true).
 		SetConnectTimeout(2 * time.Second).
@@ -271,11 +311,13 @@ func listenerPorts(conf []byte) (map[int]int, error) {
 
 // rewriteMosquittoConf returns conf with each "listener PORT [ADDR]" moved
 // to "listener ports[PORT] 127.0.0.1", persistence_location set to dataDir,
-// log_dest to a file logFile, and everything else unchanged. The returned
+// log_dest to a file logFile, password_file and acl_file to the files of
+// the same names in files.confDir (or as files says otherwise), and
+// everything else unchanged. The returned
 // address is that of the listener on port 1883, the MQTT one. When asRoot,
 // it adds "user root": Mosquitto started as root otherwise drops to user
 // mosquitto, who cannot write in the test's temporary directory.
-func rewriteMosquittoConf(conf []byte, ports map[int]int, dataDir, logFile string, asRoot bool) ([]byte, string, error) {
+func rewriteMosquittoConf(conf []byte, ports map[int]int, dataDir, logFile string, files mosquittoFiles, asRoot bool) ([]byte, string, error) {
 	var out bytes.Buffer
 	var addr string
 	sawPersistence, sawLog := false, false
@@ -315,6 +357,17 @@ func rewriteMosquittoConf(conf []byte, ports map[int]int, dataDir, logFile strin
 			if asRoot {
 				continue // replaced below
 			}
+		case len(f) == 2 && (f[0] == "password_file" || f[0] == "acl_file"):
+			if files.open {
+				continue
+			}
+			path := filepath.Join(files.confDir, filepath.Base(f[1]))
+			if f[0] == "password_file" && files.passwd != "" {
+				path = files.passwd
+			}
+			line = f[0] + " " + path
+		case len(f) == 2 && f[0] == "allow_anonymous" && files.open:
+			line = "allow_anonymous true"
 		}
 		out.WriteString(line)
 		out.WriteByte('\n')

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telemetry-demo/telemetry/deploy"
 )
 
 func TestRewriteMosquittoConf(t *testing.T) {
@@ -16,6 +18,7 @@ func TestRewriteMosquittoConf(t *testing.T) {
 		name    string
 		conf    string
 		root    bool
+		files   mosquittoFiles
 		want    []string // lines that must be there
 		notWant []string
 		wantErr string
@@ -40,12 +43,33 @@ func TestRewriteMosquittoConf(t *testing.T) {
 			want:    []string{"user "},
 			notWant: []string{"user mosquitto"},
 		},
+		{
+			name:    "password and ACL files from the repository",
+			conf:    "listener 1883\nallow_anonymous false\npassword_file /mosquitto/config/passwd\nacl_file /mosquitto/config/acl\n",
+			files:   mosquittoFiles{confDir: "/repo/deploy/mosquitto"},
+			want:    []string{"allow_anonymous false", "password_file /repo/deploy/mosquitto/passwd", "acl_file /repo/deploy/mosquitto/acl"},
+			notWant: []string{"/mosquitto/config"},
+		},
+		{
+			name:    "password file replaced",
+			conf:    "listener 1883\npassword_file /mosquitto/config/passwd\nacl_file /mosquitto/config/acl\n",
+			files:   mosquittoFiles{confDir: "/repo/deploy/mosquitto", passwd: "/tmp/x/passwd"},
+			want:    []string{"password_file /tmp/x/passwd", "acl_file /repo/deploy/mosquitto/acl"},
+			notWant: []string{"/mosquitto/config"},
+		},
+		{
+			name:    "open: anonymous, no password file, no ACL",
+			conf:    "listener 1883\nallow_anonymous false\npassword_file /mosquitto/config/passwd\nacl_file /mosquitto/config/acl\n",
+			files:   mosquittoFiles{confDir: "/repo/deploy/mosquitto", open: true},
+			want:    []string{"allow_anonymous true"},
+			notWant: []string{"password_file", "acl_file", "allow_anonymous false"},
+		},
 		{name: "no MQTT listener", conf: "listener 9001\n", wantErr: "1883"},
 		{name: "legacy port option", conf: "port 1883\n", wantErr: "use listener"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, addr, err := rewriteMosquittoConf([]byte(tt.conf), ports, "/tmp/d", "/tmp/m.log", tt.root)
+			out, addr, err := rewriteMosquittoConf([]byte(tt.conf), ports, "/tmp/d", "/tmp/m.log", tt.files, tt.root)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
@@ -89,7 +113,8 @@ func hasLinePrefix(lines []string, prefix string) bool {
 // broker.
 func TestMosquittoKeepsQueuedQoS1(t *testing.T) {
 	b := MosquittoBroker(t)
-	const topic, n = "telemetry/us-east/th/dev-1", 3000
+	const device = "dev-1"
+	const topic, n = "telemetry/us-east/th/" + device, 3000
 
 	var mu sync.Mutex
 	got := map[string]bool{}
@@ -98,13 +123,13 @@ func TestMosquittoKeepsQueuedQoS1(t *testing.T) {
 		got[string(m.Payload())] = true
 		mu.Unlock()
 	}
-	sub := mqttClient(t, b.URL(), "sub", false, handler)
+	sub := mqttClient(t, b.URL(), ingestUser, "sub", false, handler)
 	if tok := sub.Subscribe(topic, 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribing: %v", tok.Error())
 	}
 	sub.Disconnect(250)
 
-	pub := mqttClient(t, b.URL(), "pub", true, nil)
+	pub := mqttClient(t, b.URL(), deviceUser, device, true, nil)
 	var last mqtt.Token
 	for i := range n {
 		last = pub.Publish(topic, 1, false, fmt.Sprint(i))
@@ -118,7 +143,7 @@ func TestMosquittoKeepsQueuedQoS1(t *testing.T) {
 		t.Fatalf("restarting: %v", err)
 	}
 
-	sub = mqttClient(t, b.URL(), "sub", false, handler)
+	sub = mqttClient(t, b.URL(), ingestUser, "sub", false, handler)
 	CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -138,9 +163,15 @@ func TestMosquittoKeepsQueuedQoS1(t *testing.T) {
 	}
 }
 
-func mqttClient(t *testing.T, url, id string, clean bool, h mqtt.MessageHandler) mqtt.Client {
+// The users of deploy/mosquitto/passwd, with their demo passwords.
+var (
+	deviceUser = [2]string{deploy.MQTTDeviceUser, deploy.DemoMQTTDevicePassword}
+	ingestUser = [2]string{deploy.MQTTIngestUser, deploy.DemoMQTTIngestPassword}
+)
+
+func mqttClient(t *testing.T, url string, user [2]string, id string, clean bool, h mqtt.MessageHandler) mqtt.Client {
 	t.Helper()
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(clean).
+	opts := mqtt.NewClientOptions().AddBroker(url).SetUsername(user[0]).SetPassword(user[1]).SetClientID(id).SetCleanSession(clean).
 		SetAutoReconnect(false).SetDefaultPublishHandler(h).SetMaxResumePubInFlight(100)
 	c := mqtt.NewClient(opts)
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {

@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// authHook is the broker's login and ACL: users from a Mosquitto password
+// file, rules from a Mosquitto ACL file. A denied QoS 1 publish makes
+// mochi disconnect an MQTT 3.1.1 client (Mosquitto acknowledges it and
+// drops the message instead); either way nothing is delivered.
+type authHook struct {
+	mqtt.HookBase
+	passwords Passwords
+	acl       *ACL
+	insecure  bool
+
+	refused atomic.Uint64 // connections refused: unknown user, wrong password, anonymous
+	denied  atomic.Uint64 // publishes, subscriptions and deliveries denied by the ACL
+}
+
+// NewAuthHook returns the hook that makes a mochi server apply cfg's
+// Passwd, ACL and Insecure, for tests that run their own mochi server with
+// hooks of their own beside it.
+func NewAuthHook(cfg Config) (mqtt.Hook, error) { return newAuthHook(cfg) }
+
+func newAuthHook(cfg Config) (*authHook, error) {
+	pw, err := ParsePasswords(cfg.passwd())
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	acl, err := ParseACL(cfg.acl())
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	return &authHook{passwords: pw, acl: acl, insecure: cfg.Insecure}, nil
+}
+
+func (h *authHook) ID() string { return "telemetry-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+// OnConnectAuthenticate lets in a client whose user name and password are
+// in the password file, and one without a user name only when insecure.
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	ok := user == "" && h.insecure || user != "" && h.passwords.Check(user, string(pk.Connect.Password))
+	if !ok {
+		h.refused.Add(1)
+	}
+	return ok
+}
+
+// OnACLCheck applies the ACL file; a client without a user name is only
+// here when insecure, and may do anything.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	user := cl.Properties.Username
+	if len(user) == 0 && h.insecure {
+		return true
+	}
+	ok := h.acl.Allowed(cl.ID, string(user), topic, write)
+	if !ok {
+		h.denied.Add(1)
+	}
+	return ok
+}
+
+// Registry holds the broker's metrics (telemetry_broker_*), to be served
+// at /metrics.
+func (b *Broker) Registry() *prometheus.Registry { return b.reg }
+
+// InflightDropped is how many QoS 1 and 2 messages the broker dropped
+// because a client had too many in flight: readings lost between the broker
+// and ingest.
+func (b *Broker) InflightDropped() int64 { return atomic.LoadInt64(&b.srv.Info.InflightDropped) }
+
+func (b *Broker) collectors() []prometheus.Collector {
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "telemetry_broker_" + name, Help: help}, f)
+	}
+	return []prometheus.Collector{
+		counter("inflight_dropped_total", "QoS 1/2 messages dropped because the receiving client had the most allowed in flight (lost unless redelivered).",
+			func() float64 { return float64(b.InflightDropped()) }),
+		counter("messages_dropped_total", "Messages dropped because a subscriber's outbound queue was full.",
+			func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.MessagesDropped)) }),
+		counter("connections_refused_total", "MQTT connections refused: no credentials, unknown user or wrong password.",
+			func() float64 { return float64(b.auth.refused.Load()) }),
+		counter("acl_denied_total", "Publishes, subscriptions and deliveries the ACL denied (a device publishing to another device's topic, a device subscribing).",
+			func() float64 { return float64(b.auth.denied.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "telemetry_broker_clients_connected", Help: "MQTT clients connected."},
+			func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) }),
+	}
+}
