@@ -114,7 +114,15 @@ func QueryHistory(ctx context.Context, conn driver.Conn, database string, q Hist
 		args = append(args, q.DeviceType)
 	}
 	sql += " GROUP BY minute, region, device_type ORDER BY region, device_type, minute"
-	rows, err := conn.Query(ctx, sql, args...)
+	// The history user is readonly=1, which (on current releases) refuses a
+	// query that changes any setting, and clickhouse-go sends
+	// max_execution_time for a context with a deadline. So the query keeps
+	// ctx's cancellation but not its deadline; the user's profile bounds
+	// its execution time instead.
+	qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	rows, err := conn.Query(qctx, sql, args...)
 	if err != nil {
 		return History{}, fmt.Errorf("history of %s: %w", q.Metric, err)
 	}
@@ -145,7 +153,8 @@ func QueryHistory(ctx context.Context, conn driver.Conn, database string, q Hist
 	return h, nil
 }
 
-// History is QueryHistory on the writer's connection and database, now.
+// History is QueryHistory on the read-only history user's connection
+// (Config.HistoryUser) and the writer's database, now.
 func (w *Writer) History(ctx context.Context, q HistoryQuery) (History, error) {
-	return QueryHistory(ctx, w.conn, w.cfg.Database, q, time.Now())
+	return QueryHistory(ctx, w.hconn, w.cfg.Database, q, time.Now())
 }

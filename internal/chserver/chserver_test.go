@@ -12,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/chserver"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
@@ -144,6 +145,48 @@ func TestStartFailureQuotesErrorLog(t *testing.T) {
 func TestStartWithoutDir(t *testing.T) {
 	if _, err := chserver.Start(context.Background(), chserver.Options{}); err == nil {
 		t.Fatal("Start without Dir succeeded")
+	}
+}
+
+// TestPipelineUsers checks that the server has the users of the file compose
+// mounts, with their demo passwords, and that the reader is read-only.
+func TestPipelineUsers(t *testing.T) {
+	argv := testharness.RequireClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := chserver.Start(ctx, chserver.Options{Argv: argv, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	for _, tc := range []struct {
+		user, password string
+		wantErr        bool
+		readonly       string
+	}{
+		{user: deploy.ClickHouseWriterUser, password: deploy.DemoClickHouseWriterPassword, readonly: "0"},
+		{user: deploy.ClickHouseReaderUser, password: deploy.DemoClickHouseReaderPassword, readonly: "1"},
+		{user: deploy.ClickHouseReaderUser, password: deploy.DemoClickHouseWriterPassword, wantErr: true},
+		{user: deploy.ClickHouseWriterUser, password: "", wantErr: true},
+	} {
+		t.Run(tc.user+"/"+tc.password, func(t *testing.T) {
+			conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{srv.Addr()}, DialTimeout: 2 * time.Second,
+				Auth: clickhouse.Auth{Username: tc.user, Password: tc.password}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			var readonly string
+			err = conn.QueryRow(context.Background(), "SELECT value FROM system.settings WHERE name = 'readonly'").Scan(&readonly)
+			switch {
+			case tc.wantErr && err == nil:
+				t.Fatalf("logged in with a wrong password")
+			case !tc.wantErr && err != nil:
+				t.Fatalf("logging in: %v", err)
+			case !tc.wantErr && readonly != tc.readonly:
+				t.Errorf("readonly = %q, want %q", readonly, tc.readonly)
+			}
+		})
 	}
 }
 

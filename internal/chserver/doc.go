@@ -7,5 +7,7 @@
 // The generated configuration is written for ClickHouse 18.16 (what Debian 12
 // packages) and works on current releases too: it uses the old <yandex> root
 // element, which current releases still accept, and only settings that exist
-// in both.
+// in both. Besides a password-less default user on loopback, the server has
+// the pipeline's users from deploy/clickhouse/users.d/telemetry.xml, the file
+// compose mounts (telemetry_writer and the read-only telemetry_reader).
 package chserver
