@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,44 +35,173 @@ const (
 	maxReasonLen = 64
 )
 
-// consumeReadings reads every region's readings from READINGS in the
-// dashboard's domain, from now on, until ctx is done. Creating the consumer
-// is retried (the stream may not exist yet); once it runs, the ordered
-// consumer recreates itself after disconnects and resumes where it was.
+// readingsSite is a region whose READINGS the dashboard can follow.
+type readingsSite struct {
+	region, url string
+	nc          *nats.Conn // nil until first needed; the home one is Run's
+}
+
+// consumeReadings reads every region's readings from READINGS, live (from
+// now on), until ctx is done: from the dashboard's own region, or, once
+// that has been unusable for FailoverAfter, from the first of
+// Config.Fallbacks that answers, moving back home once home has answered
+// again for FailoverAfter. Each move starts a new ordered consumer that
+// delivers new readings only: the page is a live view, so the readings
+// that arrived during the FailoverAfter before a move are not counted
+// (storage, not the page, keeps every reading). Within one region, the
+// ordered consumer recreates itself after a disconnect and resumes where
+// it was.
 func (d *Dashboard) consumeReadings(ctx context.Context, nc *nats.Conn) {
-	js, err := jetstream.NewWithDomain(nc, d.cfg.Domain)
-	if err != nil { // only for an invalid domain, which Validate rules out
-		d.setReadingsErr(err.Error())
-		return
+	sites := []*readingsSite{{region: d.cfg.Domain, url: d.cfg.NATSURL, nc: nc}}
+	for _, f := range d.cfg.Fallbacks {
+		sites = append(sites, &readingsSite{region: f.Region, url: f.NATSURL})
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
-	handler := func(msg jetstream.Msg) { d.handleReading(time.Now(), msg.Subject(), msg.Data()) }
-	onErr := func(_ jetstream.ConsumeContext, err error) {
-		d.setReadingsErr(fmt.Sprintf("consuming %s: %v", readingsStream, err))
-		d.log.Debug("READINGS consumer", "err", err)
-	}
-	cc := retry(ctx, func() (jetstream.ConsumeContext, error) {
-		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		defer cancel()
-		cons, err := js.OrderedConsumer(cctx, readingsStream, cfg)
-		if err == nil {
-			var cc jetstream.ConsumeContext
-			if cc, err = cons.Consume(handler, jetstream.ConsumeErrHandler(onErr)); err == nil {
-				d.setReadingsErr("")
-				d.log.Info("consuming readings", "stream", readingsStream, "domain", d.cfg.Domain)
-				return cc, nil
+	defer func() {
+		for _, s := range sites[1:] {
+			if s.nc != nil {
+				s.nc.Close()
 			}
 		}
-		err = fmt.Errorf("waiting for stream %s in domain %s: %w", readingsStream, d.cfg.Domain, err)
-		d.setReadingsErr(err.Error())
-		return nil, err
-	}, d.log)
-	if cc == nil {
-		return
+	}()
+	home, cur := sites[0], sites[0]
+	d.setFeed(cur.region)
+
+	var (
+		cc          jetstream.ConsumeContext
+		downSince   time.Time
+		homeUpSince time.Time
+	)
+	stop := func() {
+		if cc != nil {
+			cc.Stop()
+			<-cc.Closed()
+			cc = nil
+		}
 	}
-	<-ctx.Done()
-	cc.Stop()
-	<-cc.Closed()
+	defer stop()
+	moveTo := func(s *readingsSite, why string) {
+		stop()
+		d.log.Warn("reading from another region", "from", cur.region, "to", s.region, "why", why)
+		cur, downSince, homeUpSince = s, time.Time{}, time.Time{}
+		d.setFeed(cur.region)
+		d.m.failovers.Inc()
+	}
+	tick := time.NewTicker(min(max(d.cfg.FailoverAfter/4, 100*time.Millisecond), probeInterval))
+	defer tick.Stop()
+	for {
+		if cc == nil && cur.nc.IsConnected() {
+			var err error
+			if cc, err = d.startReadings(ctx, cur); err != nil {
+				d.setReadingsErr(err.Error())
+			}
+		}
+		now := time.Now()
+		if cc != nil && cur.nc.IsConnected() {
+			downSince = time.Time{}
+			if cur != home {
+				if d.probeReadings(ctx, home) != nil {
+					homeUpSince = time.Time{}
+				} else if homeUpSince.IsZero() {
+					homeUpSince = now
+				} else if now.Sub(homeUpSince) >= d.cfg.FailoverAfter {
+					moveTo(home, "home region answers again")
+					continue
+				}
+			}
+		} else {
+			if downSince.IsZero() {
+				downSince = now
+			}
+			if len(sites) > 1 && now.Sub(downSince) >= d.cfg.FailoverAfter {
+				moved := false
+				i := slices.Index(sites, cur)
+				for k := 1; k < len(sites); k++ {
+					next := sites[(i+k)%len(sites)]
+					if err := d.probeReadings(ctx, next); err != nil {
+						d.log.Debug("cannot read from region", "region", next.region, "err", err)
+						continue
+					}
+					moveTo(next, fmt.Sprintf("%s unusable for %s", cur.region, now.Sub(downSince).Round(time.Millisecond)))
+					moved = true
+					break
+				}
+				if moved {
+					continue // start reading there at once
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// startReadings starts an ordered consumer of new readings on s's READINGS.
+func (d *Dashboard) startReadings(ctx context.Context, s *readingsSite) (jetstream.ConsumeContext, error) {
+	js, err := jetstream.NewWithDomain(s.nc, s.region)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	cons, err := js.OrderedConsumer(cctx, readingsStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("waiting for stream %s in domain %s: %w", readingsStream, s.region, err)
+	}
+	handler := func(msg jetstream.Msg) { d.handleReading(time.Now(), msg.Subject(), msg.Data()) }
+	onErr := func(_ jetstream.ConsumeContext, err error) {
+		d.setReadingsErr(fmt.Sprintf("consuming %s in %s: %v", readingsStream, s.region, err))
+		d.log.Debug("READINGS consumer", "region", s.region, "err", err)
+	}
+	cc, err := cons.Consume(handler, jetstream.ConsumeErrHandler(onErr))
+	if err != nil {
+		return nil, fmt.Errorf("consuming %s in domain %s: %w", readingsStream, s.region, err)
+	}
+	d.setReadingsErr("")
+	d.log.Info("consuming readings", "stream", readingsStream, "domain", s.region)
+	return cc, nil
+}
+
+// probeReadings connects to s if need be and asks for its READINGS.
+func (d *Dashboard) probeReadings(ctx context.Context, s *readingsSite) error {
+	if s.nc == nil {
+		// Connect before reconnecting forever: a region that never
+		// answered is tried again at the next probe.
+		nc, err := nats.Connect(s.url,
+			nats.Name("telemetry-dashboard"),
+			nats.Timeout(min(d.cfg.FailoverAfter, apiTimeout)),
+			nats.MaxReconnects(-1),
+			nats.ReconnectWait(time.Second),
+		)
+		if err != nil {
+			return fmt.Errorf("connecting to %s: %w", s.region, err)
+		}
+		s.nc = nc
+	}
+	if !s.nc.IsConnected() {
+		return fmt.Errorf("%s: not connected", s.region)
+	}
+	js, err := jetstream.NewWithDomain(s.nc, s.region)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(d.cfg.FailoverAfter, apiTimeout))
+	defer cancel()
+	_, err = js.Stream(pctx, readingsStream)
+	return err
+}
+
+// setFeed records the region READINGS is read from.
+func (d *Dashboard) setFeed(region string) { d.feedRegion.Store(&region) }
+
+// feed is the region READINGS is read from.
+func (d *Dashboard) feed() string {
+	if r := d.feedRegion.Load(); r != nil {
+		return *r
+	}
+	return d.cfg.Domain
 }
 
 // setReadingsErr records what is wrong with the READINGS consumer, "" for

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/deploy"
 )
 
 // Defaults used for zero fields of Config.
@@ -14,7 +16,8 @@ const (
 	DefaultStream          = "READINGS"
 	DefaultDurable         = "storage"
 	DefaultClickHouseAddr  = "127.0.0.1:9000"
-	DefaultClickHouseUser  = "default"
+	DefaultClickHouseUser  = deploy.ClickHouseWriterUser
+	DefaultHistoryUser     = deploy.ClickHouseReaderUser
 	DefaultDatabase        = "telemetry"
 	DefaultBatchSize       = 5000
 	DefaultFlushInterval   = time.Second
@@ -24,6 +27,8 @@ const (
 	DefaultDrainTimeout    = 10 * time.Second
 	DefaultPendingInterval = 2 * time.Second
 	DefaultListen          = "127.0.0.1:8081"
+	DefaultFailoverAfter   = 10 * time.Second
+	DefaultFailoverMargin  = time.Minute
 )
 
 // NoListen as Config.Listen serves no HTTP: the caller mounts Handler
@@ -47,9 +52,19 @@ type Config struct {
 
 	// ClickHouseAddr is host:port of ClickHouse's native protocol (the HTTP
 	// protocol is not supported: clickhouse-go's fails on 18.16).
-	ClickHouseAddr     string
+	ClickHouseAddr string
+	// ClickHouseUser and ClickHousePassword are the writer's: it creates
+	// and migrates the schema, inserts, and reads back (deduplication, the
+	// ledger). A zero user is DefaultClickHouseUser, with
+	// deploy.DemoClickHouseWriterPassword when the password is zero too.
 	ClickHouseUser     string
 	ClickHousePassword string
+	// HistoryUser and HistoryPassword are the read-only user of a second
+	// connection that serves only /api/history, the dashboard's history.
+	// A zero user is DefaultHistoryUser, with
+	// deploy.DemoClickHouseReaderPassword when the password is zero too.
+	HistoryUser     string
+	HistoryPassword string
 	// Database holds the readings table; migrations create it.
 	Database string
 
@@ -84,10 +99,31 @@ type Config struct {
 	// PendingInterval is how often the consumer's backlog is asked for.
 	PendingInterval time.Duration
 
+	// Fallbacks are the regions to consume from, in order, when Domain's
+	// server is gone (see failover.go). Every region's READINGS holds every
+	// region's readings, so any of them will do.
+	Fallbacks []Fallback
+	// FailoverAfter is how long the current region may stay unusable
+	// (server unreachable, stream or consumer failing) before the writer
+	// moves to the next region; and how long the home region must answer
+	// again before the writer moves back to it.
+	FailoverAfter time.Duration
+	// FailoverMargin is how far before the last stored reading the
+	// consumer in the new region starts: it covers readings that ingest
+	// published out of order and clock differences between servers.
+	// Readings in the overlap are looked up before insertion.
+	FailoverMargin time.Duration
+
 	// Listen is the HTTP address of /healthz, /metrics, /api/status and
 	// /api/ledger. Port 0 picks a free port (see Addr); NoListen serves
 	// nothing.
 	Listen string
+}
+
+// Fallback is a region the writer can consume from instead of its own.
+type Fallback struct {
+	Region  string // JetStream domain
+	NATSURL string // client URL of the region's server, credentials included
 }
 
 func (c Config) withDefaults() Config {
@@ -106,7 +142,14 @@ func (c Config) withDefaults() Config {
 	set(&c.Stream, DefaultStream)
 	set(&c.Durable, DefaultDurable)
 	set(&c.ClickHouseAddr, DefaultClickHouseAddr)
-	set(&c.ClickHouseUser, DefaultClickHouseUser)
+	if c.ClickHouseUser == "" {
+		c.ClickHouseUser = DefaultClickHouseUser
+		set(&c.ClickHousePassword, deploy.DemoClickHouseWriterPassword)
+	}
+	if c.HistoryUser == "" {
+		c.HistoryUser = DefaultHistoryUser
+		set(&c.HistoryPassword, deploy.DemoClickHouseReaderPassword)
+	}
 	set(&c.Database, DefaultDatabase)
 	set(&c.Listen, DefaultListen)
 	if c.BatchSize == 0 {
@@ -121,6 +164,8 @@ func (c Config) withDefaults() Config {
 	setD(&c.MaxRetryBackoff, DefaultMaxRetryBackoff)
 	setD(&c.DrainTimeout, DefaultDrainTimeout)
 	setD(&c.PendingInterval, DefaultPendingInterval)
+	setD(&c.FailoverAfter, DefaultFailoverAfter)
+	setD(&c.FailoverMargin, DefaultFailoverMargin)
 	return c
 }
 
@@ -145,8 +190,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("storage: ack wait (%s) must be longer than the flush interval (%s)", c.AckWait, c.FlushInterval)
 	case c.RetryBackoff < 0 || c.MaxRetryBackoff < c.RetryBackoff:
 		return fmt.Errorf("storage: retry backoff %s to %s: want 0 < first <= max", c.RetryBackoff, c.MaxRetryBackoff)
-	case c.DrainTimeout < 0 || c.PendingInterval < 0:
+	case c.DrainTimeout < 0 || c.PendingInterval < 0 || c.FailoverMargin < 0:
 		return errors.New("storage: durations must not be negative")
+	case c.FailoverAfter < 500*time.Millisecond:
+		return fmt.Errorf("storage: failover after %s is too short (at least 500ms)", c.FailoverAfter)
+	}
+	seen := map[string]bool{c.Domain: true}
+	for _, f := range c.Fallbacks {
+		switch {
+		case f.Region == "" || f.NATSURL == "":
+			return fmt.Errorf("storage: fallback %q=%q: want a region and its NATS URL", f.Region, f.NATSURL)
+		case seen[f.Region]:
+			return fmt.Errorf("storage: fallback region %q listed twice or is the home region", f.Region)
+		}
+		seen[f.Region] = true
 	}
 	return nil
 }

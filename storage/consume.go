@@ -80,6 +80,10 @@ func (w *Writer) consume(ctx context.Context) error {
 			}
 			if err != nil {
 				w.setState(StateConnecting, err)
+				if migrated && w.siteDown(ctx) {
+					bo.Reset()
+					continue
+				}
 				sleep(ctx, bo.NextBackOff())
 				continue
 			}
@@ -107,15 +111,25 @@ func (w *Writer) consume(ctx context.Context) error {
 		if fetchErr != nil {
 			w.setState(StateNATSDown, fetchErr)
 			cons = nil // set up again: the consumer or stream may be gone
-			sleep(ctx, bo.NextBackOff())
+			if !w.siteDown(ctx) {
+				sleep(ctx, bo.NextBackOff())
+			}
 			continue
 		}
-		if !w.nc.IsConnected() {
-			w.setState(StateNATSDown, fmt.Errorf("NATS %s: not connected, reconnecting", redact(w.cfg.NATSURL)))
-			sleep(ctx, bo.NextBackOff())
+		if s := w.current(); !s.nc.IsConnected() {
+			w.setState(StateNATSDown, fmt.Errorf("NATS %s in %s: not connected, reconnecting", redact(s.url), s.region))
+			if w.siteDown(ctx) {
+				cons = nil
+			} else {
+				sleep(ctx, bo.NextBackOff())
+			}
 			continue
 		}
 		bo.Reset()
+		if w.siteUp(ctx) {
+			cons = nil
+			continue
+		}
 		if s := w.Status().State; s != StateOK {
 			w.setState(StateOK, nil)
 		}
@@ -143,25 +157,6 @@ func (w *Writer) migrate(ctx context.Context) error {
 	return nil
 }
 
-// consumer creates or updates the durable pull consumer.
-func (w *Writer) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       w.cfg.Durable,
-		Description:   "storage: every reading into ClickHouse",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxAckPending: w.cfg.MaxAckPending,
-		MaxDeliver:    -1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s on stream %s in domain %s: %w", w.cfg.Durable, w.cfg.Stream, w.cfg.Domain, err)
-	}
-	return c, nil
-}
-
 // fetch fills b with up to BatchSize messages, waiting at most
 // FlushInterval. A message that cannot become rows is acknowledged at once
 // and counted: policy "skip poison". It stays in the stream for
@@ -169,7 +164,7 @@ func (w *Writer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 	mb, err := cons.Fetch(w.cfg.BatchSize, jetstream.FetchMaxWait(w.cfg.FlushInterval))
 	if err != nil {
-		return fmt.Errorf("fetching from %s: %w", w.cfg.Stream, err)
+		return fmt.Errorf("fetching from %s in %s: %w", w.cfg.Stream, w.current().region, err)
 	}
 	for m := range mb.Messages() {
 		if len(b.msgs) == 0 {
@@ -192,7 +187,9 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 		// Delivered before: an earlier writer may have stored it and died
 		// before acknowledging (see dedupe.go).
 		md, err := m.Metadata()
-		rd.check = w.cfg.CheckAll || err != nil || md.NumDelivered > 1
+		// Or delivered by another region than the one it may have been
+		// stored from (see failover.go).
+		rd.check = w.cfg.CheckAll || err != nil || md.NumDelivered > 1 || w.mayBeStored(&rd)
 		b.add(m, rd)
 	}
 	if err := mb.Error(); err != nil {
@@ -272,6 +269,7 @@ func (w *Writer) insert(ctx context.Context, b *batch) error {
 }
 
 func (w *Writer) stored(b *batch, took time.Duration) {
+	w.advance(b)
 	rows, readings := b.cols.rows(), b.cols.readings
 	now := time.Now()
 	w.metrics.dupBatch.Add(float64(b.copies))

@@ -235,15 +235,20 @@ func (e *env) rollupCounts(t *testing.T) map[string]uint64 {
 	return out
 }
 
-// checkRollups fails unless the rollups count each metric of rs once.
+// checkRollups fails unless the rollups come to count each metric of rs
+// once. It waits, as a part of the rollups may commit just after the part
+// of the readings that fed it; a count that overshoots never settles.
 func (e *env) checkRollups(t *testing.T, readings int) {
 	t.Helper()
-	got := e.rollupCounts(t)
-	for _, m := range metricNames {
-		if got[m] != uint64(readings) {
-			t.Errorf("rollups count %d %s readings, want %d (all: %v)", got[m], m, readings, got)
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		got := e.rollupCounts(t)
+		for _, m := range metricNames {
+			if got[m] != uint64(readings) {
+				return fmt.Errorf("rollups count %d %s readings, want %d (all: %v)", got[m], m, readings, got)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // insertRows writes the rows of rs straight into the table, as a writer

@@ -41,6 +41,12 @@ type Status struct {
 	LastInsert        string `json:"last_insert"`      // RFC 3339; empty before the first insert
 	ConsumerPending   uint64 `json:"consumer_pending"` // in the stream, not yet stored: undelivered plus unacknowledged
 	Error             string `json:"error"`            // why the state is not ok; empty when it is
+	// Region is the region whose READINGS the writer consumes: HomeRegion
+	// (Config.Domain), or a fallback while that is gone. Failovers counts
+	// the changes of region, moves back home included.
+	Region     string `json:"region"`
+	HomeRegion string `json:"home_region"`
+	Failovers  uint64 `json:"failovers"`
 }
 
 // Writer consumes a region's READINGS stream and stores the readings in
@@ -52,9 +58,13 @@ type Writer struct {
 	metrics *metrics
 
 	conn driver.Conn
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	ln   net.Listener // nil with NoListen
+	// hconn is the read-only user's connection, for /api/history only.
+	hconn driver.Conn
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	ln    net.Listener // nil with NoListen
+
+	fo failover // the regions it can consume from (failover.go)
 
 	mu     sync.Mutex
 	status Status
@@ -79,32 +89,28 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 		metrics: newMetrics(reg),
 		status:  Status{State: StateStarting},
 	}
+	w.fo.initMetrics(reg)
 	conn, err := Dial(cfg)
 	if err != nil {
 		return nil, err
 	}
 	w.conn = conn
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("telemetry-storage"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
-	)
+	if w.hconn, err = DialHistory(cfg); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	nc, err := w.connect(cfg.Domain, cfg.NATSURL)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("storage: connecting to NATS %s: %w", redact(cfg.NATSURL), err)
+		w.hconn.Close()
+		return nil, err
 	}
 	w.nc = nc
 	if w.js, err = jetstream.NewWithDomain(nc, cfg.Domain); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("storage: jetstream domain %s: %w", cfg.Domain, err)
 	}
+	w.initSites(w.nc, w.js)
 	if cfg.Listen != NoListen {
 		if w.ln, err = httpserv.Listen(cfg.Listen); err != nil {
 			w.Close()
@@ -114,23 +120,37 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 	return w, nil
 }
 
-// Dial opens a connection pool to cfg's ClickHouse, native protocol. Like
-// clickhouse.Open it does not connect yet. The bench command uses it with
-// Ledger.
+// Dial opens a connection pool to cfg's ClickHouse, native protocol, as the
+// writer's user. Like clickhouse.Open it does not connect yet. The bench
+// command uses it with Ledger.
 func Dial(cfg Config) (driver.Conn, error) {
 	cfg = cfg.withDefaults()
+	return dial(cfg, cfg.ClickHouseUser, cfg.ClickHousePassword, 4)
+}
+
+// DialHistory is Dial as the read-only history user (Config.HistoryUser),
+// whose connection serves QueryHistory.
+func DialHistory(cfg Config) (driver.Conn, error) {
+	cfg = cfg.withDefaults()
+	return dial(cfg, cfg.HistoryUser, cfg.HistoryPassword, 2)
+}
+
+func dial(cfg Config, user, password string, conns int) (driver.Conn, error) {
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Protocol:     clickhouse.Native,
-		Addr:         []string{cfg.ClickHouseAddr},
-		Auth:         clickhouse.Auth{Database: "default", Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
+		Protocol: clickhouse.Native,
+		Addr:     []string{cfg.ClickHouseAddr},
+		// No database: the server's default one, which the users may not
+		// be allowed to use (ClickHouse refuses the login then). Every
+		// query names its tables' database.
+		Auth:         clickhouse.Auth{Username: user, Password: password},
 		DialTimeout:  5 * time.Second,
 		ReadTimeout:  30 * time.Second,
-		MaxOpenConns: 4,
+		MaxOpenConns: conns,
 		MaxIdleConns: 2,
 		ClientInfo:   clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "telemetry-storage", Version: "1"}}},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("storage: ClickHouse at %s: %w", cfg.ClickHouseAddr, err)
+		return nil, fmt.Errorf("storage: ClickHouse at %s as %s: %w", cfg.ClickHouseAddr, user, err)
 	}
 	return conn, nil
 }
@@ -184,6 +204,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		g.Go(func() error { return httpserv.Serve(gctx, ln, w.Handler(), w.log) })
 	}
 	g.Go(func() error { w.pollPending(gctx); return nil })
+	g.Go(func() error { w.probeHome(gctx); return nil })
 	g.Go(func() error { return w.consume(gctx) })
 	return g.Wait()
 }
@@ -192,6 +213,9 @@ func (w *Writer) Run(ctx context.Context) error {
 // it again does nothing.
 func (w *Writer) Close() error {
 	w.closeOnce.Do(func() {
+		if w.fo.sites != nil {
+			w.closeSites()
+		}
 		if w.nc != nil {
 			// Send the last acknowledgements before closing; if NATS is
 			// away they are lost and the readings come again, harmlessly.
@@ -200,6 +224,9 @@ func (w *Writer) Close() error {
 		}
 		if w.conn != nil {
 			w.closeErr = w.conn.Close()
+		}
+		if w.hconn != nil {
+			w.hconn.Close()
 		}
 		if w.ln != nil {
 			w.ln.Close() // already closed if Run served it
@@ -220,7 +247,7 @@ func (w *Writer) pollPending(ctx context.Context) {
 		case <-t.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, w.cfg.PendingInterval)
-		c, err := w.js.Consumer(rctx, w.cfg.Stream, w.cfg.Durable)
+		c, err := w.current().js.Consumer(rctx, w.cfg.Stream, w.cfg.Durable)
 		cancel()
 		if err != nil {
 			continue // not created yet, or NATS away: the state says why
