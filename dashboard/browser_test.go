@@ -272,10 +272,13 @@ func TestBrowserHistoryChart(t *testing.T) {
 		}
 	}))
 	t.Cleanup(storage.Close)
-	_, base := startDashboard(t, Config{
+	d, base := startDashboard(t, Config{
 		NATSURL: url, Domain: "us-east", Regions: []string{"us-east"},
 		PushInterval: 200 * time.Millisecond, StorageURL: storage.URL, StoragePoll: 100 * time.Millisecond,
 	})
+	// A scenario a few minutes ago is marked on the history chart.
+	d.MarkScenario(ScenarioEvent{Run: 1, Scenario: "clickhouse-outage", Kind: ScenarioStart, Time: time.Now().Add(-4 * time.Minute)})
+	d.MarkScenario(ScenarioEvent{Run: 1, Scenario: "clickhouse-outage", Kind: ScenarioEnd, Time: time.Now().Add(-3 * time.Minute)})
 	waitConsuming(t, base)
 	keepPublishing(t, js, "us-east")
 	navigate(t, ctx, base)
@@ -283,6 +286,7 @@ func TestBrowserHistoryChart(t *testing.T) {
 	waitText(t, ctx, "storage-readings", "10 readings stored", func(s string) bool { return s == "10" })
 	waitText(t, ctx, "tab-temperature_c", "a tab for temperature_c", contains("temperature_c"))
 	waitText(t, ctx, "history-legend", "the chart's legend", contains("us-east"))
+	waitJS(t, ctx, markers("history-chart"), "the clickhouse-outage marker", is("clickhouse-outage"))
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	hidden, err := chromedp.Run(hctx, chromedp.Evaluate[bool](`document.getElementById("history-state").hidden`))

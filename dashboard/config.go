@@ -25,6 +25,7 @@ const (
 	DefaultActiveWindow     = 30 * time.Second
 	DefaultStoragePoll      = 2 * time.Second
 	DefaultStorageOffReason = "no storage URL configured"
+	DefaultFailoverAfter    = 10 * time.Second
 )
 
 // maxPushInterval keeps pushes well inside the page's 10 s watchdog
@@ -50,6 +51,11 @@ type Config struct {
 	// Listen is the HTTP address of the page, /ws, /api/snapshot, /metrics
 	// and /healthz. Port 0 picks a free port (see Addr).
 	Listen string
+	// AllowedOrigins are the origins (scheme://host[:port]) of pages that
+	// may open /ws besides the dashboard's own host: for a page served
+	// behind another host name, such as a reverse proxy. Any other
+	// browser origin is refused (403).
+	AllowedOrigins []string
 
 	// StorageURL is the base URL of the storage service's HTTP API, for
 	// example http://127.0.0.1:8081. Empty means storage is off, and the
@@ -86,9 +92,29 @@ type Config struct {
 	// registry, so the demo can expose every component on one port.
 	Gatherer prometheus.Gatherer
 
+	// Presenter says that the presenter API (package scenario) is served
+	// beside the page, as `telemetry demo --presenter-token` does: the
+	// page then shows its presenter panel, which asks for the token. It
+	// carries no secret. Scenario markers and ledgers are fed with
+	// MarkScenario and ShowLedger.
+	Presenter bool
+
 	// Replication, if set, is polled every StoragePoll for the replication
 	// lag between regions, shown per region. The stream package provides it.
 	Replication func(ctx context.Context) ([]ReplicationLag, error)
+
+	// Fallbacks are the regions whose READINGS the dashboard follows, in
+	// order, when its own region's server is gone; it moves back once that
+	// answers again. FailoverAfter is how long a region must be unusable
+	// before the move, and answer again before the move back.
+	Fallbacks     []Fallback
+	FailoverAfter time.Duration
+}
+
+// Fallback is another region's server the dashboard can read from.
+type Fallback struct {
+	Region  string // JetStream domain
+	NATSURL string // client URL, credentials included
 }
 
 func (c Config) withDefaults() Config {
@@ -128,6 +154,9 @@ func (c Config) withDefaults() Config {
 	if c.ActiveWindow == 0 {
 		c.ActiveWindow = DefaultActiveWindow
 	}
+	if c.FailoverAfter == 0 {
+		c.FailoverAfter = DefaultFailoverAfter
+	}
 	return c
 }
 
@@ -154,6 +183,11 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
 	}
+	for _, o := range c.AllowedOrigins {
+		if err := validOrigin(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.StorageURL != "" {
 		u, err := url.Parse(c.StorageURL)
 		switch {
@@ -173,6 +207,7 @@ func (c Config) Validate() error {
 		{"window", c.Window},
 		{"active window", c.ActiveWindow},
 		{"storage poll", c.StoragePoll},
+		{"failover after", c.FailoverAfter},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
@@ -183,6 +218,16 @@ func (c Config) Validate() error {
 	}
 	if c.PushInterval > maxPushInterval {
 		errs = append(errs, fmt.Errorf("push interval %v: at most %v, or the page takes the silence for a lost connection", c.PushInterval, maxPushInterval))
+	}
+	fallbacks := map[string]bool{}
+	for _, f := range c.Fallbacks {
+		if !validRegion(f.Region) || f.Region == c.Domain || f.NATSURL == "" {
+			errs = append(errs, fmt.Errorf("fallback %q=%q: want another region than %s and its NATS URL", f.Region, f.NATSURL, c.Domain))
+		}
+		if fallbacks[f.Region] {
+			errs = append(errs, fmt.Errorf("fallback region %q listed twice", f.Region))
+		}
+		fallbacks[f.Region] = true
 	}
 	if c.ClientQueue < 1 {
 		errs = append(errs, fmt.Errorf("client queue %d: must be at least 1", c.ClientQueue))

@@ -44,7 +44,11 @@ type Dashboard struct {
 	m     metrics
 	done  chan struct{} // closed when Run returns
 
+	upgrader websocket.Upgrader // of /ws, with its Origin check (origin.go)
+
 	readingsErr atomic.Pointer[string] // nil while the READINGS consumer is fine
+	feedRegion  atomic.Pointer[string] // whose READINGS is read (consume.go)
+	scenarios   scenarioLog            // fed by MarkScenario and ShowLedger
 
 	mu          sync.Mutex
 	nc          *nats.Conn
@@ -62,6 +66,7 @@ type metrics struct {
 	latency     map[string]prometheus.Observer // by region
 	other       prometheus.Counter
 	undecodable prometheus.Counter
+	failovers   prometheus.Counter
 	deadLetters *prometheus.CounterVec
 	pushed      prometheus.Counter
 	storageUp   prometheus.Gauge
@@ -89,6 +94,7 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 		done:  make(chan struct{}),
 		httpc: &http.Client{Timeout: historyTimeout},
 	}
+	d.upgrader = newUpgrader(cfg, d)
 	d.setReadingsErr("starting")
 	d.storage = StorageState{State: StorageUnknown}
 	if cfg.StorageURL == "" {
@@ -143,6 +149,10 @@ func (d *Dashboard) registerMetrics() {
 			Name: "telemetry_dashboard_undecodable_total",
 			Help: "READINGS messages whose subject or payload did not parse.",
 		}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_dashboard_failovers_total",
+			Help: "Changes of the region whose READINGS the dashboard reads: to a fallback, or back home.",
+		}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "telemetry_dashboard_deadletters_total",
 			Help: "Dead letters read from each region's DEADLETTER stream, by reason.",
@@ -178,7 +188,7 @@ func (d *Dashboard) registerMetrics() {
 		}
 		return 0
 	})
-	d.reg.MustRegister(readings, latency, natsUp, d.m.other, d.m.undecodable,
+	d.reg.MustRegister(readings, latency, natsUp, d.m.other, d.m.undecodable, d.m.failovers,
 		d.m.deadLetters, d.m.pushed, d.m.storageUp)
 }
 
@@ -327,9 +337,11 @@ func (d *Dashboard) push(ctx context.Context) {
 
 // snapshot assembles the state as of now.
 func (d *Dashboard) snapshot(now time.Time, seq uint64) Snapshot {
-	s := Snapshot{Seq: seq, Time: now.UTC(), Domain: d.cfg.Domain, Replication: []ReplicationLag{}}
+	s := Snapshot{Seq: seq, Time: now.UTC(), Domain: d.feed(), HomeDomain: d.cfg.Domain, Replication: []ReplicationLag{}}
 	d.agg.snapshot(now, &s)
 	s.Clients = d.hub.count()
+	s.Presenter = d.cfg.Presenter
+	d.scenarios.fill(&s)
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -370,10 +382,8 @@ func (d *Dashboard) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(b)
 }
 
-var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10}
-
 func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {
-	conn, err := upgrader.Upgrade(w, r, nil) // answers the client itself on error
+	conn, err := d.upgrader.Upgrade(w, r, nil) // answers the client itself on error (403 for a foreign Origin)
 	if err != nil {
 		d.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return

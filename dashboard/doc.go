@@ -26,4 +26,10 @@
 // a client that falls behind is disconnected rather than waited for (its
 // browser reconnects and gets the next full snapshot, so nothing is lost to
 // the viewer). The page at / is embedded in the binary and needs no network.
+//
+// Beside the pipeline, the demo feeds it the presenter scenarios (package
+// scenario) with MarkScenario and ShowLedger: the page marks each run on
+// its charts and ends it with the conservation ledger on screen. With
+// Config.Presenter the page also offers the presenter panel, which calls the
+// scenario API served beside it, with a token the presenter types.
 package dashboard

@@ -9,8 +9,10 @@ type Snapshot struct {
 	// Seq increases by one per push, so a client can tell snapshots apart.
 	Seq  uint64    `json:"seq"`
 	Time time.Time `json:"time"`
-	// Domain is the region whose READINGS the dashboard reads.
-	Domain string `json:"domain"`
+	// Domain is the region whose READINGS the dashboard reads: HomeDomain
+	// (Config.Domain), or one of Config.Fallbacks while that is gone.
+	Domain     string `json:"domain"`
+	HomeDomain string `json:"home_domain"`
 	// WindowSeconds is the sliding window of rates, latencies and metrics.
 	WindowSeconds float64          `json:"window_seconds"`
 	NATS          NATSState        `json:"nats"`
@@ -20,6 +22,14 @@ type Snapshot struct {
 	OtherReadings uint64           `json:"other_readings"` // readings of regions not in Config.Regions
 	Undecodable   uint64           `json:"undecodable"`    // READINGS messages that did not parse
 	Clients       int              `json:"clients"`        // websocket clients connected
+	// Presenter is Config.Presenter: the presenter API is served beside
+	// the page, which then offers its panel (and asks for the token).
+	Presenter bool `json:"presenter"`
+	// Scenarios are the markers of the last presenter scenarios, oldest
+	// first; Ledger is the last finished one's ledger, nil while a
+	// scenario runs and before the first ends.
+	Scenarios []ScenarioMarker `json:"scenarios"`
+	Ledger    *ScenarioLedger  `json:"ledger"`
 }
 
 // NATSState is the dashboard's own connection to its region.
@@ -119,4 +129,41 @@ type StorageState struct {
 	// Since is when State last changed, as seen by the dashboard's polls
 	// (zero while storage is off).
 	Since time.Time `json:"since,omitzero"`
+}
+
+// ScenarioMarker marks one run of a presenter scenario (package scenario)
+// on the page's charts: a band from Start to End, labelled with Scenario.
+type ScenarioMarker struct {
+	Run      int       `json:"run"`
+	Scenario string    `json:"scenario"`
+	Start    time.Time `json:"start"`
+	// End is zero while the scenario runs.
+	End time.Time `json:"end,omitzero"`
+	// Phase is what the scenario last said it was doing: its start text,
+	// then each step (the fault, the recovery), then its summary.
+	Phase string `json:"phase"`
+}
+
+// ScenarioLedger is the conservation ledger a finished scenario ends with,
+// counted over its witness devices: the page shows it big, green when
+// nothing was lost, red otherwise.
+type ScenarioLedger struct {
+	Run      int       `json:"run"`
+	Scenario string    `json:"scenario"`
+	Label    string    `json:"label"` // the request, e.g. "cut-region eu-west"
+	End      time.Time `json:"end"`
+	Sent     uint64    `json:"sent"`
+	// Acked readings were acknowledged by the broker: the pipeline owes
+	// each one.
+	Acked  uint64 `json:"acked"`
+	Stored uint64 `json:"stored"`
+	// Quarantined are dead letters (hostile messages), never dropped, of
+	// HostileSent sent.
+	Quarantined uint64 `json:"quarantined"`
+	HostileSent uint64 `json:"hostile_sent"`
+	Lost        uint64 `json:"lost"`
+	// OK is the scenario's verdict: nothing lost, every hostile message
+	// quarantined under its reason, no error. Error says why not.
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
 }

@@ -223,6 +223,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		p, err := startPipeline(pctx, g, pipelineConfig{
 			regions: cfg.Regions, topo: topo, mqtt: "127.0.0.1:0", dataDir: dir,
 			clickhouse: addr, storageListen: "127.0.0.1:0", requireStore: true,
+			mqttAuth: mqttAuth{devicePassword: cfg.Password},
 		}, func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) }, log)
 		if err != nil {
 			return err
@@ -230,7 +231,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		defer p.close()
 		cfg.Broker = p.broker.URL()
 		for _, r := range cfg.Regions {
-			opts.natsURLs[r] = p.nats.URL(r)
+			// Reading DEADLETTER and READINGS needs no more than the
+			// dashboard's user may do.
+			opts.natsURLs[r] = p.nats.URLAs(r, "dashboard")
 		}
 		opts.gather = p.gatherers
 		select {

@@ -164,10 +164,12 @@ func TestComposeAddressesAgree(t *testing.T) {
 				check(s.Name, "nats", v, region)
 			}
 		}
-		if v, ok := flagValue(s.Command, "nats-regions"); ok {
-			for _, item := range strings.Split(v, ",") {
-				r, u, _ := strings.Cut(item, "=")
-				check(s.Name, "nats-regions", u, r)
+		for _, f := range []string{"nats-regions", "nats-fallback"} {
+			if v, ok := flagValue(s.Command, f); ok {
+				for _, item := range strings.Split(v, ",") {
+					r, u, _ := strings.Cut(item, "=")
+					check(s.Name, f, u, r)
+				}
 			}
 		}
 	}
@@ -178,8 +180,12 @@ func TestComposeAddressesAgree(t *testing.T) {
 func TestComposeMountsTheFilesTheTestsUse(t *testing.T) {
 	p, root := loadCompose(t)
 	shared := map[string]bool{
-		filepath.Join(root, "deploy/nats"):                     true, // embedded by package deploy, loaded by stream.StartEmbedded
-		filepath.Join(root, "deploy/mosquitto/mosquitto.conf"): true, // loaded by testharness.MosquittoBroker
+		filepath.Join(root, "deploy/nats"):      true, // embedded by package deploy, loaded by stream.StartEmbedded
+		filepath.Join(root, "deploy/mosquitto"): true, // mosquitto.conf, passwd and acl: loaded by testharness.MosquittoBroker; passwd and acl embedded by package deploy for the demo's broker
+
+		// Embedded by package deploy, given by internal/chserver to every
+		// ClickHouse it starts.
+		filepath.Join(root, "deploy/clickhouse/users.d/telemetry.xml"): true,
 	}
 	mounts := 0
 	for name, s := range p.Services {

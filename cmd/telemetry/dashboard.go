@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,19 +21,27 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "NATS URL of the region the dashboard reads from")
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the page and API; use 0.0.0.0:8080 to show it to other machines")
+	allowedOrigins := fs.String("allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")
 	fs.StringVar(&cfg.StorageURL, "storage-url", "http://127.0.0.1:8081", "base URL of the storage service's HTTP API; empty: storage is off")
-	regionURLs := fs.String("nats-regions", "", "region=URL for other regions' servers, to measure replication lag even when a region is cut off from the hub (default: ask through --nats)")
+	regionURLs := fs.String("nats-regions", "", "region=URL for other regions' servers, to measure replication lag even when a region is cut off from the hub (default: ask through --nats), and to read READINGS from, in --regions order, while --region's server is gone")
+	fs.DurationVar(&cfg.FailoverAfter, "failover-after", dashboard.DefaultFailoverAfter, "how long --region may be unusable before reading from another region, and must answer again before moving back")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	cfg.Regions = cli.SplitList(*regions)
+	cfg.AllowedOrigins = cli.SplitList(*allowedOrigins)
 	if cfg.StorageURL == "" {
 		cfg.StorageOffReason = "the dashboard was started without --storage-url"
 	}
 	urls, err := parseRegionURLs(*regionURLs)
 	if err != nil {
 		return err
+	}
+	for _, r := range cfg.Regions {
+		if u, ok := urls[r]; ok && r != cfg.Domain {
+			cfg.Fallbacks = append(cfg.Fallbacks, dashboard.Fallback{Region: r, NATSURL: u})
+		}
 	}
 	if _, ok := urls[cfg.Domain]; !ok {
 		urls[cfg.Domain] = cfg.NATSURL
@@ -50,6 +60,17 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer d.Close()
+	var exposed []string
+	if !isLoopback(d.Addr()) {
+		exposed = demoNATSPasswords(slices.Sorted(maps.Values(urls))...)
+	}
+	for _, n := range exposure("the dashboard", d.Addr(), "set your own passwords", exposed) {
+		if n.warn {
+			log.Warn(n.text)
+		} else {
+			log.Info(n.text)
+		}
+	}
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	return d.Run(ctx)

@@ -13,10 +13,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/telemetry-demo/telemetry/dashboard"
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/scenario"
+	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -31,7 +34,10 @@ clickhouse) found on PATH, started and stopped by the demo with its data under
 With --presenter-token the presenter API is on, on the dashboard's address:
 POST /api/scenario/<name> runs a failure scenario (telemetry scenario
 --help lists them) and GET /api/scenario shows the event log and the
-ledgers, both with the header Authorization: Bearer <token>.
+ledgers, both with the header Authorization: Bearer <token>. The dashboard
+then shows a presenter panel: type the token once, or open the page as
+http://127.0.0.1:8080/#token=<token>; each scenario is marked on the charts
+and ends with its ledger on screen.
 
 Ctrl-C stops everything cleanly.`
 
@@ -54,6 +60,15 @@ type demoFlags struct {
 	// scenarioLead, when set, replaces the scenarios' lead and tail (tests
 	// make them short).
 	scenarioLead time.Duration
+	// insecure lets anonymous MQTT clients in (loopback only); the
+	// passwords are those of the broker's device and ingest users.
+	insecure                           bool
+	mqttDevicePassword, mqttIngestPass string
+	// chUsers holds storage's ClickHouse users and passwords only.
+	chUsers storage.Config
+	// allowedOrigins are other origins whose pages may open the
+	// dashboard's websocket, comma-separated.
+	allowedOrigins string
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -61,22 +76,34 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	var f demoFlags
 	fs.StringVar(&f.regions, "regions", strings.Join(stream.DefaultRegions, ","), "the regions, in order")
 	fs.StringVar(&f.mqtt, "mqtt", "127.0.0.1:1883", "address of the embedded MQTT broker")
+	fs.BoolVar(&f.insecure, "insecure", false, "let MQTT clients in without credentials, with access to every topic (only with a loopback --mqtt address)")
+	cli.SecretVar(fs, &f.mqttDevicePassword, "mqtt-device-password", deploy.DemoMQTTDevicePassword, "password of the broker's fleet user "+deploy.MQTTDeviceUser+" (default: the public demo default)")
+	cli.SecretVar(fs, &f.mqttIngestPass, "mqtt-ingest-password", deploy.DemoMQTTIngestPassword, "password of the broker's user "+deploy.MQTTIngestUser+" (default: the public demo default)")
 	fs.StringVar(&f.natsPorts, "nats-ports", "4222,4223,4224", "NATS client port of each region, in the order of --regions")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "dashboard address")
 	fs.StringVar(&f.storageListen, "storage-listen", "127.0.0.1:8081", "storage's HTTP address (status, history, ledger)")
 	fs.StringVar(&f.clickhouse, "clickhouse", "", "address (host:port, native protocol) of a running ClickHouse; empty: start one found on PATH, or run without storage; none: run without storage")
+	fs.StringVar(&f.chUsers.ClickHouseUser, "clickhouse-user", storage.DefaultClickHouseUser, "ClickHouse user of storage's writer (see docs/STORAGE.md, Users, for an external --clickhouse)")
+	cli.SecretVar(fs, &f.chUsers.ClickHousePassword, "clickhouse-password", deploy.DemoClickHouseWriterPassword, "password of --clickhouse-user (default: the public demo default)")
+	fs.StringVar(&f.chUsers.HistoryUser, "history-user", storage.DefaultHistoryUser, "read-only ClickHouse user of storage's /api/history")
+	cli.SecretVar(fs, &f.chUsers.HistoryPassword, "history-password", deploy.DemoClickHouseReaderPassword, "password of --history-user (default: the public demo default)")
+	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")
 	fs.StringVar(&f.dataDir, "data-dir", "demo-data", "where NATS and a demo-started ClickHouse keep their data")
 	fs.IntVar(&f.devices, "devices", 30, "simulated devices, spread over the regions")
 	fs.Float64Var(&f.rate, "rate", 150, "readings per second across the fleet")
 	fs.Int64Var(&f.seed, "seed", 1, "seed of the simulated sensors")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
-	fs.StringVar(&f.presenterToken, "presenter-token", "", "turns the presenter API (failure scenarios) on, for clients that send this bearer token; empty: off")
+	cli.SecretVar(fs, &f.presenterToken, "presenter-token", "", "turns the presenter API (failure scenarios) and the dashboard's presenter panel on, for clients that send this bearer token; empty: off")
 	fs.DurationVar(&f.scenarioWindow, "scenario-duration", scenario.DefaultWindow, "how long a scenario's fault lasts unless the request says otherwise")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	log, err := cli.Logger(f.logLevel)
 	if err != nil {
+		return err
+	}
+	// Before starting anything: anonymous MQTT only on loopback.
+	if err := (broker.Config{Listen: f.mqtt, Insecure: f.insecure}).Validate(); err != nil {
 		return err
 	}
 	regions := cli.SplitList(f.regions)
@@ -98,7 +125,8 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	g, ctx := errgroup.WithContext(ctx)
 	p, err := startPipeline(ctx, g, pipelineConfig{
 		regions: regions, topo: topo, natsPorts: ports, mqtt: f.mqtt, dataDir: f.dataDir,
-		clickhouse: f.clickhouse, storageListen: f.storageListen,
+		mqttAuth:   mqttAuth{insecure: f.insecure, devicePassword: f.mqttDevicePassword, ingestPassword: f.mqttIngestPass},
+		clickhouse: f.clickhouse, storageListen: f.storageListen, chUsers: f.chUsers,
 	}, say, log)
 	if err != nil {
 		g.Wait()
@@ -125,6 +153,9 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		StorageOffReason: p.storageOff,
 		Gatherer:         p.gatherers,
 		Replication:      replicationFor(p.status, regions),
+		AllowedOrigins:   cli.SplitList(f.allowedOrigins),
+		Presenter:        f.presenterToken != "",
+		Fallbacks:        dashboardFallbacks(p.nats, p.home, regions),
 	}, log)
 	if err != nil {
 		p.stop()
@@ -140,8 +171,12 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		defer target.close()
 		runner, err = scenario.New(scenario.Config{
 			Regions: regions, Window: f.scenarioWindow, Lead: f.scenarioLead, Tail: f.scenarioLead,
-			OnEvent: func(e scenario.Event) { say("scenario %s (run %d) %s: %s", e.Scenario, e.Run, e.Kind, e.Text) },
+			OnEvent: func(e scenario.Event) {
+				say("scenario %s (run %d) %s: %s", e.Scenario, e.Run, e.Kind, e.Text)
+				dash.MarkScenario(dashboard.ScenarioEvent{Run: e.Run, Scenario: e.Scenario, Kind: e.Kind, Text: e.Text, Time: e.Time})
+			},
 			OnResult: func(r scenario.Result) {
+				dash.ShowLedger(dashboardLedger(r))
 				var b strings.Builder
 				scenario.WriteResult(&b, r)
 				say("%s", strings.TrimRight(b.String(), "\n"))
@@ -162,7 +197,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	mux.Handle("/", dash.Handler())
 	g.Go(func() error { return httpserv.Serve(ctx, ln, mux, log) })
 
-	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
+	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), Password: f.mqttDevicePassword, Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
 	if err != nil {
 		p.stop()
 		g.Wait()
@@ -173,6 +208,13 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 
 	say("%d devices publishing %.0f readings/s", f.devices, f.rate)
 	say("dashboard          http://%s   (Ctrl-C to stop)", ln.Addr())
+	for _, n := range exposure("the dashboard", ln.Addr().String(), "set --presenter-token and your own passwords", demoSecretsOfDemo(f)) {
+		if n.warn {
+			say("WARNING: %s", n.text)
+		} else {
+			say("%s", n.text)
+		}
+	}
 	if runner != nil {
 		say("presenter API      http://%s/api/scenario (bearer token from --presenter-token); try: telemetry scenario cut-region %s --demo-url http://%s", ln.Addr(), regions[len(regions)-1], ln.Addr())
 	}
@@ -195,4 +237,34 @@ func parsePorts(s string, regions []string) (map[string]int, error) {
 		out[regions[i]] = p
 	}
 	return out, nil
+}
+
+// dashboardLedger is what the dashboard shows of a finished scenario.
+func dashboardLedger(r scenario.Result) dashboard.ScenarioLedger {
+	l := dashboard.ScenarioLedger{
+		Run: r.Run, Scenario: r.Request.Name, Label: r.Request.String(), End: r.End,
+		OK: r.OK, Error: r.Error,
+	}
+	if r.Ledger != nil {
+		l.Sent, l.Acked, l.Stored = r.Ledger.Sent, r.Ledger.Acked, r.Ledger.Stored
+		l.Quarantined, l.HostileSent, l.Lost = r.Ledger.Quarantined, r.Ledger.HostileSent, r.Ledger.Lost
+		if !r.Ledger.OK && l.Error == "" {
+			l.Error = strings.Join(r.Ledger.Problems, "; ")
+		}
+	} else if l.Error == "" {
+		l.Error = "no ledger"
+	}
+	return l
+}
+
+// dashboardFallbacks are the regions other than home, in display order, for
+// the dashboard to read from when home's server is gone.
+func dashboardFallbacks(nats *stream.Embedded, home string, regions []string) []dashboard.Fallback {
+	var fb []dashboard.Fallback
+	for _, r := range regions {
+		if r != home {
+			fb = append(fb, dashboard.Fallback{Region: r, NATSURL: nats.URLAs(r, "dashboard")})
+		}
+	}
+	return fb
 }

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -20,22 +22,17 @@ progress line every second and a final report (text, or JSON with --json).`
 
 // fleetFlags are the simulator's flags, shared by devices and bench, which
 // differ in the defaults of --devices and --id-prefix.
-func fleetFlags(fs interface {
-	StringVar(*string, string, string, string)
-	IntVar(*int, string, int, string)
-	Float64Var(*float64, string, float64, string)
-	DurationVar(*time.Duration, string, time.Duration, string)
-	Int64Var(*int64, string, int64, string)
-}, cfg *devices.Config, regions *string, numDevices int, idPrefix string) {
+func fleetFlags(fs *flag.FlagSet, cfg *devices.Config, regions *string, numDevices int, idPrefix string) {
 	fs.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	fs.StringVar(&cfg.Username, "mqtt-user", deploy.MQTTDeviceUser, "MQTT user the fleet shares; each device's client id is its device id, and the broker lets it publish only on its own topic")
+	cli.SecretVar(fs, &cfg.Password, "mqtt-password", deploy.DemoMQTTDevicePassword, "MQTT password of --mqtt-user (default: the public demo default; change it with the broker's)")
 	fs.StringVar(regions, "regions", strings.Join(stream.DefaultRegions, ","), "regions the devices are spread over")
 	fs.IntVar(&cfg.Devices, "devices", numDevices, "number of devices (each its own MQTT connection)")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "readings per second across the fleet")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "how long to publish; 0 until interrupted")
 	fs.DurationVar(&cfg.RampUp, "ramp-up", 0, "raise the rate linearly from 0 over this long (part of --duration)")
 	fs.Int64Var(&cfg.Seed, "seed", 1, "seed of the simulated sensors (same seed, same readings)")
-	fs.StringVar(&cfg.ClientPrefix, "client-prefix", "", "prefix of the devices' MQTT client ids")
-	fs.StringVar(&cfg.IDPrefix, "id-prefix", idPrefix, "put before every device id (bench- makes bench-th-00001), so fleets sharing a broker never share ids")
+	fs.StringVar(&cfg.IDPrefix, "id-prefix", idPrefix, "put before every device id, which is also its MQTT client id (bench- makes bench-th-00001), so fleets sharing a broker never share ids")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", devices.DefaultMaxInflight, "publishes of one device awaiting their PUBACK; at the limit the device waits")
 	fs.IntVar(&cfg.MaxBacklog, "max-backlog", devices.DefaultMaxBacklog, "due readings a waiting or offline device may owe; beyond it they are skipped and counted")
 	fs.Float64Var(&cfg.Reboots, "reboots", 0, "chance per reading that the device reboots first (new boot, seq from 1)")

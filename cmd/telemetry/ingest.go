@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
@@ -17,8 +18,8 @@ func runIngest(args []string, _, stderr io.Writer) error {
 	var cfg ingest.Config
 	fs.StringVar(&cfg.Region, "region", "us-east", "the region this bridge serves")
 	fs.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
-	fs.StringVar(&cfg.Username, "mqtt-user", "", "MQTT user name")
-	fs.StringVar(&cfg.Password, "mqtt-password", "", "MQTT password")
+	fs.StringVar(&cfg.Username, "mqtt-user", deploy.MQTTIngestUser, "MQTT service user of ingest (the broker lets it read every reading)")
+	cli.SecretVar(fs, &cfg.Password, "mqtt-password", deploy.DemoMQTTIngestPassword, "MQTT password of --mqtt-user (default: the public demo default; change it with the broker's)")
 	fs.StringVar(&cfg.Instance, "instance", "", "name of this instance when several share the region's load (e.g. 1, 2); keep it stable across restarts: the broker keeps this instance's share of the readings in its session until it returns")
 	fs.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id of the persistent session (default telemetry-ingest-<region>[-<instance>])")
 	fs.StringVar(&cfg.Group, "group", "", "shared subscription group of the region's instances (default ingest-<region>)")

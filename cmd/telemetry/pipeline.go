@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/chserver"
@@ -33,10 +35,35 @@ type pipelineConfig struct {
 	topo          stream.Topology
 	natsPorts     map[string]int
 	mqtt          string
+	mqttAuth      mqttAuth
 	dataDir       string
 	clickhouse    string // address of a running ClickHouse; empty: find one
 	storageListen string
 	requireStore  bool // fail instead of running without storage
+	// chUsers are storage's ClickHouse users and passwords (the writer's
+	// and the history's); zero fields are the demo users of
+	// deploy/clickhouse/users.d/telemetry.xml.
+	chUsers storage.Config
+}
+
+// mqttAuth is how clients log in to the embedded broker: the users of
+// deploy/mosquitto/passwd, with other passwords when given.
+type mqttAuth struct {
+	insecure bool // anonymous clients too (loopback only)
+	// devicePassword and ingestPassword are the passwords of the fleet's
+	// and ingest's users; empty: the demo defaults.
+	devicePassword, ingestPassword string
+}
+
+// passwd is the broker's password file: the repository's, or one made for
+// other passwords.
+func (a mqttAuth) passwd() ([]byte, error) {
+	dev, in := cmp.Or(a.devicePassword, deploy.DemoMQTTDevicePassword), cmp.Or(a.ingestPassword, deploy.DemoMQTTIngestPassword)
+	if dev == deploy.DemoMQTTDevicePassword && in == deploy.DemoMQTTIngestPassword {
+		return nil, nil // deploy.MosquittoPasswd
+	}
+	return broker.PasswordFile(map[string]string{deploy.MQTTDeviceUser: dev, deploy.MQTTIngestUser: in,
+		deploy.MQTTHealthUser: deploy.MQTTHealthPassword})
 }
 
 // pipeline is a running in-process pipeline. Its long-running parts run in
@@ -45,6 +72,7 @@ type pipeline struct {
 	home       string // the region storage and the dashboard read from
 	nats       *stream.Embedded
 	broker     *broker.Broker
+	mqttAuth   mqttAuth               // how clients log in to broker
 	ingests    map[string]*ingestSlot // by region
 	gatherers  *gatherers
 	storageURL string // empty when storage is off
@@ -57,6 +85,7 @@ type pipeline struct {
 
 	mu        sync.Mutex
 	storeAddr string           // ClickHouse address once storage is up
+	storeCfg  storage.Config   // storage's configuration once it is up
 	ch        *chserver.Server // the ClickHouse the pipeline started, if any
 }
 
@@ -66,6 +95,14 @@ func (p *pipeline) clickhouse() (string, *chserver.Server) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.storeAddr, p.ch
+}
+
+// storageConfig is storage's configuration (ClickHouse address and users)
+// once storage is up: what to dial ClickHouse with as the writer does.
+func (p *pipeline) storageConfig() storage.Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.storeCfg
 }
 
 func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig, say func(string, ...any), log *slog.Logger) (*pipeline, error) {
@@ -104,9 +141,21 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	lagReg.MustRegister(lag)
 	p.gatherers.add(lagReg)
 
-	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt}, log)
+	passwd, err := cfg.mqttAuth.passwd()
+	if err != nil {
+		return nil, err
+	}
+	p.mqttAuth = cfg.mqttAuth
+	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt, Passwd: passwd, Insecure: cfg.mqttAuth.insecure}, log)
+	if errors.Is(err, broker.ErrInsecureNotLoopback) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (is Mosquitto or another demo running? use --mqtt to pick another address)", err)
+	}
+	p.gatherers.add(p.broker.Registry())
+	if cfg.mqttAuth.insecure {
+		say("MQTT IS INSECURE: anyone on this machine may publish and read without credentials (--insecure)")
 	}
 	say("MQTT broker        %s", p.broker.URL())
 
@@ -119,7 +168,8 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 			return nil, err
 		}
 		slot := &ingestSlot{
-			cfg:  ingest.Config{Region: r, Broker: "tcp://" + link.Addr(), NATSURL: nats.URLAs(r, stream.IngestUser(r))},
+			cfg: ingest.Config{Region: r, Broker: "tcp://" + link.Addr(), NATSURL: nats.URLAs(r, stream.IngestUser(r)),
+				Password: cfg.mqttAuth.ingestPassword},
 			link: link, reg: prometheus.NewRegistry(), log: log,
 			crash: make(chan chan error), start: make(chan chan error),
 		}
@@ -185,7 +235,15 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 			p.ch = srv
 			p.mu.Unlock()
 		}
-		st, err := storage.New(storage.Config{NATSURL: nats.URLAs(p.home, "storage"), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen}, log)
+		stCfg := storage.Config{NATSURL: nats.URLAs(p.home, "storage"), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen,
+			ClickHouseUser: cfg.chUsers.ClickHouseUser, ClickHousePassword: cfg.chUsers.ClickHousePassword,
+			HistoryUser: cfg.chUsers.HistoryUser, HistoryPassword: cfg.chUsers.HistoryPassword}
+		for _, r := range cfg.regions {
+			if r != p.home {
+				stCfg.Fallbacks = append(stCfg.Fallbacks, storage.Fallback{Region: r, NATSURL: nats.URLAs(r, "storage")})
+			}
+		}
+		st, err := storage.New(stCfg, log)
 		if err != nil {
 			return err
 		}
@@ -195,6 +253,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		say("storage            ClickHouse %s, status at %s/api/status", addr, p.storageURL)
 		p.mu.Lock()
 		p.storeAddr = addr
+		p.storeCfg = stCfg
 		p.mu.Unlock()
 		p.chAddr <- addr
 		return st.Run(ctx)

@@ -210,7 +210,7 @@ func (t *pipelineTarget) dial() (driver.Conn, error) {
 	if addr == "" {
 		return nil, errors.New("storage is not up")
 	}
-	conn, err := storage.Dial(storage.Config{ClickHouseAddr: addr})
+	conn, err := storage.Dial(t.p.storageConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -236,13 +236,14 @@ func (t *pipelineTarget) Witness(ctx context.Context, w scenario.Witness) (scena
 	regions := t.p.nats.Regions()
 	boot := uint64(time.Now().UnixNano())
 	cfg := devices.Config{
-		Broker: t.p.broker.URL(), Regions: regions, Devices: w.Devices, Rate: w.Rate, Duration: w.Duration,
+		Broker: t.p.broker.URL(), Password: t.p.mqttAuth.devicePassword,
+		Regions: regions, Devices: w.Devices, Rate: w.Rate, Duration: w.Duration,
 		Chaos: w.Chaos, Reboots: w.Reboots, Boot: boot, Seed: int64(boot),
-		IDPrefix: witnessPrefix, ClientPrefix: "telemetry-scenario-",
+		IDPrefix: witnessPrefix, // also the devices' MQTT client ids: apart from the demo's fleet
 	}
 	opts := benchOptions{natsURLs: map[string]string{}, drainTimeout: 60 * time.Second, gather: t.p.gatherers}
 	for _, r := range regions {
-		opts.natsURLs[r] = t.p.nats.URL(r)
+		opts.natsURLs[r] = t.p.nats.URLAs(r, "dashboard") // reads only
 	}
 	rep, err := bench(ctx, cfg, conn, opts, io.Discard, t.log)
 	if err != nil {

@@ -159,4 +159,26 @@ func TestEveryScenarioEndsWithNothingLost(t *testing.T) {
 	if len(s.Results) != len(cases) {
 		t.Errorf("%d results kept, want %d", len(s.Results), len(cases))
 	}
+
+	// The dashboard marks every run on its charts, offers the presenter
+	// panel and shows the last run's ledger.
+	snap, err := snapshot(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !snap.Presenter {
+		t.Error("the snapshot does not offer the presenter panel")
+	}
+	if len(snap.Scenarios) != len(cases) {
+		t.Errorf("%d markers on the dashboard, want %d: %+v", len(snap.Scenarios), len(cases), snap.Scenarios)
+	}
+	for i, m := range snap.Scenarios {
+		if i < len(cases) && (m.Scenario != cases[i].args[0] || m.Start.IsZero() || !m.End.After(m.Start)) {
+			t.Errorf("marker %d: %+v, want %s with a start and an end", i, m, cases[i].args[0])
+		}
+	}
+	last := cases[len(cases)-1].args[0]
+	if l := snap.Ledger; l == nil || l.Scenario != last || l.Lost != 0 || !l.OK || l.Stored == 0 {
+		t.Errorf("ledger on the dashboard %+v, want %s's with lost 0", l, last)
+	}
 }

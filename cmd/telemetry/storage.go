@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"strings"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/storage"
 )
@@ -14,18 +17,27 @@ func runStorage(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
 	fs.StringVar(&cfg.Durable, "durable", storage.DefaultDurable, "durable consumer name; instances with the same name share the work")
 	fs.StringVar(&cfg.ClickHouseAddr, "clickhouse", storage.DefaultClickHouseAddr, "ClickHouse native protocol address host:port")
-	fs.StringVar(&cfg.ClickHouseUser, "clickhouse-user", storage.DefaultClickHouseUser, "ClickHouse user")
-	fs.StringVar(&cfg.ClickHousePassword, "clickhouse-password", "", "ClickHouse password")
+	fs.StringVar(&cfg.ClickHouseUser, "clickhouse-user", storage.DefaultClickHouseUser, "ClickHouse user of the writer (creates the schema, inserts)")
+	cli.SecretVar(fs, &cfg.ClickHousePassword, "clickhouse-password", deploy.DemoClickHouseWriterPassword, "password of --clickhouse-user (the default is the public DEMO password of deploy/clickhouse/users.d/telemetry.xml)")
+	fs.StringVar(&cfg.HistoryUser, "history-user", storage.DefaultHistoryUser, "read-only ClickHouse user of /api/history")
+	cli.SecretVar(fs, &cfg.HistoryPassword, "history-password", deploy.DemoClickHouseReaderPassword, "password of --history-user (the default is the public DEMO password of deploy/clickhouse/users.d/telemetry.xml)")
 	fs.StringVar(&cfg.Database, "database", storage.DefaultDatabase, "ClickHouse database")
 	fs.IntVar(&cfg.BatchSize, "batch-size", storage.DefaultBatchSize, "most readings per insert")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", storage.DefaultFlushInterval, "longest wait before inserting a partial batch")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", storage.DefaultAckWait, "how long JetStream waits for an acknowledgement before delivering a reading again")
 	fs.BoolVar(&cfg.CheckAll, "check-all", false, "look every reading up in ClickHouse before inserting it, not only redelivered ones (one more query per batch)")
 	fs.StringVar(&cfg.Listen, "listen", storage.DefaultListen, "address of the HTTP API, /metrics and /healthz")
+	fallbacks := fs.String("nats-fallback", "", "region=URL,... other regions to consume from, in order, while --region's server is gone (every region holds every reading)")
+	fs.DurationVar(&cfg.FailoverAfter, "failover-after", storage.DefaultFailoverAfter, "how long a region may be unusable before moving to the next, and must answer again before moving back home")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
+	fb, err := parseFallbacks(*fallbacks)
+	if err != nil {
+		return err
+	}
+	cfg.Fallbacks = fb
 	log, err := cli.Logger(*logLevel)
 	if err != nil {
 		return err
@@ -38,4 +50,17 @@ func runStorage(args []string, _, stderr io.Writer) error {
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	return w.Run(ctx)
+}
+
+// parseFallbacks reads region=URL,... keeping the order.
+func parseFallbacks(s string) ([]storage.Fallback, error) {
+	var out []storage.Fallback
+	for _, item := range cli.SplitList(s) {
+		r, u, ok := strings.Cut(item, "=")
+		if !ok || r == "" || u == "" {
+			return nil, fmt.Errorf("--nats-fallback item %q: want region=nats://user:password@host:port", item)
+		}
+		out = append(out, storage.Fallback{Region: r, NATSURL: u})
+	}
+	return out, nil
 }

@@ -1,10 +1,14 @@
 // The dashboard page: renders the snapshots pushed on /ws and the history
-// from /api/history. No dependencies, no build step. Element ids are stable
+// from /api/history, marks the presenter scenarios on the charts, shows
+// their ledgers and, when the demo serves the presenter API, the presenter
+// panel. No dependencies, no build step. Element ids are stable
 // (rate-<region>, reach-<region>, storage-state, history-state,
-// alert-region-<region>, ...) so browser tests can read them.
+// alert-region-<region>, ledger-lost, presenter-error, ...) and each chart
+// lists the scenario markers it drew in data-markers, so browser tests can
+// read them.
 "use strict";
 
-const SPARK = 60;            // snapshots kept per region for the sparkline
+const SPARK_MS = 120000;     // time span of the per-region sparklines
 const STALE_MS = 10000;      // no snapshot for this long: reconnect
 const BACKOFF_MIN = 500, BACKOFF_MAX = 10000;
 const HISTORY_MINUTES = 30;
@@ -13,7 +17,7 @@ const COLORS = ["#4fc3ff", "#ffb347", "#d59bff", "#3ddc84", "#ff7eb6", "#f4f7fb"
 // Replication lag above these is shown in yellow.
 const SLOW_MSGS = 500, SLOW_SECONDS = 5;
 
-const spark = new Map();     // region -> [rate, ...]
+const spark = new Map();     // region -> [[time ms, rate], ...]
 let regionsKey = "";
 let lastSeq = -1;
 let lastSnap = null;
@@ -87,7 +91,7 @@ function buildCards(regions) {
       el("h2", {}, el("span", {}, n), el("span", { class: "reach", id: "reach-" + n }, "")),
       el("div", { class: "live" },
         el("div", {}, el("span", { class: "rate num", id: "rate-" + n }, "—"), el("span", { class: "rate-unit" }, "readings/s")),
-        el("canvas", { class: "spark", id: "spark-" + n, "aria-label": "readings per second, last " + SPARK + " snapshots" }),
+        el("canvas", { class: "spark", id: "spark-" + n, "aria-label": "readings per second, last " + SPARK_MS / 1000 + " s" }),
         el("div", { class: "stats" },
           stat("devices", "active-" + n),
           stat("latency p50", "p50-" + n),
@@ -127,9 +131,10 @@ function renderRegion(r, snap) {
 
   let h = spark.get(n);
   if (!h) { h = []; spark.set(n, h); }
-  h.push(r.rate);
-  if (h.length > SPARK) h.splice(0, h.length - SPARK);
-  drawSpark($("spark-" + n), h);
+  const t = now.getTime();
+  h.push([t, r.rate]);
+  while (h.length && h[0][0] < t - SPARK_MS) h.shift();
+  drawSpark($("spark-" + n), h, t, snap.scenarios || []);
 }
 
 // sizeCanvas matches the canvas' pixels to its size on screen.
@@ -147,24 +152,68 @@ function sizeCanvas(canvas) {
   return { ctx, w, h };
 }
 
-function drawSpark(canvas, values) {
+// drawSpark draws the last SPARK_MS of a region's rate, ending at now,
+// behind it the scenarios that ran meanwhile.
+function drawSpark(canvas, points, now, scenarios) {
   const c = sizeCanvas(canvas);
-  if (!c || values.length < 2) return;
+  if (!c) return;
   const { ctx, w, h } = c;
-  const top = Math.max(...values) || 1;
-  const step = w / (SPARK - 1);
-  const x0 = w - (values.length - 1) * step;
-  const y = (v) => h - 3 - (v / top) * (h - 8);
+  const t0 = now - SPARK_MS;
+  const x = (t) => (t - t0) / SPARK_MS * w;
+  setMarkers(canvas, drawMarkers(ctx, scenarios, t0, now, x, 0, h, now, 14));
+  if (points.length < 2) return;
+  const top = Math.max(...points.map((p) => p[1])) || 1;
+  const y = (v) => h - 3 - (v / top) * (h - 20);
   ctx.beginPath();
-  values.forEach((v, i) => (i === 0 ? ctx.moveTo(x0, y(v)) : ctx.lineTo(x0 + i * step, y(v))));
+  points.forEach(([t, v], i) => (i === 0 ? ctx.moveTo(x(t), y(v)) : ctx.lineTo(x(t), y(v))));
   ctx.lineWidth = 3;
   ctx.strokeStyle = "#4fc3ff";
   ctx.stroke();
-  ctx.lineTo(w, h);
-  ctx.lineTo(x0, h);
+  ctx.lineTo(x(points[points.length - 1][0]), h);
+  ctx.lineTo(x(points[0][0]), h);
   ctx.closePath();
   ctx.fillStyle = "rgba(79, 195, 255, 0.2)";
   ctx.fill();
+}
+
+// drawMarkers draws each scenario that overlaps [t0, t1] as a band from
+// its start to its end (now while it runs), with a line at each end and
+// its name at the top, and returns the names drawn. x maps a time (ms) to
+// a canvas x; top and bottom bound the bands.
+function drawMarkers(ctx, scenarios, t0, t1, x, top, bottom, now, fontPx) {
+  const drawn = [];
+  ctx.save();
+  ctx.font = "800 " + fontPx + "px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  for (const m of scenarios) {
+    const start = new Date(m.start).getTime();
+    const end = m.end ? new Date(m.end).getTime() : now;
+    if (end < t0 || start > t1) continue;
+    const xa = x(Math.max(start, t0)), xb = Math.max(x(Math.min(end, t1)), xa + 3);
+    ctx.fillStyle = "rgba(255, 204, 51, 0.18)";
+    ctx.fillRect(xa, top, xb - xa, bottom - top);
+    ctx.strokeStyle = "#ffcc33";
+    ctx.lineWidth = 2;
+    if (start >= t0) { ctx.beginPath(); ctx.moveTo(xa, top); ctx.lineTo(xa, bottom); ctx.stroke(); }
+    if (m.end && end <= t1) {
+      ctx.setLineDash([5, 4]);
+      ctx.beginPath(); ctx.moveTo(xb, top); ctx.lineTo(xb, bottom); ctx.stroke();
+      ctx.setLineDash([]);
+    }
+    const label = m.scenario + (m.end ? "" : " …");
+    const right = x(t1);
+    const tw = ctx.measureText(label).width;
+    ctx.fillStyle = "#ffcc33";
+    ctx.fillText(label, Math.max(0, Math.min(xa + 4, right - tw - 2)), top + 2);
+    drawn.push(m.scenario);
+  }
+  ctx.restore();
+  return drawn;
+}
+
+function setMarkers(canvas, names) {
+  const v = names.join(",");
+  if (canvas.dataset.markers !== v) canvas.dataset.markers = v;
 }
 
 function renderReplication(snap) {
@@ -285,7 +334,11 @@ function render(snap) {
   lastSnap = snap;
   const now = new Date(snap.time);
   setText("clock", fmtTime(snap.time));
-  setText("domain", "reading from " + snap.domain);
+  if (snap.home_domain && snap.domain !== snap.home_domain) {
+    setText("domain", "reading from " + snap.domain + " (" + snap.home_domain + " unreachable, failed over)", "warn-text");
+  } else {
+    setText("domain", "reading from " + snap.domain, "muted");
+  }
   const nats = snap.nats || {};
   if (!nats.connected) {
     setText("nats-state", "NATS " + (nats.status || "down").toLowerCase(), "badge bad");
@@ -301,6 +354,10 @@ function render(snap) {
   renderMetrics(snap);
   renderAlerts(snap);
   renderTabs(snap);
+  renderScenario(snap);
+  renderPresenter(snap);
+  const mk = JSON.stringify(snap.scenarios || []);
+  if (mk !== markersKey) { markersKey = mk; drawHistory(); }
   const st = (snap.storage || {}).state, was = prev && (prev.storage || {}).state;
   if (!historyMetric) {
     // Nothing to chart yet; still say whether there could be history.
@@ -314,6 +371,234 @@ function render(snap) {
   setText("clients", snap.clients + " viewer" + (snap.clients === 1 ? "" : "s"));
   setText("other", snap.undecodable ? "· " + snap.undecodable + " undecodable" : "");
 }
+
+// The scenario card: the running scenario's phase, then the ledger it ended
+// with, until the next one starts or a viewer dismisses it.
+const DISMISSED_KEY = "telemetry.ledgerDismissed";
+let markersKey = "";
+let scenarioKey = "";
+
+function renderScenario(snap) {
+  const card = $("ledger");
+  const running = (snap.scenarios || []).filter((m) => !m.end).pop();
+  const l = snap.ledger;
+  let key = "";
+  if (running) key = "run " + running.run + " running";
+  else if (l) key = "run " + l.run + " done";
+  if (!key || sessionStorage.getItem(DISMISSED_KEY) === key) {
+    card.hidden = true;
+    scenarioKey = key;
+    return;
+  }
+  card.hidden = false;
+  if (running) {
+    card.className = "ledger running";
+    setText("ledger-title", "▶ " + running.scenario + " running");
+    $("ledger-nums").hidden = true;
+    setText("ledger-detail", running.phase + " · since " + fmtTime(running.start));
+  } else {
+    const ok = l.ok && l.lost === 0;
+    card.className = "ledger " + (ok ? "ok" : "bad");
+    const verdict = ok ? "✔ " + l.label + ": nothing lost"
+      : l.lost > 0 ? "✘ " + l.label + ": " + fmtInt(l.lost) + " LOST" : "✘ " + l.label + ": FAILED";
+    setText("ledger-title", verdict);
+    $("ledger-nums").hidden = false;
+    setText("ledger-sent", fmtInt(l.sent));
+    setText("ledger-stored", fmtInt(l.stored));
+    setText("ledger-quarantined", fmtInt(l.quarantined));
+    setText("ledger-lost", fmtInt(l.lost));
+    let detail = fmtInt(l.acked) + " acknowledged by the broker, all owed";
+    if (l.hostile_sent) detail += " · " + fmtInt(l.hostile_sent) + " hostile messages sent";
+    detail += " · run " + l.run + ", ended " + fmtTime(l.end);
+    if (l.error) detail += " · " + l.error;
+    setText("ledger-detail", detail);
+  }
+  scenarioKey = key;
+}
+
+$("ledger-dismiss").onclick = () => {
+  sessionStorage.setItem(DISMISSED_KEY, scenarioKey);
+  $("ledger").hidden = true;
+};
+
+// The presenter panel: only when the demo serves the presenter API. The
+// token is typed once, or comes in the address as #token=..., and is kept
+// for the browser tab's session (sessionStorage), never in the page's
+// address or in a snapshot.
+const TOKEN_KEY = "telemetry.presenterToken";
+const HIDDEN_KEY = "telemetry.presenterHidden";
+const PRESENTER_POLL_MS = 2000;
+let presenterOn = false;
+let presenterToken = sessionStorage.getItem(TOKEN_KEY) || "";
+let presenterTimer = null;
+let presenterPolling = false; // a poll is in flight
+let presenterState = null;
+let specsKey = "";
+
+function takeTokenFromAddress() {
+  const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (!m) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  let token = m[1];
+  try { token = decodeURIComponent(token); } catch (e) { /* keep it as typed */ }
+  useToken(token);
+}
+window.addEventListener("hashchange", takeTokenFromAddress);
+
+function presenterError(text) {
+  const e = $("presenter-error");
+  e.hidden = !text;
+  setText(e, text || "");
+}
+
+// presenterFetch calls the presenter API with the token; it answers
+// [status, body], status 0 when the demo did not answer.
+async function presenterFetch(method, path, token) {
+  try {
+    const resp = await fetch(path, { method, cache: "no-store", headers: { Authorization: "Bearer " + token } });
+    let body = {};
+    try { body = await resp.json(); } catch (e) { /* not JSON */ }
+    return [resp.status, body];
+  } catch (e) {
+    return [0, { error: "the demo does not answer" }];
+  }
+}
+
+function refused(status, body) {
+  if (status === 401) return "token refused (401 Unauthorized): use the demo's --presenter-token";
+  return (status ? status + ": " : "") + (body.error || "the presenter API failed");
+}
+
+// useToken checks token against the API and keeps it if it is accepted.
+async function useToken(token) {
+  if (!token) return;
+  const [status, body] = await presenterFetch("GET", "/api/scenario", token);
+  if (status !== 200) {
+    presenterError(refused(status, body));
+    if (status === 401) forgetToken(false);
+    return;
+  }
+  presenterToken = token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("presenter-token").value = "";
+  presenterError("");
+  showPresenterState(body);
+  renderPresenter(lastSnap);
+}
+
+function forgetToken(clearError) {
+  presenterToken = "";
+  sessionStorage.removeItem(TOKEN_KEY);
+  presenterState = null;
+  clearTimeout(presenterTimer);
+  presenterTimer = null;
+  if (clearError) presenterError("");
+  renderPresenter(lastSnap);
+}
+
+async function pollPresenter() {
+  clearTimeout(presenterTimer);
+  presenterTimer = null;
+  if (!presenterOn || !presenterToken || presenterPolling) return;
+  const token = presenterToken;
+  presenterPolling = true;
+  let status, body;
+  try {
+    [status, body] = await presenterFetch("GET", "/api/scenario", token);
+  } finally {
+    presenterPolling = false;
+  }
+  if (token !== presenterToken || !presenterOn) return;
+  if (status === 200) {
+    presenterError("");
+    showPresenterState(body);
+  } else {
+    presenterError(refused(status, body));
+    if (status === 401) { forgetToken(false); return; }
+  }
+  presenterTimer = setTimeout(pollPresenter, PRESENTER_POLL_MS);
+}
+
+// renderPresenter shows or hides the panel as the snapshot says, and the
+// token form or the controls.
+function renderPresenter(snap) {
+  const on = !!(snap && snap.presenter);
+  const hiddenByViewer = sessionStorage.getItem(HIDDEN_KEY) === "1";
+  $("presenter").hidden = !on || hiddenByViewer;
+  $("presenter-toggle").hidden = !on || !hiddenByViewer;
+  if (on !== presenterOn) {
+    presenterOn = on;
+    if (!on) { clearTimeout(presenterTimer); presenterTimer = null; }
+  }
+  if (!on) return;
+  const unlocked = !!presenterToken;
+  $("presenter-login").hidden = unlocked;
+  $("presenter-controls").hidden = !unlocked;
+  if (unlocked && !presenterTimer && !presenterPolling) presenterTimer = setTimeout(pollPresenter, 0);
+  const select = $("presenter-region");
+  const regions = snap.regions.map((r) => r.region);
+  if (select.dataset.key !== regions.join(",")) {
+    select.dataset.key = regions.join(",");
+    const keep = select.value;
+    select.replaceChildren(...regions.map((r) => el("option", { value: r }, r)));
+    select.value = regions.includes(keep) ? keep : regions[regions.length - 1];
+  }
+}
+
+function showPresenterState(st) {
+  presenterState = st;
+  const specs = st.scenarios || [];
+  const key = specs.map((s) => s.name + " " + s.args).join(",");
+  if (key !== specsKey) {
+    specsKey = key;
+    $("presenter-scenarios").replaceChildren(...specs.map((spec) => {
+      const b = el("button", { class: "btn", type: "button", id: "scenario-" + spec.name, title: spec.summary },
+        spec.name + (spec.args === "<region>" ? " ‹region›" : ""));
+      b.onclick = () => startScenario(spec);
+      return b;
+    }));
+  }
+  const running = st.running;
+  for (const b of $("presenter-scenarios").children) b.disabled = !!running;
+  let phase = "pick a scenario";
+  if (running) {
+    const mine = (st.events || []).filter((e) => e.run === running.run);
+    const last = mine[mine.length - 1];
+    phase = "running " + running.request.name + (running.request.region ? " " + running.request.region : "") +
+      " (run " + running.run + ")" + (last ? ": " + last.text : "");
+  } else if ((st.results || []).length) {
+    const r = st.results[st.results.length - 1];
+    phase = "last: " + r.request.name + (r.request.region ? " " + r.request.region : "") + " " + (r.ok ? "OK, nothing lost" : "FAILED");
+  }
+  setText("presenter-phase", phase);
+}
+
+async function startScenario(spec) {
+  let path = "/api/scenario/" + encodeURIComponent(spec.name);
+  if (spec.args === "<region>") path += "?region=" + encodeURIComponent($("presenter-region").value);
+  for (const b of $("presenter-scenarios").children) b.disabled = true;
+  const [status, body] = await presenterFetch("POST", path, presenterToken);
+  if (status !== 202) {
+    presenterError(refused(status, body));
+    if (status === 401) { forgetToken(false); return; }
+  } else {
+    presenterError("");
+    sessionStorage.removeItem(DISMISSED_KEY);
+    setText("presenter-phase", "starting " + spec.name + " (run " + body.run + ")");
+  }
+  pollPresenter();
+}
+
+$("presenter-login").onsubmit = (ev) => {
+  ev.preventDefault();
+  const token = $("presenter-token").value.trim();
+  if (!token) { presenterError("type the token the demo was started with (--presenter-token)"); return; }
+  useToken(token);
+};
+$("presenter-forget").onclick = () => forgetToken(true);
+$("presenter-hide").onclick = () => { sessionStorage.setItem(HIDDEN_KEY, "1"); renderPresenter(lastSnap); };
+$("presenter-toggle").onclick = () => { sessionStorage.removeItem(HIDDEN_KEY); renderPresenter(lastSnap); };
+takeTokenFromAddress();
 
 // History: one metric at a time, chosen with the tabs (or ?metric=), one
 // line per region, averaged over device types, with its min–max band.
@@ -391,7 +676,7 @@ function drawHistory() {
   const canvas = $("history-chart");
   const c = sizeCanvas(canvas);
   const legend = $("history-legend");
-  if (!historyData) { legend.replaceChildren(); return; }
+  if (!historyData) { legend.replaceChildren(); setMarkers(canvas, []); return; }
   const regions = lastSnap ? lastSnap.regions.map((r) => r.region) : [];
   const merged = mergeByRegion(historyData);
   for (const r of merged.keys()) if (!regions.includes(r)) regions.push(r);
@@ -405,6 +690,7 @@ function drawHistory() {
   }
   if (!isFinite(lo)) {
     showHistoryState("no history of " + historyData.metric + " in the last " + HISTORY_MINUTES + " min yet", "muted");
+    setMarkers(canvas, []);
     return;
   }
   showHistoryState("");
@@ -415,6 +701,10 @@ function drawHistory() {
   const L = 64, R = 10, T = 8, B = 28;
   const x = (t) => L + (t - start) / (end - start) * (w - L - R);
   const y = (v) => T + (hi - v) / (hi - lo) * (h - T - B);
+  // The last minute is drawn at the right edge, so are scenarios in it.
+  const now = lastSnap ? new Date(lastSnap.time).getTime() : Date.now();
+  const clampX = (t) => x(Math.min(t, end));
+  setMarkers(canvas, drawMarkers(ctx, (lastSnap && lastSnap.scenarios) || [], start, end + 60000, clampX, T, h - B, now, 16));
   ctx.font = "16px system-ui, sans-serif";
   ctx.fillStyle = "#b4c0d0";
   ctx.strokeStyle = "#2e3a4a";

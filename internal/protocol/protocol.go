@@ -23,7 +23,7 @@ const (
 	ReasonBadTopic      Reason = "bad_topic"
 	ReasonBadJSON       Reason = "bad_json"
 	ReasonBadVersion    Reason = "bad_version"
-	ReasonTopicMismatch Reason = "topic_mismatch"
+	ReasonTopicMismatch Reason = "topic_mismatch" // payload device is not the topic's: the broker's ACL ties that one to the publisher's login
 	ReasonBadField      Reason = "bad_field"
 	ReasonBadMetric     Reason = "bad_metric"
 	ReasonStale         Reason = "stale"
