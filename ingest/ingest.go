@@ -163,7 +163,8 @@ func (in *Ingest) newMQTT() mqtt.Client {
 		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			in.log.Warn("MQTT connection lost", "err", err)
-		})
+		}).
+		SetConnectionNotificationHandler(in.connectFailures())
 	if plainTCP(in.cfg.Broker) {
 		opts.SetCustomOpenConnectionFn(dialBuffered)
 	}
@@ -455,4 +456,29 @@ func (in *Ingest) Close() error {
 		}
 	})
 	return in.closeErr
+}
+
+// connectFailures counts failed attempts to connect to the broker and
+// logs why (a refused login above all, which would otherwise only show as
+// "MQTT not connected" on /healthz while paho keeps retrying), once per
+// distinct reason so that retries every second do not flood the log.
+func (in *Ingest) connectFailures() mqtt.ConnectionNotificationHandler {
+	var (
+		mu   sync.Mutex
+		last string
+	)
+	return func(_ mqtt.Client, n mqtt.ConnectionNotification) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch n := n.(type) {
+		case mqtt.ConnectionNotificationFailed: // a refused login and a network error alike
+			in.metrics.loginFailed.Inc()
+			if why := n.Reason.Error(); why != last {
+				last = why
+				in.log.Error("MQTT connect failed; retrying", "broker", in.cfg.Broker, "user", in.cfg.Username, "err", n.Reason)
+			}
+		case mqtt.ConnectionNotificationConnected:
+			last = ""
+		}
+	}
 }

@@ -20,6 +20,7 @@ type Metrics struct {
 	errors      *prometheus.CounterVec
 	inflight    prometheus.Gauge
 	latency     prometheus.Histogram
+	loginFailed prometheus.Counter
 	up          []prometheus.Collector
 }
 
@@ -46,6 +47,8 @@ func newMetrics(region string) *Metrics {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "telemetry_ingest_publish_seconds", Help: "JetStream publish latency: from MQTT receipt to JetStream acknowledgement, retries included.", ConstLabels: labels,
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		loginFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_mqtt_connect_failures_total", Help: "Attempts to connect to the MQTT broker that failed: the broker unreachable or the login refused (the log says which).", ConstLabels: labels}),
 	}
 }
 
@@ -64,7 +67,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.isolated, m.errors, m.inflight, m.latency}, m.up...)
+	return append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
 }
 
 // connected adds the gauges of the connections readiness depends on.
