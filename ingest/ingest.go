@@ -2,6 +2,9 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +31,33 @@ const (
 	// its body rather than retried forever.
 	HeaderOmitted = "Telemetry-Omitted-Bytes"
 )
+
+// DeadLetterIDPrefix starts the Nats-Msg-Id of a dead letter of a rejected
+// payload (DeadLetterID), so it can never equal a reading's id.
+const DeadLetterIDPrefix = "dl:"
+
+// deadLetterIDHex is how many hex digits of the SHA-256 a dead letter's id
+// keeps: 32, i.e. 128 bits.
+const deadLetterIDHex = 32
+
+// DeadLetterID is the Nats-Msg-Id of the dead letter of payload received on
+// topic: "dl:" followed by the first 128 bits, in 32 lower-case hex digits,
+// of SHA-256 over the topic's length (8 bytes, big endian), the topic and
+// the payload's exact bytes. A redelivery of the same MQTT message (after
+// ingest died or a PUBACK was lost) gets the same id, so JetStream collapses
+// it within DEADLETTER's duplicate window, as it does re-sent readings in
+// READINGS; different topics or bytes get different ids. The reason is not
+// hashed: the same bytes on the same topic always get the same reason.
+func DeadLetterID(topic string, payload []byte) string {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(topic)))
+	h.Write(n[:])
+	h.Write([]byte(topic))
+	h.Write(payload)
+	var sum [sha256.Size]byte
+	return DeadLetterIDPrefix + hex.EncodeToString(h.Sum(sum[:0]))[:deadLetterIDHex]
+}
 
 // Reasons ingest adds to the protocol's: failures of ingest itself rather
 // than of the payload.
@@ -246,7 +276,7 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 			in.metrics.errors.WithLabelValues("panic").Inc()
 			in.log.Error("decoding panicked; dead-lettering the payload", "topic", safeHeader(topic), "panic", r)
 			j = &job{received: received, reason: ReasonInternal, detail: fmt.Sprintf("panic while decoding: %v", r)}
-			j.msg = in.deadLetter(topic, payload, j.reason, j.detail, received)
+			j.msg = in.deadLetter(DeadLetterID(topic, payload), topic, payload, j.reason, j.detail, received)
 		}
 	}()
 	t, reading, err := protocol.Decode(topic, payload, received, in.cfg.Limits)
@@ -256,14 +286,14 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 			rej = &protocol.Rejection{Reason: protocol.ReasonBadJSON, Detail: err.Error()}
 		}
 		j.reason, j.detail = rej.Reason, rej.Detail
-		j.msg = in.deadLetter(topic, payload, j.reason, j.detail, received)
+		j.msg = in.deadLetter(DeadLetterID(topic, payload), topic, payload, j.reason, j.detail, received)
 		return j
 	}
 	if t.Region != in.cfg.Region {
 		// The subscription makes this impossible; were it to happen, the
 		// subject would be outside READINGS and the publish never succeed.
 		j.reason, j.detail = protocol.ReasonBadTopic, fmt.Sprintf("topic of region %q, this ingest serves %q", t.Region, in.cfg.Region)
-		j.msg = in.deadLetter(topic, payload, j.reason, j.detail, received)
+		j.msg = in.deadLetter(DeadLetterID(topic, payload), topic, payload, j.reason, j.detail, received)
 		return j
 	}
 	j.msg = &nats.Msg{Subject: t.Subject(), Data: payload, Header: nats.Header{
@@ -273,15 +303,19 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 	return j
 }
 
-func (in *Ingest) deadLetter(topic string, payload []byte, reason protocol.Reason, detail string, received time.Time) *nats.Msg {
+// deadLetter builds the dead letter of payload with message id id: the
+// DeadLetterID of a rejected payload, or the id of the message it replaces
+// when one is isolated, so that a redelivery collapses in either case.
+func (in *Ingest) deadLetter(id, topic string, payload []byte, reason protocol.Reason, detail string, received time.Time) *nats.Msg {
 	return &nats.Msg{
 		Subject: stream.DeadLetterSubject(in.cfg.Region, string(reason)),
 		Data:    payload,
 		Header: nats.Header{
-			HeaderReason:   {string(reason)},
-			HeaderTopic:    {safeHeader(topic)},
-			HeaderDetail:   {safeHeader(detail)},
-			HeaderReceived: {strconv.FormatInt(received.UnixMilli(), 10)},
+			jetstream.MsgIDHeader: {id},
+			HeaderReason:          {string(reason)},
+			HeaderTopic:           {safeHeader(topic)},
+			HeaderDetail:          {safeHeader(detail)},
+			HeaderReceived:        {strconv.FormatInt(received.UnixMilli(), 10)},
 		},
 	}
 }
@@ -397,20 +431,27 @@ func (in *Ingest) result(j *job) (*jetstream.PubAck, error) {
 // isolate replaces j's message with the next, smaller thing to keep after
 // JetStream refused it: a refused reading becomes a publish_failed dead
 // letter with the original bytes; a refused dead letter loses its body. It
-// reports false when there is nothing left to strip.
+// reports false when there is nothing left to strip. The replacement keeps
+// the message id of what it replaces (the reading's device:boot:seq, or the
+// dead letter's DeadLetterID), so a redelivery of the same MQTT message
+// collapses in DEADLETTER however far it was isolated.
 func (in *Ingest) isolate(j *job, cause error) bool {
 	topic, payload := j.msg.Header.Get(HeaderTopic), j.msg.Data
 	if j.mqtt != nil {
 		topic, payload = j.mqtt.Topic(), j.mqtt.Payload()
 	}
+	id := j.msg.Header.Get(jetstream.MsgIDHeader)
+	if id == "" {
+		id = DeadLetterID(topic, payload)
+	}
 	switch {
 	case j.stage == stageAsReceived && j.reason == "":
 		j.reason, j.detail = ReasonPublishFailed, "JetStream refused the reading: "+cause.Error()
-		j.msg = in.deadLetter(topic, payload, j.reason, j.detail, j.received)
+		j.msg = in.deadLetter(id, topic, payload, j.reason, j.detail, j.received)
 		j.stage = stageDeadLetter
 	case j.stage < stageBodyOmitted:
 		detail := j.detail + "; body omitted, JetStream refused it: " + cause.Error()
-		j.msg = in.deadLetter(topic, nil, j.reason, detail, j.received)
+		j.msg = in.deadLetter(id, topic, nil, j.reason, detail, j.received)
 		j.msg.Header.Set(HeaderOmitted, strconv.Itoa(len(payload)))
 		j.stage = stageBodyOmitted
 	default:
@@ -439,7 +480,13 @@ func Permanent(err error) bool {
 func (in *Ingest) count(j *job, ack *jetstream.PubAck) {
 	switch {
 	case j.reason != "":
+		// Every rejection counts, so that received = accepted + duplicates
+		// + rejected; the dead letters JetStream already held are also
+		// counted on their own.
 		in.metrics.rejected.WithLabelValues(string(j.reason)).Inc()
+		if ack != nil && ack.Duplicate {
+			in.metrics.dlDups.Inc()
+		}
 	case ack != nil && ack.Duplicate:
 		in.metrics.duplicates.Inc()
 	default:

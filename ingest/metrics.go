@@ -16,6 +16,8 @@ type Metrics struct {
 	accepted    prometheus.Counter
 	duplicates  prometheus.Counter
 	rejected    *prometheus.CounterVec
+	// dlDups: dead letters DEADLETTER already held.
+	dlDups      prometheus.Counter
 	isolated    prometheus.Counter
 	errors      *prometheus.CounterVec
 	inflight    prometheus.Gauge
@@ -37,7 +39,9 @@ func newMetrics(region string) *Metrics {
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_ingest_duplicates_total", Help: "Readings JetStream already held (same device, boot, seq).", ConstLabels: labels}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "telemetry_ingest_rejected_total", Help: "Payloads dead-lettered, by reason (the protocol's, or publish_failed and internal_error).", ConstLabels: labels}, []string{"reason"}),
+			Name: "telemetry_ingest_rejected_total", Help: "Payloads rejected, by reason (the protocol's, or publish_failed and internal_error): every rejection, redelivered messages included; those whose dead letter DEADLETTER already held are also in deadletter_duplicates_total.", ConstLabels: labels}, []string{"reason"}),
+		dlDups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_deadletter_duplicates_total", Help: "Dead letters JetStream already held (same topic and bytes within DEADLETTER's duplicate window, e.g. a redelivered hostile message), so not stored again.", ConstLabels: labels}),
 		isolated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_ingest_isolated_total", Help: "Messages JetStream refused permanently MaxAttempts times, replaced by a smaller dead letter instead of being retried forever.", ConstLabels: labels}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -67,7 +71,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
+	return append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.dlDups, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
 }
 
 // connected adds the gauges of the connections readiness depends on.
@@ -122,7 +126,10 @@ func redact(raw string) string {
 // Stats is a snapshot of ingest's counters.
 type Stats struct {
 	Received, Redelivered, Accepted, Duplicates, Isolated uint64
-	Rejected                                              map[string]uint64
+	// DeadLetterDuplicates counts rejections whose dead letter DEADLETTER
+	// already held; they are in Rejected too.
+	DeadLetterDuplicates uint64
+	Rejected             map[string]uint64
 }
 
 // Stats reads the counters, for the demo's console and for tests.
@@ -135,6 +142,8 @@ func (in *Ingest) Stats() Stats {
 		Duplicates:  counterValue(m.duplicates),
 		Isolated:    counterValue(m.isolated),
 		Rejected:    map[string]uint64{},
+
+		DeadLetterDuplicates: counterValue(m.dlDups),
 	}
 	ch := make(chan prometheus.Metric, 64)
 	go func() { m.rejected.Collect(ch); close(ch) }()

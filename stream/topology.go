@@ -30,8 +30,9 @@ type Topology struct {
 	ReadingsMaxAge   time.Duration
 	ReadingsMaxBytes int64
 
-	// DuplicateWindow is how long a Nats-Msg-Id is remembered to collapse
-	// re-sent readings.
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered, in READINGS
+	// and DEADLETTER alike, to collapse re-sent readings and redelivered
+	// dead letters. It must not exceed either stream's max age.
 	DuplicateWindow time.Duration
 
 	DeadLetterMaxAge   time.Duration
@@ -71,6 +72,11 @@ func (t Topology) Validate() error {
 	}
 	if t.DuplicateWindow <= 0 {
 		return errors.New("topology: duplicate window must be positive")
+	}
+	for _, age := range []time.Duration{t.ReadingsMaxAge, t.DeadLetterMaxAge} {
+		if age > 0 && age < t.DuplicateWindow {
+			return fmt.Errorf("topology: duplicate window %v is longer than a stream's max age %v", t.DuplicateWindow, age)
+		}
 	}
 	return nil
 }
@@ -124,6 +130,9 @@ func (t Topology) ReadingsConfig(region string) jetstream.StreamConfig {
 }
 
 // DeadLetterConfig is DEADLETTER in region: rejected payloads, kept as sent.
+// Ingest gives each dead letter a Nats-Msg-Id (ingest.DeadLetterID), so a
+// hostile message the broker redelivers is stored once within the
+// duplicate window.
 func (t Topology) DeadLetterConfig(region string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        DeadLetterStream,
@@ -133,6 +142,7 @@ func (t Topology) DeadLetterConfig(region string) jetstream.StreamConfig {
 		Discard:     jetstream.DiscardNew,
 		MaxAge:      t.DeadLetterMaxAge,
 		MaxBytes:    t.DeadLetterMaxBytes,
+		Duplicates:  t.DuplicateWindow,
 		Storage:     t.Storage,
 		Replicas:    1,
 	}
