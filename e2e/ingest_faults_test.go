@@ -279,10 +279,17 @@ func readingsCount(js jetstream.JetStream) (uint64, error) {
 	return info.State.Msgs, nil
 }
 
-// checkReadingsExactly fails unless READINGS holds each of want exactly
-// once and nothing else.
-func checkReadingsExactly(t testing.TB, js jetstream.JetStream, want map[string]bool) {
+// checkFleetStoredOnce waits for the fleet to finish, then fails unless
+// the region's READINGS holds each reading the fleet sent exactly once and
+// nothing else. It returns how many readings that is.
+func checkFleetStoredOnce(t testing.TB, region *regionNATS, fleet *devices.Fleet, done <-chan error) int {
 	t.Helper()
+	waitFor(t, done, "devices")
+	js, err := jetstream.NewWithDomain(testharness.Connect(t, region.URL()), faultRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sentIDs(t, fleet)
 	testharness.CheckFor(t, 120*time.Second, 100*time.Millisecond, func() error {
 		n, err := readingsCount(js)
 		if err != nil {
@@ -318,23 +325,8 @@ func checkReadingsExactly(t testing.TB, js jetstream.JetStream, want map[string]
 			t.Fatalf("read %d of %d messages of READINGS", read, total)
 		}
 	}
-	missing, doubled, unknown := 0, 0, 0
-	for id := range want {
-		if got[id] == 0 {
-			missing++
-		}
-	}
-	for id, n := range got {
-		if !want[id] {
-			unknown++
-		}
-		if n > 1 {
-			doubled++
-		}
-	}
-	if missing+doubled+unknown > 0 {
-		t.Fatalf("READINGS: %d of %d readings missing, %d stored more than once, %d unexpected", missing, len(want), doubled, unknown)
-	}
+	testharness.CheckExactlyOnce(t, "READINGS", want, got)
+	return len(want)
 }
 
 func waitFor(t testing.TB, done <-chan error, what string) {
@@ -388,17 +380,10 @@ func TestIngestKilledUnderLoadLosesNothing(t *testing.T) {
 	t.Logf("killed ingest after %d readings were published", fleet.Stats().Acked)
 	time.Sleep(time.Second) // readings keep arriving while ingest is dead
 	in.Start()
-	waitFor(t, done, "devices")
-
-	js, err := jetstream.NewWithDomain(testharness.Connect(t, region.URL()), faultRegion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := sentIDs(t, fleet)
-	checkReadingsExactly(t, js, want)
+	n := checkFleetStoredOnce(t, region, fleet, done)
 	dups, _ := metricValue(in.listen, "telemetry_ingest_duplicates_total")
 	redelivered, _ := metricValue(in.listen, "telemetry_ingest_redelivered_total")
-	t.Logf("%d readings, all in READINGS once; after the restart ingest saw %v redelivered and collapsed %v duplicates", len(want), redelivered, dups)
+	t.Logf("%d readings, all in READINGS once; after the restart ingest saw %v redelivered and collapsed %v duplicates", n, redelivered, dups)
 }
 
 // TestRegionNATSDownUnderLoad stops the region's NATS for 30 s while devices
@@ -454,14 +439,8 @@ func TestRegionNATSDownUnderLoad(t *testing.T) {
 		t.Errorf("ingest RSS grew by %.1f MiB during the outage after the pipeline filled", mib(growth))
 	}
 
-	waitFor(t, done, "devices")
-	js, err := jetstream.NewWithDomain(testharness.Connect(t, region.URL()), faultRegion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := sentIDs(t, fleet)
-	checkReadingsExactly(t, js, want)
-	t.Logf("%d readings, all in READINGS once after NATS returned", len(want))
+	n := checkFleetStoredOnce(t, region, fleet, done)
+	t.Logf("%d readings, all in READINGS once after NATS returned", n)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,10 +16,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/storage"
 )
@@ -41,7 +38,7 @@ func TestStorageKilledUnderLoad(t *testing.T) {
 		t.Skip("builds the binary and kills it under load; skipped with -short")
 	}
 	const region = "us-east"
-	bin := buildStorageBinary(t)
+	bin := buildTelemetry(t)
 	ch := testharness.ClickHouse(t)
 	_, natsURL := testharness.NATS(t, region)
 	js, err := jetstream.NewWithDomain(testharness.Connect(t, natsURL), region)
@@ -64,7 +61,8 @@ func TestStorageKilledUnderLoad(t *testing.T) {
 		"--batch-size", "200", "--flush-interval", "100ms", "--ack-wait", "3s", "--log-level", "warn"}
 	proxy := startFreezingProxy(t, natsURL)
 	args[2] = proxy.url()
-	pub := startStorageLoad(t, js, region, 5, 200)
+	pub := testharness.ReadingsLoad(t, js, testharness.LoadOptions{Region: region, Prefix: "kl", Devices: 5, Rate: 200,
+		Metrics: []string{"temperature_c", "humidity_pct", "battery_pct"}})
 
 	var dropped uint64 // copies the writers kept out of inserts
 	var unacked uint64 // readings stored by the frozen writer, whose acknowledgements were lost
@@ -101,14 +99,15 @@ func TestStorageKilledUnderLoad(t *testing.T) {
 		w = startStorage(t, bin, args)
 	}
 	// More load after the last kill, then the count.
-	sent := pub.sent()
+	sent := pub.Sent()
 	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if pub.sent() < sent+400 {
-			return fmt.Errorf("published %d, want %d", pub.sent(), sent+400)
+		if pub.Sent() < sent+400 {
+			return fmt.Errorf("published %d, want %d", pub.Sent(), sent+400)
 		}
 		return nil
 	})
-	last, total := pub.stop(t)
+	total := pub.Stop(t)
+	last := pub.Last()
 	want := total * 3
 	testharness.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
 		var n uint64
@@ -189,18 +188,6 @@ func checkRollupCounts(ctx context.Context, t *testing.T, conn driver.Conn, tota
 	}
 }
 
-// buildStorageBinary builds cmd/telemetry into a temporary directory.
-func buildStorageBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "telemetry")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/telemetry")
-	cmd.Dir = testharness.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/telemetry: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // storageProc is one `telemetry storage` child process.
 type storageProc struct {
 	cmd  *exec.Cmd
@@ -212,12 +199,7 @@ type storageProc struct {
 
 func startStorage(t *testing.T, bin string, args []string) *storageProc {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	logf, err := os.CreateTemp(t.TempDir(), "storage-*.log")
 	if err != nil {
 		t.Fatal(err)
@@ -291,85 +273,6 @@ func (p *storageProc) stop(t *testing.T) {
 			t.Errorf("telemetry storage exited %d after SIGTERM", code)
 		}
 	})
-}
-
-// storageLoad publishes readings of a few devices into READINGS at a steady
-// rate, as ingest does, until stopped.
-type storageLoad struct {
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	mu     sync.Mutex
-	last   map[string]uint64
-}
-
-func startStorageLoad(t *testing.T, js jetstream.JetStream, region string, devices, rate int) *storageLoad {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &storageLoad{cancel: cancel, done: make(chan error, 1), last: map[string]uint64{}}
-	go func() {
-		tick := time.NewTicker(time.Second / time.Duration(rate))
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				p.done <- nil
-				return
-			case <-tick.C:
-			}
-			dev := fmt.Sprintf("kl-%02d", i%devices)
-			p.mu.Lock()
-			seq := p.last[dev] + 1
-			p.mu.Unlock()
-			r := protocol.Reading{Version: 1, Device: dev, Boot: 1, Seq: seq, TS: time.Now().UnixMilli(), Metrics: []protocol.Metric{
-				{Name: "temperature_c", Value: 20 + float64(seq%10)}, {Name: "humidity_pct", Value: 40}, {Name: "battery_pct", Value: 90}}}
-			msg := nats.NewMsg("telemetry." + region + ".kl." + dev)
-			msg.Data = protocol.AppendEncode(nil, r)
-			msg.Header.Set(jetstream.MsgIDHeader, r.ID())
-			// Not cancelled by stop: a reading half published would be in
-			// the stream but not in last.
-			pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := js.PublishMsg(pctx, msg)
-			pcancel()
-			if err != nil {
-				p.done <- fmt.Errorf("publishing %s: %w", r.ID(), err)
-				return
-			}
-			p.mu.Lock()
-			p.last[dev] = seq
-			p.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { p.stop(t) })
-	return p
-}
-
-func (p *storageLoad) sent() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var n uint64
-	for _, s := range p.last {
-		n += s
-	}
-	return n
-}
-
-// stop ends the load and returns each device's last seq and the total.
-func (p *storageLoad) stop(t *testing.T) (map[string]uint64, uint64) {
-	t.Helper()
-	p.once.Do(func() {
-		p.cancel()
-		if err := <-p.done; err != nil {
-			t.Errorf("publisher: %v", err)
-		}
-	})
-	p.mu.Lock()
-	last := make(map[string]uint64, len(p.last))
-	for d, s := range p.last {
-		last[d] = s
-	}
-	p.mu.Unlock()
-	return last, p.sent()
 }
 
 // freezingProxy forwards TCP connections to a NATS server. freeze stops,

@@ -65,23 +65,7 @@ func checkExactlyOnce(t *testing.T, js jetstream.JetStream, want map[string]bool
 	for _, m := range readStream(t, js, stream.ReadingsStream) {
 		got[m.Header.Get(jetstream.MsgIDHeader)]++
 	}
-	missing, doubled, unknown := 0, 0, 0
-	for id := range want {
-		if got[id] == 0 {
-			missing++
-		}
-	}
-	for id, n := range got {
-		if !want[id] {
-			unknown++
-		}
-		if n > 1 {
-			doubled++
-		}
-	}
-	if missing+doubled+unknown > 0 {
-		t.Fatalf("READINGS: %d of %d readings missing, %d stored more than once, %d unexpected", missing, len(want), doubled, unknown)
-	}
+	testharness.CheckExactlyOnce(t, "READINGS", want, got)
 }
 
 func jetStream(t *testing.T, url, domain string) jetstream.JetStream {

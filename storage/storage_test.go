@@ -273,7 +273,8 @@ func (e *env) insertRows(t *testing.T, rs []protocol.Reading) {
 	}
 }
 
-func getJSON(t *testing.T, url string, v any) int {
+// get returns the status and the body of a GET of url.
+func get(t *testing.T, url string) (int, []byte) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -281,12 +282,20 @@ func getJSON(t *testing.T, url string, v any) int {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// getJSON decodes the body of a GET of url into v, unless v is nil, and
+// returns the status.
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	code, b := get(t, url)
 	if v != nil {
 		if err := json.Unmarshal(b, v); err != nil {
 			t.Fatalf("GET %s: %v in %s", url, err, b)
 		}
 	}
-	return resp.StatusCode
+	return code
 }
 
 func TestStoresEveryReadingOnce(t *testing.T) {
@@ -498,12 +507,7 @@ func TestRedeliveredBatchDoesNotDoubleRollups(t *testing.T) {
 
 func getText(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	_, b := get(t, url)
 	return string(b)
 }
 

@@ -42,11 +42,18 @@ func (s *syncBuffer) String() string {
 // console.
 func startDemo(t *testing.T, clickhouse string) *syncBuffer {
 	t.Helper()
-	regions := stream.DefaultRegions
-	f := demoFlags{
+	return startDemoWith(t, demoFlags{
 		mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
 		clickhouse: clickhouse, dataDir: t.TempDir(), devices: 9, rate: 90, seed: 1,
-	}
+	})
+}
+
+// startDemoWith runs the demo with f in the default regions until the
+// test ends, checking that it stops cleanly then, and returns its console,
+// which it logs if the test failed.
+func startDemoWith(t *testing.T, f demoFlags) *syncBuffer {
+	t.Helper()
+	regions := stream.DefaultRegions
 	out := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -62,6 +69,9 @@ func startDemo(t *testing.T, clickhouse string) *syncBuffer {
 			}
 		case <-time.After(60 * time.Second):
 			t.Errorf("demo did not stop within 60 s of Ctrl-C")
+		}
+		if t.Failed() {
+			t.Logf("demo console:\n%s", out)
 		}
 	})
 	return out

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/scenario"
-	"github.com/telemetry-demo/telemetry/stream"
 )
 
 const testToken = "stage-secret"
@@ -25,31 +23,10 @@ const testToken = "stage-secret"
 func startPresenterDemo(t *testing.T) string {
 	t.Helper()
 	testharness.RequireClickHouse(t)
-	regions := stream.DefaultRegions
-	f := demoFlags{
+	out := startDemoWith(t, demoFlags{
 		mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
 		dataDir: t.TempDir(), devices: 9, rate: 60, seed: 1,
 		presenterToken: testToken, scenarioWindow: 3 * time.Second, scenarioLead: time.Second,
-	}
-	out := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- demo(ctx, f, regions, stream.DefaultTopology(regions), map[string]int{}, out, slog.New(slog.DiscardHandler))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("demo: %v", err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Errorf("demo did not stop within 60 s of Ctrl-C")
-		}
-		if t.Failed() {
-			t.Logf("demo console:\n%s", out)
-		}
 	})
 	url := consoleValue(t, out, dashboardLine)
 	consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))

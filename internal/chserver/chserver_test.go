@@ -151,14 +151,7 @@ func TestStartWithoutDir(t *testing.T) {
 // TestPipelineUsers checks that the server has the users of the file compose
 // mounts, with their demo passwords, and that the reader is read-only.
 func TestPipelineUsers(t *testing.T) {
-	argv := testharness.RequireClickHouse(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, err := chserver.Start(ctx, chserver.Options{Argv: argv, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop() })
+	srv := testharness.ClickHouse(t)
 	for _, tc := range []struct {
 		user, password string
 		wantErr        bool
