@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,10 +255,16 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 func TestBrowserHistoryChart(t *testing.T) {
 	ctx := browser(t)
 	url, js, _ := startRegion(t)
+	var failedOver atomic.Bool
 	storage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/api/status":
-			io.WriteString(w, `{"state":"ok","rows_stored":30,"readings_stored":10,"last_insert":"`+time.Now().UTC().Format(time.RFC3339)+`"}`)
+			region := "us-east"
+			if failedOver.Load() {
+				region = "eu-west"
+			}
+			io.WriteString(w, `{"state":"ok","rows_stored":30,"readings_stored":10,"last_insert":"`+time.Now().UTC().Format(time.RFC3339)+
+				`","region":"`+region+`","home_region":"us-east"}`)
 		case "/api/history":
 			var pts []string
 			end := time.Now().UTC().Truncate(time.Minute)
@@ -284,6 +291,9 @@ func TestBrowserHistoryChart(t *testing.T) {
 	navigate(t, ctx, base)
 	waitText(t, ctx, "storage-state", `"Storage writing"`, contains("Storage writing"))
 	waitText(t, ctx, "storage-readings", "10 readings stored", func(s string) bool { return s == "10" })
+	waitText(t, ctx, "storage-detail", "the region storage reads from", contains("from us-east"))
+	failedOver.Store(true)
+	waitText(t, ctx, "storage-state", `"from eu-west (failed over)"`, contains("Storage writing from eu-west (failed over)"))
 	waitText(t, ctx, "tab-temperature_c", "a tab for temperature_c", contains("temperature_c"))
 	waitText(t, ctx, "history-legend", "the chart's legend", contains("us-east"))
 	waitJS(t, ctx, markers("history-chart"), "the clickhouse-outage marker", is("clickhouse-outage"))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -64,7 +65,7 @@ func (d *Dashboard) consumeReadings(ctx context.Context, nc *nats.Conn) {
 		}
 	}()
 	home, cur := sites[0], sites[0]
-	d.setFeed(cur.region)
+	d.setFeed(cur.region, cur.nc)
 
 	var (
 		cc          jetstream.ConsumeContext
@@ -83,7 +84,7 @@ func (d *Dashboard) consumeReadings(ctx context.Context, nc *nats.Conn) {
 		stop()
 		d.log.Warn("reading from another region", "from", cur.region, "to", s.region, "why", why)
 		cur, downSince, homeUpSince = s, time.Time{}, time.Time{}
-		d.setFeed(cur.region)
+		d.setFeed(cur.region, cur.nc)
 		d.m.failovers.Inc()
 	}
 	tick := time.NewTicker(min(max(d.cfg.FailoverAfter/4, 100*time.Millisecond), probeInterval))
@@ -193,15 +194,46 @@ func (d *Dashboard) probeReadings(ctx context.Context, s *readingsSite) error {
 	return err
 }
 
-// setFeed records the region READINGS is read from.
-func (d *Dashboard) setFeed(region string) { d.feedRegion.Store(&region) }
+// feedSite is the region whose READINGS the dashboard reads, and the
+// connection to its server, through which every region's DEADLETTER is read
+// too: at home, the dashboard's own connection; failed over, the
+// fallback's.
+type feedSite struct {
+	region string
+	nc     *nats.Conn
+	// moved is closed when the dashboard reads from another region.
+	moved chan struct{}
+}
+
+// setFeed records that READINGS is read from region through nc, and tells
+// the dead-letter consumers if that is a move.
+func (d *Dashboard) setFeed(region string, nc *nats.Conn) {
+	d.feedMu.Lock()
+	defer d.feedMu.Unlock()
+	old := d.feedCur.Load()
+	if old != nil && old.region == region && old.nc == nc {
+		return
+	}
+	d.feedCur.Store(&feedSite{region: region, nc: nc, moved: make(chan struct{})})
+	if old != nil {
+		close(old.moved)
+	}
+}
 
 // feed is the region READINGS is read from.
 func (d *Dashboard) feed() string {
-	if r := d.feedRegion.Load(); r != nil {
-		return *r
+	if f := d.feedCur.Load(); f != nil {
+		return f.region
 	}
 	return d.cfg.Domain
+}
+
+// feedConn is the connection READINGS is read through; nil before Run.
+func (d *Dashboard) feedConn() *nats.Conn {
+	if f := d.feedCur.Load(); f != nil {
+		return f.nc
+	}
+	return nil
 }
 
 // setReadingsErr records what is wrong with the READINGS consumer, "" for
@@ -255,26 +287,65 @@ func parseReadingSubject(s string) (region, deviceType, device string, ok bool) 
 }
 
 // consumeDeadLetters counts region's rejected payloads by reason, reading
-// the headers of its DEADLETTER from the start, across domains. It keeps
-// retrying while the region cannot be reached and probes the stream every
-// probeInterval so the page can say whether the region is reachable.
-func (d *Dashboard) consumeDeadLetters(ctx context.Context, nc *nats.Conn, region string) {
-	js, err := jetstream.NewWithDomain(nc, region)
+// the headers of its DEADLETTER from the start, across domains, until ctx
+// is done. It reads through the connection READINGS is read through (see
+// feed): a region's DEADLETTER lives only in its own domain, which the
+// hub makes reachable from any region's server. When the dashboard reads
+// from another region, it starts a new consumer there at the stream
+// sequence after the last dead letter counted, so none is counted twice
+// or skipped (the sequence is the stream's own, the same through any
+// server).
+func (d *Dashboard) consumeDeadLetters(ctx context.Context, region string) {
+	var next atomic.Uint64 // stream sequence of the next dead letter to count; 0 before the first
+	for ctx.Err() == nil {
+		f := d.feedCur.Load()
+		fctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-f.moved:
+				cancel()
+			case <-fctx.Done():
+			}
+		}()
+		if f.region != d.cfg.Domain {
+			d.log.Info("reading dead letters through another region", "region", region, "through", f.region, "from_seq", next.Load())
+		}
+		d.readDeadLetters(fctx, f, region, &next)
+		cancel()
+	}
+}
+
+// readDeadLetters counts region's dead letters through f's connection,
+// from stream sequence next on, until ctx is done, probing the stream
+// every probeInterval so the page can say whether the region is reachable.
+// It keeps retrying while the region cannot be reached.
+func (d *Dashboard) readDeadLetters(ctx context.Context, f *feedSite, region string, next *atomic.Uint64) {
+	js, err := jetstream.NewWithDomain(f.nc, region)
 	if err != nil {
 		d.agg.setDeadLetterState(time.Now(), region, err.Error())
+		<-ctx.Done()
 		return
 	}
 	handler := func(msg jetstream.Msg) {
+		if meta, err := msg.Metadata(); err == nil {
+			if meta.Sequence.Stream < next.Load() {
+				return // counted already, through another region
+			}
+			next.Store(meta.Sequence.Stream + 1)
+		}
 		reason := reasonOf(msg.Headers(), msg.Subject())
 		if counted := d.agg.addDeadLetter(region, reason); counted != "" {
 			d.m.deadLetters.WithLabelValues(region, counted).Inc()
 		}
 	}
 	onErr := func(_ jetstream.ConsumeContext, err error) {
-		d.log.Debug("DEADLETTER consumer", "region", region, "err", err)
+		d.log.Debug("DEADLETTER consumer", "region", region, "through", f.region, "err", err)
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: true}
 	cc := retry(ctx, func() (jetstream.ConsumeContext, error) {
+		cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: true}
+		if n := next.Load(); n > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, n
+		}
 		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 		defer cancel()
 		cons, err := js.OrderedConsumer(cctx, deadLetterStream, cfg)
@@ -285,8 +356,10 @@ func (d *Dashboard) consumeDeadLetters(ctx context.Context, nc *nats.Conn, regio
 				return cc, nil
 			}
 		}
-		d.agg.setDeadLetterState(time.Now(), region, unreachable(err))
-		return nil, fmt.Errorf("reading %s of %s: %w", deadLetterStream, region, err)
+		if ctx.Err() == nil {
+			d.agg.setDeadLetterState(time.Now(), region, unreachable(err))
+		}
+		return nil, fmt.Errorf("reading %s of %s through %s: %w", deadLetterStream, region, f.region, err)
 	}, d.log)
 	if cc == nil {
 		return

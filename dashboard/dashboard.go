@@ -46,9 +46,10 @@ type Dashboard struct {
 
 	upgrader websocket.Upgrader // of /ws, with its Origin check (origin.go)
 
-	readingsErr atomic.Pointer[string] // nil while the READINGS consumer is fine
-	feedRegion  atomic.Pointer[string] // whose READINGS is read (consume.go)
-	scenarios   scenarioLog            // fed by MarkScenario and ShowLedger
+	readingsErr atomic.Pointer[string]   // nil while the READINGS consumer is fine
+	feedCur     atomic.Pointer[feedSite] // whose READINGS is read, and through which connection (consume.go)
+	feedMu      sync.Mutex               // serialises setFeed
+	scenarios   scenarioLog              // fed by MarkScenario and ShowLedger
 
 	mu          sync.Mutex
 	nc          *nats.Conn
@@ -240,9 +241,10 @@ func (d *Dashboard) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { d.push(ctx); return nil })
+	d.setFeed(d.cfg.Domain, nc)
 	g.Go(func() error { d.consumeReadings(ctx, nc); return nil })
 	for _, region := range d.cfg.Regions {
-		g.Go(func() error { d.consumeDeadLetters(ctx, nc, region); return nil })
+		g.Go(func() error { d.consumeDeadLetters(ctx, region); return nil })
 	}
 	if d.cfg.StorageURL != "" {
 		g.Go(func() error { d.pollStorage(ctx); return nil })
@@ -348,17 +350,19 @@ func (d *Dashboard) snapshot(now time.Time, seq uint64) Snapshot {
 	s.Storage = d.storage
 	s.Replication = append(s.Replication, d.replication...)
 	s.NATS = NATSState{Status: "NOT STARTED", Readings: "not started"}
-	if d.nc != nil {
-		s.NATS.Connected = d.nc.IsConnected()
-		s.NATS.Status = d.nc.Status().String()
-		s.NATS.Server = d.nc.ConnectedUrlRedacted()
-		if err := d.nc.LastError(); err != nil {
+	// Failed over, the connection that matters is the fallback's.
+	nc := d.nc
+	if fc := d.feedConn(); fc != nil {
+		nc = fc
+	}
+	if nc != nil {
+		s.NATS.Connected = nc.IsConnected()
+		s.NATS.Status = nc.Status().String()
+		s.NATS.Server = nc.ConnectedUrlRedacted()
+		if err := nc.LastError(); err != nil {
 			s.NATS.Error = err.Error()
 		}
-		s.NATS.Readings = "ok"
-		if e := d.readingsErr.Load(); e != nil {
-			s.NATS.Readings = *e
-		}
+		s.NATS.Readings = d.readingsState()
 	}
 	return s
 }
@@ -396,11 +400,23 @@ func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveHealth answers 200 while the NATS connection is up: without it the
-// dashboard shows nothing live.
+// serveHealth answers 200 while the NATS connection READINGS is read
+// through is up: without it the dashboard shows nothing live. Failed over,
+// that is the fallback's connection, and readings must be flowing from it;
+// the body says which region it reads from.
 func (d *Dashboard) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	f := d.feedCur.Load()
+	if f != nil && f.region != d.cfg.Domain {
+		if f.nc.IsConnected() && d.readingsErr.Load() == nil {
+			fmt.Fprintf(w, "ok: failed over to %s (home %s unreachable)\n", f.region, d.cfg.Domain)
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "nats: failed over to %s (home %s unreachable), but %s: %s\n", f.region, d.cfg.Domain, f.nc.Status(), d.readingsState())
+		return
+	}
 	nc := d.conn()
 	switch {
 	case nc == nil:
@@ -416,4 +432,12 @@ func (d *Dashboard) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	default:
 		fmt.Fprintln(w, "ok")
 	}
+}
+
+// readingsState is "ok" or what is wrong with the READINGS consumer.
+func (d *Dashboard) readingsState() string {
+	if e := d.readingsErr.Load(); e != nil {
+		return *e
+	}
+	return "ok"
 }

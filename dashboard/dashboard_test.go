@@ -466,9 +466,16 @@ func TestStorageState(t *testing.T) {
 		{
 			name: "ok",
 			storageURL: func() string {
-				return statusServer(http.StatusOK, `{"state":"ok","rows_stored":42,"readings_stored":14,"last_insert":"2025-11-25T21:00:00Z","consumer_pending":3}`)
+				return statusServer(http.StatusOK, `{"state":"ok","rows_stored":42,"readings_stored":14,"last_insert":"2025-11-25T21:00:00Z","consumer_pending":3,"region":"us-east","home_region":"us-east","failovers":0}`)
 			},
-			want: StorageState{State: "ok", RowsStored: 42, ReadingsStored: 14, LastInsert: "2025-11-25T21:00:00Z", ConsumerPending: 3},
+			want: StorageState{State: "ok", RowsStored: 42, ReadingsStored: 14, LastInsert: "2025-11-25T21:00:00Z", ConsumerPending: 3, Region: "us-east", HomeRegion: "us-east"},
+		},
+		{
+			name: "ok, failed over",
+			storageURL: func() string {
+				return statusServer(http.StatusOK, `{"state":"ok","rows_stored":42,"region":"eu-west","home_region":"us-east","failovers":1}`)
+			},
+			want: StorageState{State: "ok", RowsStored: 42, Region: "eu-west", HomeRegion: "us-east", Failovers: 1},
 		},
 		{
 			name: "retrying, reported with a 503",
@@ -494,7 +501,8 @@ func TestStorageState(t *testing.T) {
 				if got.State != tc.want.State || !strings.HasPrefix(got.Reason, tc.want.Reason) ||
 					got.RowsStored != tc.want.RowsStored || got.ReadingsStored != tc.want.ReadingsStored ||
 					got.LastInsert != tc.want.LastInsert || got.ConsumerPending != tc.want.ConsumerPending ||
-					got.Error != tc.want.Error {
+					got.Error != tc.want.Error || got.Region != tc.want.Region || got.HomeRegion != tc.want.HomeRegion ||
+					got.Failovers != tc.want.Failovers {
 					return fmt.Errorf("storage %+v, want %+v", got, tc.want)
 				}
 				return nil

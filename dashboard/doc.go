@@ -15,7 +15,8 @@
 //     one ordered consumer per region reading headers only from the start of
 //     the stream, so rejected payloads are counted by reason even after a
 //     restart; a region that cannot be reached is retried and shown as
-//     unreachable, with since when;
+//     unreachable, with since when. They read through the server READINGS
+//     is read from, so they follow a failover, resuming by stream sequence;
 //   - the storage writer's /api/status, polled, or "off" with the reason when
 //     the demo runs without ClickHouse; GET /api/history is forwarded to the
 //     storage service (per-minute rollups for the page's history chart), or

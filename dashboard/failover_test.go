@@ -2,6 +2,8 @@ package dashboard
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -30,10 +32,53 @@ func regionTotals(s Snapshot) map[string]uint64 {
 	return out
 }
 
-// TestReadsFromFallbackWhenRegionServerStops shuts the dashboard's region
-// server down: the dashboard reads READINGS from the next region, keeps
-// counting the readings published in the others, and says where it reads
-// from.
+// health is GET /healthz: the code and the body.
+func health(t *testing.T, base string) (int, string, error) {
+	t.Helper()
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func regionSnap(s Snapshot, name string) RegionSnapshot {
+	for _, r := range s.Regions {
+		if r.Region == name {
+			return r
+		}
+	}
+	return RegionSnapshot{}
+}
+
+// wantRejected checks the dead letters counted per region: fewer is not
+// yet, more is a dead letter counted twice.
+func wantRejected(t *testing.T, s Snapshot, want map[string]uint64) error {
+	t.Helper()
+	var short []string
+	for r, n := range want {
+		got := regionSnap(s, r).RejectedTotal
+		if got > n {
+			t.Fatalf("%s: %d dead letters counted, only %d published: one was counted twice", r, got, n)
+		}
+		if got < n {
+			short = append(short, fmt.Sprintf("%s %d of %d", r, got, n))
+		}
+	}
+	if len(short) > 0 {
+		return fmt.Errorf("dead letters counted: %s", strings.Join(short, ", "))
+	}
+	return nil
+}
+
+// TestReadsFromFallbackWhenRegionServerStops stops the dashboard's region
+// server: the dashboard reads READINGS from the next region, keeps counting
+// the readings published in the others, says where it reads from, reads
+// the reachable regions' DEADLETTER through the fallback's connection and
+// is healthy. Once the server is started again it moves back home. Every
+// dead letter is counted exactly once across both moves.
 func TestReadsFromFallbackWhenRegionServerStops(t *testing.T) {
 	e := testharness.Regions(t)
 	cfg := Config{
@@ -47,12 +92,22 @@ func TestReadsFromFallbackWhenRegionServerStops(t *testing.T) {
 	}
 	_, base := startDashboard(t, cfg)
 	waitConsuming(t, base)
-	js := map[string]jetstream.JetStream{"eu-west": regionJS(t, e, "eu-west"), "ap-south": regionJS(t, e, "ap-south")}
+	js := map[string]jetstream.JetStream{"us-east": regionJS(t, e, "us-east"), "eu-west": regionJS(t, e, "eu-west"), "ap-south": regionJS(t, e, "ap-south")}
 	var seq uint64
 	publishBoth := func() {
 		seq++
 		publishReading(t, js["eu-west"], "eu-west", "th-ew", seq, 20, 0)
 		publishReading(t, js["ap-south"], "ap-south", "th-as", seq, 20, 0)
+	}
+	dead := map[string]uint64{}
+	publishDead := func(region string, n int) {
+		for range n {
+			publish(t, js[region], deadLetter("deadletter."+region+".bad_json", "bad_json"))
+			dead[region]++
+		}
+	}
+	for _, r := range e.Regions() {
+		publishDead(r, 3)
 	}
 	waitFor(t, 30*time.Second, func() error {
 		publishBoth()
@@ -63,15 +118,17 @@ func TestReadsFromFallbackWhenRegionServerStops(t *testing.T) {
 		if got := regionTotals(s); got["eu-west"] == 0 || got["ap-south"] == 0 || s.Domain != "us-east" {
 			return fmt.Errorf("reading from %s, totals %v; want us-east counting eu-west and ap-south", s.Domain, got)
 		}
-		return nil
+		return wantRejected(t, s, dead)
 	})
 
 	before, err := getSnapshot(t, base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := e.StopRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
 	down := time.Now()
-	e.Server("us-east").Shutdown()
 	var moved time.Duration
 	waitFor(t, 60*time.Second, func() error {
 		publishBoth()
@@ -95,6 +152,80 @@ func TestReadsFromFallbackWhenRegionServerStops(t *testing.T) {
 		return nil
 	})
 	t.Logf("reading from eu-west %s after us-east's server stopped (FailoverAfter %s)", moved.Round(time.Millisecond), cfg.FailoverAfter)
+
+	// Failed over: the reachable regions' dead letters are read through
+	// eu-west's server (eu-west's locally, ap-south's across the hub) and
+	// counted; us-east's is unreachable; the dashboard is healthy.
+	publishDead("eu-west", 4)
+	publishDead("ap-south", 5)
+	waitFor(t, 30*time.Second, func() error {
+		s, err := getSnapshot(t, base)
+		if err != nil {
+			return err
+		}
+		for _, r := range []string{"eu-west", "ap-south"} {
+			if rs := regionSnap(s, r); !rs.Reachable {
+				return fmt.Errorf("%s dead letters %q, want reachable through eu-west", r, rs.DeadLetters)
+			}
+		}
+		if us := regionSnap(s, "us-east"); us.Reachable || us.RejectedTotal != dead["us-east"] {
+			return fmt.Errorf("us-east reachable=%v (%q) with %d dead letters; want unreachable, %d counted before it stopped",
+				us.Reachable, us.DeadLetters, us.RejectedTotal, dead["us-east"])
+		}
+		if !s.NATS.Connected || s.NATS.Readings != "ok" {
+			return fmt.Errorf("nats connected=%v readings=%q, want eu-west's connection, ok", s.NATS.Connected, s.NATS.Readings)
+		}
+		return wantRejected(t, s, dead)
+	})
+	waitFor(t, 10*time.Second, func() error {
+		code, body, err := health(t, base)
+		if err != nil || code != http.StatusOK || !strings.Contains(body, "failed over to eu-west") {
+			return fmt.Errorf("healthz %d %q %v, want 200 saying failed over to eu-west", code, body, err)
+		}
+		return nil
+	})
+
+	// us-east back: the dashboard moves home and counts on from where it
+	// was in every region's DEADLETTER.
+	if err := e.StartRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	var back time.Duration
+	waitFor(t, 60*time.Second, func() error {
+		publishBoth()
+		s, err := getSnapshot(t, base)
+		if err != nil {
+			return err
+		}
+		if s.Domain != "us-east" {
+			return fmt.Errorf("reading from %s, want back on us-east", s.Domain)
+		}
+		if back == 0 {
+			back = time.Since(up)
+		}
+		return nil
+	})
+	t.Logf("back on us-east %s after its server started again", back.Round(time.Millisecond))
+	js["us-east"] = regionJS(t, e, "us-east") // the first connection may still be reconnecting
+	publishDead("us-east", 2)
+	publishDead("eu-west", 1)
+	waitFor(t, 30*time.Second, func() error {
+		s, err := getSnapshot(t, base)
+		if err != nil {
+			return err
+		}
+		for _, r := range e.Regions() {
+			if rs := regionSnap(s, r); !rs.Reachable {
+				return fmt.Errorf("%s dead letters %q, want reachable", r, rs.DeadLetters)
+			}
+		}
+		return wantRejected(t, s, dead)
+	})
+	code, body, err := health(t, base)
+	if err != nil || code != http.StatusOK || strings.Contains(body, "failed over") {
+		t.Errorf("healthz %d %q %v, want 200 at home", code, body, err)
+	}
 }
 
 // TestStartsInCutOffRegion starts a dashboard in eu-west while eu-west is

@@ -32,7 +32,8 @@ type Snapshot struct {
 	Ledger    *ScenarioLedger  `json:"ledger"`
 }
 
-// NATSState is the dashboard's own connection to its region.
+// NATSState is the dashboard's connection to the region it reads from
+// (Snapshot.Domain): its own region's, or a fallback's while failed over.
 type NATSState struct {
 	Connected bool   `json:"connected"`
 	Status    string `json:"status"`           // nats.Conn status, e.g. CONNECTED, RECONNECTING
@@ -119,13 +120,20 @@ type StorageState struct {
 	// storage service says ("ok", "retrying", ...).
 	State string `json:"state"`
 	// Reason says why storage is off or offline.
-	Reason          string    `json:"reason,omitempty"`
-	RowsStored      uint64    `json:"rows_stored"`
-	ReadingsStored  uint64    `json:"readings_stored"`
-	LastInsert      string    `json:"last_insert,omitempty"`
-	ConsumerPending uint64    `json:"consumer_pending"`
-	Error           string    `json:"error,omitempty"`
-	CheckedAt       time.Time `json:"checked_at,omitzero"`
+	Reason          string `json:"reason,omitempty"`
+	RowsStored      uint64 `json:"rows_stored"`
+	ReadingsStored  uint64 `json:"readings_stored"`
+	LastInsert      string `json:"last_insert,omitempty"`
+	ConsumerPending uint64 `json:"consumer_pending"`
+	Error           string `json:"error,omitempty"`
+	// Region is the region whose READINGS storage consumes: HomeRegion,
+	// or a fallback while that is gone. Failovers counts its changes of
+	// region, moves back home included. Empty for a storage that does not
+	// say.
+	Region     string    `json:"region,omitempty"`
+	HomeRegion string    `json:"home_region,omitempty"`
+	Failovers  uint64    `json:"failovers,omitempty"`
+	CheckedAt  time.Time `json:"checked_at,omitzero"`
 	// Since is when State last changed, as seen by the dashboard's polls
 	// (zero while storage is off).
 	Since time.Time `json:"since,omitzero"`

@@ -18,6 +18,9 @@ type storageStatus struct {
 	LastInsert      string `json:"last_insert"`
 	ConsumerPending uint64 `json:"consumer_pending"`
 	Error           string `json:"error"`
+	Region          string `json:"region"`
+	HomeRegion      string `json:"home_region"`
+	Failovers       uint64 `json:"failovers"`
 }
 
 // pollStorage asks the storage service for its status every StoragePoll
@@ -87,6 +90,9 @@ func fetchStorage(ctx context.Context, client *http.Client, url string) StorageS
 		LastInsert:      st.LastInsert,
 		ConsumerPending: st.ConsumerPending,
 		Error:           st.Error,
+		Region:          st.Region,
+		HomeRegion:      st.HomeRegion,
+		Failovers:       st.Failovers,
 	}
 }
 

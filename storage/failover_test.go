@@ -21,7 +21,10 @@ import (
 )
 
 // regionLoad publishes readings into one region's READINGS, as that
-// region's ingest would, until stopped: devices <prefix>-NN, boot 1.
+// region's ingest would, until stopped: devices <prefix>-NN, boot 1. A
+// publish that fails (the region's server is gone) is retried with the same
+// message id until acknowledged, for up to a minute, as ingest's
+// redelivery would: the count acknowledged is exact across a restart.
 type regionLoad struct {
 	region string
 	cancel context.CancelFunc
@@ -32,7 +35,7 @@ type regionLoad struct {
 
 func startRegionLoad(t *testing.T, e *stream.Embedded, region, prefix string, devices, rate int) *regionLoad {
 	t.Helper()
-	nc, err := nats.Connect(e.URL(region))
+	nc, err := nats.Connect(e.URL(region), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatalf("connecting to %s: %v", region, err)
 	}
@@ -63,12 +66,19 @@ func startRegionLoad(t *testing.T, e *stream.Embedded, region, prefix string, de
 			msg.Data = protocol.AppendEncode(nil, r)
 			msg.Header.Set(jetstream.MsgIDHeader, r.ID())
 			msg.Header.Set(storage.HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
-			pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := js.PublishMsg(pctx, msg)
-			pcancel()
-			if err != nil {
-				l.done <- fmt.Errorf("publishing %s in %s: %w", r.ID(), region, err)
-				return
+			giveUp := time.Now().Add(time.Minute)
+			for {
+				pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err := js.PublishMsg(pctx, msg)
+				pcancel()
+				if err == nil {
+					break
+				}
+				if time.Now().After(giveUp) {
+					l.done <- fmt.Errorf("publishing %s in %s: %w", r.ID(), region, err)
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
 			seqs[d]++
 			l.acked.Add(1)
@@ -289,6 +299,71 @@ func TestFailoverAndBack(t *testing.T) {
 	total := loads["us-east"].stop(t) + loads["eu-west"].stop(t) + loads["ap-south"].stop(t)
 	checkStoredOnce(t, conn, w, total)
 	t.Logf("%d readings stored once; %d copies kept out of inserts", total, w.Status().DuplicatesDropped)
+}
+
+// TestFailoverWhenRegionServerStopsAndBack stops us-east's server under
+// load in every region (us-east's load waits for it and goes on), and
+// starts it again: the writer moves to eu-west, then back home once us-east
+// answers again, and ClickHouse holds every reading exactly once, both
+// overlaps included.
+func TestFailoverWhenRegionServerStopsAndBack(t *testing.T) {
+	ch := testharness.ClickHouse(t)
+	e := testharness.Regions(t)
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	loads := map[string]*regionLoad{}
+	for _, r := range []struct{ region, prefix string }{{"us-east", "ue"}, {"eu-west", "ew"}, {"ap-south", "as"}} {
+		loads[r.region] = startRegionLoad(t, e, r.region, r.prefix, 5, 100)
+	}
+	w := start(t, failoverConfig(ch.Addr(), e, "us-east", "eu-west", "ap-south"))
+	waitFor := func(what string, ok func(storage.Status) bool) {
+		t.Helper()
+		testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+			if st := w.Status(); !ok(st) {
+				return fmt.Errorf("want %s; writer %+v", what, st)
+			}
+			return nil
+		})
+	}
+	waitFor("300 readings stored", func(st storage.Status) bool { return st.ReadingsStored >= 300 })
+
+	if err := e.StopRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	waitFor("consuming from eu-west after one failover", func(st storage.Status) bool { return st.Region == "eu-west" && st.Failovers == 1 })
+	t.Logf("moved to eu-west %s after us-east's server stopped (FailoverAfter %s)", time.Since(down).Round(time.Millisecond), time.Second)
+	n := w.Status().ReadingsStored
+	waitFor("300 more readings stored from eu-west", func(st storage.Status) bool { return st.ReadingsStored >= n+300 })
+
+	usEast := loads["us-east"].acked.Load()
+	if err := e.StartRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	t.Logf("us-east was down %s", up.Sub(down).Round(time.Millisecond))
+	waitFor("back on us-east", func(st storage.Status) bool { return st.Region == "us-east" && st.Failovers == 2 })
+	t.Logf("back on us-east %s after its server started again", time.Since(up).Round(time.Millisecond))
+	testharness.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		if got := loads["us-east"].acked.Load(); got < usEast+100 {
+			return fmt.Errorf("us-east acknowledged %d readings since it started again, want 100", got-usEast)
+		}
+		return nil
+	})
+	n = w.Status().ReadingsStored
+	waitFor("300 more readings stored at home", func(st storage.Status) bool { return st.ReadingsStored >= n+300 })
+
+	total := loads["us-east"].stop(t) + loads["eu-west"].stop(t) + loads["ap-south"].stop(t)
+	checkStoredOnce(t, conn, w, total)
+	st := w.Status()
+	t.Logf("%d readings stored once; %d copies kept out of inserts", total, st.DuplicatesDropped)
+	if st.Region != "us-east" || st.HomeRegion != "us-east" || st.Failovers != 2 {
+		t.Errorf("status %+v, want region us-east, home us-east, 2 failovers", st)
+	}
 }
 
 // TestWriterStartsInCutOffRegion starts a writer in eu-west while eu-west

@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -44,13 +46,21 @@ func (c EmbeddedConfig) Validate() error {
 
 // Embedded is a hub and one JetStream server per region, in-process. Each
 // region's leaf connection to the hub runs through a Link.
+//
+// A region's server can be stopped and started again (StopRegion,
+// StartRegion, RestartRegion) on the same client port and store, as a
+// crashed and restarted server would be: its clients reconnect to the same
+// URL and its file store keeps what it had acknowledged.
 type Embedded struct {
-	hub     *server.Server
-	regions map[string]*server.Server
+	hub   *server.Server
+	links map[string]*Link
+	order []string
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	regions map[string]*server.Server // nil value: stopped
 	opts    map[string]*server.Options
-	links   map[string]*Link
-	order   []string
-	log     *slog.Logger
+	addrs   map[string]string // client host:port, kept across a stop
 }
 
 // StartEmbedded starts the hub and the regions from deploy/nats's files and
@@ -69,7 +79,8 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	if err := writeConfigs(confDir); err != nil {
 		return nil, err
 	}
-	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, links: map[string]*Link{}, order: cfg.Regions, log: log}
+	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, addrs: map[string]string{},
+		links: map[string]*Link{}, order: cfg.Regions, log: log}
 
 	hubOpts, err := loadConfig(confDir, "hub.conf", "")
 	if err != nil {
@@ -119,6 +130,9 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		}
 		e.regions[region] = s
 		e.opts[region] = opts
+		// Keep the address picked: a restart listens there again, where
+		// the region's clients reconnect.
+		e.addrs[region] = s.Addr().String()
 	}
 	if err := e.waitLeafs(cfg.ReadyTimeout); err != nil {
 		e.Close()
@@ -226,35 +240,100 @@ func IngestUser(region string) string { return "ingest-" + region }
 func (e *Embedded) URL(region string) string { return e.URLAs(region, DemoUser) }
 
 // URLAs is the client URL of region's server as user, with its demo password.
+// It stays the same while the server is stopped and after it restarts.
 func (e *Embedded) URLAs(region, user string) string {
-	s, ok := e.regions[region]
+	e.mu.Lock()
+	addr, ok := e.addrs[region]
+	e.mu.Unlock()
 	if !ok {
 		return ""
 	}
-	return fmt.Sprintf("nats://%s:%s@%s", user, DemoPasswordFor(user), s.Addr())
+	return fmt.Sprintf("nats://%s:%s@%s", user, DemoPasswordFor(user), addr)
 }
 
-// RestartRegion shuts region's server down and starts it again on the same
-// port and store, as a crash-and-restart would; its clients reconnect.
-func (e *Embedded) RestartRegion(region string) error {
+// StopRegion shuts region's server down, as a crash would (its store is
+// file storage and keeps what it acknowledged), and waits until it is
+// down. Its clients lose the server; its port stays reserved for
+// StartRegion. Stopping a stopped region does nothing.
+func (e *Embedded) StopRegion(region string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	s, ok := e.regions[region]
 	if !ok {
 		return fmt.Errorf("no region %q", region)
 	}
-	opts := e.opts[region].Clone()
-	opts.Port = s.Addr().(*net.TCPAddr).Port
-	s.Shutdown()
-	s.WaitForShutdown()
-	ns, err := startServer(opts, 30*time.Second, e.log.With("nats", region))
-	if err != nil {
-		return fmt.Errorf("restarting %s: %w", region, err)
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+		e.regions[region] = nil
 	}
-	e.regions[region] = ns
 	return nil
 }
 
-// Server is region's nats-server, for tests that inspect or restart it.
-func (e *Embedded) Server(region string) *server.Server { return e.regions[region] }
+// StartRegion starts a stopped region's server again on the same client
+// port and store, and waits until it accepts clients and has joined the
+// hub; its clients reconnect by themselves. A region whose server was
+// shut down directly (Server(region).Shutdown()) can be started too.
+// Starting a running region does nothing.
+func (e *Embedded) StartRegion(region string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.regions[region]
+	if !ok {
+		return fmt.Errorf("no region %q", region)
+	}
+	if s != nil {
+		if s.Running() {
+			return nil
+		}
+		s.WaitForShutdown()
+	}
+	const timeout = 30 * time.Second
+	deadline := time.Now().Add(timeout)
+	opts := e.opts[region].Clone()
+	_, port, err := net.SplitHostPort(e.addrs[region])
+	if err != nil {
+		return fmt.Errorf("starting %s again: %w", region, err)
+	}
+	if opts.Port, err = strconv.Atoi(port); err != nil {
+		return fmt.Errorf("starting %s again: port %q: %w", region, port, err)
+	}
+	ns, err := startServer(opts, timeout, e.log.With("nats", region))
+	if err != nil {
+		return fmt.Errorf("starting %s again: %w", region, err)
+	}
+	e.regions[region] = ns
+	// The leaf connection comes back within its reconnect interval,
+	// unless the region's link is cut.
+	if e.links[region].IsCut() {
+		return nil
+	}
+	for ns.NumLeafNodes() == 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s started again but did not join the hub within %s", region, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// RestartRegion shuts region's server down and starts it again on the same
+// port and store, as a crash-and-restart would; its clients reconnect. It
+// also starts a stopped region.
+func (e *Embedded) RestartRegion(region string) error {
+	if err := e.StopRegion(region); err != nil {
+		return err
+	}
+	return e.StartRegion(region)
+}
+
+// Server is region's nats-server, for tests that inspect it; nil while the
+// region is stopped (StopRegion).
+func (e *Embedded) Server(region string) *server.Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.regions[region]
+}
 
 // Link is region's link to the hub.
 func (e *Embedded) Link(region string) *Link { return e.links[region] }
@@ -288,10 +367,14 @@ func ApplyRegion(ctx context.Context, url, region string, topo Topology) error {
 
 // Close shuts every server and link down. It is safe to call twice.
 func (e *Embedded) Close() error {
+	e.mu.Lock()
 	for _, s := range e.regions {
-		s.Shutdown()
-		s.WaitForShutdown()
+		if s != nil {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
 	}
+	e.mu.Unlock()
 	for _, l := range e.links {
 		l.Close()
 	}

@@ -105,3 +105,112 @@ func TestApplyIsIdempotent(t *testing.T) {
 		t.Fatalf("second apply: %v", err)
 	}
 }
+
+// TestStopAndStartRegion stops us-east's server and starts it again: the
+// URL stays the same, a client's connection comes back by itself, the
+// stream keeps what it held (file storage), and the region rejoins the hub,
+// so its new readings reach eu-west.
+func TestStopAndStartRegion(t *testing.T) {
+	e := startTestRegions(t)
+	ctx := context.Background()
+	url := e.URL("us-east")
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.NewWithDomain(nc, "us-east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(seq int) error {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		msg := nats.NewMsg(fmt.Sprintf("telemetry.us-east.probe.p-%d", seq%3))
+		msg.Data = []byte("{}")
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("p:1:%d", seq))
+		_, err := js.PublishMsg(pctx, msg)
+		return err
+	}
+	for i := 1; i <= 10; i++ {
+		if err := publish(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := func(region string, want uint64) func() error {
+		rjs, err := jetstream.NewWithDomain(testConn(t, e, region), region)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() error {
+			s, err := rjs.Stream(ctx, ReadingsStream)
+			if err != nil {
+				return err
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.State.Msgs != want {
+				return fmt.Errorf("%s holds %d readings, want %d", region, info.State.Msgs, want)
+			}
+			return nil
+		}
+	}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, held("eu-west", 10))
+	if err := e.StopRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	if e.Server("us-east") != nil {
+		t.Error("Server of a stopped region is not nil")
+	}
+	if e.URL("us-east") != url {
+		t.Errorf("URL changed while stopped: %s, was %s", e.URL("us-east"), url)
+	}
+	if err := e.StopRegion("us-east"); err != nil {
+		t.Errorf("stopping twice: %v", err)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if nc.IsConnected() {
+			return fmt.Errorf("still connected to a stopped server")
+		}
+		return nil
+	})
+	if err := e.StartRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.StartRegion("us-east"); err != nil {
+		t.Errorf("starting a running region: %v", err)
+	}
+	for i := 11; i <= 20; i++ {
+		checkFor(t, 30*time.Second, 50*time.Millisecond, func() error { return publish(i) })
+	}
+	// A restart after a stop, and one after a direct Shutdown, work too.
+	if err := e.RestartRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	e.Server("us-east").Shutdown()
+	if err := e.StartRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	if e.URL("us-east") != url {
+		t.Errorf("URL changed across restarts: %s, was %s", e.URL("us-east"), url)
+	}
+	started := time.Now()
+	checkFor(t, 30*time.Second, 50*time.Millisecond, held("us-east", 20))
+	// eu-west's source of us-east retries with a growing backoff while
+	// us-east is gone (nats-server: 10 s after the first failure, then 20 s
+	// more...), so catching up may take a while.
+	checkFor(t, 90*time.Second, 100*time.Millisecond, held("eu-west", 20))
+	t.Logf("eu-west caught up %s after us-east's last start", time.Since(started).Round(time.Millisecond))
+}
+
+func testConn(t *testing.T, e *Embedded, region string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(e.URL(region))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}

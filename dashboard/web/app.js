@@ -256,6 +256,11 @@ function renderStorage(s, now) {
         ["last insert", s.last_insert ? fmtAgo(s.last_insert, now) : "none yet", "storage-last"],
       ];
       detail = fmtInt(s.rows_stored) + " rows (one per metric)" + (s.error ? " · " + s.error : "");
+      if (s.region && s.home_region && s.region !== s.home_region) {
+        text += " from " + s.region + " (failed over)"; cls = "storage-state warn-text";
+      } else if (s.region) {
+        detail = "from " + s.region + " · " + detail;
+      }
   }
   setText("storage-state", text, cls);
   setText("storage-detail", detail);
