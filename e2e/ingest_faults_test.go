@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -172,6 +174,46 @@ func procCPU(pid int) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(u+s) * 10 * time.Millisecond, nil
+}
+
+// cpuSplit is CPU time of the broker and of this process (the simulator,
+// and the plain subscriber or the region's JetStream server).
+type cpuSplit struct{ broker, self float64 }
+
+func othersCPU(t testing.TB, mosq *testharness.Broker) cpuSplit {
+	broker, err1 := procCPU(mosq.Pid())
+	self, err2 := procCPU(os.Getpid())
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	return cpuSplit{float64(broker.Microseconds()), float64(self.Microseconds())}
+}
+
+// per is the CPU time since start per reading, in µs.
+func (c cpuSplit) per(start cpuSplit, readings uint64) cpuSplit {
+	n := float64(readings)
+	return cpuSplit{(c.broker - start.broker) / n, (c.self - start.self) / n}
+}
+
+// procSyscalls is how many read and write system calls (syscr + syscw of
+// /proc/pid/io) the process has made.
+func procSyscalls(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		if k == "syscr" || k == "syscw" {
+			c, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/io: %q", pid, line)
+			}
+			n += c
+		}
+	}
+	return n, nil
 }
 
 // regionNATS is the region's JetStream server, in-process on a fixed port
@@ -443,6 +485,32 @@ func TestRegionNATSDownUnderLoad(t *testing.T) {
 	t.Logf("%d readings, all in READINGS once after NATS returned", n)
 }
 
+// saveProfile fetches /debug/pprof/<what> from ingest into a new file named
+// by pattern (as os.CreateTemp).
+func saveProfile(t testing.TB, in *ingestProc, what, pattern string) {
+	resp, err := http.Get("http://" + in.listen + "/debug/pprof/" + what)
+	if err != nil {
+		t.Errorf("profiling ingest: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	var f *os.File
+	if err == nil {
+		f, err = os.CreateTemp(filepath.Dir(pattern), filepath.Base(pattern))
+	}
+	if err == nil {
+		_, err = f.Write(b)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		t.Errorf("profiling ingest: %v", err)
+	}
+}
+
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // BenchmarkIngestShareOfBrokerCeiling measures, in one run on one machine,
@@ -450,7 +518,13 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 // through Mosquitto to a plain paho subscriber that acknowledges at once)
 // and the bridge's throughput (the same N through Mosquitto and `telemetry
 // ingest` into JetStream), and reports the bridge's share of the ceiling and
-// its CPU time per reading. N is INGEST_BENCH_N (default 60000).
+// its CPU time per reading. N is INGEST_BENCH_N (default 60000). With
+// INGEST_BENCH_PROFILE set to a directory, ingest runs with --pprof and each
+// bridge arm leaves there a CPU profile of its first INGEST_BENCH_PROFILE_SECONDS
+// (default 3) under load, ingest-cpu-*.pprof, and the allocations since
+// ingest started, ingest-allocs-*.pprof, for `go tool pprof`. INGEST_BENCH_BIN
+// runs that telemetry binary instead of building the tree's: on a noisy
+// machine, two versions run in turn compare better than two series.
 //
 //	go test -run '^$' -bench IngestShareOfBrokerCeiling -benchtime 1x ./e2e/
 func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
@@ -463,7 +537,10 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 		n = v
 	}
 	mosq := testharness.MosquittoBroker(b)
-	bin := buildTelemetry(b)
+	bin := os.Getenv("INGEST_BENCH_BIN")
+	if bin == "" {
+		bin = buildTelemetry(b)
+	}
 	// Ask for more than the broker can take: the devices then publish as
 	// fast as their in-flight windows allow.
 	fleetCfg := func(prefix string) devices.Config {
@@ -491,6 +568,7 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 		if tok := sub.Subscribe("telemetry/"+faultRegion+"/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			b.Fatalf("ceiling subscribe: %v", tok.Error())
 		}
+		others0 := othersCPU(b, mosq)
 		fleet, done := runFleet(b, fleetCfg(fmt.Sprintf("ceiling-%d-", i)))
 		waitFor(b, done, "devices")
 		sent := int64(fleet.Stats().Acked)
@@ -502,6 +580,7 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 			}
 			return nil
 		})
+		othersCeiling := othersCPU(b, mosq).per(others0, uint64(sent))
 		sub.Disconnect(100)
 		mu.Lock()
 		ceiling := float64(sent) / lastAt.Sub(*firstAt).Seconds()
@@ -513,12 +592,32 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		in := newIngestProc(b, bin, mosq.URL(), region.URL(), "--client-id", fmt.Sprintf("bench-ingest-%d", i))
+		profDir := os.Getenv("INGEST_BENCH_PROFILE")
+		args := []string{"--client-id", fmt.Sprintf("bench-ingest-%d", i)}
+		if profDir != "" {
+			args = append(args, "--pprof")
+		}
+		in := newIngestProc(b, bin, mosq.URL(), region.URL(), args...)
 		in.Start()
+		profiled := make(chan struct{})
+		if profDir != "" {
+			go func() {
+				defer close(profiled)
+				secs := cmp.Or(os.Getenv("INGEST_BENCH_PROFILE_SECONDS"), "3")
+				saveProfile(b, in, "profile?seconds="+secs, filepath.Join(profDir, "ingest-cpu-*.pprof"))
+			}()
+		} else {
+			close(profiled)
+		}
 		cpu0, err := procCPU(in.Pid())
 		if err != nil {
 			b.Fatal(err)
 		}
+		sys0, err := procSyscalls(in.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		others0 = othersCPU(b, mosq)
 		fleet, done = runFleet(b, fleetCfg(fmt.Sprintf("bridge-%d-", i)))
 		var first, last time.Time
 		deadline := time.Now().Add(5 * time.Minute)
@@ -548,6 +647,12 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		cpu1, _ := procCPU(in.Pid())
+		sys1, _ := procSyscalls(in.Pid())
+		othersBridge := othersCPU(b, mosq).per(others0, fleet.Stats().Acked)
+		<-profiled
+		if profDir != "" {
+			saveProfile(b, in, "allocs", filepath.Join(profDir, "ingest-allocs-*.pprof"))
+		}
 		sentBridge := fleet.Stats().Acked
 		bridge := float64(sentBridge) / last.Sub(first).Seconds()
 		cpuPer := float64((cpu1 - cpu0).Microseconds()) / float64(sentBridge)
@@ -558,7 +663,10 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 		b.ReportMetric(bridge, "bridge-readings/s")
 		b.ReportMetric(100*bridge/ceiling, "%-of-ceiling")
 		b.ReportMetric(cpuPer, "ingest-cpu-µs/reading")
-		b.Logf("%d readings: broker QoS 1 ceiling %.0f/s, bridge into JetStream %.0f/s = %.0f %% of it; ingest used %.1f µs CPU per reading",
-			sent, ceiling, bridge, 100*bridge/ceiling, cpuPer)
+		b.ReportMetric(float64(sys1-sys0)/float64(sentBridge), "ingest-syscalls/reading")
+		b.Logf("%d readings: broker QoS 1 ceiling %.0f/s, bridge into JetStream %.0f/s = %.0f %% of it; ingest used %.1f µs CPU and %.2f reads and writes per reading",
+			sent, ceiling, bridge, 100*bridge/ceiling, cpuPer, float64(sys1-sys0)/float64(sentBridge))
+		b.Logf("CPU µs per reading besides ingest: Mosquitto %.1f with the plain subscriber, %.1f with ingest; this process (simulator and plain subscriber, or simulator and JetStream) %.1f, %.1f",
+			othersCeiling.broker, othersBridge.broker, othersCeiling.self, othersBridge.self)
 	}
 }

@@ -56,3 +56,20 @@ func isProtocolReason(r protocol.Reason) bool {
 	}
 	return false
 }
+
+// BenchmarkPrepare measures what ingest does with a valid reading before
+// publishing it: decoding, validation, subject and headers.
+func BenchmarkPrepare(b *testing.B) {
+	now := time.UnixMilli(1764100060000)
+	topic := "telemetry/us-east/thermo/th-00042"
+	payload := []byte(`{"v":1,"device":"th-00042","boot":1764100000,"seq":17,"ts":1764100060000,"metrics":{"temperature_c":21.5,"humidity_pct":40.2,"battery_pct":97.1}}`)
+	in := &Ingest{cfg: Config{Region: "us-east"}, log: slog.New(slog.DiscardHandler), metrics: newMetrics("us-east")}
+	in.cfg.setDefaults()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if j := in.prepare(topic, payload, now); j.reason != "" {
+			b.Fatal(j.detail)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/cli"
@@ -178,6 +179,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	// does not cap the rate: 5 readings/s each at 5,000/s.
 	fleetFlags(fs, &cfg, &regions, 1000, "bench-")
 	chAddr := fs.String("clickhouse", "", "ClickHouse native address the pipeline stores to; with --demo, empty starts one found on PATH")
+	chUser := fs.String("clickhouse-user", deploy.ClickHouseReaderUser, "ClickHouse user that reads what was stored; the read-only one is enough")
+	var chPassword string
+	cli.SecretVar(fs, &chPassword, "clickhouse-password", deploy.DemoClickHouseReaderPassword, "password of --clickhouse-user (default: the public demo default)")
 	natsFlag := fs.String("nats", "", "region=URL,... of every region's NATS, to read DEADLETTER (required unless --demo), e.g. us-east=nats://telemetry:telemetry@127.0.0.1:4222")
 	inProcess := fs.Bool("demo", false, "run against an in-process pipeline instead of a running one")
 	dataDir := fs.String("data-dir", "", "with --demo: where NATS and ClickHouse keep data (default: a temporary directory)")
@@ -250,7 +254,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("no NATS URL for region %s: give --nats %s=nats://host:port,... (or --demo)", r, r)
 		}
 	}
-	conn, err := storage.Dial(storage.Config{ClickHouseAddr: addr})
+	conn, err := storage.DialHistory(storage.Config{ClickHouseAddr: addr, HistoryUser: *chUser, HistoryPassword: chPassword})
 	if err != nil {
 		return err
 	}

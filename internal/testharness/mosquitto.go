@@ -214,6 +214,17 @@ func (b *Broker) Restart() error {
 	return nil
 }
 
+// Pid is the running broker's process id, 0 while it is stopped: for
+// benchmarks that measure its CPU time.
+func (b *Broker) Pid() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.proc == nil {
+		return 0
+	}
+	return b.proc.cmd.Process.Pid
+}
+
 func (b *Broker) take() *brokerProc {
 	b.mu.Lock()
 	defer b.mu.Unlock()
