@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/telemetry-demo/telemetry/internal/redact"
 )
 
 //go:embed web
@@ -286,10 +288,10 @@ func (d *Dashboard) connect() (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			d.log.Warn("NATS disconnected", "url", d.cfg.NATSURL, "err", err)
+			d.log.Warn("NATS disconnected", "url", redact.URL(d.cfg.NATSURL), "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			d.log.Info("NATS reconnected", "url", nc.ConnectedUrl())
+			d.log.Info("NATS reconnected", "url", redact.URL(nc.ConnectedUrl()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			d.log.Debug("NATS async error", "err", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/redact"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -139,7 +140,7 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("ingest %s: connecting to NATS %s: %w", cfg.Region, redact(cfg.NATSURL), err)
+		return nil, fmt.Errorf("ingest %s: connecting to NATS %s: %w", cfg.Region, redact.URL(cfg.NATSURL), err)
 	}
 	js, err := jetstream.NewWithDomain(nc, cfg.Domain,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxInflight),

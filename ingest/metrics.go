@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"net/url"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,18 +108,6 @@ func safeHeader(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-// redact hides a password in a URL for logs.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxx")
-	}
-	return u.String()
 }
 
 // Stats is a snapshot of ingest's counters.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/redact"
 )
 
 // batch is the readings in hand: the messages to acknowledge, the distinct
@@ -117,7 +119,7 @@ func (w *Writer) consume(ctx context.Context) error {
 			continue
 		}
 		if s := w.current(); !s.nc.IsConnected() {
-			w.setState(StateNATSDown, fmt.Errorf("NATS %s in %s: not connected, reconnecting", redact(s.url), s.region))
+			w.setState(StateNATSDown, fmt.Errorf("NATS %s in %s: not connected, reconnecting", redact.URL(s.url), s.region))
 			if w.siteDown(ctx) {
 				cons = nil
 			} else {

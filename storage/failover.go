@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-demo/telemetry/internal/redact"
 )
 
 // Failover: when the region the writer consumes from has been unusable
@@ -115,7 +117,7 @@ func (w *Writer) connect(region, url string) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("storage: connecting to NATS %s: %w", redact(url), err)
+		return nil, fmt.Errorf("storage: connecting to NATS %s: %w", redact.URL(url), err)
 	}
 	return nc, nil
 }
@@ -402,7 +404,7 @@ func (w *Writer) advance(b *batch) {
 func (w *Writer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	s := w.current()
 	if !s.nc.IsConnected() {
-		return nil, fmt.Errorf("NATS %s in %s: not connected", redact(s.url), s.region)
+		return nil, fmt.Errorf("NATS %s in %s: not connected", redact.URL(s.url), s.region)
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(10*time.Second, max(w.cfg.FailoverAfter, time.Second)))
 	defer cancel()

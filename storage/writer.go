@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"sync"
 	"time"
 
@@ -259,16 +258,4 @@ func (w *Writer) pollPending(ctx context.Context) {
 		w.status.ConsumerPending = n
 		w.mu.Unlock()
 	}
-}
-
-// redact hides the password of a URL for logs and errors.
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxx")
-	}
-	return u.String()
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/redact"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -182,7 +183,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	chUser := fs.String("clickhouse-user", deploy.ClickHouseReaderUser, "ClickHouse user that reads what was stored; the read-only one is enough")
 	var chPassword string
 	cli.SecretVar(fs, &chPassword, "clickhouse-password", deploy.DemoClickHouseReaderPassword, "password of --clickhouse-user (default: the public demo default)")
-	natsFlag := fs.String("nats", "", "region=URL,... of every region's NATS, to read DEADLETTER (required unless --demo), e.g. us-east=nats://telemetry:telemetry@127.0.0.1:4222")
+	natsFlag := fs.String("nats", "", "region=URL,... of every region's NATS, to read DEADLETTER (required unless --demo), e.g. us-east=nats://dashboard:dashboard@127.0.0.1:4222 (reading needs no more than the dashboard user may do)")
 	inProcess := fs.Bool("demo", false, "run against an in-process pipeline instead of a running one")
 	dataDir := fs.String("data-dir", "", "with --demo: where NATS and ClickHouse keep data (default: a temporary directory)")
 	drain := fs.Duration("drain-timeout", 60*time.Second, "give up waiting for storage after this long without progress")
@@ -666,7 +667,7 @@ type deadLetter struct {
 func openDeadLetters(ctx context.Context, region, url string, run uint64, since time.Time) (*deadLetters, error) {
 	nc, err := nats.Connect(url, nats.Name("telemetry-bench"), nats.MaxReconnects(-1))
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS of %s at %s: %w", region, redactURL(url), err)
+		return nil, fmt.Errorf("connecting to NATS of %s at %s: %w", region, redact.URL(url), err)
 	}
 	js, err := jetstream.NewWithDomain(nc, region)
 	if err != nil {

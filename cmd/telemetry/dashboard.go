@@ -18,7 +18,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	fs := cli.NewFlagSet("dashboard", "Serve the live dashboard: the page at /, snapshots over /ws and at /api/snapshot,\n/metrics and /healthz. It follows READINGS in its region (which holds every\nregion's readings) and every region's DEADLETTER.", stderr)
 	var cfg dashboard.Config
 	regions := fs.String("regions", strings.Join(stream.DefaultRegions, ","), "the regions, in display order")
-	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "NATS URL of the region the dashboard reads from")
+	fs.StringVar(&cfg.NATSURL, "nats", "nats://dashboard:dashboard@127.0.0.1:4222", "NATS URL of the region the dashboard reads from, as the read-only dashboard user (default: its public demo password)")
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the page and API; use 0.0.0.0:8080 to show it to other machines")
 	allowedOrigins := fs.String("allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"runtime"
@@ -14,6 +15,7 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 func runIngest(args []string, _, stderr io.Writer) error {
@@ -26,7 +28,7 @@ func runIngest(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.Instance, "instance", "", "name of this instance when several share the region's load (e.g. 1, 2); keep it stable across restarts: the broker keeps this instance's share of the readings in its session until it returns")
 	fs.StringVar(&cfg.ClientID, "client-id", "", "MQTT client id of the persistent session (default telemetry-ingest-<region>[-<instance>])")
 	fs.StringVar(&cfg.Group, "group", "", "shared subscription group of the region's instances (default ingest-<region>)")
-	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "the region's NATS server URL")
+	fs.StringVar(&cfg.NATSURL, "nats", "", "the region's NATS server URL, as the region's ingest user (default: nats://ingest-<region>:<its public demo password>@127.0.0.1:4222)")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "messages taken from MQTT and not yet acknowledged by JetStream; when reached, ingest stops reading (backpressure)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", 5*time.Second, "wait for one JetStream acknowledgement before retrying")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 3, "publishes of a message JetStream refuses outright (e.g. too large for the stream) before it is dead-lettered as publish_failed")
@@ -38,6 +40,10 @@ func runIngest(args []string, _, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
+	}
+	if cfg.NATSURL == "" {
+		user := stream.IngestUser(cfg.Region)
+		cfg.NATSURL = fmt.Sprintf("nats://%s:%s@127.0.0.1:4222", user, stream.DemoPasswordFor(user))
 	}
 	log, err := cli.Logger(*logLevel)
 	if err != nil {

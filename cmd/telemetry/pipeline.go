@@ -24,6 +24,7 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/chserver"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
+	"github.com/telemetry-demo/telemetry/internal/redact"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -133,7 +134,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	urls := map[string]string{}
 	for _, r := range cfg.regions {
 		urls[r] = nats.URLAs(r, "dashboard")
-		say("NATS region %-9s %s", r, redactURL(nats.URL(r)))
+		say("NATS region %-9s %s", r, redact.URL(nats.URL(r)))
 	}
 	lag := stream.NewLagCollector(regionStatus(urls, cfg.regions), time.Second)
 	p.status = lag.Statuses

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/url"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -61,13 +60,4 @@ func replicationFor(status func(context.Context) []stream.RegionStatus, regions 
 		}
 		return out, nil
 	}
-}
-
-// redactURL hides the password of a URL for the console.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	return u.Redacted()
 }

@@ -13,7 +13,7 @@ import (
 func runStorage(args []string, _, stderr io.Writer) error {
 	fs := cli.NewFlagSet("storage", "Consume READINGS from one region with a durable consumer and write them to\nClickHouse in batches, acknowledging only after the insert succeeded. Applies\nthe schema migrations at start. Serves /api/status, /api/ledger, /api/history,\n/metrics and /healthz.", stderr)
 	var cfg storage.Config
-	fs.StringVar(&cfg.NATSURL, "nats", "nats://telemetry:telemetry@127.0.0.1:4222", "NATS URL of the region to consume from")
+	fs.StringVar(&cfg.NATSURL, "nats", "nats://storage:storage@127.0.0.1:4222", "NATS URL of the region to consume from, as the storage service user (default: its public demo password)")
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
 	fs.StringVar(&cfg.Durable, "durable", storage.DefaultDurable, "durable consumer name; instances with the same name share the work")
 	fs.StringVar(&cfg.ClickHouseAddr, "clickhouse", storage.DefaultClickHouseAddr, "ClickHouse native protocol address host:port")
