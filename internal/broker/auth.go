@@ -93,6 +93,8 @@ func (b *Broker) collectors() []prometheus.Collector {
 			func() float64 { return float64(b.auth.refused.Load()) }),
 		counter("acl_denied_total", "Publishes, subscriptions and deliveries the ACL denied (a device publishing to another device's topic, a device subscribing).",
 			func() float64 { return float64(b.auth.denied.Load()) }),
+		counter("session_handovers_total", "QoS 1 messages handed over to a resumed persistent session that mochi would have lost while the session was taken over.",
+			func() float64 { return float64(b.takeover.redelivered.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "telemetry_broker_clients_connected", Help: "MQTT clients connected."},
 			func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) }),
 	}

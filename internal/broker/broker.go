@@ -102,9 +102,11 @@ type Broker struct {
 	srv  *mqtt.Server
 	tcp  *listeners.TCP
 	auth *authHook
-	reg  *prometheus.Registry
-	once sync.Once
-	err  error
+	// takeover keeps the messages mochi would lose when a session resumes.
+	takeover *takeoverHook
+	reg      *prometheus.Registry
+	once     sync.Once
+	err      error
 }
 
 // Start listens and serves in the background.
@@ -131,6 +133,10 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("broker: adding auth hook: %w", err)
 	}
+	takeover := newTakeoverHook(srv)
+	if err := srv.AddHook(takeover, nil); err != nil {
+		return nil, fmt.Errorf("broker: adding session takeover hook: %w", err)
+	}
 	if cfg.Insecure {
 		log.Warn("INSECURE: MQTT clients without credentials may connect, publish anything and read everything (--insecure); loopback only",
 			"listen", cfg.Listen)
@@ -142,7 +148,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker: serving: %w", err)
 	}
-	b := &Broker{srv: srv, tcp: tcp, auth: h, reg: prometheus.NewRegistry()}
+	b := &Broker{srv: srv, tcp: tcp, auth: h, takeover: takeover, reg: prometheus.NewRegistry()}
 	b.reg.MustRegister(b.collectors()...)
 	return b, nil
 }
