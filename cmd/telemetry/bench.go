@@ -363,7 +363,14 @@ func bench(ctx context.Context, cfg devices.Config, conn driver.Conn, opts bench
 	for {
 		stored, err = ledgerFor(ctx, conn, cfg.IDPrefix, boots)
 		if err != nil {
-			return rep, err
+			// ClickHouse may be down or still starting (a scenario's
+			// outage): keep asking, within the drain timeout.
+			if time.Since(lastProgress) > opts.drainTimeout || ctx.Err() != nil {
+				return rep, err
+			}
+			fmt.Fprintf(progress, "bench: draining: %v; retrying\n", err)
+			time.Sleep(500 * time.Millisecond)
+			continue
 		}
 		var n uint64
 		for _, r := range stored {
