@@ -34,7 +34,9 @@ type Config struct {
 	Group string
 
 	// NATSURL is the region's NATS server; Domain its JetStream domain
-	// (default Region).
+	// (default Region). Publishing needs no domain (the subject is the
+	// stream's own, answered by the server ingest is connected to), so
+	// ingest does not use Domain at present.
 	NATSURL string
 	Domain  string
 

@@ -88,7 +88,15 @@ type job struct {
 	detail   string          // the rejection's detail, for dead letters
 	stage    stage
 	received time.Time
-	future   jetstream.PubAckFuture
+
+	// The current publish, set by publisher.publish; dup and err are
+	// valid once done is closed. done is nil when the job is to be
+	// published (again).
+	token uint64
+	sent  time.Time
+	done  chan struct{}
+	dup   bool
+	err   error
 }
 
 // Ingest bridges one region's MQTT topics to its JetStream streams. Several
@@ -98,9 +106,12 @@ type Ingest struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	nc *nats.Conn
-	js jetstream.JetStream
-	mq mqtt.Client
+	nc  *nats.Conn
+	pub *publisher
+	mq  mqtt.Client
+	// timer bounds the acker's wait for each acknowledgement; the acker
+	// alone uses it.
+	timer *time.Timer
 
 	jobs     chan *job // handler -> publisher; bounded, blocks when full
 	acks     chan *job // publisher -> acker, in MQTT order; bounded
@@ -126,6 +137,8 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		jobs:     make(chan *job, cfg.MaxInflight/2+1),
 		acks:     make(chan *job, cfg.MaxInflight/2+1),
 		stopping: make(chan struct{}),
+		pub:      newPublisher(),
+		timer:    time.NewTimer(time.Hour),
 	}
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name(cfg.ClientID),
@@ -136,21 +149,18 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("NATS disconnected", "err", err)
+			in.pub.failAll(nats.ErrDisconnected)
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("ingest %s: connecting to NATS %s: %w", cfg.Region, redact.URL(cfg.NATSURL), err)
 	}
-	js, err := jetstream.NewWithDomain(nc, cfg.Domain,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxInflight),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
-	)
-	if err != nil {
+	if err := in.pub.start(nc); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("ingest %s: jetstream: %w", cfg.Region, err)
+		return nil, fmt.Errorf("ingest %s: %w", cfg.Region, err)
 	}
-	in.nc, in.js = nc, js
+	in.nc = nc
 	in.mq = in.newMQTT()
 	in.metrics.connected(nc.IsConnected, in.mq.IsConnectionOpen)
 	return in, nil
@@ -322,8 +332,9 @@ func (in *Ingest) deadLetter(id, topic string, payload []byte, reason protocol.R
 }
 
 // publishLoop publishes jobs asynchronously in arrival order and hands them
-// to the acker. It stops taking jobs when ingest stops; jobs left in the
-// queue are never acknowledged in MQTT and so are redelivered later.
+// to the acker; the acks queue bounds how many await an acknowledgement. It
+// stops taking jobs when ingest stops; jobs left in the queue are never
+// acknowledged in MQTT and so are redelivered later.
 func (in *Ingest) publishLoop() {
 	defer close(in.acks)
 	for {
@@ -331,22 +342,11 @@ func (in *Ingest) publishLoop() {
 		case <-in.stopping:
 			return
 		case j := <-in.jobs:
-			j.future = in.publishAsync(j)
+			in.pub.publish(j)
 			in.metrics.inflight.Inc()
 			in.acks <- j
 		}
 	}
-}
-
-// publishAsync starts the publish. When it cannot start (the async window
-// stayed full, NATS is disconnected) the future is nil and the acker
-// retries synchronously.
-func (in *Ingest) publishAsync(j *job) jetstream.PubAckFuture {
-	f, err := in.js.PublishMsgAsync(j.msg)
-	if err != nil {
-		return nil
-	}
-	return f
 }
 
 // ackLoop waits for each JetStream acknowledgement in order, retries what
@@ -376,12 +376,12 @@ func (in *Ingest) await(j *job) bool {
 	var drainDeadline <-chan time.Time
 	refused := 0
 	for attempt := 1; ; attempt++ {
-		ack, err := in.result(j)
+		dup, err := in.result(j)
 		if err == nil {
-			in.count(j, ack)
+			in.count(j, dup)
 			return true
 		}
-		j.future = nil
+		j.done = nil
 		if Permanent(err) {
 			in.metrics.errors.WithLabelValues("refused").Inc()
 			if refused++; refused >= in.cfg.MaxAttempts {
@@ -414,19 +414,28 @@ func (in *Ingest) await(j *job) bool {
 	}
 }
 
-// result waits for j's pending publish, or publishes it synchronously.
-func (in *Ingest) result(j *job) (*jetstream.PubAck, error) {
-	if j.future != nil {
-		select {
-		case ack := <-j.future.Ok():
-			return ack, nil
-		case err := <-j.future.Err():
-			return nil, err
-		}
+// result waits for j's publish, publishing it first if a retry is due, at
+// most PublishTimeout from when it was sent. It reports whether JetStream
+// already held the message id.
+func (in *Ingest) result(j *job) (duplicate bool, err error) {
+	if j.done == nil {
+		in.pub.publish(j)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.PublishTimeout)
-	defer cancel()
-	return in.js.PublishMsg(ctx, j.msg)
+	select {
+	case <-j.done:
+		return j.dup, j.err
+	default:
+	}
+	in.timer.Reset(time.Until(j.sent.Add(in.cfg.PublishTimeout)))
+	select {
+	case <-j.done:
+	case <-in.timer.C:
+		if in.pub.abandon(j) {
+			return false, errPublishTimeout
+		}
+		<-j.done // answered while the timer fired
+	}
+	return j.dup, j.err
 }
 
 // isolate replaces j's message with the next, smaller thing to keep after
@@ -478,17 +487,17 @@ func Permanent(err error) bool {
 		errors.Is(err, nats.ErrBadHeaderMsg)
 }
 
-func (in *Ingest) count(j *job, ack *jetstream.PubAck) {
+func (in *Ingest) count(j *job, duplicate bool) {
 	switch {
 	case j.reason != "":
 		// Every rejection counts, so that received = accepted + duplicates
 		// + rejected; the dead letters JetStream already held are also
 		// counted on their own.
 		in.metrics.rejected.WithLabelValues(string(j.reason)).Inc()
-		if ack != nil && ack.Duplicate {
+		if duplicate {
 			in.metrics.dlDups.Inc()
 		}
-	case ack != nil && ack.Duplicate:
+	case duplicate:
 		in.metrics.duplicates.Inc()
 	default:
 		in.metrics.accepted.Inc()
