@@ -159,33 +159,40 @@ func TestStorageKilledUnderLoad(t *testing.T) {
 	}
 }
 
-// checkRollupCounts fails unless the per-minute rollups count each of
-// total readings once per metric.
+// checkRollupCounts fails unless the per-minute rollups come to count each
+// of total readings once per metric. It waits, as the rollups' part of an
+// insert may commit just after the readings' part; a count that overshoots
+// never settles.
 func checkRollupCounts(ctx context.Context, t *testing.T, conn driver.Conn, total uint64) {
 	t.Helper()
-	rows, err := conn.Query(ctx, "SELECT metric, countMerge(n) FROM telemetry.readings_1m GROUP BY metric ORDER BY metric")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	metrics := 0
-	for rows.Next() {
-		var m string
-		var n uint64
-		if err := rows.Scan(&m, &n); err != nil {
-			t.Fatal(err)
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		rows, err := conn.Query(ctx, "SELECT metric, countMerge(n) FROM telemetry.readings_1m GROUP BY metric ORDER BY metric")
+		if err != nil {
+			return err
 		}
-		metrics++
-		if n != total {
-			t.Errorf("rollups count %d %s readings, want %d", n, m, total)
+		defer rows.Close()
+		counts := map[string]uint64{}
+		for rows.Next() {
+			var m string
+			var n uint64
+			if err := rows.Scan(&m, &n); err != nil {
+				return err
+			}
+			counts[m] = n
 		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if metrics != 3 {
-		t.Errorf("rollups hold %d metrics, want 3", metrics)
-	}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(counts) != 3 {
+			return fmt.Errorf("rollups hold %d metrics, want 3: %v", len(counts), counts)
+		}
+		for m, n := range counts {
+			if n != total {
+				return fmt.Errorf("rollups count %d %s readings, want %d (all: %v)", n, m, total, counts)
+			}
+		}
+		return nil
+	})
 }
 
 // storageProc is one `telemetry storage` child process.

@@ -153,6 +153,12 @@ func checkStoredOnce(t *testing.T, conn driver.Conn, w interface{ Status() stora
 		if distinct != want {
 			return fmt.Errorf("%d distinct readings stored, want %d; writer %+v", distinct, want, w.Status())
 		}
+		// The rollups' part of an insert may commit just after the
+		// readings' part: wait until they have caught up (or overshot,
+		// which the check below reports).
+		if wantRows := want * uint64(len(metricNames)); rolled < wantRows {
+			return fmt.Errorf("rollups count %d rows, want %d", rolled, wantRows)
+		}
 		return nil
 	})
 	if err := query(); err != nil {
