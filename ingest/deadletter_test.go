@@ -167,15 +167,7 @@ func TestIsolatedMessageSentTwiceIsDeadLetteredOnce(t *testing.T) {
 	broker := testharness.MosquittoBroker(t).URL()
 	_, url := testharness.NATS(t, "us-east")
 	js := jetStream(t, url, "us-east")
-	topo := stream.DefaultTopology([]string{"us-east"})
-	readings, deadLetters := topo.ReadingsConfig("us-east"), topo.DeadLetterConfig("us-east")
-	readings.MaxMsgSize = 800     // a big but valid reading is refused...
-	deadLetters.MaxMsgSize = 2500 // ...and so is a dead letter of a big payload
-	for _, c := range []jetstream.StreamConfig{readings, deadLetters} {
-		if _, err := js.CreateStream(context.Background(), c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createRefusingStreams(t, js)
 	in := runIngest(t, ingest.Config{Region: "us-east", Broker: broker, NATSURL: url, MaxInflight: 64, MaxAttempts: 2})
 	pub := publisher(t, broker, "th-1")
 	const topic = "telemetry/us-east/thermostat/th-1"

@@ -175,15 +175,7 @@ func TestPoisonIsIsolatedAfterBoundedAttempts(t *testing.T) {
 	broker := testharness.MosquittoBroker(t).URL()
 	_, url := testharness.NATS(t, "us-east")
 	js := jetStream(t, url, "us-east")
-	topo := stream.DefaultTopology([]string{"us-east"})
-	readings, deadLetters := topo.ReadingsConfig("us-east"), topo.DeadLetterConfig("us-east")
-	readings.MaxMsgSize = 800     // a big but valid reading is refused...
-	deadLetters.MaxMsgSize = 2500 // ...and so is a dead letter of a big payload
-	for _, c := range []jetstream.StreamConfig{readings, deadLetters} {
-		if _, err := js.CreateStream(context.Background(), c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createRefusingStreams(t, js)
 	in := runIngest(t, ingest.Config{Region: "us-east", Broker: broker, NATSURL: url, MaxInflight: 64, MaxAttempts: 3})
 	pub := publisher(t, broker, "th-1")
 
@@ -342,5 +334,21 @@ func TestShutdownLeavesWhatIsUnacknowledgedForRedelivery(t *testing.T) {
 	t.Logf("restarted: received %d, redelivered %d, duplicates %d", st.Received, st.Redelivered, st.Duplicates)
 	if st.Redelivered == 0 {
 		t.Errorf("nothing redelivered: the stopped run left no unacknowledged message in flight")
+	}
+}
+
+// createRefusingStreams creates us-east's streams with small message size
+// limits: JetStream refuses a big but valid reading outright, and the dead
+// letter of a big payload too.
+func createRefusingStreams(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	topo := stream.DefaultTopology([]string{"us-east"})
+	readings, deadLetters := topo.ReadingsConfig("us-east"), topo.DeadLetterConfig("us-east")
+	readings.MaxMsgSize = 800
+	deadLetters.MaxMsgSize = 2500
+	for _, c := range []jetstream.StreamConfig{readings, deadLetters} {
+		if _, err := js.CreateStream(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telemetry-demo/telemetry/internal/chserver"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/storage"
@@ -169,6 +170,20 @@ func checkStoredOnce(t *testing.T, conn driver.Conn, w interface{ Status() stora
 	}
 }
 
+// failoverServers starts what a failover test needs: ClickHouse, the
+// regions, and a connection to ClickHouse to count what was stored.
+func failoverServers(t *testing.T) (*chserver.Server, *stream.Embedded, driver.Conn) {
+	t.Helper()
+	ch := testharness.ClickHouse(t)
+	e := testharness.Regions(t)
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return ch, e, conn
+}
+
 func failoverConfig(ch string, e *stream.Embedded, home string, fallbacks ...string) storage.Config {
 	cfg := storage.Config{
 		NATSURL:         e.URLAs(home, "storage"),
@@ -197,13 +212,7 @@ func failoverConfig(ch string, e *stream.Embedded, home string, fallbacks ...str
 // ClickHouse holds every reading of every region exactly once, the overlap
 // the new consumer starts with included.
 func TestFailoverWhenRegionServerStops(t *testing.T) {
-	ch := testharness.ClickHouse(t)
-	e := testharness.Regions(t)
-	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	ch, e, conn := failoverServers(t)
 
 	loads := map[string]*regionLoad{}
 	for _, r := range []struct{ region, prefix string }{{"us-east", "ue"}, {"eu-west", "ew"}, {"ap-south", "as"}} {
@@ -259,13 +268,7 @@ func TestFailoverWhenRegionServerStops(t *testing.T) {
 // then delivers again readings already stored from eu-west; none is
 // stored twice and none is missing.
 func TestFailoverAndBack(t *testing.T) {
-	ch := testharness.ClickHouse(t)
-	e := testharness.Regions(t)
-	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	ch, e, conn := failoverServers(t)
 	relay, err := stream.NewLink("us-east", e.Server("us-east").Addr().String(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -313,13 +316,7 @@ func TestFailoverAndBack(t *testing.T) {
 // answers again, and ClickHouse holds every reading exactly once, both
 // overlaps included.
 func TestFailoverWhenRegionServerStopsAndBack(t *testing.T) {
-	ch := testharness.ClickHouse(t)
-	e := testharness.Regions(t)
-	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	ch, e, conn := failoverServers(t)
 
 	loads := map[string]*regionLoad{}
 	for _, r := range []struct{ region, prefix string }{{"us-east", "ue"}, {"eu-west", "ew"}, {"ap-south", "as"}} {
@@ -376,13 +373,7 @@ func TestFailoverWhenRegionServerStopsAndBack(t *testing.T) {
 // is cut off from the hub: with JetStream domains the region alone can
 // create the consumer, and its readings are stored while it is cut off.
 func TestWriterStartsInCutOffRegion(t *testing.T) {
-	ch := testharness.ClickHouse(t)
-	e := testharness.Regions(t)
-	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	ch, e, conn := failoverServers(t)
 	e.Link("eu-west").Cut()
 	defer e.Link("eu-west").Heal()
 
