@@ -223,7 +223,8 @@ func TestScreenshot(t *testing.T) {
 	}
 	navigate(t, ctx, url)
 	waitText(t, ctx, "conn-state", `"live"`, func(s string) bool { return s == "live" })
-	// Let the sparklines fill and the history load.
+	// Let the sparklines fill and the history load: a manual tool, the
+	// wait is how much of the demo the picture covers.
 	time.Sleep(envDuration(t, "TELEMETRY_SCREENSHOT_WAIT", 20*time.Second))
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -14,6 +14,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -106,8 +108,13 @@ func BenchmarkHub1000Clients(b *testing.B) {
 	for i := range b.N {
 		h.broadcast(msg)
 		want := int64(i+1) * clients
-		for received.Load() < want {
-			time.Sleep(50 * time.Microsecond)
+		if err := poll.Until(time.Minute, 50*time.Microsecond, func() error {
+			if n := received.Load(); n < want {
+				return fmt.Errorf("clients read %d of %d snapshots", n, want)
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
 		}
 	}
 	b.StopTimer()
@@ -139,12 +146,12 @@ func TestLoadWebsocketClients(t *testing.T) {
 
 	measure := func(what string, d time.Duration) {
 		if pid == 0 {
-			time.Sleep(d)
+			time.Sleep(d) // holding the clients for d is the load under test
 			return
 		}
 		cpu0 := procCPU(t, pid)
 		start := time.Now()
-		time.Sleep(d)
+		time.Sleep(d) // the measurement window
 		cpu := procCPU(t, pid) - cpu0
 		el := time.Since(start)
 		rss, hwm := procMem(t, pid)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -230,10 +231,12 @@ func TestFleetBehavioursAndChaos(t *testing.T) {
 		}
 		return len(got) >= len(want) && len(gotHostile) >= len(wantHostile)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !check() && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	_ = poll.Until(30*time.Second, 50*time.Millisecond, func() error { // what is missing then is reported below
+		if !check() {
+			return errors.New("not everything sent has arrived")
+		}
+		return nil
+	})
 	for k := range want {
 		if got[k] == 0 {
 			problems = append(problems, fmt.Sprintf("reading %v sent, not delivered", k))

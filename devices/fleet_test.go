@@ -3,6 +3,7 @@ package devices
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -144,11 +146,12 @@ func (c *collector) missing(sent []DeviceSent) (missing []string, problems []str
 func checkArrived(t *testing.T, c *collector, sent []DeviceSent) {
 	t.Helper()
 	var missing, problems []string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if missing, problems = c.missing(sent); len(missing) == 0 {
-			break
+	_ = poll.Until(10*time.Second, 20*time.Millisecond, func() error { // what is missing then is reported below
+		if missing, problems = c.missing(sent); len(missing) > 0 {
+			return errors.New("readings missing")
 		}
-	}
+		return nil
+	})
 	if len(missing) > 0 {
 		t.Errorf("%d readings sent but not received, e.g. %v", len(missing), missing[:min(5, len(missing))])
 	}
@@ -160,10 +163,13 @@ func checkArrived(t *testing.T, c *collector, sent []DeviceSent) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	if err := poll.Until(timeout, 10*time.Millisecond, func() error {
+		if !cond() {
+			return errors.New(what)
 		}
+		return nil
+	}); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 

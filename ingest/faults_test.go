@@ -156,7 +156,6 @@ func TestInstancesShareTheLoadWithoutLossOrDoubles(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(200 * time.Millisecond) // let a settle, to report its share
 	t.Logf("b down: a took %d of 400; READINGS holds %d of %d", a.Stats().Received-before, streamMsgs(t, js, stream.ReadingsStream), len(want))
 
 	b2 := runIngest(t, cfg("b"))

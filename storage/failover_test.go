@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetry-demo/telemetry/internal/chserver"
+	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/storage"
@@ -67,19 +68,14 @@ func startRegionLoad(t *testing.T, e *stream.Embedded, region, prefix string, de
 			msg.Data = protocol.AppendEncode(nil, r)
 			msg.Header.Set(jetstream.MsgIDHeader, r.ID())
 			msg.Header.Set(storage.HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
-			giveUp := time.Now().Add(time.Minute)
-			for {
+			if err := poll.Until(time.Minute, 50*time.Millisecond, func() error {
 				pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer pcancel()
 				_, err := js.PublishMsg(pctx, msg)
-				pcancel()
-				if err == nil {
-					break
-				}
-				if time.Now().After(giveUp) {
-					l.done <- fmt.Errorf("publishing %s in %s: %w", r.ID(), region, err)
-					return
-				}
-				time.Sleep(50 * time.Millisecond)
+				return err
+			}); err != nil {
+				l.done <- fmt.Errorf("publishing %s in %s: %w", r.ID(), region, err)
+				return
 			}
 			seqs[d]++
 			l.acked.Add(1)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/poll"
 )
 
 func startTestRegions(t *testing.T) *Embedded {
@@ -29,15 +31,9 @@ func startTestRegions(t *testing.T) *Embedded {
 // checkFor polls f until it returns nil or the deadline passes.
 func checkFor(t *testing.T, total, every time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(every)
+	if err := poll.Until(total, every, f); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("after %s: %v", total, err)
 }
 
 func TestEveryRegionHoldsEveryReading(t *testing.T) {

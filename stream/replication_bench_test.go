@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/poll"
 )
 
 // BenchmarkReplication10k publishes 10,000 readings/s for 10 s, spread over
@@ -110,22 +112,17 @@ func BenchmarkReplication10k(b *testing.B) {
 		wg.Wait()
 		lastPublish := time.Now()
 		want := uint64(published[0] + published[1] + published[2])
-		for {
-			done := true
+		if err := poll.Until(60*time.Second, 20*time.Millisecond, func() error {
 			for _, st := range Status(ctx, rs, e.Regions()) {
 				if st.Readings != want {
-					done = false
+					return fmt.Errorf("%s holds %d readings, want %d", st.Region, st.Readings, want)
 				}
 			}
-			if done {
-				break
-			}
-			if time.Since(lastPublish) > 60*time.Second {
-				var buf strings.Builder
-				WriteStatus(&buf, Status(ctx, rs, e.Regions()))
-				b.Fatalf("regions did not converge within 60 s of the last publish (want %d each):\n%s", want, buf.String())
-			}
-			time.Sleep(20 * time.Millisecond)
+			return nil
+		}); err != nil {
+			var buf strings.Builder
+			WriteStatus(&buf, Status(ctx, rs, e.Regions()))
+			b.Fatalf("regions did not converge after the last publish: %v\n%s", err, buf.String())
 		}
 		converged := time.Since(lastPublish)
 		b.StopTimer()

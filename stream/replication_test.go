@@ -152,14 +152,15 @@ func TestRegionCutOffKeepsWorkingAndConverges(t *testing.T) {
 	// Cut off, eu-west still accepts readings, and the others see their lag
 	// on eu-west grow, in messages and in seconds.
 	var sawLag bool
-	for time.Since(cutAt) < cutFor {
+	sample := time.NewTicker(500 * time.Millisecond) // the cut lasts cutFor; sample it
+	defer sample.Stop()
+	for ; time.Since(cutAt) < cutFor; <-sample.C {
 		st := Status(context.Background(), rs, e.Regions())
 		us, _ := source(st, "us-east", "eu-west")
 		ap, _ := source(st, "ap-south", "eu-west")
 		if time.Since(cutAt) > 10*time.Second && us.LagMessages > 0 && us.LagSeconds > 5 && ap.LagMessages > 0 && ap.LagSeconds > 5 {
 			sawLag = true
 		}
-		time.Sleep(500 * time.Millisecond)
 	}
 	// A consumer (a storage writer or dashboard restarting there) can still
 	// be created in the cut-off region.
@@ -175,7 +176,19 @@ func TestRegionCutOffKeepsWorkingAndConverges(t *testing.T) {
 		t.Errorf("the other regions' lag on eu-west never showed (want > 0 messages and > 5 s after 10 s cut off)")
 	}
 	e.Link("eu-west").Heal()
-	time.Sleep(2 * time.Second) // keep publishing across the heal
+	// Keep publishing across the heal: until every region took 100 more.
+	healedAt := map[string]uint64{}
+	for r, p := range pubs {
+		healedAt[r] = p.acked.Load()
+	}
+	checkFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		for r, p := range pubs {
+			if n := p.acked.Load() - healedAt[r]; n < 100 {
+				return fmt.Errorf("%s: %d readings published since the heal", r, n)
+			}
+		}
+		return nil
+	})
 	stop()
 
 	var total uint64

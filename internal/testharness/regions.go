@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -31,15 +32,7 @@ func Regions(t testing.TB) *stream.Embedded {
 // with f's last error once total has passed.
 func CheckFor(t testing.TB, total, interval time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", total, err)
-		}
-		time.Sleep(interval)
+	if err := poll.Until(total, interval, f); err != nil {
+		t.Fatalf("condition %v", err)
 	}
 }
