@@ -377,17 +377,8 @@ func TestHealthz(t *testing.T) {
 	url, _, stopNATS := startRegion(t)
 	d, base := startDashboard(t, Config{NATSURL: url, Domain: "us-east", Regions: []string{"us-east"}})
 
-	health := func() (int, string, error) {
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), err
-	}
 	waitFor(t, 10*time.Second, func() error {
-		code, body, err := health()
+		code, body, err := health(t, base)
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("healthz %d %q %v, want 200", code, body, err)
 		}
@@ -396,7 +387,7 @@ func TestHealthz(t *testing.T) {
 
 	stopNATS()
 	waitFor(t, 10*time.Second, func() error {
-		code, body, err := health()
+		code, body, err := health(t, base)
 		if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "nats") {
 			return fmt.Errorf("healthz %d %q %v, want 503 naming nats", code, body, err)
 		}

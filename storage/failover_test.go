@@ -166,6 +166,28 @@ func checkStoredOnce(t *testing.T, conn driver.Conn, w interface{ Status() stora
 	}
 }
 
+// loadEveryRegion publishes 100 readings a second from 5 devices in each
+// region.
+func loadEveryRegion(t *testing.T, e *stream.Embedded) map[string]*regionLoad {
+	t.Helper()
+	loads := map[string]*regionLoad{}
+	for _, r := range []struct{ region, prefix string }{{"us-east", "ue"}, {"eu-west", "ew"}, {"ap-south", "as"}} {
+		loads[r.region] = startRegionLoad(t, e, r.region, r.prefix, 5, 100)
+	}
+	return loads
+}
+
+// waitForWriter waits until the writer's status is ok, said as what.
+func waitForWriter(t *testing.T, w interface{ Status() storage.Status }, what string, ok func(storage.Status) bool) {
+	t.Helper()
+	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if st := w.Status(); !ok(st) {
+			return fmt.Errorf("want %s; writer %+v", what, st)
+		}
+		return nil
+	})
+}
+
 // failoverServers starts what a failover test needs: ClickHouse, the
 // regions, and a connection to ClickHouse to count what was stored.
 func failoverServers(t *testing.T) (*chserver.Server, *stream.Embedded, driver.Conn) {
@@ -210,10 +232,7 @@ func failoverConfig(ch string, e *stream.Embedded, home string, fallbacks ...str
 func TestFailoverWhenRegionServerStops(t *testing.T) {
 	ch, e, conn := failoverServers(t)
 
-	loads := map[string]*regionLoad{}
-	for _, r := range []struct{ region, prefix string }{{"us-east", "ue"}, {"eu-west", "ew"}, {"ap-south", "as"}} {
-		loads[r.region] = startRegionLoad(t, e, r.region, r.prefix, 5, 100)
-	}
+	loads := loadEveryRegion(t, e)
 	w := start(t, failoverConfig(ch.Addr(), e, "us-east", "eu-west", "ap-south"))
 	testharness.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
 		if st := w.Status(); st.ReadingsStored < 300 {
@@ -271,21 +290,13 @@ func TestFailoverAndBack(t *testing.T) {
 	}
 	t.Cleanup(func() { relay.Close() })
 
-	loads := map[string]*regionLoad{}
-	for _, r := range []struct{ region, prefix string }{{"us-east", "ue"}, {"eu-west", "ew"}, {"ap-south", "as"}} {
-		loads[r.region] = startRegionLoad(t, e, r.region, r.prefix, 5, 100)
-	}
+	loads := loadEveryRegion(t, e)
 	cfg := failoverConfig(ch.Addr(), e, "us-east", "eu-west", "ap-south")
 	cfg.NATSURL = "nats://storage:storage@" + relay.Addr()
 	w := start(t, cfg)
 	waitFor := func(what string, ok func(storage.Status) bool) {
 		t.Helper()
-		testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
-			if st := w.Status(); !ok(st) {
-				return fmt.Errorf("want %s; writer %+v", what, st)
-			}
-			return nil
-		})
+		waitForWriter(t, w, what, ok)
 	}
 	waitFor("300 readings stored", func(st storage.Status) bool { return st.ReadingsStored >= 300 })
 	relay.Cut()
@@ -314,19 +325,11 @@ func TestFailoverAndBack(t *testing.T) {
 func TestFailoverWhenRegionServerStopsAndBack(t *testing.T) {
 	ch, e, conn := failoverServers(t)
 
-	loads := map[string]*regionLoad{}
-	for _, r := range []struct{ region, prefix string }{{"us-east", "ue"}, {"eu-west", "ew"}, {"ap-south", "as"}} {
-		loads[r.region] = startRegionLoad(t, e, r.region, r.prefix, 5, 100)
-	}
+	loads := loadEveryRegion(t, e)
 	w := start(t, failoverConfig(ch.Addr(), e, "us-east", "eu-west", "ap-south"))
 	waitFor := func(what string, ok func(storage.Status) bool) {
 		t.Helper()
-		testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
-			if st := w.Status(); !ok(st) {
-				return fmt.Errorf("want %s; writer %+v", what, st)
-			}
-			return nil
-		})
+		waitForWriter(t, w, what, ok)
 	}
 	waitFor("300 readings stored", func(st storage.Status) bool { return st.ReadingsStored >= 300 })
 
