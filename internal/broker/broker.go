@@ -16,6 +16,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-demo/telemetry/deploy"
@@ -161,6 +162,23 @@ func (b *Broker) URL() string { return "tcp://" + b.Addr() }
 
 // Close disconnects every client and stops listening.
 func (b *Broker) Close() error {
-	b.once.Do(func() { b.err = b.srv.Close() })
+	b.once.Do(func() {
+		// mochi (v2.7.9) closes a listener's clients with a lookup that
+		// takes the client list's read lock twice over; a client leaving
+		// meanwhile asks for the write lock in between, and both wait for
+		// ever. Closing the listeners first, with a closer that takes the
+		// lock once, leaves mochi's Close nothing to look up.
+		b.srv.Listeners.CloseAll(b.closeClients)
+		b.err = b.srv.Close()
+	})
 	return b.err
+}
+
+// closeClients disconnects the clients of one listener, for Close.
+func (b *Broker) closeClients(listener string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
