@@ -15,16 +15,34 @@ import (
 // waits for the socket (backpressure, never an unbounded buffer).
 const maxPendingWrite = 64 << 10
 
-// bufferedConn batches ingest's side of the MQTT connection. paho reads
-// each packet with several small reads (the fixed header a byte at a time)
-// and writes each PUBACK with its own write: measured, those system calls
-// were the largest share of ingest's CPU time per reading. Reads go through
-// a buffer; writes are queued and sent by one flusher, so that the PUBACKs
-// written while a send is under way leave together in the next one.
+// flushLinger is how long a flush waits for more writes to join it before
+// it sends: the PUBACKs to the broker and the publishes to JetStream that
+// arrive within it leave in one system call, and the peer reads them with
+// one. It adds at most that much to a reading's way into JetStream (whose
+// budget is seconds) and takes write and read calls, the largest share of
+// ingest's CPU time per reading, from one per small batch to about one per
+// millisecond under load (docs/INGEST.md).
+const flushLinger = time.Millisecond
+
+// flushTimeout bounds one write to the socket. Writers do not wait for the
+// socket (their deadlines would not apply to a later flush), so the flusher
+// keeps its own; when it passes, the connection fails and its client
+// reconnects.
+const flushTimeout = 10 * time.Second
+
+// bufferedConn batches ingest's side of a connection: to the MQTT broker
+// and to NATS. paho reads each packet with several small reads (the fixed
+// header a byte at a time) and writes each PUBACK with its own write, and
+// the NATS client writes whatever it has each time it gets to run:
+// measured, those system calls were the largest share of ingest's CPU time
+// per reading. Reads go through a buffer; writes are queued and sent by one
+// flusher, which lingers for flushLinger first, so that what is written
+// meanwhile leaves in the same send.
 //
 // A Write therefore returns before its bytes are on the wire. For PUBACKs
 // that is harmless: one lost with the connection means a redelivery, which
-// JetStream's message id collapses. Close sends what is queued first, so a
+// JetStream's message id collapses. A publish lost with the connection gets
+// no PubAck and is published again. Close sends what is queued first, so a
 // DISCONNECT still follows the acknowledgements before it.
 type bufferedConn struct {
 	net.Conn
@@ -35,11 +53,12 @@ type bufferedConn struct {
 	pending  []byte     // queued, not yet handed to the socket
 	spare    []byte
 	flushing bool
-	err      error // the first write error, returned by later Writes
+	err      error         // the first write error, returned by later Writes
+	timeout  time.Duration // bounds each send: flushTimeout
 }
 
 func newBufferedConn(conn net.Conn) *bufferedConn {
-	c := &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10)}
+	c := &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10), timeout: flushTimeout}
 	c.cond = sync.NewCond(&c.mu)
 	return c
 }
@@ -63,18 +82,23 @@ func (c *bufferedConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// flush sends queued bytes until none are left.
+// flush sends queued bytes until none are left, lingering before each
+// send for more to join it.
 func (c *bufferedConn) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.pending) > 0 && c.err == nil {
+		c.mu.Unlock()
+		time.Sleep(flushLinger)
+		c.mu.Lock()
 		buf := c.pending
 		c.pending = c.spare[:0]
 		c.mu.Unlock()
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		_, err := c.Conn.Write(buf)
 		c.mu.Lock()
 		c.spare = buf[:0]
-		if err != nil {
+		if err != nil && c.err == nil {
 			c.err = err
 		}
 		c.cond.Broadcast()
@@ -84,10 +108,18 @@ func (c *bufferedConn) flush() {
 	c.cond.Broadcast()
 }
 
-// Close sends what is queued, giving a stuck socket two seconds, then
+// SetWriteDeadline is a no-op: a Write only queues, and the flusher bounds
+// each send with flushTimeout. (The NATS client sets a deadline around
+// each of its writes and clears it after, which would otherwise clear the
+// flusher's.)
+func (c *bufferedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline sets the read deadline; see SetWriteDeadline.
+func (c *bufferedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// Close sends what is queued, giving a stuck socket flushTimeout, then
 // closes the connection.
 func (c *bufferedConn) Close() error {
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	c.mu.Lock()
 	for c.flushing {
 		c.cond.Wait()
@@ -114,4 +146,15 @@ func dialBuffered(uri *url.URL, opts mqtt.ClientOptions) (net.Conn, error) {
 func plainTCP(broker string) bool {
 	u, err := url.Parse(broker)
 	return err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt")
+}
+
+// natsDialer opens ingest's NATS connections as bufferedConns.
+type natsDialer struct{ net.Dialer }
+
+func (d *natsDialer) Dial(network, address string) (net.Conn, error) {
+	conn, err := d.Dialer.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return newBufferedConn(conn), nil
 }

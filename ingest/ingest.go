@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -83,7 +84,8 @@ const (
 // job is one MQTT message on its way to JetStream.
 type job struct {
 	mqtt     mqtt.Message
-	msg      *nats.Msg
+	msg      *nats.Msg       // reading, or a dead letter
+	reading  *nats.Msg       // kept for the next reading when the job is recycled
 	reason   protocol.Reason // empty for a valid reading
 	detail   string          // the rejection's detail, for dead letters
 	stage    stage
@@ -97,6 +99,41 @@ type job struct {
 	done  chan struct{}
 	dup   bool
 	err   error
+}
+
+// jobPool recycles jobs once their MQTT message is acknowledged, with the
+// JetStream message and header map of their reading: they were about half
+// of what ingest allocated per reading.
+var jobPool = sync.Pool{New: func() any { return new(job) }}
+
+func newJob(received time.Time) *job {
+	j := jobPool.Get().(*job)
+	j.received = received
+	return j
+}
+
+// release returns j to jobPool. Only the acker calls it, after the MQTT
+// acknowledgement, when nothing refers to j any more: its publish was
+// answered (or given up on) and the NATS client copied the message when it
+// was sent.
+func (j *job) release() {
+	*j = job{reading: j.reading}
+	jobPool.Put(j)
+}
+
+// setReading makes j's message the reading with the given subject, payload,
+// message id and received header, reusing the message of an earlier
+// reading of this job.
+func (j *job) setReading(subject string, payload []byte, id, received string) {
+	m := j.reading
+	if m == nil {
+		m = &nats.Msg{Header: nats.Header{jetstream.MsgIDHeader: make([]string, 1), HeaderReceived: make([]string, 1)}}
+		j.reading = m
+	}
+	m.Subject, m.Data = subject, payload
+	m.Header[jetstream.MsgIDHeader][0] = id
+	m.Header[HeaderReceived][0] = received
+	j.msg = m
 }
 
 // Ingest bridges one region's MQTT topics to its JetStream streams. Several
@@ -147,6 +184,7 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		// No hidden buffer while NATS is away: publishes fail at once, the
 		// pipeline stops, and the broker holds the readings.
 		nats.ReconnectBufSize(-1),
+		nats.SetCustomDialer(&natsDialer{net.Dialer{Timeout: 2 * time.Second}}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("NATS disconnected", "err", err)
 			in.pub.failAll(nats.ErrDisconnected)
@@ -176,6 +214,7 @@ func (in *Ingest) newMQTT() mqtt.Client {
 		SetPassword(in.cfg.Password).
 		SetCleanSession(false). // the broker keeps what arrives while ingest is away
 		SetAutoAckDisabled(true).
+		SetStore(newOutboundStore()).
 		SetOrderMatters(true). // PUBACKs go out in the order messages came in
 		// Every message goes through handle, including those a resumed
 		// session delivers before the SUBSCRIBE below has been sent.
@@ -281,7 +320,7 @@ func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
 // reading, or a dead letter with its reason. It never panics: a panic in
 // decoding dead-letters the payload as internal_error.
 func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *job) {
-	j = &job{received: received}
+	j = newJob(received)
 	defer func() {
 		if r := recover(); r != nil {
 			in.metrics.errors.WithLabelValues("panic").Inc()
@@ -307,10 +346,7 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 		j.msg = in.deadLetter(DeadLetterID(topic, payload), topic, payload, j.reason, j.detail, received)
 		return j
 	}
-	j.msg = &nats.Msg{Subject: t.Subject(), Data: payload, Header: nats.Header{
-		jetstream.MsgIDHeader: {reading.ID()},
-		HeaderReceived:        {strconv.FormatInt(received.UnixMilli(), 10)},
-	}}
+	j.setReading(t.Subject(), payload, reading.ID(), strconv.FormatInt(received.UnixMilli(), 10))
 	return j
 }
 
@@ -363,6 +399,7 @@ func (in *Ingest) ackLoop() {
 		}
 		j.mqtt.Ack()
 		in.metrics.latency.Observe(time.Since(j.received).Seconds())
+		j.release()
 	}
 }
 

@@ -68,8 +68,10 @@ func BenchmarkPrepare(b *testing.B) {
 	b.SetBytes(int64(len(payload)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if j := in.prepare(topic, payload, now); j.reason != "" {
+		j := in.prepare(topic, payload, now)
+		if j.reason != "" {
 			b.Fatal(j.detail)
 		}
+		j.release() // as the acker does
 	}
 }
