@@ -33,12 +33,10 @@ type Config struct {
 	// join; default ingest-<region>. Each message goes to one member.
 	Group string
 
-	// NATSURL is the region's NATS server; Domain its JetStream domain
-	// (default Region). Publishing needs no domain (the subject is the
-	// stream's own, answered by the server ingest is connected to), so
-	// ingest does not use Domain at present.
+	// NATSURL is the region's NATS server. Publishing needs no JetStream
+	// domain: the subject is the region's stream's own, answered by the
+	// server ingest is connected to.
 	NATSURL string
-	Domain  string
 
 	// MaxInflight bounds the messages taken from MQTT and not yet
 	// acknowledged by JetStream. Policy: block (backpressure to the broker).
@@ -84,9 +82,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Group == "" {
 		c.Group = "ingest-" + c.Region
-	}
-	if c.Domain == "" {
-		c.Domain = c.Region
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 1024
