@@ -150,8 +150,9 @@ type Ingest struct {
 	// alone uses it.
 	timer *time.Timer
 
-	jobs     chan *job // handler -> publisher; bounded, blocks when full
-	acks     chan *job // publisher -> acker, in MQTT order; bounded
+	// acks holds the published jobs for the acker, in MQTT order: at most
+	// MaxInflight; the handler blocks when it is full.
+	acks     chan *job
 	stopping chan struct{}
 	stopOnce sync.Once
 
@@ -171,8 +172,7 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		cfg:      cfg,
 		log:      log,
 		metrics:  newMetrics(cfg.Region),
-		jobs:     make(chan *job, cfg.MaxInflight/2+1),
-		acks:     make(chan *job, cfg.MaxInflight/2+1),
+		acks:     make(chan *job, cfg.MaxInflight),
 		stopping: make(chan struct{}),
 		pub:      newPublisher(),
 		timer:    time.NewTimer(time.Hour),
@@ -271,8 +271,7 @@ func (in *Ingest) Ready() error {
 // session for this client id and is redelivered when it reconnects.
 func (in *Ingest) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); in.publishLoop() }()
+	wg.Add(1)
 	go func() { defer wg.Done(); in.ackLoop() }()
 
 	in.mq.Connect() // retries in the background until it succeeds or Disconnect
@@ -297,8 +296,10 @@ func (in *Ingest) stopped() bool {
 	}
 }
 
-// handle runs on paho's router goroutine for each message. Blocking here is
-// the backpressure: paho stops reading and the broker holds the rest.
+// handle runs on paho's router goroutine for each message: it decodes the
+// message, publishes it asynchronously and queues it for the acker.
+// Blocking here, when MaxInflight messages await JetStream, is the
+// backpressure: paho stops reading and the broker holds the rest.
 func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
 	if in.stopped() {
 		return // not acknowledged: the broker redelivers it to this session
@@ -309,8 +310,10 @@ func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
 	}
 	j := in.prepare(m.Topic(), m.Payload(), in.cfg.Now())
 	j.mqtt = m
+	in.pub.publish(j)
+	in.metrics.inflight.Inc()
 	select {
-	case in.jobs <- j:
+	case in.acks <- j:
 	case <-in.stopping:
 		// Not acknowledged: the broker redelivers it to the next session.
 	}
@@ -367,28 +370,22 @@ func (in *Ingest) deadLetter(id, topic string, payload []byte, reason protocol.R
 	}
 }
 
-// publishLoop publishes jobs asynchronously in arrival order and hands them
-// to the acker; the acks queue bounds how many await an acknowledgement. It
-// stops taking jobs when ingest stops; jobs left in the queue are never
-// acknowledged in MQTT and so are redelivered later.
-func (in *Ingest) publishLoop() {
-	defer close(in.acks)
-	for {
-		select {
-		case <-in.stopping:
-			return
-		case j := <-in.jobs:
-			in.pub.publish(j)
-			in.metrics.inflight.Inc()
-			in.acks <- j
-		}
-	}
-}
-
 // ackLoop waits for each JetStream acknowledgement in order, retries what
-// failed, and acknowledges the MQTT message once JetStream has it.
+// failed, and acknowledges the MQTT message once JetStream has it. When
+// ingest stops, it finishes what is queued and returns; a job queued after
+// that is never acknowledged in MQTT, so the broker redelivers it.
 func (in *Ingest) ackLoop() {
-	for j := range in.acks {
+	for {
+		var j *job
+		select {
+		case j = <-in.acks:
+		case <-in.stopping:
+			select {
+			case j = <-in.acks:
+			default:
+				return
+			}
+		}
 		ok := in.await(j)
 		in.metrics.inflight.Dec()
 		if !ok {
