@@ -12,6 +12,8 @@ demo: deps
 test: deps-test
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	# mochi races with itself in this one; see internal/broker/close_norace_test.go.
+	$(GO) test -count=1 -run TestCloseWhileClientsJoin ./internal/broker/
 
 deps:
 	./scripts/deps.sh demo

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -160,6 +161,10 @@ func (b *Broker) Addr() string { return b.tcp.Address() }
 // URL is the broker's address as an MQTT client URL.
 func (b *Broker) URL() string { return "tcp://" + b.Addr() }
 
+// closeRetry is how often Close disconnects again the clients that got in
+// while it was closing.
+const closeRetry = 100 * time.Millisecond
+
 // Close disconnects every client and stops listening.
 func (b *Broker) Close() error {
 	b.once.Do(func() {
@@ -168,8 +173,26 @@ func (b *Broker) Close() error {
 		// meanwhile asks for the write lock in between, and both wait for
 		// ever. Closing the listeners first, with a closer that takes the
 		// lock once, leaves mochi's Close nothing to look up.
-		b.srv.Listeners.CloseAll(b.closeClients)
-		b.err = b.srv.Close()
+		//
+		// mochi's Close then waits for every client to leave. A client
+		// that was logging in while the clients were looked up is not
+		// disconnected and would keep it waiting, so they are looked up
+		// again until Close returns.
+		closed := make(chan error, 1)
+		go func() {
+			b.srv.Listeners.CloseAll(b.closeClients)
+			closed <- b.srv.Close()
+		}()
+		retry := time.NewTicker(closeRetry)
+		defer retry.Stop()
+		for {
+			select {
+			case b.err = <-closed:
+				return
+			case <-retry.C:
+				b.closeClients(b.tcp.ID())
+			}
+		}
 	})
 	return b.err
 }
