@@ -9,10 +9,11 @@ PKGS ?= ./...
 demo: deps
 	$(GO) run ./cmd/telemetry demo
 
+# The last line runs, without the race detector, the one test in which
+# mochi races with itself (internal/broker/close_norace_test.go).
 test: deps-test
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
-	# mochi races with itself in this one; see internal/broker/close_norace_test.go.
 	$(GO) test -count=1 -run TestCloseWhileClientsJoin ./internal/broker/
 
 deps:
