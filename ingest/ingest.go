@@ -117,6 +117,9 @@ func newJob(received time.Time) *job {
 // answered (or given up on) and the NATS client copied the message when it
 // was sent.
 func (j *job) release() {
+	if m := j.reading; m != nil {
+		m.Data = nil // not to keep the payload while pooled
+	}
 	*j = job{reading: j.reading}
 	jobPool.Put(j)
 }
