@@ -105,10 +105,12 @@ func (h *takeoverHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 			delete(h.resumes, old)
 		}
 	}
-	h.mu.Unlock()
 	if r == nil {
+		h.mu.Unlock()
 		return
 	}
+	// Collected under the lock, together with taking r out of resumes: a
+	// hand-over to r's old client checks for a pending resume (place).
 	dropped := r.collect(nil)
 	// The client now registered under the id: cl, or one that has taken
 	// over from it meanwhile (whose own takeover then hands on what it got).
@@ -116,11 +118,14 @@ func (h *takeoverHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if !ok {
 		to = cl
 	}
+	var sends []handover
 	for _, pk := range dropped {
 		if !holds(to, pk) { // else copied with the session: mochi resent it
-			h.handOver(to, pk)
+			sends = h.place(to, pk, sends)
 		}
 	}
+	h.mu.Unlock()
+	h.send(sends)
 }
 
 // collect appends to dst what r's old client was dropped and what reached it
@@ -139,37 +144,81 @@ func (r *resume) collect(dst []packets.Packet) []packets.Packet {
 	return dst
 }
 
-// OnQosPublish catches a message routed to the replaced client after the
-// new one was registered: by a publish that looked the client id up just
-// before. Whoever deletes it from the old client's in-flight set, this or
-// OnSessionEstablished, hands it over.
+// OnQosPublish catches a message routed to the replaced client after its
+// session was handed over: by a publish that looked the client id up just
+// before the new client was registered.
 func (h *takeoverHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
 	if pk.FixedHeader.Type != packets.Publish || !cl.IsTakenOver() {
 		return
 	}
+	h.mu.Lock()
 	cur, ok := h.srv.Clients.Get(cl.ID)
-	if !ok || cur == cl {
-		return // not registered yet: OnSessionEstablished will find it
-	}
-	if cl.State.Inflight.Delete(pk.PacketID) {
-		h.handOver(cur, pk)
-	}
-}
-
-// handOver sends pk to cl as a new in-flight message.
-func (h *takeoverHook) handOver(cl *mqtt.Client, pk packets.Packet) {
-	id, err := cl.NextPacketID()
-	if err != nil {
-		h.srv.Log.Warn("cannot hand a message over to the resumed session: no packet id", "client", cl.ID, "topic", pk.TopicName)
+	if !ok || cur == cl || h.pending(cl) {
+		// The takeover has not collected yet: it will find the message.
+		h.mu.Unlock()
 		return
 	}
-	out := pk.Copy(false)
-	out.PacketID = uint16(id)
-	out.FixedHeader.Dup = false
-	cl.State.Inflight.Set(out) // resent with the session if this connection fails too
-	h.redelivered.Add(1)
-	if err := cl.WritePacket(out); err != nil {
-		h.srv.Log.Debug("handing a message over to the resumed session", "client", cl.ID, "err", err)
+	var sends []handover
+	if cl.State.Inflight.Delete(pk.PacketID) {
+		sends = h.place(cur, pk, nil)
+	}
+	h.mu.Unlock()
+	h.send(sends)
+}
+
+// pending reports whether a takeover of cl has yet to collect what cl
+// holds. h.mu must be held.
+func (h *takeoverHook) pending(cl *mqtt.Client) bool {
+	_, ok := h.resumes[cl]
+	return ok
+}
+
+// handover is a message put in flight with a client, to be written to it.
+type handover struct {
+	cl *mqtt.Client
+	pk packets.Packet
+}
+
+// maxPlaceHops bounds how many successive takeovers place follows.
+const maxPlaceHops = 16
+
+// place puts pk in flight with cl as a new message and appends it to sends
+// for writing. If cl has itself been taken over and that takeover has
+// already collected what cl held, the message would be stranded there, so
+// it moves on to the client now registered under the id. h.mu must be held,
+// which keeps place and the collecting of a takeover apart.
+func (h *takeoverHook) place(cl *mqtt.Client, pk packets.Packet, sends []handover) []handover {
+	for range maxPlaceHops {
+		id, err := cl.NextPacketID()
+		if err != nil {
+			h.srv.Log.Warn("cannot hand a message over to the resumed session: no packet id", "client", cl.ID, "topic", pk.TopicName)
+			return sends
+		}
+		out := pk.Copy(false)
+		out.PacketID = uint16(id)
+		out.FixedHeader.Dup = false
+		cl.State.Inflight.Set(out) // resent with the session if this connection fails too
+		if !cl.IsTakenOver() || h.pending(cl) {
+			h.redelivered.Add(1)
+			return append(sends, handover{cl, out})
+		}
+		next, ok := h.srv.Clients.Get(cl.ID)
+		if !ok || next == cl || !cl.State.Inflight.Delete(out.PacketID) {
+			return sends // no one to move it to; or taken already, by whoever deleted it
+		}
+		cl = next
+	}
+	h.srv.Log.Warn("cannot hand a message over to the resumed session: taken over too often meanwhile", "client", cl.ID, "topic", pk.TopicName)
+	return sends
+}
+
+// send writes the messages place put in flight. A failed write leaves the
+// message in flight, for the session's next connection.
+func (h *takeoverHook) send(sends []handover) {
+	for _, s := range sends {
+		if err := s.cl.WritePacket(s.pk); err != nil {
+			h.srv.Log.Debug("handing a message over to the resumed session", "client", s.cl.ID, "err", err)
+		}
 	}
 }
 
