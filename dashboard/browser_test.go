@@ -223,9 +223,11 @@ func TestScreenshot(t *testing.T) {
 	}
 	navigate(t, ctx, url)
 	waitText(t, ctx, "conn-state", `"live"`, func(s string) bool { return s == "live" })
-	// Let the sparklines fill and the history load: a manual tool, the
-	// wait is how much of the demo the picture covers.
-	time.Sleep(envDuration(t, "TELEMETRY_SCREENSHOT_WAIT", 20*time.Second))
+	// Let the sparklines fill and the history load: the picture covers
+	// TELEMETRY_SCREENSHOT_SNAPSHOTS pushes (default 20) after the first.
+	first := snapshotSeq(waitText(t, ctx, "snapshot-seq", "a snapshot", func(s string) bool { return snapshotSeq(s) > 0 }))
+	more := uint64(envInt(t, "TELEMETRY_SCREENSHOT_SNAPSHOTS", 20))
+	waitText(t, ctx, "snapshot-seq", fmt.Sprintf("snapshot %d", first+more), func(s string) bool { return snapshotSeq(s) >= first+more })
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(sctx, chromedp.CaptureScreenshot())
@@ -238,17 +240,15 @@ func TestScreenshot(t *testing.T) {
 	t.Logf("wrote %s (%d bytes)", out, len(png))
 }
 
-func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
+// snapshotSeq reads the sequence number out of the page's "snapshot N at
+// hh:mm:ss" line; 0 if there is none yet.
+func snapshotSeq(line string) uint64 {
+	f := strings.Fields(line)
+	if len(f) < 2 || f[0] != "snapshot" {
+		return 0
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		t.Fatalf("%s=%q: %v", name, s, err)
-	}
-	return d
+	n, _ := strconv.ParseUint(f[1], 10, 64)
+	return n
 }
 
 // TestBrowserHistoryChart checks that the page charts the history the

@@ -130,37 +130,63 @@ func BenchmarkHub1000Clients(b *testing.B) {
 //
 //	TELEMETRY_WS_LOAD_URL=http://127.0.0.1:18090 \
 //	TELEMETRY_WS_LOAD_PID=<pid of that dashboard> \
-//	[TELEMETRY_WS_LOAD_CLIENTS=1000] [TELEMETRY_WS_LOAD_SECONDS=30] \
+//	[TELEMETRY_WS_LOAD_CLIENTS=1000] [TELEMETRY_WS_LOAD_SNAPSHOTS=30] \
 //	go test -run TestLoadWebsocketClients -v ./dashboard
 //
-// CPU and memory are read from /proc/<pid> (Linux only).
+// Each measurement lasts TELEMETRY_WS_LOAD_SNAPSHOTS pushes, as counted by
+// one more client that only observes (30 s at the default cadence). CPU and
+// memory are read from /proc/<pid> (Linux only).
 func TestLoadWebsocketClients(t *testing.T) {
 	base := os.Getenv("TELEMETRY_WS_LOAD_URL")
 	if base == "" {
 		t.Skip("set TELEMETRY_WS_LOAD_URL (and TELEMETRY_WS_LOAD_PID) to load a running dashboard")
 	}
 	clients := envInt(t, "TELEMETRY_WS_LOAD_CLIENTS", 1000)
-	seconds := envInt(t, "TELEMETRY_WS_LOAD_SECONDS", 30)
+	pushes := int64(envInt(t, "TELEMETRY_WS_LOAD_SNAPSHOTS", 30))
 	pid := envInt(t, "TELEMETRY_WS_LOAD_PID", 0)
-	hold := time.Duration(seconds) * time.Second
+	wsURL := "ws" + strings.TrimPrefix(strings.TrimRight(base, "/"), "http") + "/ws"
 
-	measure := func(what string, d time.Duration) {
+	// The observer counts the pushes that make up a measurement window.
+	var observed atomic.Int64
+	observer, resp, err := websocket.DefaultDialer.Dial(wsURL, nil)
+	if err != nil {
+		t.Fatalf("observer: %v", err)
+	}
+	resp.Body.Close()
+	defer observer.Close()
+	go func() {
+		for {
+			if _, _, err := observer.ReadMessage(); err != nil {
+				return
+			}
+			observed.Add(1)
+		}
+	}()
+	measure := func(what string) {
+		var cpu0 time.Duration
+		if pid != 0 {
+			cpu0 = procCPU(t, pid)
+		}
+		start, from := time.Now(), observed.Load()
+		if err := poll.Until(time.Duration(pushes)*time.Minute, 10*time.Millisecond, func() error {
+			if n := observed.Load() - from; n < pushes {
+				return fmt.Errorf("observer got %d of %d snapshots", n, pushes)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
 		if pid == 0 {
-			time.Sleep(d) // holding the clients for d is the load under test
 			return
 		}
-		cpu0 := procCPU(t, pid)
-		start := time.Now()
-		time.Sleep(d) // the measurement window
 		cpu := procCPU(t, pid) - cpu0
 		el := time.Since(start)
 		rss, hwm := procMem(t, pid)
-		t.Logf("%s: dashboard pid %d used %.2f s CPU in %.1f s = %.1f%% of one core; RSS %d MiB (peak %d MiB)",
-			what, pid, cpu.Seconds(), el.Seconds(), 100*cpu.Seconds()/el.Seconds(), rss>>20, hwm>>20)
+		t.Logf("%s: dashboard pid %d used %.2f s CPU in %.1f s (%d pushes) = %.1f%% of one core; RSS %d MiB (peak %d MiB)",
+			what, pid, cpu.Seconds(), el.Seconds(), pushes, 100*cpu.Seconds()/el.Seconds(), rss>>20, hwm>>20)
 	}
-	measure("0 clients", hold)
+	measure("0 clients (and the observer)")
 
-	wsURL := "ws" + strings.TrimPrefix(strings.TrimRight(base, "/"), "http") + "/ws"
 	type stat struct {
 		n       int
 		lastSeq uint64
@@ -203,7 +229,7 @@ func TestLoadWebsocketClients(t *testing.T) {
 		}(&stats[i])
 	}
 	t.Logf("%d clients connected", clients)
-	measure(fmt.Sprintf("%d clients", clients), hold)
+	measure(fmt.Sprintf("%d clients", clients))
 	stop.Store(true)
 	for _, c := range conns {
 		c.Close()
@@ -217,7 +243,7 @@ func TestLoadWebsocketClients(t *testing.T) {
 			failed++
 		}
 	}
-	t.Logf("snapshots per client over %v: min %d, max %d; skipped snapshots %d; clients dropped %d", hold, minN, maxN, gaps, failed)
+	t.Logf("snapshots per client over %d pushes: min %d, max %d; skipped snapshots %d; clients dropped %d", pushes, minN, maxN, gaps, failed)
 	if failed > 0 || gaps > 0 {
 		t.Errorf("%d clients dropped and %d snapshots skipped under load", failed, gaps)
 	}

@@ -67,7 +67,9 @@ func TestStorageKilledUnderLoad(t *testing.T) {
 	var dropped uint64 // copies the writers kept out of inserts
 	var unacked uint64 // readings stored by the frozen writer, whose acknowledgements were lost
 	w := startStorage(t, bin, args)
-	for i, extra := range []time.Duration{0, -1, 330 * time.Millisecond} {
+	// Each kill comes at another moment: right away, with acknowledgements
+	// lost (-1), or after extra more readings stored.
+	for i, extra := range []int64{0, -1, 66} {
 		// Let it store a while (and take over what the last one held).
 		st := w.waitStatus(t, func(st storage.Status) error {
 			if st.ReadingsStored < 300 {
@@ -78,9 +80,16 @@ func TestStorageKilledUnderLoad(t *testing.T) {
 			}
 			return nil
 		})
-		if extra >= 0 {
-			time.Sleep(extra) // to vary the kill's moment, not to wait for a condition
-		} else {
+		switch {
+		case extra > 0:
+			from := st.ReadingsStored
+			st = w.waitStatus(t, func(st storage.Status) error {
+				if st.ReadingsStored < from+uint64(extra) {
+					return fmt.Errorf("stored %d more readings, want %d", st.ReadingsStored-from, extra)
+				}
+				return nil
+			})
+		case extra < 0:
 			// Freeze, then wait for an insert: its acknowledgements are lost.
 			proxy.freeze()
 			stored := w.waitStatus(t, func(storage.Status) error { return nil }).ReadingsStored
