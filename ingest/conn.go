@@ -2,13 +2,9 @@ package ingest
 
 import (
 	"bufio"
-	"fmt"
 	"net"
-	"net/url"
 	"sync"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // maxPendingWrite bounds what bufferedConn holds unsent; a Write beyond it
@@ -31,11 +27,10 @@ const flushLinger = time.Millisecond
 const flushTimeout = 10 * time.Second
 
 // bufferedConn batches ingest's side of a connection: to the MQTT broker
-// and to NATS. paho reads each packet with several small reads (the fixed
-// header a byte at a time) and writes each PUBACK with its own write, and
-// the NATS client writes whatever it has each time it gets to run:
-// measured, those system calls were the largest share of ingest's CPU time
-// per reading. Reads go through a buffer; writes are queued and sent by one
+// and to NATS. The acker writes each PUBACK on its own, and the NATS client
+// writes whatever it has each time it gets to run: measured, those system
+// calls were the largest share of ingest's CPU time per reading. Reads go
+// through a buffer; writes are queued and sent by one
 // flusher, which lingers for flushLinger first, so that what is written
 // meanwhile leaves in the same send.
 //
@@ -129,23 +124,6 @@ func (c *bufferedConn) Close() error {
 	}
 	c.mu.Unlock()
 	return c.Conn.Close()
-}
-
-// dialBuffered opens plain TCP connections (tcp:// and mqtt://) as a
-// bufferedConn; paho dials the other schemes itself.
-func dialBuffered(uri *url.URL, opts mqtt.ClientOptions) (net.Conn, error) {
-	d := net.Dialer{Timeout: opts.ConnectTimeout}
-	conn, err := d.Dial("tcp", uri.Host)
-	if err != nil {
-		return nil, fmt.Errorf("dialing MQTT broker %s: %w", uri.Host, err)
-	}
-	return newBufferedConn(conn), nil
-}
-
-// plainTCP reports whether broker is a URL paho would dial as plain TCP.
-func plainTCP(broker string) bool {
-	u, err := url.Parse(broker)
-	return err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt")
 }
 
 // natsDialer opens ingest's NATS connections as bufferedConns.

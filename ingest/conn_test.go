@@ -12,7 +12,7 @@ import (
 )
 
 // TestBufferedConnSendsEverythingInOrderBeforeClosing writes many small
-// packets, as paho writes PUBACKs, then closes: the peer reads them all, in
+// packets, as the acker writes PUBACKs, then closes: the peer reads them all, in
 // order, before the end of the stream.
 func TestBufferedConnSendsEverythingInOrderBeforeClosing(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -13,10 +13,10 @@ import (
 	"sync"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telemetry-demo/telemetry/internal/mqttsub"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/redact"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -83,7 +83,7 @@ const (
 
 // job is one MQTT message on its way to JetStream.
 type job struct {
-	mqtt     mqtt.Message
+	mqtt     mqttsub.Message // zero for a job not from MQTT (tests)
 	msg      *nats.Msg       // reading, or a dead letter
 	reading  *nats.Msg       // kept for the next reading when the job is recycled
 	reason   protocol.Reason // empty for a valid reading
@@ -148,7 +148,7 @@ type Ingest struct {
 
 	nc  *nats.Conn
 	pub *publisher
-	mq  mqtt.Client
+	mq  *mqttsub.Client
 	// timer bounds the acker's wait for each acknowledgement; the acker
 	// alone uses it.
 	timer *time.Timer
@@ -202,56 +202,31 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		return nil, fmt.Errorf("ingest %s: %w", cfg.Region, err)
 	}
 	in.nc = nc
-	in.mq = in.newMQTT()
-	in.metrics.connected(nc.IsConnected, in.mq.IsConnectionOpen)
-	return in, nil
-}
-
-// newMQTT builds the persistent-session client; Run connects it.
-func (in *Ingest) newMQTT() mqtt.Client {
-	topic := in.cfg.Topic()
-	opts := mqtt.NewClientOptions().
-		AddBroker(in.cfg.Broker).
-		SetClientID(in.cfg.ClientID).
-		SetUsername(in.cfg.Username).
-		SetPassword(in.cfg.Password).
-		SetCleanSession(false). // the broker keeps what arrives while ingest is away
-		SetAutoAckDisabled(true).
-		SetStore(newOutboundStore()).
-		SetOrderMatters(true). // PUBACKs go out in the order messages came in
-		// Every message goes through handle, including those a resumed
-		// session delivers before the SUBSCRIBE below has been sent.
-		SetDefaultPublishHandler(in.handle).
-		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(5 * time.Second).
-		SetKeepAlive(30 * time.Second).
-		SetPingTimeout(20 * time.Second).
-		SetOnConnectHandler(func(c mqtt.Client) {
-			// Subscribe on every connect: a broker that lost the session
-			// must get the subscription back.
-			tok := c.Subscribe(topic, 1, nil)
-			go func() {
-				if !tok.WaitTimeout(10 * time.Second) {
-					in.log.Error("MQTT subscribe not acknowledged within 10s", "topic", topic)
-					return
-				}
-				if err := tok.Error(); err != nil {
-					in.log.Error("MQTT subscribe failed", "topic", topic, "err", err)
-					return
-				}
-				in.log.Info("MQTT subscribed", "topic", topic)
-			}()
-		}).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			in.log.Warn("MQTT connection lost", "err", err)
-		}).
-		SetConnectionNotificationHandler(in.connectFailures())
-	if plainTCP(in.cfg.Broker) {
-		opts.SetCustomOpenConnectionFn(dialBuffered)
+	in.mq, err = mqttsub.New(mqttsub.Config{
+		Broker:   cfg.Broker,
+		ClientID: cfg.ClientID,
+		Username: cfg.Username,
+		Password: cfg.Password,
+		// On every connection: a broker that lost the session gets the
+		// subscription back. Messages a resumed session delivers before
+		// it go to handle like any other.
+		Filter:           cfg.Topic(),
+		KeepAlive:        30 * time.Second,
+		RetryInterval:    time.Second,
+		MaxRetryInterval: 5 * time.Second,
+		MaxPacketSize:    cfg.MaxPacketSize,
+		Wrap:             func(c net.Conn) net.Conn { return newBufferedConn(c) },
+		// A refused login above all would otherwise only show as "MQTT
+		// not connected" on /healthz; the client logs each distinct reason
+		// once.
+		ConnectFailed: func(error) { in.metrics.loginFailed.Inc() },
+	}, in.handle, log)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("ingest %s: %w", cfg.Region, err)
 	}
-	return mqtt.NewClient(opts)
+	in.metrics.connected(nc.IsConnected, in.mq.Connected)
+	return in, nil
 }
 
 // Metrics returns ingest's Prometheus collectors.
@@ -262,7 +237,7 @@ func (in *Ingest) Ready() error {
 	if !in.nc.IsConnected() {
 		return fmt.Errorf("ingest %s: NATS not connected", in.cfg.Region)
 	}
-	if !in.mq.IsConnectionOpen() {
+	if !in.mq.Connected() {
 		return fmt.Errorf("ingest %s: MQTT not connected", in.cfg.Region)
 	}
 	return nil
@@ -273,17 +248,22 @@ func (in *Ingest) Ready() error {
 // what JetStream confirmed and disconnects; the rest stays in the broker's
 // session for this client id and is redelivered when it reconnects.
 func (in *Ingest) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); in.ackLoop() }()
-
-	in.mq.Connect() // retries in the background until it succeeds or Disconnect
+	var acker, client sync.WaitGroup
+	acker.Add(1)
+	go func() { defer acker.Done(); in.ackLoop() }()
+	// The client outlives ctx: it sends the acker's last PUBACKs, then
+	// DISCONNECT.
+	mqCtx, disconnect := context.WithCancel(context.Background())
+	defer disconnect()
+	client.Add(1)
+	go func() { defer client.Done(); in.mq.Run(mqCtx) }()
 
 	<-ctx.Done()
 	in.log.Info("stopping: finishing messages in flight")
 	in.stop()
-	wg.Wait()
-	in.mq.Disconnect(250)
+	acker.Wait()
+	disconnect()
+	client.Wait()
 	in.log.Info("stopped")
 	return nil
 }
@@ -299,19 +279,24 @@ func (in *Ingest) stopped() bool {
 	}
 }
 
-// handle runs on paho's router goroutine for each message: it decodes the
-// message, publishes it asynchronously and queues it for the acker.
-// Blocking here, when MaxInflight messages await JetStream, is the
-// backpressure: paho stops reading and the broker holds the rest.
-func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
+// handle runs on the MQTT client's reader goroutine for each message: it
+// decodes the message, publishes it asynchronously and queues it for the
+// acker. Blocking here, when MaxInflight messages await JetStream, is the
+// backpressure: the client stops reading and the broker holds the rest.
+func (in *Ingest) handle(m mqttsub.Message) {
 	if in.stopped() {
 		return // not acknowledged: the broker redelivers it to this session
 	}
 	in.metrics.received.Inc()
-	if m.Duplicate() {
+	if m.Duplicate {
 		in.metrics.redelivered.Inc()
 	}
-	j := in.prepare(m.Topic(), m.Payload(), in.cfg.Now())
+	var j *job
+	if m.Omitted > 0 {
+		j = in.oversized(m.Topic, m.Omitted, in.cfg.Now())
+	} else {
+		j = in.prepare(m.Topic, m.Payload, in.cfg.Now())
+	}
 	j.mqtt = m
 	in.pub.publish(j)
 	in.metrics.inflight.Inc()
@@ -356,6 +341,22 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 	return j
 }
 
+// oversized builds the dead letter of a payload of size bytes that the MQTT
+// client dropped for exceeding MaxPacketSize: too_large, without its body,
+// the size in HeaderOmitted. Its id hashes the topic and the size (the
+// bytes are gone), so a redelivery collapses; so would another payload of
+// the same size on the same topic within the duplicate window, which
+// rejected_total still counts.
+func (in *Ingest) oversized(topic string, size int, received time.Time) *job {
+	j := newJob(received)
+	j.reason = protocol.ReasonTooLarge
+	j.detail = fmt.Sprintf("payload is %d bytes, more than the %d bytes ingest reads of one MQTT packet; body omitted", size, in.cfg.MaxPacketSize)
+	j.msg = in.deadLetter(DeadLetterID(topic, []byte("omitted:"+strconv.Itoa(size))), topic, nil, j.reason, j.detail, received)
+	j.msg.Header.Set(HeaderOmitted, strconv.Itoa(size))
+	j.stage = stageBodyOmitted
+	return j
+}
+
 // deadLetter builds the dead letter of payload with message id id: the
 // DeadLetterID of a rejected payload, or the id of the message it replaces
 // when one is isolated, so that a redelivery collapses in either case.
@@ -397,7 +398,7 @@ func (in *Ingest) ackLoop() {
 			// JetStream did store it.
 			continue
 		}
-		j.mqtt.Ack()
+		_ = in.mq.Ack(j.mqtt) // fails only with the connection: the broker redelivers
 		in.metrics.latency.Observe(time.Since(j.received).Seconds())
 		j.release()
 	}
@@ -484,8 +485,8 @@ func (in *Ingest) result(j *job) (duplicate bool, err error) {
 // collapses in DEADLETTER however far it was isolated.
 func (in *Ingest) isolate(j *job, cause error) bool {
 	topic, payload := j.msg.Header.Get(HeaderTopic), j.msg.Data
-	if j.mqtt != nil {
-		topic, payload = j.mqtt.Topic(), j.mqtt.Payload()
+	if j.mqtt.Topic != "" {
+		topic, payload = j.mqtt.Topic, j.mqtt.Payload
 	}
 	id := j.msg.Header.Get(jetstream.MsgIDHeader)
 	if id == "" {
@@ -550,29 +551,4 @@ func (in *Ingest) Close() error {
 		}
 	})
 	return in.closeErr
-}
-
-// connectFailures counts failed attempts to connect to the broker and
-// logs why (a refused login above all, which would otherwise only show as
-// "MQTT not connected" on /healthz while paho keeps retrying), once per
-// distinct reason so that retries every second do not flood the log.
-func (in *Ingest) connectFailures() mqtt.ConnectionNotificationHandler {
-	var (
-		mu   sync.Mutex
-		last string
-	)
-	return func(_ mqtt.Client, n mqtt.ConnectionNotification) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch n := n.(type) {
-		case mqtt.ConnectionNotificationFailed: // a refused login and a network error alike
-			in.metrics.loginFailed.Inc()
-			if why := n.Reason.Error(); why != last {
-				last = why
-				in.log.Error("MQTT connect failed; retrying", "broker", in.cfg.Broker, "user", in.cfg.Username, "err", n.Reason)
-			}
-		case mqtt.ConnectionNotificationConnected:
-			last = ""
-		}
-	}
 }

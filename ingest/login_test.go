@@ -16,7 +16,7 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
-// lockedBuffer is a log destination safe for paho's goroutines.
+// lockedBuffer is a log destination safe for the MQTT client's goroutines.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -54,7 +54,7 @@ func TestRefusedLoginIsLoggedOnce(t *testing.T) {
 		in.Close()
 	})
 
-	// paho retries every second: after three failed attempts the log
+	// The client retries every few seconds: after three failed attempts the log
 	// must still hold a single line about it.
 	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		if n := connectFailures(t, in); n < 3 {

@@ -74,8 +74,8 @@ func runIngest(args []string, _, stderr io.Writer) error {
 
 // tuneIngestRuntime sets the Go runtime for a bridge, unless the GOMAXPROCS
 // or GOGC environment variables say otherwise. Ingest's work per reading is
-// a chain of short hand-overs between goroutines (paho's reader, router and
-// writer, the acker, the flushers of both sockets, the NATS client's reader):
+// a chain of short hand-overs between goroutines (the MQTT client's reader,
+// the acker, the flushers of both sockets, the NATS client's reader):
 // on one thread they are cheap queue operations, on several they are
 // wake-ups across threads; and most of what it allocates lives for less
 // than a millisecond, so collecting less often costs little memory
