@@ -1,9 +1,11 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -216,5 +218,65 @@ func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
 				t.Errorf("topic or detail header missing: %v", m.Header)
 			}
 		})
+	}
+}
+
+// A message larger than ingest reads of one packet is read past, kept as a
+// too_large dead letter without its body, and acknowledged: the readings
+// after it flow, and a restarted ingest does not get it again.
+func TestMessageOverThePacketBoundIsDeadLetteredWithoutItsBody(t *testing.T) {
+	broker := testharness.MosquittoBroker(t).URL()
+	regions := testharness.Regions(t)
+	cfg := ingest.Config{Region: "us-east", Broker: broker, NATSURL: regions.URL("us-east"), MaxPacketSize: 1024}
+	first := runIngest(t, cfg)
+	pub := publisher(t, broker, "p-1")
+	const size = 5000
+	publish(t, pub, "telemetry/us-east/probe/p-1", bytes.Repeat([]byte("x"), size))
+	publish(t, pub, "telemetry/us-east/probe/p-1", reading("p-1", 1, time.Now()))
+
+	js, err := jetstream.NewWithDomain(testharness.Connect(t, regions.URL("us-east")), "us-east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testharness.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if d, r := streamMsgs(t, js, stream.DeadLetterStream), streamMsgs(t, js, stream.ReadingsStream); d != 1 || r != 1 {
+			return fmt.Errorf("DEADLETTER holds %d, READINGS %d; want 1 and 1", d, r)
+		}
+		return nil
+	})
+	s, err := js.Stream(context.Background(), stream.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(ingest.HeaderReason); got != string(protocol.ReasonTooLarge) {
+		t.Errorf("reason %q, want %q", got, protocol.ReasonTooLarge)
+	}
+	if got := m.Header.Get(ingest.HeaderOmitted); got != strconv.Itoa(size) {
+		t.Errorf("%s %q, want %d", ingest.HeaderOmitted, got, size)
+	}
+	if len(m.Data) != 0 {
+		t.Errorf("dead letter keeps %d bytes of a payload over the bound", len(m.Data))
+	}
+
+	// Acknowledged: after a restart of the same session only the next
+	// reading arrives, and nothing is dead-lettered again.
+	first.Stop(t)
+	second := runIngest(t, cfg)
+	publish(t, pub, "telemetry/us-east/probe/p-1", reading("p-1", 2, time.Now()))
+	testharness.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if r := streamMsgs(t, js, stream.ReadingsStream); r != 2 {
+			return fmt.Errorf("READINGS holds %d, want 2", r)
+		}
+		return nil
+	})
+	if st := second.Stats(); st.Received != 1 || st.Accepted != 1 {
+		t.Errorf("after the restart ingest received %d and accepted %d, want 1 and 1: %+v", st.Received, st.Accepted, st)
+	}
+	if d := streamMsgs(t, js, stream.DeadLetterStream); d != 1 {
+		t.Errorf("DEADLETTER holds %d after the restart, want 1", d)
 	}
 }
