@@ -1,7 +1,6 @@
 package devices
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
 // startBroker runs an embedded MQTT broker on a free port, with the
@@ -173,24 +173,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestFleetPublishesEveryReading(t *testing.T) {
 	broker := startBroker(t)
 	c := subscribe(t, broker)
@@ -207,7 +189,7 @@ func TestFleetPublishesEveryReading(t *testing.T) {
 	}
 	defer f.Close()
 
-	var progress syncBuffer
+	var progress testharness.SyncBuffer
 	progressDone := make(chan struct{})
 	go func() {
 		defer close(progressDone)

@@ -1,12 +1,10 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,30 +14,12 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
-// lockedBuffer is a log destination safe for the MQTT client's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A refused login must say so in the log, once, rather than leave the
 // operator with nothing but "MQTT not connected" on /healthz.
 func TestRefusedLoginIsLoggedOnce(t *testing.T) {
 	broker := testharness.MosquittoBroker(t).URL()
 	regions := testharness.Regions(t)
-	var logs lockedBuffer
+	var logs testharness.SyncBuffer
 	in, err := ingest.New(ingest.Config{Region: "eu-west", Broker: broker, NATSURL: regions.URL("eu-west"), Password: "not-the-password"},
 		slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {

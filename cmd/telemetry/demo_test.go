@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,27 +19,9 @@ import (
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
-// syncBuffer is the demo's console, read by the test while the demo writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startDemo runs the demo on free ports until the test ends and returns its
 // console.
-func startDemo(t *testing.T, clickhouse string) *syncBuffer {
+func startDemo(t *testing.T, clickhouse string) *testharness.SyncBuffer {
 	t.Helper()
 	return startDemoWith(t, demoFlags{
 		mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
@@ -51,10 +32,10 @@ func startDemo(t *testing.T, clickhouse string) *syncBuffer {
 // startDemoWith runs the demo with f in the default regions until the
 // test ends, checking that it stops cleanly then, and returns its console,
 // which it logs if the test failed.
-func startDemoWith(t *testing.T, f demoFlags) *syncBuffer {
+func startDemoWith(t *testing.T, f demoFlags) *testharness.SyncBuffer {
 	t.Helper()
 	regions := stream.DefaultRegions
-	out := &syncBuffer{}
+	out := &testharness.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -78,7 +59,7 @@ func startDemoWith(t *testing.T, f demoFlags) *syncBuffer {
 }
 
 // consoleValue waits for a console line matching re and returns its group.
-func consoleValue(t *testing.T, out *syncBuffer, re *regexp.Regexp) string {
+func consoleValue(t *testing.T, out *testharness.SyncBuffer, re *regexp.Regexp) string {
 	t.Helper()
 	var v string
 	testharness.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {

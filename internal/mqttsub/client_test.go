@@ -2,7 +2,6 @@ package mqttsub_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,30 +57,10 @@ func config(url, clientID string) mqttsub.Config {
 	}
 }
 
-// logBuffer is a log destination safe for the client's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
-
 // running is a Client whose Run goes on until stop or the end of the test.
 type running struct {
 	*mqttsub.Client
-	logs   *logBuffer
+	logs   *testharness.SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -91,7 +70,7 @@ type running struct {
 // acknowledge.
 func run(t *testing.T, cfg mqttsub.Config, handle func(*mqttsub.Client, mqttsub.Message)) *running {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testharness.SyncBuffer{}
 	var c *mqttsub.Client
 	c, err := mqttsub.New(cfg, func(m mqttsub.Message) { handle(c, m) },
 		slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -129,7 +108,7 @@ func (r *running) stop(t *testing.T) {
 func (r *running) waitSubscribed(t *testing.T, n int) {
 	t.Helper()
 	testharness.CheckFor(t, wait, 10*time.Millisecond, func() error {
-		if got := r.logs.count(`msg="MQTT subscribed"`); got < n {
+		if got := strings.Count(r.logs.String(), `msg="MQTT subscribed"`); got < n {
 			return fmt.Errorf("%d SUBACKs, want %d; log:\n%s", got, n, r.logs)
 		}
 		return nil
