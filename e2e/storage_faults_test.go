@@ -1,14 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,7 +94,7 @@ func TestStorageKilledUnderLoad(t *testing.T) {
 			})
 		case extra < 0:
 			// Freeze, then wait for an insert: its acknowledgements are lost.
-			proxy.freeze()
+			proxy.freeze(t)
 			stored := w.waitStatus(t, func(storage.Status) error { return nil }).ReadingsStored
 			st = w.waitStatus(t, func(st storage.Status) error {
 				if st.ReadingsStored <= stored {
@@ -293,8 +296,11 @@ func (p *storageProc) stop(t *testing.T) {
 
 // freezingProxy forwards TCP connections to a NATS server. freeze stops,
 // for good, everything the connections open at that moment send to the
-// server (it is read and dropped), while the server's messages still reach
-// the client; connections opened later are forwarded normally.
+// server (it is read and dropped) after their next pull request, while the
+// server's messages still reach the client; connections opened later are
+// forwarded normally. Letting one pull request through makes sure the
+// server has deliveries to send the frozen client: frozen between two
+// fetches, a writer would get nothing more and store nothing.
 type freezingProxy struct {
 	ln     net.Listener
 	target string
@@ -305,8 +311,14 @@ type freezingProxy struct {
 type proxiedConn struct {
 	client, server net.Conn
 	mu             sync.Mutex
+	freezing       bool // freeze after the next pull request
 	frozen         bool
+	closed         bool
 }
+
+// pullRequest is in the subject of every JetStream pull request, with or
+// without a domain ($JS.<domain>.API...).
+var pullRequest = []byte(".API.CONSUMER.MSG.NEXT.")
 
 func startFreezingProxy(t *testing.T, natsURL string) *freezingProxy {
 	t.Helper()
@@ -353,11 +365,19 @@ func startFreezingProxy(t *testing.T, natsURL string) *freezingProxy {
 			go func() { // client to server: until frozen
 				defer wg.Done()
 				defer server.Close()
+				defer func() {
+					c.mu.Lock()
+					c.closed = true
+					c.mu.Unlock()
+				}()
 				buf := make([]byte, 32<<10)
 				for {
 					n, err := client.Read(buf)
 					c.mu.Lock()
 					frozen := c.frozen
+					if c.freezing && bytes.Contains(buf[:n], pullRequest) {
+						c.frozen = true // after this one
+					}
 					c.mu.Unlock()
 					if n > 0 && !frozen {
 						if _, werr := server.Write(buf[:n]); werr != nil {
@@ -376,12 +396,28 @@ func startFreezingProxy(t *testing.T, natsURL string) *freezingProxy {
 
 func (p *freezingProxy) url() string { return "nats://" + p.ln.Addr().String() }
 
-func (p *freezingProxy) freeze() {
+// freeze freezes the open connections and waits until each has let its
+// next pull request through: from then on the server hears nothing more
+// from them.
+func (p *freezingProxy) freeze(t *testing.T) {
+	t.Helper()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
+	conns := slices.Clone(p.conns)
+	p.mu.Unlock()
+	for _, c := range conns {
 		c.mu.Lock()
-		c.frozen = true
+		c.freezing = true
 		c.mu.Unlock()
 	}
+	testharness.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		for _, c := range conns {
+			c.mu.Lock()
+			done := c.frozen || c.closed
+			c.mu.Unlock()
+			if !done {
+				return errors.New("a connection has not sent its next pull request")
+			}
+		}
+		return nil
+	})
 }
