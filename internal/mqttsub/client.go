@@ -39,7 +39,8 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// RetryInterval is the pause after the first failed attempt to
 	// connect; it doubles up to MaxRetryInterval. Defaults 1 s and 5 s.
-	// After a connection is lost the first attempt is immediate.
+	// After a connection that lasted MaxRetryInterval is lost the first
+	// attempt is immediate; after a shorter one it backs off the same way.
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration
 	// MaxPacketSize bounds the bytes kept of one packet from the broker.
@@ -218,14 +219,29 @@ func (c *Client) Run(ctx context.Context) error {
 			wait = min(wait*2, c.cfg.MaxRetryInterval)
 			continue
 		}
-		lastFailure, wait = "", c.cfg.RetryInterval
+		lastFailure = ""
 		c.log.Info("MQTT connected", "broker", c.cfg.Broker, "session_present", sessionPresent)
 		c.current.Store(cn)
+		began := time.Now()
 		err = c.serve(ctx, cn)
 		c.current.Store(nil)
-		if ctx.Err() == nil {
-			c.log.Warn("MQTT connection lost", "err", err)
+		if ctx.Err() != nil {
+			break
 		}
+		c.log.Warn("MQTT connection lost", "err", err)
+		if time.Since(began) >= c.cfg.MaxRetryInterval {
+			wait = c.cfg.RetryInterval
+			continue // a connection that lasted: try again at once
+		}
+		// Lost right after it was made (another client taking the same
+		// client id, a broker dropping it at once): back off as after a
+		// failed attempt, so that two clients do not take the id from each
+		// other in a tight loop.
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, c.cfg.MaxRetryInterval)
 	}
 	return nil
 }

@@ -769,3 +769,26 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// Two clients given the same client id take it from each other: the
+// broker drops the older connection each time the other logs in. A
+// connection lost right after it was made must back off like a failed
+// login, or the two reconnect in a tight loop for as long as both run.
+func TestClientsSharingAnIDDoNotFightInATightLoop(t *testing.T) {
+	b := testharness.MosquittoBroker(t)
+	cfg := config(b.URL(), "ingest-twin")
+	cfg.RetryInterval, cfg.MaxRetryInterval = 100*time.Millisecond, time.Second
+	nothing := func(*mqttsub.Client, mqttsub.Message) {}
+	one, two := run(t, cfg, nothing), run(t, cfg, nothing)
+	one.waitSubscribed(t, 1)
+	two.waitSubscribed(t, 1)
+	// The fault window: how long the two share the id. Backing off from
+	// 100 ms to 1 s, each logs in at most about six times in 3 s; in a
+	// tight loop, hundreds.
+	<-time.After(3 * time.Second)
+	connects := strings.Count(one.logs.String(), `msg="MQTT connected"`) + strings.Count(two.logs.String(), `msg="MQTT connected"`)
+	if connects > 20 {
+		t.Errorf("%d logins in 3 s by two clients sharing an id, want at most 20", connects)
+	}
+	t.Logf("%d logins in 3 s", connects)
+}
