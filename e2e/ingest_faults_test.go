@@ -587,6 +587,64 @@ func measureCeiling(b *testing.B, mosq *testharness.Broker, cfg devices.Config, 
 	return float64(sent) / lastAt.Sub(firstAt).Seconds(), sent, others
 }
 
+// benchBinary is the telemetry binary the benchmarks run: INGEST_BENCH_BIN,
+// or the tree's, built.
+func benchBinary(b *testing.B) string {
+	if bin := os.Getenv("INGEST_BENCH_BIN"); bin != "" {
+		return bin
+	}
+	return buildTelemetry(b)
+}
+
+// benchFleet returns the simulator's configuration for one arm of a
+// benchmark through mosq, given its device id prefix: INGEST_BENCH_N
+// readings (default 60000), asked for at more than the broker can take, so
+// that the devices publish as fast as their in-flight windows allow.
+func benchFleet(b *testing.B, mosq *testharness.Broker) func(prefix string) devices.Config {
+	n := 60000
+	if s := os.Getenv("INGEST_BENCH_N"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("INGEST_BENCH_N: %v", err)
+		}
+		n = v
+	}
+	return func(prefix string) devices.Config {
+		const rate = 40000
+		return devices.Config{Broker: mosq.URL(), Devices: 100, Rate: rate, Duration: time.Duration(float64(n) / rate * float64(time.Second)), IDPrefix: prefix}
+	}
+}
+
+// timeStored waits until READINGS in js holds everything fleet sent (it is
+// done when done yields) and returns when the first and the last were
+// seen there, polling every 10 ms.
+func timeStored(b *testing.B, js jetstream.JetStream, fleet *devices.Fleet, done <-chan error) (first, last time.Time) {
+	b.Helper()
+	testharness.CheckFor(b, 5*time.Minute, 10*time.Millisecond, func() error {
+		c, err := readingsCount(js)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if c > 0 && first.IsZero() {
+			first = time.Now()
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				b.Fatal(err)
+			}
+			done = nil
+		default:
+		}
+		if done == nil && c >= fleet.Stats().Acked {
+			last = time.Now()
+			return nil
+		}
+		return fmt.Errorf("READINGS holds %d of %d", c, fleet.Stats().Acked)
+	})
+	return first, last
+}
+
 // BenchmarkIngestShareOfBrokerCeiling measures, in one run on one machine,
 // the broker's own QoS 1 ceiling (the simulator publishing N readings
 // through Mosquitto to a plain subscriber that acknowledges at once),
@@ -602,25 +660,9 @@ func measureCeiling(b *testing.B, mosq *testharness.Broker, cfg devices.Config, 
 //
 //	go test -run '^$' -bench IngestShareOfBrokerCeiling -benchtime 1x ./e2e/
 func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
-	n := 60000
-	if s := os.Getenv("INGEST_BENCH_N"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			b.Fatalf("INGEST_BENCH_N: %v", err)
-		}
-		n = v
-	}
 	mosq := testharness.MosquittoBroker(b)
-	bin := os.Getenv("INGEST_BENCH_BIN")
-	if bin == "" {
-		bin = buildTelemetry(b)
-	}
-	// Ask for more than the broker can take: the devices then publish as
-	// fast as their in-flight windows allow.
-	fleetCfg := func(prefix string) devices.Config {
-		const rate = 40000
-		return devices.Config{Broker: mosq.URL(), Devices: 100, Rate: rate, Duration: time.Duration(float64(n) / rate * float64(time.Second)), IDPrefix: prefix}
-	}
+	bin := benchBinary(b)
+	fleetCfg := benchFleet(b, mosq)
 	for i := 0; i < b.N; i++ {
 		// The ceiling is measured before and after the bridge, and the
 		// bridge compared with their mean: the machine's speed drifts by
@@ -661,29 +703,7 @@ func BenchmarkIngestShareOfBrokerCeiling(b *testing.B) {
 		}
 		others0 := othersCPU(b, mosq)
 		fleet, done := runFleet(b, fleetCfg(fmt.Sprintf("bridge-%d-", i)))
-		var first, last time.Time
-		testharness.CheckFor(b, 5*time.Minute, 10*time.Millisecond, func() error {
-			c, err := readingsCount(js)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if c > 0 && first.IsZero() {
-				first = time.Now()
-			}
-			select {
-			case err := <-done:
-				if err != nil {
-					b.Fatal(err)
-				}
-				done = nil
-			default:
-			}
-			if done == nil && c >= fleet.Stats().Acked {
-				last = time.Now()
-				return nil
-			}
-			return fmt.Errorf("READINGS holds %d of %d", c, fleet.Stats().Acked)
-		})
+		first, last := timeStored(b, js, fleet, done)
 		cpu1, _ := procCPU(in.Pid())
 		sys1, _ := procSyscalls(in.Pid())
 		othersBridge := othersCPU(b, mosq).per(others0, fleet.Stats().Acked)

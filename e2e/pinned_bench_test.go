@@ -276,14 +276,6 @@ func BenchmarkIngestOnItsOwnCore(b *testing.B) {
 	if runtime.NumCPU() < 2 {
 		b.Skip("needs two CPUs: one for the load, one for the consumer")
 	}
-	n := 60000
-	if s := os.Getenv("INGEST_BENCH_N"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			b.Fatalf("INGEST_BENCH_N: %v", err)
-		}
-		n = v
-	}
 	mosq := testharness.MosquittoBroker(b)
 	if err := pin(mosq.Pid(), loadCPU); err != nil {
 		b.Fatal(err)
@@ -296,14 +288,8 @@ func BenchmarkIngestOnItsOwnCore(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = setAffinity(os.Getpid(), &all) })
-	bin := os.Getenv("INGEST_BENCH_BIN")
-	if bin == "" {
-		bin = buildTelemetry(b)
-	}
-	fleetCfg := func(prefix string) devices.Config {
-		const rate = 40000
-		return devices.Config{Broker: mosq.URL(), Devices: 100, Rate: rate, Duration: time.Duration(float64(n) / rate * float64(time.Second)), IDPrefix: prefix}
-	}
+	bin := benchBinary(b)
+	fleetCfg := benchFleet(b, mosq)
 	for i := 0; i < b.N; i++ {
 		others0 := othersCPU(b, mosq)
 		ceilingBefore, sent := pinnedCeiling(b, mosq, fleetCfg(fmt.Sprintf("pceiling-%d-a-", i)), fmt.Sprintf("pinned-ceiling-%d-a", i))
@@ -382,29 +368,7 @@ func pinnedBridge(b *testing.B, bin string, mosq *testharness.Broker, cfg device
 		b.Fatal(err1, err2)
 	}
 	fleet, done := runFleet(b, cfg)
-	var first, last time.Time
-	testharness.CheckFor(b, 5*time.Minute, 10*time.Millisecond, func() error {
-		c, err := readingsCount(js)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if c > 0 && first.IsZero() {
-			first = time.Now()
-		}
-		select {
-		case err := <-done:
-			if err != nil {
-				b.Fatal(err)
-			}
-			done = nil
-		default:
-		}
-		if done == nil && c >= fleet.Stats().Acked {
-			last = time.Now()
-			return nil
-		}
-		return fmt.Errorf("READINGS holds %d of %d", c, fleet.Stats().Acked)
-	})
+	first, last := timeStored(b, js, fleet, done)
 	in1, err1 := procCPU(in.Pid())
 	nats1, err2 := procCPU(natsPid)
 	if err1 != nil || err2 != nil {
