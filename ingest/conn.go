@@ -115,15 +115,30 @@ func (c *bufferedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDea
 // Close sends what is queued, giving a stuck socket flushTimeout, then
 // closes the connection.
 func (c *bufferedConn) Close() error {
+	c.drain()
+	return c.Conn.Close()
+}
+
+// CloseWrite sends what is queued, then shuts down the sending side only
+// (a FIN): reads go on until the peer closes its side.
+func (c *bufferedConn) CloseWrite() error {
+	c.drain()
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// drain waits until what is queued has been sent, and refuses later writes.
+func (c *bufferedConn) drain() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for c.flushing {
 		c.cond.Wait()
 	}
 	if c.err == nil {
 		c.err = net.ErrClosed
 	}
-	c.mu.Unlock()
-	return c.Conn.Close()
 }
 
 // natsDialer opens ingest's NATS connections as bufferedConns.

@@ -370,8 +370,7 @@ func (c *Client) keepAlive(ctx context.Context, cn *conn, done <-chan struct{}) 
 		case <-done:
 			return
 		case <-ctx.Done():
-			_ = cn.write(disconnectPacket)
-			cn.Close()
+			c.disconnect(cn, done)
 			return
 		case now := <-tick.C:
 			if !cn.busy.Load() && now.Sub(cn.lastRead()) > c.cfg.KeepAlive*3/2 {
@@ -388,6 +387,31 @@ func (c *Client) keepAlive(ctx context.Context, cn *conn, done <-chan struct{}) 
 			}
 		}
 	}
+}
+
+// closeGrace bounds how long a disconnecting client waits for the broker
+// to close the connection.
+const closeGrace = 2 * time.Second
+
+// disconnect ends cn cleanly: DISCONNECT after everything written before
+// it, then the sending side shut down, and the connection closed once the
+// broker has closed its side (done: the reader saw it) or closeGrace
+// passed. Closing at once could leave bytes the broker sent unread, and a
+// socket closed with unread bytes is reset, not closed: the reset can
+// discard what the broker has received and not yet read, PUBACKs
+// included, and those messages come back as redeliveries.
+func (c *Client) disconnect(cn *conn, done <-chan struct{}) {
+	_ = cn.write(disconnectPacket)
+	cn.wmu.Lock()
+	if cw, ok := cn.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	cn.wmu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(closeGrace):
+	}
+	cn.Close()
 }
 
 // conn is one accepted connection to the broker.

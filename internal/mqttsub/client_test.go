@@ -2,6 +2,7 @@ package mqttsub_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -791,4 +792,86 @@ func TestClientsSharingAnIDDoNotFightInATightLoop(t *testing.T) {
 		t.Errorf("%d logins in 3 s by two clients sharing an id, want at most 20", connects)
 	}
 	t.Logf("%d logins in 3 s", connects)
+}
+
+// A client that stops while the broker is still sending must not reset
+// the connection: a socket closed with unread bytes sends a reset, which
+// can make the broker drop what it has received and not yet read, PUBACKs
+// included, and redeliver those messages. The peer floods QoS 0 messages
+// until it reads DISCONNECT; then it must read the end of the stream, not
+// a reset.
+func TestStoppingWhileTheBrokerSendsEndsCleanly(t *testing.T) {
+	publish := []byte{0x30, 0x0b, 0x00, 0x07, 't', 'e', 'l', 'e', '/', 'x', '1', 'h', 'i'}
+	outcome := make(chan error, 10)
+	p := listen(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		if kind, _, err := readPacketFrom(r); err != nil || kind != 1 {
+			return
+		}
+		if _, err := c.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
+			return
+		}
+		if kind, body, err := readPacketFrom(r); err != nil || kind != 8 || len(body) < 2 {
+			return
+		} else if _, err := c.Write([]byte{0x90, 0x03, body[0], body[1], 0x01}); err != nil {
+			return
+		}
+		stop := make(chan struct{})
+		go func() { // the flood
+			burst := bytes.Repeat(publish, 64)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := c.Write(burst); err != nil {
+					return
+				}
+			}
+		}()
+		for {
+			kind, _, err := readPacketFrom(r)
+			if err != nil {
+				close(stop)
+				outcome <- fmt.Errorf("before DISCONNECT: %w", err)
+				return
+			}
+			if kind == 14 {
+				break
+			}
+		}
+		close(stop)
+		// After DISCONNECT the client sends nothing more: the next read
+		// must see the end of the stream.
+		_, err := r.ReadByte()
+		if err == io.EOF {
+			err = nil
+		}
+		outcome <- err
+		c.Close()
+	})
+	for round := range 5 {
+		got := make(chan struct{}, 1)
+		r := run(t, config(p.url(), "ingest-flooded"), func(*mqttsub.Client, mqttsub.Message) {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		})
+		select {
+		case <-got:
+		case <-time.After(wait):
+			t.Fatal("no message from the flooding peer")
+		}
+		r.stop(t)
+		select {
+		case err := <-outcome:
+			if err != nil {
+				t.Fatalf("round %d: the peer read %v after DISCONNECT, want the end of the stream", round, err)
+			}
+		case <-time.After(wait):
+			t.Fatalf("round %d: the peer never finished", round)
+		}
+	}
 }
