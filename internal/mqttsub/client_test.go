@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -781,17 +782,42 @@ func TestClientsSharingAnIDDoNotFightInATightLoop(t *testing.T) {
 	cfg.RetryInterval, cfg.MaxRetryInterval = 100*time.Millisecond, time.Second
 	nothing := func(*mqttsub.Client, mqttsub.Message) {}
 	one, two := run(t, cfg, nothing), run(t, cfg, nothing)
-	one.waitSubscribed(t, 1)
-	two.waitSubscribed(t, 1)
-	// The fault window: how long the two share the id. Backing off from
-	// 100 ms to 1 s, each logs in at most about six times in 3 s; in a
-	// tight loop, hundreds.
-	<-time.After(3 * time.Second)
-	connects := strings.Count(one.logs.String(), `msg="MQTT connected"`) + strings.Count(two.logs.String(), `msg="MQTT connected"`)
-	if connects > 20 {
-		t.Errorf("%d logins in 3 s by two clients sharing an id, want at most 20", connects)
+	// Eight logins in all: several takeovers each way.
+	testharness.CheckFor(t, wait, 10*time.Millisecond, func() error {
+		if n := len(logins(t, one)) + len(logins(t, two)); n < 8 {
+			return fmt.Errorf("%d logins, want 8", n)
+		}
+		return nil
+	})
+	// Between two logins of one client lies either a connection that
+	// lasted MaxRetryInterval or a pause of at least RetryInterval; in a
+	// tight loop, a few milliseconds.
+	for name, r := range map[string]*running{"one": one, "two": two} {
+		at := logins(t, r)
+		for i := 1; i < len(at); i++ {
+			if gap := at[i].Sub(at[i-1]); gap < cfg.RetryInterval-10*time.Millisecond {
+				t.Errorf("client %s logged in again %v after its previous login, want at least %v", name, gap, cfg.RetryInterval)
+			}
+		}
+		t.Logf("client %s: %d logins", name, len(at))
 	}
-	t.Logf("%d logins in 3 s", connects)
+}
+
+// loginLine matches the log line of an accepted login, with its time.
+var loginLine = regexp.MustCompile(`time=(\S+) level=INFO msg="MQTT connected"`)
+
+// logins returns when r's client logged in, from its log.
+func logins(t *testing.T, r *running) []time.Time {
+	t.Helper()
+	var at []time.Time
+	for _, m := range loginLine.FindAllStringSubmatch(r.logs.String(), -1) {
+		ts, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			t.Fatalf("login time %q: %v", m[1], err)
+		}
+		at = append(at, ts)
+	}
+	return at
 }
 
 // A client that stops while the broker is still sending must not reset
