@@ -532,59 +532,96 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 // reading of the broker and of this process.
 func measureCeiling(b *testing.B, mosq *testharness.Broker, cfg devices.Config, clientID string) (rate float64, sent int64, others cpuSplit) {
 	b.Helper()
-	var (
-		mu              sync.Mutex
-		got             int64
-		firstAt, lastAt time.Time
-		sub             *mqttsub.Client
-	)
-	subscribed := make(chan error, 1)
-	sub, err := mqttsub.New(mqttsub.Config{
-		Broker: mosq.URL(), ClientID: clientID, CleanSession: true,
-		Username: deploy.MQTTIngestUser, Password: deploy.DemoMQTTIngestPassword,
-		Filter:     "telemetry/" + faultRegion + "/#",
-		Subscribed: func(err error) { subscribed <- err },
-	}, func(m mqttsub.Message) {
-		_ = sub.Ack(m)
-		mu.Lock()
-		if got == 0 {
-			firstAt = time.Now()
-		}
-		got++
-		lastAt = time.Now()
-		mu.Unlock()
-	}, slog.New(slog.DiscardHandler))
+	sub, err := startCeilingSubscriber(mosq.URL(), clientID)
 	if err != nil {
-		b.Fatal(err)
+		b.Fatalf("ceiling subscriber: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	running := make(chan struct{})
-	go func() { defer close(running); sub.Run(ctx) }()
-	defer func() { cancel(); <-running }()
-	select {
-	case err := <-subscribed:
-		if err != nil {
-			b.Fatalf("ceiling subscriber: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		b.Fatal("ceiling subscriber: no SUBACK within 30s")
-	}
+	defer sub.stop()
 	others0 := othersCPU(b, mosq)
 	fleet, done := runFleet(b, cfg)
 	waitFor(b, done, "devices")
 	sent = int64(fleet.Stats().Acked)
 	testharness.CheckFor(b, 120*time.Second, 20*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if got < sent {
+		if got, _, _ := sub.stats(); got < sent {
 			return fmt.Errorf("ceiling subscriber got %d of %d", got, sent)
 		}
 		return nil
 	})
 	others = othersCPU(b, mosq).per(others0, uint64(sent))
-	mu.Lock()
-	defer mu.Unlock()
-	return float64(sent) / lastAt.Sub(firstAt).Seconds(), sent, others
+	_, first, last := sub.stats()
+	return float64(sent) / last.Sub(first).Seconds(), sent, others
+}
+
+// ceilingSubscriber is the plain QoS 1 subscriber of the benchmarks'
+// ceiling arms: it acknowledges each reading of the fault region at once
+// and notes when the first and the last arrived.
+type ceilingSubscriber struct {
+	sub     *mqttsub.Client
+	cancel  context.CancelFunc
+	running chan struct{}
+	arrived chan struct{} // a token after each message, for a waiter
+
+	mu          sync.Mutex
+	got         int64
+	first, last time.Time
+}
+
+// startCeilingSubscriber connects to broker as clientID and returns once
+// the broker has acknowledged the subscription.
+func startCeilingSubscriber(broker, clientID string) (*ceilingSubscriber, error) {
+	s := &ceilingSubscriber{running: make(chan struct{}), arrived: make(chan struct{}, 1)}
+	subscribed := make(chan error, 1)
+	sub, err := mqttsub.New(mqttsub.Config{
+		Broker: broker, ClientID: clientID, CleanSession: true,
+		Username: deploy.MQTTIngestUser, Password: deploy.DemoMQTTIngestPassword,
+		Filter:     "telemetry/" + faultRegion + "/#",
+		Subscribed: func(err error) { subscribed <- err },
+	}, s.take, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	s.sub = sub
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { defer close(s.running); sub.Run(ctx) }()
+	select {
+	case err = <-subscribed:
+	case <-time.After(time.Minute):
+		err = errors.New("no SUBACK within a minute")
+	}
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *ceilingSubscriber) take(m mqttsub.Message) {
+	_ = s.sub.Ack(m)
+	now := time.Now()
+	s.mu.Lock()
+	if s.got == 0 {
+		s.first = now
+	}
+	s.got++
+	s.last = now
+	s.mu.Unlock()
+	select {
+	case s.arrived <- struct{}{}:
+	default:
+	}
+}
+
+// stats returns how many readings arrived, and when the first and the last.
+func (s *ceilingSubscriber) stats() (got int64, first, last time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got, s.first, s.last
+}
+
+func (s *ceilingSubscriber) stop() {
+	s.cancel()
+	<-s.running
 }
 
 // benchBinary is the telemetry binary the benchmarks run: INGEST_BENCH_BIN,

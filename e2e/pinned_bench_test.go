@@ -5,14 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,9 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/unix"
 
-	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
-	"github.com/telemetry-demo/telemetry/internal/mqttsub"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -101,48 +97,11 @@ func runChild(role string) error {
 // they have arrived prints "done <first> <last>" (unix nanoseconds of the
 // first and the last) and returns.
 func runSubscriberChild() error {
-	var (
-		mu          sync.Mutex
-		got         int64
-		first, last time.Time
-		sub         *mqttsub.Client
-	)
-	arrived := make(chan struct{}, 1)
-	subscribed := make(chan error, 1)
-	sub, err := mqttsub.New(mqttsub.Config{
-		Broker: os.Getenv("E2E_BENCH_BROKER"), ClientID: os.Getenv("E2E_BENCH_CLIENT_ID"), CleanSession: true,
-		Username: deploy.MQTTIngestUser, Password: deploy.DemoMQTTIngestPassword,
-		Filter:     "telemetry/" + faultRegion + "/#",
-		Subscribed: func(err error) { subscribed <- err },
-	}, func(m mqttsub.Message) {
-		_ = sub.Ack(m)
-		now := time.Now()
-		mu.Lock()
-		if got == 0 {
-			first = now
-		}
-		got++
-		last = now
-		mu.Unlock()
-		select {
-		case arrived <- struct{}{}:
-		default:
-		}
-	}, slog.New(slog.DiscardHandler))
+	sub, err := startCeilingSubscriber(os.Getenv("E2E_BENCH_BROKER"), os.Getenv("E2E_BENCH_CLIENT_ID"))
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go sub.Run(ctx)
-	select {
-	case err := <-subscribed:
-		if err != nil {
-			return err
-		}
-	case <-time.After(time.Minute):
-		return fmt.Errorf("no SUBACK within a minute")
-	}
+	defer sub.stop()
 	fmt.Println("subscribed")
 	stdin := bufio.NewReader(os.Stdin)
 	line, err := stdin.ReadString('\n')
@@ -153,19 +112,18 @@ func runSubscriberChild() error {
 	if err != nil {
 		return fmt.Errorf("the count %q: %w", line, err)
 	}
-	go func() { io.Copy(io.Discard, stdin); cancel() }()
+	closed := make(chan struct{})
+	go func() { io.Copy(io.Discard, stdin); close(closed) }()
 	for {
-		mu.Lock()
-		g, f, l := got, first, last
-		mu.Unlock()
-		if g >= n {
-			fmt.Println("done", f.UnixNano(), l.UnixNano())
+		got, first, last := sub.stats()
+		if got >= n {
+			fmt.Println("done", first.UnixNano(), last.UnixNano())
 			return nil
 		}
 		select {
-		case <-arrived:
-		case <-ctx.Done():
-			return fmt.Errorf("stopped after %d of %d messages", g, n)
+		case <-sub.arrived:
+		case <-closed:
+			return fmt.Errorf("stopped after %d of %d messages", got, n)
 		}
 	}
 }

@@ -210,12 +210,11 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		// On every connection: a broker that lost the session gets the
 		// subscription back. Messages a resumed session delivers before
 		// it go to handle like any other.
-		Filter:           cfg.Topic(),
-		KeepAlive:        30 * time.Second,
-		RetryInterval:    time.Second,
-		MaxRetryInterval: 5 * time.Second,
-		MaxPacketSize:    cfg.MaxPacketSize,
-		Wrap:             func(c net.Conn) net.Conn { return newBufferedConn(c) },
+		// Keep-alive and retry intervals: the client's defaults (30 s; 1 s
+		// doubling to 5 s).
+		Filter:        cfg.Topic(),
+		MaxPacketSize: cfg.MaxPacketSize,
+		Wrap:          func(c net.Conn) net.Conn { return newBufferedConn(c) },
 		// A refused login above all would otherwise only show as "MQTT
 		// not connected" on /healthz; the client logs each distinct reason
 		// once.
@@ -351,8 +350,7 @@ func (in *Ingest) oversized(topic string, size int, received time.Time) *job {
 	j := newJob(received)
 	j.reason = protocol.ReasonTooLarge
 	j.detail = fmt.Sprintf("payload is %d bytes, more than the %d bytes ingest reads of one MQTT packet; body omitted", size, in.cfg.MaxPacketSize)
-	j.msg = in.deadLetter(DeadLetterID(topic, []byte("omitted:"+strconv.Itoa(size))), topic, nil, j.reason, j.detail, received)
-	j.msg.Header.Set(HeaderOmitted, strconv.Itoa(size))
+	j.msg = in.bodilessDeadLetter(DeadLetterID(topic, []byte("omitted:"+strconv.Itoa(size))), topic, size, j.reason, j.detail, received)
 	j.stage = stageBodyOmitted
 	return j
 }
@@ -372,6 +370,14 @@ func (in *Ingest) deadLetter(id, topic string, payload []byte, reason protocol.R
 			HeaderReceived:        {strconv.FormatInt(received.UnixMilli(), 10)},
 		},
 	}
+}
+
+// bodilessDeadLetter is the dead letter of a payload of size bytes kept
+// without its body, the size in HeaderOmitted.
+func (in *Ingest) bodilessDeadLetter(id, topic string, size int, reason protocol.Reason, detail string, received time.Time) *nats.Msg {
+	m := in.deadLetter(id, topic, nil, reason, detail, received)
+	m.Header.Set(HeaderOmitted, strconv.Itoa(size))
+	return m
 }
 
 // ackLoop waits for each JetStream acknowledgement in order, retries what
@@ -499,8 +505,7 @@ func (in *Ingest) isolate(j *job, cause error) bool {
 		j.stage = stageDeadLetter
 	case j.stage < stageBodyOmitted:
 		detail := j.detail + "; body omitted, JetStream refused it: " + cause.Error()
-		j.msg = in.deadLetter(id, topic, nil, j.reason, detail, j.received)
-		j.msg.Header.Set(HeaderOmitted, strconv.Itoa(len(payload)))
+		j.msg = in.bodilessDeadLetter(id, topic, len(payload), j.reason, detail, j.received)
 		j.stage = stageBodyOmitted
 	default:
 		return false

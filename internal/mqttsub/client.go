@@ -196,6 +196,13 @@ func (c *Client) Ack(m Message) error {
 // connection; the broker keeps the session.
 func (c *Client) Run(ctx context.Context) error {
 	wait := c.cfg.RetryInterval
+	pause := func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, c.cfg.MaxRetryInterval)
+	}
 	var lastFailure string
 	for ctx.Err() == nil {
 		cn, sessionPresent, err := c.connect(ctx)
@@ -212,11 +219,7 @@ func (c *Client) Run(ctx context.Context) error {
 				lastFailure = why
 				c.log.Error("MQTT connect failed; retrying", "broker", c.cfg.Broker, "user", c.cfg.Username, "err", err)
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
-			wait = min(wait*2, c.cfg.MaxRetryInterval)
+			pause()
 			continue
 		}
 		lastFailure = ""
@@ -237,11 +240,7 @@ func (c *Client) Run(ctx context.Context) error {
 		// client id, a broker dropping it at once): back off as after a
 		// failed attempt, so that two clients do not take the id from each
 		// other in a tight loop.
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, c.cfg.MaxRetryInterval)
+		pause()
 	}
 	return nil
 }

@@ -371,32 +371,39 @@ func TestUnackedMessagesAreRedeliveredAckedOnesAreNot(t *testing.T) {
 	}
 }
 
+// failureLog records the errors a client passes to ConnectFailed.
+type failureLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (f *failureLog) record(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs = append(f.errs, err)
+}
+
+func (f *failureLog) all() []error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.errs)
+}
+
 func TestRefusedLoginIsReportedAndLoggedOnce(t *testing.T) {
 	url := testharness.MosquittoBroker(t).URL()
 	cfg := config(url, "ingest-refused")
 	cfg.Password = "not-the-password"
-	var (
-		mu       sync.Mutex
-		failures []error
-	)
-	cfg.ConnectFailed = func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		failures = append(failures, err)
-	}
+	var failures failureLog
+	cfg.ConnectFailed = failures.record
 	cfg.RetryInterval, cfg.MaxRetryInterval = 50*time.Millisecond, 50*time.Millisecond
 	r := run(t, cfg, func(*mqttsub.Client, mqttsub.Message) { t.Error("a message without a login") })
 	testharness.CheckFor(t, wait, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(failures) < 3 {
-			return fmt.Errorf("%d failed attempts, want 3 or more", len(failures))
+		if n := len(failures.all()); n < 3 {
+			return fmt.Errorf("%d failed attempts, want 3 or more", n)
 		}
 		return nil
 	})
-	mu.Lock()
-	errs := append([]error(nil), failures...)
-	mu.Unlock()
+	errs := failures.all()
 	for _, err := range errs {
 		var refused *mqttsub.RefusedError
 		msg := strings.ToLower(err.Error())
@@ -607,15 +614,8 @@ func TestKeepAliveDropsAHungBroker(t *testing.T) {
 	cfg := config(b.URL(), "ingest-hung")
 	cfg.KeepAlive = time.Second
 	cfg.ConnectTimeout = 300 * time.Millisecond
-	var (
-		mu       sync.Mutex
-		failures []error
-	)
-	cfg.ConnectFailed = func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		failures = append(failures, err)
-	}
+	var failures failureLog
+	cfg.ConnectFailed = failures.record
 	r := run(t, cfg, ackAll(t, &got))
 	r.waitSubscribed(t, 1)
 
@@ -633,18 +633,14 @@ func TestKeepAliveDropsAHungBroker(t *testing.T) {
 		if r.Connected() {
 			return errors.New("still Connected() to a hung broker")
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if len(failures) == 0 {
+		if len(failures.all()) == 0 {
 			return errors.New("no failed login to the hung broker yet")
 		}
 		return nil
 	})
-	mu.Lock()
-	if !strings.Contains(failures[0].Error(), "CONNACK") {
-		t.Errorf("ConnectFailed(%v): want it to say there was no CONNACK", failures[0])
+	if first := failures.all()[0]; !strings.Contains(first.Error(), "CONNACK") {
+		t.Errorf("ConnectFailed(%v): want it to say there was no CONNACK", first)
 	}
-	mu.Unlock()
 	if !strings.Contains(r.logs.String(), "nothing from") {
 		t.Errorf("the log does not say why the connection was dropped:\n%s", r.logs)
 	}
