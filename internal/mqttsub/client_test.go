@@ -545,14 +545,22 @@ func readPacketFrom(r *bufio.Reader) (byte, []byte, error) {
 	return first >> 4, body, err
 }
 
+// acceptLogin reads a peer's CONNECT and accepts it with a CONNACK. It
+// returns the reader for what follows, and false if the peer did not log in.
+func acceptLogin(c net.Conn) (*bufio.Reader, bool) {
+	r := bufio.NewReader(c)
+	if kind, _, err := readPacketFrom(r); err != nil || kind != 1 {
+		return nil, false
+	}
+	_, err := c.Write([]byte{0x20, 0x02, 0x00, 0x00})
+	return r, err == nil
+}
+
 func TestKeepAliveDropsASilentConnection(t *testing.T) {
 	// Accepts the login, then never sends a byte: no SUBACK, no PINGRESP.
 	p := listen(t, func(c net.Conn) {
-		r := bufio.NewReader(c)
-		if kind, _, err := readPacketFrom(r); err != nil || kind != 1 {
-			return
-		}
-		if _, err := c.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
+		r, ok := acceptLogin(c)
+		if !ok {
 			return
 		}
 		_, _ = io.Copy(io.Discard, r)
@@ -826,11 +834,8 @@ func TestStoppingWhileTheBrokerSendsEndsCleanly(t *testing.T) {
 	publish := []byte{0x30, 0x0b, 0x00, 0x07, 't', 'e', 'l', 'e', '/', 'x', '1', 'h', 'i'}
 	outcome := make(chan error, 10)
 	p := listen(t, func(c net.Conn) {
-		r := bufio.NewReader(c)
-		if kind, _, err := readPacketFrom(r); err != nil || kind != 1 {
-			return
-		}
-		if _, err := c.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
+		r, ok := acceptLogin(c)
+		if !ok {
 			return
 		}
 		if kind, body, err := readPacketFrom(r); err != nil || kind != 8 || len(body) < 2 {
