@@ -75,6 +75,12 @@ func (h *takeoverHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 			delete(h.resumes, o)
 		}
 	}
+	// Two logins resuming from the same client at once (the first not yet
+	// registered when the second looks the id up): the second takes over
+	// what the first collected rather than replacing it.
+	if x, ok := h.resumes[old]; ok {
+		r.earlier = append(r.earlier, x)
+	}
 	h.resumes[old] = r
 	h.mu.Unlock()
 }
