@@ -103,8 +103,10 @@ type ReplicationLag struct {
 	// Seconds is how long since To last heard from From's stream.
 	Seconds float64 `json:"seconds"`
 	// Connected is false while the link between the two is down.
-	Connected bool   `json:"connected"`
-	Error     string `json:"error,omitempty"`
+	Connected bool `json:"connected"`
+	// State is up, idle, catching up or down (stream.LinkUp, ...).
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
 }
 
 // Storage states besides the ones the storage service reports itself.

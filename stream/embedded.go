@@ -341,28 +341,40 @@ func (e *Embedded) Link(region string) *Link { return e.links[region] }
 // Regions lists the regions in their configured order.
 func (e *Embedded) Regions() []string { return e.order }
 
-// Apply connects to each region and applies topo there.
+// Apply connects to each region and applies topo to them all.
 func (e *Embedded) Apply(ctx context.Context, topo Topology) error {
+	urls := map[string]string{}
 	for _, region := range e.order {
-		if err := ApplyRegion(ctx, e.URL(region), region, topo); err != nil {
-			return err
-		}
+		urls[region] = e.URL(region)
 	}
-	return nil
+	return ApplyURLs(ctx, urls, topo)
 }
 
-// ApplyRegion dials url, which serves region's domain, and applies topo there.
+// ApplyRegion dials url, which serves region's domain, and applies topo,
+// a topology of that one region, there.
 func ApplyRegion(ctx context.Context, url, region string, topo Topology) error {
-	nc, err := nats.Connect(url, nats.Name("telemetry-stream-setup"))
-	if err != nil {
-		return fmt.Errorf("connecting to %s at %s: %w", region, url, err)
+	return ApplyURLs(ctx, map[string]string{region: url}, topo)
+}
+
+// ApplyURLs dials every region's URL (region -> URL of a server of that
+// region's domain) and applies topo to them all.
+func ApplyURLs(ctx context.Context, urls map[string]string, topo Topology) error {
+	rs := Regions{}
+	for _, region := range topo.Regions {
+		url, ok := urls[region]
+		if !ok {
+			return fmt.Errorf("applying the topology: no NATS URL for region %s", region)
+		}
+		nc, err := nats.Connect(url, nats.Name("telemetry-stream-setup"))
+		if err != nil {
+			return fmt.Errorf("connecting to %s at %s: %w", region, url, err)
+		}
+		defer nc.Close()
+		if rs[region], err = jetstream.NewWithDomain(nc, region); err != nil {
+			return fmt.Errorf("jetstream in %s: %w", region, err)
+		}
 	}
-	defer nc.Close()
-	js, err := jetstream.NewWithDomain(nc, region)
-	if err != nil {
-		return fmt.Errorf("jetstream in %s: %w", region, err)
-	}
-	return topo.Apply(ctx, js, region)
+	return topo.Apply(ctx, rs)
 }
 
 // Close shuts every server and link down. It is safe to call twice.

@@ -18,7 +18,7 @@ type LagCollector struct {
 	last []RegionStatus
 	at   time.Time
 
-	lagMsgs, lagSecs, connected, readings *prometheus.Desc
+	lagMsgs, lagSecs, connected, state, readings *prometheus.Desc
 }
 
 // NewLagCollector reports what status returns, cached for interval.
@@ -32,6 +32,8 @@ func NewLagCollector(status func(context.Context) []RegionStatus, interval time.
 			"How much of region `from`'s history region `to` misses, in seconds.", []string{"from", "to"}, nil),
 		connected: prometheus.NewDesc("telemetry_replication_connected",
 			"1 while region `to` is receiving from region `from`.", []string{"from", "to"}, nil),
+		state: prometheus.NewDesc("telemetry_replication_state",
+			"1 for the state region `to`'s source of region `from` is in (up, idle, catching up, down), 0 for the others.", []string{"from", "to", "state"}, nil),
 		readings: prometheus.NewDesc("telemetry_region_readings",
 			"Readings held in the region's READINGS stream.", []string{"region"}, nil),
 	}
@@ -42,6 +44,7 @@ func (c *LagCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lagMsgs
 	ch <- c.lagSecs
 	ch <- c.connected
+	ch <- c.state
 	ch <- c.readings
 }
 
@@ -62,6 +65,13 @@ func (c *LagCollector) Collect(ch chan<- prometheus.Metric) {
 				up = 1
 			}
 			ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, up, src.From, st.Region)
+			for _, state := range LinkStates {
+				v := 0.0
+				if state == src.State {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, src.From, st.Region, state)
+			}
 		}
 	}
 }

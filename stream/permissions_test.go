@@ -117,9 +117,7 @@ func TestEachServiceUserHasOnlyItsPermissions(t *testing.T) {
 	})
 
 	// Nothing above changed the streams.
-	for _, r := range e.Regions() {
-		if err := ApplyRegion(ctx, e.URL(r), r, DefaultTopology(DefaultRegions)); err != nil {
-			t.Fatalf("streams of %s after the attempts: %v", r, err)
-		}
+	if err := e.Apply(ctx, DefaultTopology(DefaultRegions)); err != nil {
+		t.Fatalf("streams after the attempts: %v", err)
 	}
 }

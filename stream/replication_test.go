@@ -2,7 +2,10 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -227,4 +230,298 @@ func TestRegionServerRestartLosesNothing(t *testing.T) {
 		total += p.acked.Load()
 	}
 	waitConverged(t, rs, e.Regions(), total)
+}
+
+// burst publishes n readings into region as fast as JetStream acknowledges
+// them (four publishers, 256 in flight each, as ingest publishes), tagged
+// so that each burst's readings are new.
+func burst(t *testing.T, e *Embedded, region string, n int, tag string) {
+	t.Helper()
+	payload := []byte(`{"v":1,"device":"b-1","boot":1,"seq":1,"ts":1764100000123,"metrics":{"temperature_c":21.5,"humidity_pct":40.2,"battery_pct":97.1}}`)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc, err := nats.Connect(e.URL(region))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer nc.Close()
+			js, err := jetstream.NewWithDomain(nc, region, jetstream.WithPublishAsyncMaxPending(256))
+			if err != nil {
+				errs <- err
+				return
+			}
+			for i := w; i < n; i += 4 {
+				device := fmt.Sprintf("%s-b-%d", region, i%100)
+				msg := &nats.Msg{Subject: fmt.Sprintf("telemetry.%s.burst.%s", region, device), Data: payload, Header: nats.Header{}}
+				msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%s:%d", device, tag, i))
+				for {
+					_, err := js.PublishMsgAsync(msg)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+						errs <- err
+						return
+					}
+					select {
+					case <-js.PublishAsyncComplete():
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+			}
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(30 * time.Second):
+				errs <- fmt.Errorf("%s: publishes not acknowledged after 30 s", region)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// readingsOf is how many readings region's READINGS holds.
+func readingsOf(t *testing.T, rs Regions, region string) uint64 {
+	t.Helper()
+	s, err := rs[region].Stream(context.Background(), ReadingsStream)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
+// TestSourcesResumeRightAfterRegionsReturn reproduces the stall a load
+// tester met after restarting the demo: us-east comes up while eu-west and
+// ap-south are still down, so its sources' requests to them go nowhere.
+// nats-server waited 30 s before asking again for an ephemeral source
+// consumer (replication from eu-west stalled 40 s after the regions were
+// back, under a burst); with durable sources it asks again as soon as the
+// other region's consumer heartbeats, so the burst reaches us-east within
+// seconds of the regions' return.
+func TestSourcesResumeRightAfterRegionsReturn(t *testing.T) {
+	e := startTestRegions(t)
+	rs := connectAll(t, e)
+
+	// See us-east's requests to the other regions through the hub, to know
+	// they went out while those regions were down.
+	nc, err := nats.Connect(e.hub.ClientURL(), nats.UserInfo(DemoUser, DemoPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	asked := make(chan string, 64)
+	sub, err := nc.Subscribe("$JS.*.API.CONSUMER.>", func(m *nats.Msg) {
+		select {
+		case asked <- strings.Split(m.Subject, ".")[1]:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"eu-west", "ap-south"} {
+		if err := e.StopRegion(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.RestartRegion("us-east"); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	deadline := time.After(30 * time.Second)
+	for !seen["eu-west"] || !seen["ap-south"] {
+		select {
+		case r := <-asked:
+			seen[r] = true
+		case <-deadline:
+			t.Fatalf("us-east did not ask the stopped regions for their consumers within 30 s (asked %v)", seen)
+		}
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"eu-west", "ap-south"} {
+		if err := e.StartRegion(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	back := time.Now()
+	before := readingsOf(t, rs, "us-east")
+	const n = 20_000
+	burst(t, e, "eu-west", n, "after-restart")
+	// A durable source asks again 5 s after its unanswered request, or as
+	// soon as the other region's consumer heartbeats: well within 15 s of
+	// the regions' return. An ephemeral one waited out 30 s.
+	checkFor(t, 15*time.Second-time.Since(back), 100*time.Millisecond, func() error {
+		if got := readingsOf(t, rs, "us-east"); got < before+n {
+			return fmt.Errorf("us-east holds %d of eu-west's %d new readings %.1f s after the regions returned", got-before, n, time.Since(back).Seconds())
+		}
+		return nil
+	})
+	t.Logf("us-east held the burst %.1f s after the regions returned", time.Since(back).Seconds())
+}
+
+// TestApplyMovesOldSourcesToDurableWithoutCopies applies the topology to
+// regions made by an earlier version, whose sources made their own
+// (ephemeral) consumers: each new replication consumer starts right after
+// what its region already holds, so no reading is copied twice, even
+// readings older than the duplicate window.
+func TestApplyMovesOldSourcesToDurableWithoutCopies(t *testing.T) {
+	e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	topo := DefaultTopology(DefaultRegions)
+	topo.DuplicateWindow = 500 * time.Millisecond
+	rs := connectAll(t, e)
+	ctx := context.Background()
+	for _, r := range e.Regions() {
+		old := topo.readingsOwnConfig(r)
+		for _, other := range e.Regions() {
+			if other != r {
+				old.Sources = append(old.Sources, &jetstream.StreamSource{Name: ReadingsStream, FilterSubject: ReadingsSubject(other), Domain: other})
+			}
+		}
+		if _, err := rs[r].CreateStream(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range e.Regions() {
+		burst(t, e, r, 100, "old")
+	}
+	waitConverged(t, rs, e.Regions(), 300)
+	// Copies within the duplicate window would be dropped by their
+	// Nats-Msg-Id and prove nothing: let the window pass.
+	time.Sleep(2 * topo.DuplicateWindow)
+
+	if err := e.Apply(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range e.Regions() {
+		burst(t, e, r, 100, "new")
+	}
+	waitConverged(t, rs, e.Regions(), 600)
+	// Every source now reads its durable consumer, and the counts stay.
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, st := range Status(ctx, rs, e.Regions()) {
+			for _, src := range st.Sources {
+				if src.State != LinkIdle && src.State != LinkUp {
+					return fmt.Errorf("%s's source of %s is %s", st.Region, src.From, src.State)
+				}
+			}
+			if st.Readings != 600 {
+				return fmt.Errorf("%s holds %d readings, want 600", st.Region, st.Readings)
+			}
+		}
+		return nil
+	})
+}
+
+// TestLinkStatesTellTheTruth: with nothing published every source reads
+// idle, not down; a region cut off reads down on both sides of the cut,
+// and its sources come back after the heal.
+func TestLinkStatesTellTheTruth(t *testing.T) {
+	e := startTestRegions(t)
+	rs := connectAll(t, e)
+	ctx := context.Background()
+	states := func(want func(to, from string) string) func() error {
+		return func() error {
+			for _, st := range Status(ctx, rs, e.Regions()) {
+				for _, src := range st.Sources {
+					if w := want(st.Region, src.From); w != "" && src.State != w {
+						return fmt.Errorf("%s's source of %s is %q, want %q", st.Region, src.From, src.State, w)
+					}
+				}
+			}
+			return nil
+		}
+	}
+	everyone := func(state string) func(to, from string) string {
+		return func(string, string) string { return state }
+	}
+	// Quiet: idle everywhere, and it stays so (checked again a few
+	// heartbeats later).
+	checkFor(t, 20*time.Second, 100*time.Millisecond, states(everyone(LinkIdle)))
+	// Past activeWithin: idle sources are kept alive by heartbeats alone.
+	holdsFor(t, 2*activeWithin, 100*time.Millisecond, states(everyone(LinkIdle)))
+
+	// Readings flowing from eu-west: its sources read up.
+	pubs, stop := startPublishers(t, e)
+	defer stop()
+	checkFor(t, 20*time.Second, 100*time.Millisecond, states(func(to, from string) string {
+		if from == "eu-west" {
+			return LinkUp
+		}
+		return ""
+	}))
+
+	// eu-west cut off: every link to and from it is down, the others not.
+	e.Link("eu-west").Cut()
+	cutOff := func(to, from string) string {
+		if to == "eu-west" || from == "eu-west" {
+			return LinkDown
+		}
+		return LinkUp
+	}
+	checkFor(t, 20*time.Second, 100*time.Millisecond, states(cutOff))
+	e.Link("eu-west").Heal()
+	checkFor(t, 30*time.Second, 100*time.Millisecond, states(everyone(LinkUp)))
+	if pubs["eu-west"].acked.Load() == 0 {
+		t.Fatal("eu-west published nothing")
+	}
+}
+
+func TestSourceState(t *testing.T) {
+	now := time.Now()
+	cases := []struct {
+		name   string
+		src    SourceStatus
+		newest time.Time
+		want   string
+	}{
+		{"heard from, nothing behind, origin quiet", SourceStatus{Connected: true}, now.Add(-time.Minute), LinkIdle},
+		{"heard from, origin has no readings", SourceStatus{Connected: true}, time.Time{}, LinkIdle},
+		{"heard from, nothing behind, origin busy", SourceStatus{Connected: true}, now.Add(-100 * time.Millisecond), LinkUp},
+		{"a few in flight", SourceStatus{Connected: true, LagMessages: 40, LagSeconds: 0.01}, now, LinkUp},
+		{"seconds behind after a heal", SourceStatus{Connected: true, LagMessages: 4000, LagSeconds: 12}, now, LinkCatchingUp},
+		{"lag unknown: origin cannot be asked", SourceStatus{Connected: true, LagMessages: 10, LagSeconds: -1}, time.Time{}, LinkUp},
+		{"not heard from", SourceStatus{Connected: false}, now.Add(-time.Minute), LinkDown},
+		{"not heard from, behind", SourceStatus{Connected: false, LagMessages: 900, LagSeconds: 9}, now, LinkDown},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.src.state(c.newest, now); got != c.want {
+				t.Fatalf("state = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// holdsFor checks f every interval for d and fails the test the first time
+// it returns an error.
+func holdsFor(t *testing.T, d, every time.Duration, f func() error) {
+	t.Helper()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
+		if err := f(); err != nil {
+			t.Fatalf("not held for %s: %v", d, err)
+		}
+	}
 }

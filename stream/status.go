@@ -42,8 +42,56 @@ type SourceStatus struct {
 	// Active is how long ago the source last had activity; -1 when never.
 	Active time.Duration `json:"active_ns"`
 	// Connected is whether the source has been active recently.
-	Connected bool   `json:"connected"`
-	Error     string `json:"error,omitempty"`
+	Connected bool `json:"connected"`
+	// State sums the source up in one word: LinkUp, LinkIdle,
+	// LinkCatchingUp or LinkDown.
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// The states of a source, the same words in `telemetry stream status`, on
+// the dashboard and in the metric telemetry_replication_state.
+const (
+	// LinkUp: the source is active and within a second of its origin.
+	LinkUp = "up"
+	// LinkIdle: the source is active (its consumer's heartbeats arrive),
+	// holds everything, and the origin has had no new reading for
+	// idleAfter. A quiet region is not a broken link.
+	LinkIdle = "idle"
+	// LinkCatchingUp: the source is active and a second or more behind its
+	// origin, as after a cut heals or a burst.
+	LinkCatchingUp = "catching up"
+	// LinkDown: nothing has arrived from the origin, not even a heartbeat,
+	// for activeWithin, or the source reports an error: the link is cut,
+	// the origin is gone, or replication is failing.
+	LinkDown = "down"
+)
+
+// LinkStates lists the states, for metrics that export one series each.
+var LinkStates = []string{LinkUp, LinkIdle, LinkCatchingUp, LinkDown}
+
+// idleAfter is how long an origin must have had no new reading for a
+// caught-up source to be idle rather than up.
+const idleAfter = 5 * time.Second
+
+// catchingUpAfter is how far behind its origin a source must be to be
+// catching up rather than up.
+const catchingUpAfter = time.Second
+
+// state works out src's state from its activity and lag; newest is the
+// time the origin stored its newest reading (zero when it has none or
+// cannot be asked).
+func (src *SourceStatus) state(newest time.Time, now time.Time) string {
+	switch {
+	case !src.Connected:
+		return LinkDown
+	case src.LagMessages > 0 && src.LagSeconds >= catchingUpAfter.Seconds():
+		return LinkCatchingUp
+	case src.LagMessages == 0 && (newest.IsZero() || now.Sub(newest) >= idleAfter):
+		return LinkIdle
+	default:
+		return LinkUp
+	}
 }
 
 // streamSourceHeader is the header JetStream adds to a sourced message,
@@ -51,8 +99,9 @@ type SourceStatus struct {
 const streamSourceHeader = "Nats-Stream-Source"
 
 // activeWithin is how recent a source's activity must be for it to count as
-// connected: sources heartbeat every few seconds even when idle.
-const activeWithin = 5 * time.Second
+// connected: a replication consumer sends a heartbeat every second when it
+// has nothing else to send (ReplicationConsumerConfig).
+const activeWithin = 3 * time.Second
 
 // Regions addresses every region's JetStream. A region is best asked
 // through its own server, so that it can be reached even when it is cut
@@ -151,6 +200,11 @@ func regionStatus(ctx context.Context, rs Regions, region string, newest map[str
 			src.Error = si.Error.Error()
 		}
 		lagFrom(ctx, rs, readings, &src, newest[src.From])
+		var newestAt time.Time
+		if m := newest[src.From]; m != nil {
+			newestAt = m.Time
+		}
+		src.State = src.state(newestAt, time.Now())
 		st.Sources = append(st.Sources, src)
 	}
 	if dl, err := js.Stream(ctx, DeadLetterStream); err == nil {
@@ -244,12 +298,9 @@ func WriteStatus(w io.Writer, statuses []RegionStatus) error {
 			if src.LagSeconds >= 0 {
 				lagS = strconv.FormatFloat(src.LagSeconds, 'f', 1, 64)
 			}
-			link := "up"
-			if !src.Connected {
-				link = "down"
-				if src.Active >= 0 {
-					link += fmt.Sprintf(" (last active %s ago)", src.Active.Round(time.Second))
-				}
+			link := src.State
+			if src.State == LinkDown && src.Active >= 0 {
+				link += fmt.Sprintf(" (last heard %s ago)", src.Active.Round(100*time.Millisecond))
 			}
 			if src.Error != "" {
 				link += ": " + src.Error

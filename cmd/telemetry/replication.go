@@ -46,7 +46,7 @@ func replicationFor(status func(context.Context) []stream.RegionStatus, regions 
 			if !st.Reachable {
 				for _, from := range regions {
 					if from != st.Region {
-						out = append(out, dashboard.ReplicationLag{From: from, To: st.Region, Error: st.Region + " unreachable: " + st.Error})
+						out = append(out, dashboard.ReplicationLag{From: from, To: st.Region, State: stream.LinkDown, Error: st.Region + " unreachable: " + st.Error})
 					}
 				}
 				continue
@@ -54,7 +54,7 @@ func replicationFor(status func(context.Context) []stream.RegionStatus, regions 
 			for _, src := range st.Sources {
 				out = append(out, dashboard.ReplicationLag{
 					From: src.From, To: st.Region, Messages: src.LagMessages,
-					Seconds: max(src.LagSeconds, 0), Connected: src.Connected, Error: src.Error,
+					Seconds: max(src.LagSeconds, 0), Connected: src.Connected, State: src.State, Error: src.Error,
 				})
 			}
 		}

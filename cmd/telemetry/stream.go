@@ -48,14 +48,15 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 		return streamStatus(ctx, stdout, rs, byRegion, *asJSON)
 	}
 	for _, r := range rs {
-		url, ok := byRegion[r]
-		if !ok {
+		if _, ok := byRegion[r]; !ok {
 			return fmt.Errorf("no NATS URL for region %s: add %s=nats://host:port to --nats", r, r)
 		}
-		if err := stream.ApplyRegion(ctx, url, r, topo); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: streams %s and %s applied\n", r, stream.ReadingsStream, stream.DeadLetterStream)
+	}
+	if err := stream.ApplyURLs(ctx, byRegion, topo); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		fmt.Fprintf(stdout, "%s: streams %s and %s and the replication consumers applied\n", r, stream.ReadingsStream, stream.DeadLetterStream)
 	}
 	return nil
 }

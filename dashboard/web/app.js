@@ -226,11 +226,17 @@ function renderReplication(snap) {
       if (from === to) return el("td", { class: "self", id }, "—");
       const l = lags.get(from + ">" + to);
       if (!l) return el("td", { class: "muted", id }, "…");
-      if (!l.connected) {
-        return el("td", { class: "down", id, title: l.error || "" }, "link down");
+      // The state word the server gives (stream status says the same),
+      // with how far behind, so that a cut shows its backlog growing.
+      const state = l.state || (l.connected ? "up" : "down");
+      const title = state + (l.error ? ": " + l.error : "");
+      if (state === "down") {
+        return el("td", { class: "down", id, title }, "down",
+          el("span", { class: "sub" }, fmtInt(l.messages) + " · " + fmtMS(l.seconds * 1000)));
       }
-      const slow = l.messages > SLOW_MSGS || l.seconds > SLOW_SECONDS;
-      return el("td", { class: slow ? "slow num" : "ok num", id, title: l.error || "" },
+      if (state === "idle") return el("td", { class: "ok", id, title }, "idle");
+      const slow = state === "catching up" || l.messages > SLOW_MSGS || l.seconds > SLOW_SECONDS;
+      return el("td", { class: slow ? "slow num" : "ok num", id, title },
         fmtInt(l.messages), el("span", { class: "sub" }, fmtMS(l.seconds * 1000)));
     })));
   }
