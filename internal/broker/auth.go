@@ -80,6 +80,9 @@ func (b *Broker) Registry() *prometheus.Registry { return b.reg }
 // and ingest.
 func (b *Broker) InflightDropped() int64 { return atomic.LoadInt64(&b.srv.Info.InflightDropped) }
 
+// PublishersHeld is how many publishers the flow hook holds back right now.
+func (b *Broker) PublishersHeld() int64 { return b.flow.waiting.Load() }
+
 func (b *Broker) collectors() []prometheus.Collector {
 	counter := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "telemetry_broker_" + name, Help: help}, f)
@@ -95,6 +98,10 @@ func (b *Broker) collectors() []prometheus.Collector {
 			func() float64 { return float64(b.auth.denied.Load()) }),
 		counter("session_handovers_total", "QoS 1 messages handed over to a resumed persistent session that mochi would have lost while the session was taken over.",
 			func() float64 { return float64(b.takeover.redelivered.Load()) }),
+		counter("publishes_held_total", "QoS 1 publishes held back, before their PUBACK, because a subscriber they go to (ingest) had too many messages in flight: the broker's backpressure.",
+			func() float64 { return float64(b.flow.held.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "telemetry_broker_publishers_held", Help: "Publishers held back right now (see telemetry_broker_publishes_held_total)."},
+			func() float64 { return float64(b.flow.waiting.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "telemetry_broker_clients_connected", Help: "MQTT clients connected."},
 			func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.ClientsConnected)) }),
 	}

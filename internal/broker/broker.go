@@ -25,10 +25,13 @@ import (
 
 // maxInflight is the most QoS 1 and 2 messages mochi holds in flight per
 // client; beyond it, it drops messages to that client silently (counted in
-// telemetry_broker_inflight_dropped_total). Its default of 8192 lost
-// readings to a slow ingest at 5,000 readings/s; with 65535, the most MQTT
-// packet ids allow, the same run lost none.
+// telemetry_broker_inflight_dropped_total). 65535 is the most MQTT packet
+// ids allow; the flow hook (flow.go) holds publishers back well before a
+// subscriber gets there.
 const maxInflight = 65535
+
+// DefaultMaxClients is Config.MaxClients unless set.
+const DefaultMaxClients = 20_000
 
 // Config configures the embedded broker.
 type Config struct {
@@ -48,6 +51,15 @@ type Config struct {
 	// topic, beside the users of Passwd (a wrong password is still
 	// refused). Only on a loopback Listen address.
 	Insecure bool
+	// MaxClients bounds the clients connected at once (default
+	// DefaultMaxClients, at most 32767); one more is refused with "server
+	// busy". It also bounds how far past the flow hook's high-water mark
+	// a subscriber's in-flight messages can go (flow.go).
+	MaxClients int
+
+	// inflight is mochi's limit of messages in flight per client, 0:
+	// maxInflight. Tests lower it (export_test.go).
+	inflight int
 }
 
 // ErrInsecureNotLoopback is returned by Validate when Insecure is asked for
@@ -62,6 +74,9 @@ func (c Config) Validate() error {
 	if c.Insecure && !isLoopback(c.Listen) {
 		return fmt.Errorf("%w, not %s: listen on 127.0.0.1:<port>, or drop --insecure so that clients must log in", ErrInsecureNotLoopback, c.Listen)
 	}
+	if c.MaxClients < 0 || c.MaxClients > c.maxInflight()/2 {
+		return fmt.Errorf("broker: max clients %d: want 1 to %d (0: %d)", c.MaxClients, c.maxInflight()/2, DefaultMaxClients)
+	}
 	if _, err := ParsePasswords(c.passwd()); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
@@ -69,6 +84,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	return nil
+}
+
+func (c Config) maxInflight() int {
+	if c.inflight == 0 {
+		return maxInflight
+	}
+	return c.inflight
 }
 
 func (c Config) passwd() []byte {
@@ -106,9 +128,11 @@ type Broker struct {
 	auth *authHook
 	// takeover keeps the messages mochi would lose when a session resumes.
 	takeover *takeoverHook
-	reg      *prometheus.Registry
-	once     sync.Once
-	err      error
+	// flow holds publishers back while ingest is behind.
+	flow *flowHook
+	reg  *prometheus.Registry
+	once sync.Once
+	err  error
 }
 
 // Start listens and serves in the background.
@@ -119,6 +143,9 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if cfg.MaxPendingWrites == 0 {
 		cfg.MaxPendingWrites = 64 * 1024
 	}
+	if cfg.MaxClients == 0 {
+		cfg.MaxClients = DefaultMaxClients
+	}
 	log = log.With("component", "broker")
 	h, err := newAuthHook(cfg)
 	if err != nil {
@@ -126,7 +153,8 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
-	caps.MaximumInflight = maxInflight
+	caps.MaximumInflight = uint16(cfg.maxInflight())
+	caps.MaximumClients = int64(cfg.MaxClients)
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: false,
 		Capabilities: caps,
@@ -139,6 +167,12 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(takeover, nil); err != nil {
 		return nil, fmt.Errorf("broker: adding session takeover hook: %w", err)
 	}
+	// MaxClients at most half of the limit: the high-water mark is at
+	// least the other half.
+	flow := newFlowHook(srv, cfg.maxInflight()-cfg.MaxClients)
+	if err := srv.AddHook(flow, nil); err != nil {
+		return nil, fmt.Errorf("broker: adding flow hook: %w", err)
+	}
 	if cfg.Insecure {
 		log.Warn("INSECURE: MQTT clients without credentials may connect, publish anything and read everything (--insecure); loopback only",
 			"listen", cfg.Listen)
@@ -150,7 +184,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker: serving: %w", err)
 	}
-	b := &Broker{srv: srv, tcp: tcp, auth: h, takeover: takeover, reg: prometheus.NewRegistry()}
+	b := &Broker{srv: srv, tcp: tcp, auth: h, takeover: takeover, flow: flow, reg: prometheus.NewRegistry()}
 	b.reg.MustRegister(b.collectors()...)
 	return b, nil
 }
