@@ -26,20 +26,28 @@ import (
 // maxInflight is the most QoS 1 and 2 messages mochi holds in flight per
 // client; beyond it, it drops messages to that client silently (counted in
 // telemetry_broker_inflight_dropped_total). 65535 is the most MQTT packet
-// ids allow; the flow hook (flow.go) holds publishers back well before a
+// ids allow; the flow hook (flow.go) holds publishers back long before a
 // subscriber gets there.
 const maxInflight = 65535
 
-// DefaultMaxClients is Config.MaxClients unless set.
-const DefaultMaxClients = 20_000
+// Defaults for zero fields of Config.
+const (
+	// DefaultMaxPendingWrites is each client's outbound queue. mochi
+	// allocates it, a pointer per slot, for every connection as it is
+	// accepted: 64 KiB slots cost 512 KiB per device. 4096 is room for
+	// twice what the flow hook lets a subscriber have in flight.
+	DefaultMaxPendingWrites = 4096
+	DefaultMaxClients       = 20_000
+)
 
 // Config configures the embedded broker.
 type Config struct {
 	// Listen is the TCP address, e.g. 127.0.0.1:1883; port 0 picks one.
 	Listen string
-	// MaxPendingWrites bounds each client's outbound queue. Policy of the
-	// broker when full: drop and count. Sized so that ingest, the one heavy
-	// subscriber, never reaches it at demo rates.
+	// MaxPendingWrites bounds each client's outbound queue (default
+	// DefaultMaxPendingWrites). Policy of mochi when full: drop and count.
+	// The flow hook keeps a QoS 1 subscriber (ingest) at half of it, in
+	// flight and queued together, by holding the publishers back.
 	MaxPendingWrites int
 	// Passwd is a Mosquitto password file (see ParsePasswords); default
 	// deploy.MosquittoPasswd, the demo's users with their DEMO DEFAULT
@@ -52,9 +60,7 @@ type Config struct {
 	// refused). Only on a loopback Listen address.
 	Insecure bool
 	// MaxClients bounds the clients connected at once (default
-	// DefaultMaxClients, at most 32767); one more is refused with "server
-	// busy". It also bounds how far past the flow hook's high-water mark
-	// a subscriber's in-flight messages can go (flow.go).
+	// DefaultMaxClients); one more is refused with "server busy".
 	MaxClients int
 
 	// inflight is mochi's limit of messages in flight per client, 0:
@@ -74,8 +80,11 @@ func (c Config) Validate() error {
 	if c.Insecure && !isLoopback(c.Listen) {
 		return fmt.Errorf("%w, not %s: listen on 127.0.0.1:<port>, or drop --insecure so that clients must log in", ErrInsecureNotLoopback, c.Listen)
 	}
-	if c.MaxClients < 0 || c.MaxClients > c.maxInflight()/2 {
-		return fmt.Errorf("broker: max clients %d: want 1 to %d (0: %d)", c.MaxClients, c.maxInflight()/2, DefaultMaxClients)
+	if c.MaxClients < 0 {
+		return fmt.Errorf("broker: max clients %d: want 1 or more (0: %d)", c.MaxClients, DefaultMaxClients)
+	}
+	if c.MaxPendingWrites != 0 && (c.MaxPendingWrites < 2 || c.MaxPendingWrites > maxInflight) {
+		return fmt.Errorf("broker: max pending writes %d: want 2 to %d (0: %d)", c.MaxPendingWrites, maxInflight, DefaultMaxPendingWrites)
 	}
 	if _, err := ParsePasswords(c.passwd()); err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -141,7 +150,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		return nil, err
 	}
 	if cfg.MaxPendingWrites == 0 {
-		cfg.MaxPendingWrites = 64 * 1024
+		cfg.MaxPendingWrites = DefaultMaxPendingWrites
 	}
 	if cfg.MaxClients == 0 {
 		cfg.MaxClients = DefaultMaxClients
@@ -167,9 +176,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(takeover, nil); err != nil {
 		return nil, fmt.Errorf("broker: adding session takeover hook: %w", err)
 	}
-	// MaxClients at most half of the limit: the high-water mark is at
-	// least the other half.
-	flow := newFlowHook(srv, cfg.maxInflight()-cfg.MaxClients)
+	flow := newFlowHook(srv, min(cfg.MaxPendingWrites, cfg.maxInflight())/2)
 	if err := srv.AddHook(flow, nil); err != nil {
 		return nil, fmt.Errorf("broker: adding flow hook: %w", err)
 	}

@@ -17,16 +17,17 @@ import (
 // A subscriber that falls behind (ingest, when devices publish faster than
 // JetStream takes their readings) holds the devices back instead of losing
 // what the broker acknowledged to them. The broker here allows 300
-// messages in flight per client and 100 clients: publishers are held once
-// the subscriber has 200 unacknowledged. Without the flow hook, mochi
-// acknowledged all 1,000 and the subscriber got 300.
+// messages in flight per client and an outbound queue of 400: publishers
+// are held once the subscriber has 150 (half the smaller) unacknowledged.
+// Without the flow hook, mochi acknowledged all 1,000 and the subscriber
+// got 300.
 func TestSlowSubscriberHoldsPublishersBack(t *testing.T) {
 	const (
-		limit, maxClients = 300, 100
-		highWater         = limit - maxClients
-		messages          = 1000
+		limit, pending = 300, 400
+		highWater      = min(limit, pending) / 2
+		messages       = 1000
 	)
-	b, err := broker.StartWithInflightLimit(broker.Config{Listen: "127.0.0.1:0", MaxClients: maxClients}, limit, slog.New(slog.DiscardHandler))
+	b, err := broker.StartWithInflightLimit(broker.Config{Listen: "127.0.0.1:0", MaxPendingWrites: pending}, limit, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,13 +92,11 @@ func TestSlowSubscriberHoldsPublishersBack(t *testing.T) {
 	mu.Lock()
 	held := received
 	mu.Unlock()
-	// Each client has at most one message between the flow hook and
-	// mochi's routing: the publisher's.
-	if held < highWater || held > highWater+1 {
-		t.Errorf("the subscriber holds %d unacknowledged messages while publishers are held, want %d or %d", held, highWater, highWater+1)
+	if held != highWater {
+		t.Errorf("the subscriber holds %d unacknowledged messages while publishers are held, want %d", held, highWater)
 	}
-	if acked > highWater+1 {
-		t.Errorf("the broker acknowledged %d publishes while its subscriber holds %d, want at most %d", acked, held, highWater+1)
+	if acked > highWater {
+		t.Errorf("the broker acknowledged %d publishes while its subscriber holds %d, want at most %d", acked, held, highWater)
 	}
 
 	// The subscriber catches up: every message arrives once, every
