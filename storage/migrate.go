@@ -3,14 +3,17 @@ package storage
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -24,8 +27,11 @@ import (
 //   - write statements that can run twice (IF NOT EXISTS): a migration
 //     applied but not recorded, because the writer died in between, runs
 //     again on the next start;
+//   - except ALTER TABLE ... ADD COLUMN, whose IF NOT EXISTS 18.16 does not
+//     parse: write it without, one column per statement, and Migrate takes
+//     ClickHouse's "column with this name already exists" as applied;
 //   - it must run on ClickHouse 18.16 and on current releases: no
-//     DateTime64, Map, TTL, toStartOfInterval or LowCardinality.
+//     DateTime64, now64, Map, TTL, toStartOfInterval or LowCardinality.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
@@ -58,6 +64,13 @@ func migrations() ([]migration, error) {
 		if len(stmts) == 0 {
 			return nil, fmt.Errorf("migration %s has no statements", p)
 		}
+		for i, s := range stmts {
+			// Two in one statement: if the first exists already, the
+			// second is not added, and the error taken as applied hides it.
+			if len(addColumn.FindAllString(s, -1)) > 1 {
+				return nil, fmt.Errorf("migration %s, statement %d: one ADD COLUMN per statement", p, i+1)
+			}
+		}
 		ms = append(ms, migration{version: uint32(v), name: base, statements: stmts})
 	}
 	slices.SortFunc(ms, func(a, b migration) int { return int(a.version) - int(b.version) })
@@ -67,6 +80,19 @@ func migrations() ([]migration, error) {
 		}
 	}
 	return ms, nil
+}
+
+// addColumn finds the ADD COLUMN of an ALTER TABLE statement.
+var addColumn = regexp.MustCompile(`(?i)\bADD\s+COLUMN\b`)
+
+// columnExists reports whether err is ClickHouse refusing an ADD COLUMN
+// because the table has the column already: "Cannot add column X: column
+// with this name already exists", code 44 (ILLEGAL_COLUMN) on 18.16, 15
+// (DUPLICATE_COLUMN) on current releases.
+func columnExists(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && (ex.Code == 44 || ex.Code == 15) &&
+		strings.Contains(ex.Message, "column with this name already exists")
 }
 
 // splitStatements drops "--" comment lines and splits at lines ending in ';'.
@@ -137,7 +163,8 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]uint32, 
 			continue
 		}
 		for i, s := range m.statements {
-			if err := conn.Exec(ctx, strings.ReplaceAll(s, "{database}", database)); err != nil {
+			err := conn.Exec(ctx, strings.ReplaceAll(s, "{database}", database))
+			if err != nil && !(addColumn.MatchString(s) && columnExists(err)) {
 				return applied, fmt.Errorf("migration %s, statement %d: %w", m.name, i+1, err)
 			}
 		}

@@ -19,8 +19,9 @@ import (
 const HeaderReceived = "Telemetry-Received"
 
 // insertColumns is the explicit column list of every insert: 18.16 needs
-// one, and stored_at takes its default.
-const insertColumns = "(region, device_type, device, boot, seq, metric, value, ts, ts_ms, received_ms)"
+// one, and stored_at takes its default. stored_ms is last: insert stamps
+// it after appending the others.
+const insertColumns = "(region, device_type, device, boot, seq, metric, value, ts, ts_ms, received_ms, stored_ms)"
 
 // columns is a batch of rows in columnar form, as the native protocol sends
 // them. It is reused from batch to batch.
@@ -29,13 +30,14 @@ type columns struct {
 	boot, seq, tsMS, receivedMS        []uint64
 	value                              []float64
 	ts                                 []time.Time
+	storedMS                           []uint64 // filled by insert, just before sending
 	readings                           int
 }
 
 func (c *columns) reset() {
 	c.region, c.deviceType, c.device, c.metric = c.region[:0], c.deviceType[:0], c.device[:0], c.metric[:0]
 	c.boot, c.seq, c.tsMS, c.receivedMS = c.boot[:0], c.seq[:0], c.tsMS[:0], c.receivedMS[:0]
-	c.value, c.ts = c.value[:0], c.ts[:0]
+	c.value, c.ts, c.storedMS = c.value[:0], c.ts[:0], c.storedMS[:0]
 	c.readings = 0
 }
 
@@ -135,17 +137,34 @@ func parseSubject(s string) (region, deviceType, device string, err error) {
 	return parts[1], parts[2], parts[3], nil
 }
 
-// insert sends the rows in one INSERT.
+// insert sends the rows in one INSERT, each with stored_ms the writer's
+// clock as they leave.
 func (c *columns) insert(ctx context.Context, conn driver.Conn, database string) error {
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+database+".readings "+insertColumns)
 	if err != nil {
 		return fmt.Errorf("preparing insert: %w", err)
 	}
 	defer b.Close()
-	for i, col := range []any{c.region, c.deviceType, c.device, c.boot, c.seq, c.metric, c.value, c.ts, c.tsMS, c.receivedMS} {
+	cols := []any{c.region, c.deviceType, c.device, c.boot, c.seq, c.metric, c.value, c.ts, c.tsMS, c.receivedMS}
+	for i, col := range cols {
 		if err := b.Column(i).Append(col); err != nil {
 			return fmt.Errorf("appending column %d: %w", i, err)
 		}
+	}
+	// stored_ms is taken here, as the rows leave for the server (Send
+	// writes them; PrepareBatch only sent the query): the latest time that
+	// can still travel in the rows. It counts the wait for a batch, the
+	// lookup of copies and any failed attempts, which all delay a reading,
+	// but not the insert itself, which telemetry_storage_insert_seconds
+	// bounds. The server's clock would include that, but 18.16 has only
+	// now(), to the second (stored_at); no now64.
+	stamp := uint64(time.Now().UnixMilli())
+	c.storedMS = c.storedMS[:0]
+	for range c.rows() {
+		c.storedMS = append(c.storedMS, stamp)
+	}
+	if err := b.Column(len(cols)).Append(c.storedMS); err != nil {
+		return fmt.Errorf("appending column %d: %w", len(cols), err)
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("sending %d rows: %w", c.rows(), err)

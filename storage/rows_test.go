@@ -1,10 +1,13 @@
 package storage
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/nats-io/nats.go"
 
 	"github.com/telemetry-demo/telemetry/internal/protocol"
@@ -132,12 +135,35 @@ func TestEmbeddedMigrationsParse(t *testing.T) {
 	}
 	for _, m := range ms {
 		for _, s := range m.statements {
-			for _, banned := range []string{"DateTime64", "Map(", "TTL", "toStartOfInterval", "LowCardinality"} {
+			for _, banned := range []string{"DateTime64", "now64", "Map(", "TTL", "toStartOfInterval", "LowCardinality", "ADD COLUMN IF NOT EXISTS"} {
 				if strings.Contains(s, banned) {
 					t.Errorf("migration %s uses %s, which ClickHouse 18.16 lacks", m.name, banned)
 				}
 			}
 		}
+	}
+}
+
+func TestColumnExists(t *testing.T) {
+	const exists = "Cannot add column stored_ms: column with this name already exists"
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"18.16", &clickhouse.Exception{Code: 44, Message: exists}, true},
+		{"current", &clickhouse.Exception{Code: 15, Message: "Cannot add column `stored_ms`: column with this name already exists"}, true},
+		{"wrapped", fmt.Errorf("exec: %w", &clickhouse.Exception{Code: 44, Message: exists}), true},
+		{"other ILLEGAL_COLUMN", &clickhouse.Exception{Code: 44, Message: "Cannot add column x: this column name is reserved"}, false},
+		{"other code", &clickhouse.Exception{Code: 62, Message: exists}, false},
+		{"not ClickHouse's", errors.New(exists), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := columnExists(tt.err); got != tt.want {
+				t.Fatalf("columnExists(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }
 

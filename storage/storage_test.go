@@ -673,3 +673,144 @@ func TestStopHandsBackBatch(t *testing.T) {
 		t.Errorf("consumer %+v still has work", info)
 	}
 }
+
+// storedTimes returns stored_ms and stored_at (unix seconds) of every row
+// of boot.
+func (e *env) storedTimes(t *testing.T, boot uint64) (ms, at []uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := e.conn.Query(ctx, "SELECT stored_ms, toUInt64(toUInt32(stored_at)) FROM telemetry.readings WHERE boot = ?", boot)
+	if err != nil {
+		t.Fatalf("reading stored_ms: %v", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m, a uint64
+		if err := rows.Scan(&m, &a); err != nil {
+			t.Fatal(err)
+		}
+		ms, at = append(ms, m), append(at, a)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ms, at
+}
+
+// TestStoredMS checks that the writer stamps every row with stored_ms, its
+// clock in milliseconds as the rows leave: within the time around each
+// round's insert, never 0, and no later than the server's stored_at (taken
+// as the server received them, same machine, same clock). Rows inserted
+// without the column, as a writer from before migration 3 does, hold 0.
+func TestStoredMS(t *testing.T) {
+	e := newEnv(t)
+	w := start(t, e.config())
+	var want uint64
+	for round := range uint64(3) {
+		boot := 7000 + round
+		rs := readings(2, 20, boot)
+		before := uint64(time.Now().UnixMilli())
+		e.publish(t, rs, true)
+		want += uint64(len(rs) * len(metricNames))
+		e.waitStored(t, w, want)
+		after := uint64(time.Now().UnixMilli())
+
+		ms, at := e.storedTimes(t, boot)
+		if len(ms) != len(rs)*len(metricNames) {
+			t.Fatalf("round %d: %d rows, want %d", round, len(ms), len(rs)*len(metricNames))
+		}
+		for i := range ms {
+			if ms[i] == 0 || ms[i] < before || ms[i] > after {
+				t.Fatalf("round %d: stored_ms %d, want within [%d, %d]", round, ms[i], before, after)
+			}
+			if at[i] < ms[i]/1000 {
+				t.Errorf("round %d: stored_at %d s before stored_ms %d ms", round, at[i], ms[i])
+			}
+		}
+	}
+
+	old := readings(1, 5, 7100)
+	e.insertRows(t, old)
+	ms, _ := e.storedTimes(t, 7100)
+	if len(ms) != len(old)*len(metricNames) {
+		t.Fatalf("%d rows inserted without stored_ms, want %d", len(ms), len(old)*len(metricNames))
+	}
+	for _, m := range ms {
+		if m != 0 {
+			t.Fatalf("stored_ms %d for a row inserted without it, want the default 0", m)
+		}
+	}
+}
+
+// TestMigrateAddsStoredMS upgrades a database from before migration 3,
+// holding rows: the column is added, the old rows read 0, and the
+// rollups keep counting.
+func TestMigrateAddsStoredMS(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := storage.Migrate(ctx, e.conn, "telemetry"); err != nil {
+		t.Fatal(err)
+	}
+	// Back to version 2: only 1 and 2 recorded, no stored_ms.
+	for _, q := range []string{
+		"ALTER TABLE telemetry.readings DROP COLUMN stored_ms",
+		"TRUNCATE TABLE telemetry.schema_migrations",
+	} {
+		if err := e.conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	b, err := e.conn.PrepareBatch(ctx, "INSERT INTO telemetry.schema_migrations (version, name, applied_at)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v, name := range map[uint32]string{1: "0001_readings", 2: "0002_rollups_1m"} {
+		if err := b.Append(v, name, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	old := readings(1, 5, 8000)
+	e.insertRows(t, old)
+
+	applied, err := storage.Migrate(ctx, e.conn, "telemetry")
+	if err != nil {
+		t.Fatalf("Migrate from version 2: %v", err)
+	}
+	if len(applied) != 1 || applied[0] != 3 {
+		t.Fatalf("Migrate from version 2 applied %v, want [3]", applied)
+	}
+	// The default's value shows in the old rows below; its text differs
+	// between releases (18.16 says CAST(0, 'UInt64')).
+	var typ, kind string
+	if err := e.conn.QueryRow(ctx, "SELECT type, default_kind FROM system.columns WHERE database = 'telemetry' AND table = 'readings' AND name = 'stored_ms'").Scan(&typ, &kind); err != nil {
+		t.Fatalf("stored_ms after migration 3: %v", err)
+	}
+	if typ != "UInt64" || kind != "DEFAULT" {
+		t.Errorf("stored_ms is %s with a %q default, want UInt64 DEFAULT", typ, kind)
+	}
+	ms, _ := e.storedTimes(t, 8000)
+	if len(ms) != len(old)*len(metricNames) {
+		t.Fatalf("%d old rows after migration 3, want %d", len(ms), len(old)*len(metricNames))
+	}
+	for _, m := range ms {
+		if m != 0 {
+			t.Fatalf("an old row has stored_ms %d, want 0", m)
+		}
+	}
+	if again, err := storage.Migrate(ctx, e.conn, "telemetry"); err != nil || len(again) != 0 {
+		t.Fatalf("Migrate again: applied %v, %v; want nothing", again, err)
+	}
+
+	// The writer inserts into the upgraded table; the rollups' view,
+	// which names its columns, counts the old rows and the new.
+	w := start(t, e.config())
+	rs := readings(1, 10, 8001)
+	e.publish(t, rs, true)
+	e.waitStored(t, w, uint64((len(old)+len(rs))*len(metricNames)))
+	e.checkRollups(t, len(old)+len(rs))
+}

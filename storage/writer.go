@@ -46,6 +46,10 @@ type Status struct {
 	Region     string `json:"region"`
 	HomeRegion string `json:"home_region"`
 	Failovers  uint64 `json:"failovers"`
+	// ClickHouse is the native address the writer stores to, so that a
+	// load test on the same machine finds the demo's ClickHouse (started
+	// on a free port) without being told.
+	ClickHouse string `json:"clickhouse"`
 }
 
 // Writer consumes a region's READINGS stream and stores the readings in
@@ -170,7 +174,9 @@ func (w *Writer) Registry() *prometheus.Registry { return w.reg }
 func (w *Writer) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.status
+	st := w.status
+	st.ClickHouse = w.cfg.ClickHouseAddr
+	return st
 }
 
 // setState records the state and logs changes of it.
