@@ -136,6 +136,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// KeepAlive is the MQTT keep-alive of each client.
 	KeepAlive time.Duration
+
+	// AckLatency, if set, is called with the publish-to-PUBACK latency of
+	// every acknowledged reading (not of hostile messages), from the
+	// device's goroutine: it must be quick. The load test's histograms
+	// take them from here.
+	AckLatency func(time.Duration)
 }
 
 // withDefaults returns c with zero fields set to the defaults.

@@ -309,6 +309,9 @@ func (d *device) settle(f *Fleet) {
 		lat := time.Since(p.start)
 		f.stats.latency.record(lat)
 		f.metrics.ackLatency.Observe(lat.Seconds())
+		if p.boot != nil && f.cfg.AckLatency != nil {
+			f.cfg.AckLatency(lat)
+		}
 		p.tok, p.acked = nil, true
 	}
 	for d.size > 0 && d.ring[d.head].acked {

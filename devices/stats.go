@@ -67,6 +67,15 @@ type DeviceSent struct {
 	Acked                uint64
 }
 
+// PublishStart is when the fleet began publishing (after connecting its
+// devices); zero before.
+func (f *Fleet) PublishStart() time.Time {
+	if ns := f.started.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // Stats returns a snapshot of the counters.
 func (f *Fleet) Stats() Stats {
 	s := Stats{

@@ -246,7 +246,15 @@ func WriteResult(w io.Writer, res Result) {
 		fmt.Fprintf(&b, "  error              %s\n", res.Error)
 	}
 	if l := res.Ledger; l != nil {
-		fmt.Fprintf(&b, "  witness devices    %d (ids scn-*, boots from %d; %d reboots)\n", l.Devices, l.Boot, l.Reboots)
+		if f := l.Fleet; f != nil {
+			fmt.Fprintf(&b, "  demo devices       %d, every reading of the window (%d boots): %s\n", f.Devices, f.Boots, f)
+		}
+		if w := l.Witnesses; w != nil {
+			fmt.Fprintf(&b, "  witness devices    %d (ids scn-*, boots from %d): %s\n", w.Devices, l.Boot, w)
+		}
+		if l.Reboots > 0 {
+			fmt.Fprintf(&b, "  reboots            %d (%d boots counted)\n", l.Reboots, l.Boots)
+		}
 		fmt.Fprintf(&b, "  sent               %d readings\n", l.Sent)
 		fmt.Fprintf(&b, "  acknowledged       %d by the broker (the pipeline owes every one)\n", l.Acked)
 		fmt.Fprintf(&b, "  stored             %d distinct in ClickHouse (drained in %.1f s)\n", l.Stored, l.DrainSecs)

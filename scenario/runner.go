@@ -21,6 +21,7 @@ const (
 	DefaultStormDevices = 30
 	DefaultMaxEvents    = 200
 	DefaultMaxResults   = 20
+	DefaultDrainTimeout = 60 * time.Second
 )
 
 // MaxWindow bounds a fault. While a region's ingest is down the broker
@@ -47,13 +48,20 @@ type Config struct {
 	// Window is how long a fault lasts unless a request says otherwise;
 	// at most MaxWindow.
 	Window time.Duration
-	// Lead is how long the witnesses publish before the fault, Tail after
-	// the recovery.
+	// Lead is how long the scenario's window runs before the fault, Tail
+	// how long after the recovery: the ledger counts what the pipeline's
+	// own devices publish over the whole window.
 	Lead, Tail time.Duration
-	// Devices and Rate are the witness devices of cut-region, kill-ingest
-	// and clickhouse-outage, and their readings per second in all.
+	// Devices are the witness devices of hostile-burst (whose hostile
+	// messages they carry). On a pipeline without devices of its own
+	// (Target.Fleet), Devices witnesses at Rate readings per second in
+	// all stand in for them in cut-region, kill-ingest and
+	// clickhouse-outage.
 	Devices int
 	Rate    float64
+	// DrainTimeout is how long the ledger waits for the pipeline to drain
+	// while nothing moves: no reading newly stored or acknowledged.
+	DrainTimeout time.Duration
 	// MaxEvents and MaxResults bound the event log and the kept results.
 	// Policy when full: drop the oldest.
 	MaxEvents  int
@@ -64,6 +72,10 @@ type Config struct {
 	// OnResult, if set, is called with every finished run. It must not
 	// block.
 	OnResult func(Result)
+
+	// poll is how often the drain asks ClickHouse; 0: drainPoll. Tests
+	// shorten it.
+	poll time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -88,6 +100,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxResults == 0 {
 		c.MaxResults = DefaultMaxResults
 	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
 	return c
 }
 
@@ -101,8 +116,8 @@ func (c Config) Validate() error {
 	if c.Window < 0 || c.Window > MaxWindow {
 		errs = append(errs, fmt.Errorf("window %v: want up to %v", c.Window, MaxWindow))
 	}
-	if c.Lead < 0 || c.Tail < 0 {
-		errs = append(errs, errors.New("lead and tail must not be negative"))
+	if c.Lead < 0 || c.Tail < 0 || c.DrainTimeout < 0 {
+		errs = append(errs, errors.New("lead, tail and drain timeout must not be negative"))
 	}
 	if c.Devices < len(c.Regions) {
 		errs = append(errs, fmt.Errorf("devices %d: want at least one per region (%d)", c.Devices, len(c.Regions)))
@@ -326,12 +341,14 @@ func (r *Runner) finish(res Result) {
 	}
 }
 
-// execute runs one scenario: the witnesses publish while the fault is
-// applied and removed, then the ledger is read.
+// execute runs one scenario: the fault is applied and removed while the
+// pipeline's own devices (and the witnesses, when the scenario has some)
+// publish, then the ledger is read once the pipeline has drained.
 func (r *Runner) execute(ctx context.Context, res Result) {
 	req := res.Request
 	step := func(text string) { r.record(res.Run, req.Name, EventStep, text) }
 	r.record(res.Run, req.Name, EventStart, describe(req))
+	start, haveFleet := r.target.Fleet()
 
 	type ledgerOrErr struct {
 		l   Ledger
@@ -339,34 +356,128 @@ func (r *Runner) execute(ctx context.Context, res Result) {
 	}
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
-	done := make(chan ledgerOrErr, 1)
-	w := r.witness(req)
-	go func() {
-		l, err := r.target.Witness(wctx, w)
-		done <- ledgerOrErr{l, err}
-	}()
+	var done chan ledgerOrErr
+	if needsWitnesses(req, haveFleet) {
+		done = make(chan ledgerOrErr, 1)
+		w := r.witness(req)
+		go func() {
+			l, err := r.target.Witness(wctx, w)
+			done <- ledgerOrErr{l, err}
+		}()
+	}
 
+	var errs []error
 	faultErr := r.fault(ctx, req, step)
 	if faultErr != nil {
 		step("failed: " + faultErr.Error())
-	} else if slices.Contains([]string{CutRegion, KillIngest, ClickHouseOutage}, req.Name) {
+		errs = append(errs, faultErr)
+	} else if isFault(req.Name) {
 		step("recovered; waiting for the pipeline to drain")
 	}
-	out := <-done
-	var errs []error
-	if faultErr != nil {
-		errs = append(errs, faultErr)
+	var fleet *fleetCount
+	if haveFleet {
+		if faultErr == nil && isFault(req.Name) {
+			// The window runs on for Tail: readings published while the
+			// pipeline catches up are counted too.
+			pause(ctx, r.cfg.Tail) // interrupted: the count says so
+		}
+		end, _ := r.target.Fleet()
+		fc, err := r.countFleet(ctx, start, end)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("counting the demo's devices: %w", err))
+		} else {
+			fleet = &fc
+		}
 	}
-	if out.err != nil {
-		errs = append(errs, fmt.Errorf("counting the witnesses: %w", out.err))
-	} else {
-		res.Ledger = &out.l
+	var witnesses *Ledger
+	if done != nil {
+		out := <-done
+		if out.err != nil {
+			errs = append(errs, fmt.Errorf("counting the witnesses: %w", out.err))
+		} else {
+			witnesses = &out.l
+		}
+	}
+	if fleet != nil || witnesses != nil {
+		l := combine(fleet, witnesses)
+		if fleet != nil && witnesses == nil {
+			if n, ok := r.target.Suppressed(); ok {
+				l.Duplicates = &n
+			}
+		}
+		res.Ledger = &l
 	}
 	if err := errors.Join(errs...); err != nil {
 		res.Error = err.Error()
 	}
 	r.record(res.Run, req.Name, EventEnd, summarize(res))
 	r.finish(res)
+}
+
+// isFault reports whether the scenario breaks a part of the pipeline and
+// mends it, rather than sending devices of its own.
+func isFault(name string) bool {
+	return name == CutRegion || name == KillIngest || name == ClickHouseOutage
+}
+
+// needsWitnesses reports whether req runs witness devices. Hostile-burst
+// and reboot-storm are about devices: the hostile messages and the reboots
+// are the witnesses' (the demo's fleet sends neither). A fault scenario
+// needs them only on a pipeline without devices of its own to count.
+func needsWitnesses(req Request, haveFleet bool) bool {
+	return !isFault(req.Name) || !haveFleet
+}
+
+// combine is the scenario's ledger: the fleet's count and the witnesses'
+// ledger, either of which may be nil.
+func combine(fleet *fleetCount, witnesses *Ledger) Ledger {
+	l := Ledger{QuarantinedBy: map[string]uint64{}, Missing: []SeqRange{}, Problems: []string{}, OK: true}
+	if w := witnesses; w != nil {
+		l = *w
+		l.Missing = append([]SeqRange{}, w.Missing...)
+		l.Problems = append([]string{}, w.Problems...)
+		if l.QuarantinedBy == nil {
+			l.QuarantinedBy = map[string]uint64{}
+		}
+		l.Witnesses = &Tally{Devices: w.Devices, Boots: w.Boots, Sent: w.Sent, Acked: w.Acked, Stored: w.Stored, Lost: w.Lost, Unconfirmed: w.Unconfirmed}
+		l.Fleet = nil
+	}
+	if f := fleet; f != nil {
+		t := f.Tally
+		l.Fleet = &t
+		l.Devices += t.Devices
+		l.Boots += t.Boots
+		l.Reboots += f.reboots
+		l.Sent += t.Sent
+		l.Acked += t.Acked
+		l.Stored += t.Stored
+		l.Lost += t.Lost
+		l.Unconfirmed += t.Unconfirmed
+		l.DrainSecs = max(l.DrainSecs, f.drain.Seconds())
+		for _, m := range f.missing {
+			if len(l.Missing) == MaxMissing {
+				break
+			}
+			l.Missing = append(l.Missing, m)
+		}
+		if t.Lost > 0 {
+			l.Problems = append(l.Problems, fmt.Sprintf("%d acknowledged readings of the demo's devices are not in ClickHouse", t.Lost))
+			l.OK = false
+		}
+	}
+	return l
+}
+
+// pause waits for d or until ctx is done.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
 }
 
 // witness shapes the witness devices of req.
@@ -390,18 +501,14 @@ func (r *Runner) witness(req Request) Witness {
 
 // fault applies the fault of req after the lead, keeps it for the window
 // and removes it. Removal happens even when applying it half failed.
+// Hostile-burst and reboot-storm have no fault but their witnesses: it
+// waits for the window they publish in.
 func (r *Runner) fault(ctx context.Context, req Request, step func(string)) error {
-	wait := func(d time.Duration) error {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("interrupted: %w", ctx.Err())
-		}
-	}
+	wait := func(d time.Duration) error { return pause(ctx, d) }
 	switch req.Name {
+	case HostileBurst, RebootStorm:
+		// The witnesses are the fault; they publish for the window.
+		return wait(req.Window)
 	case CutRegion:
 		if err := wait(r.cfg.Lead); err != nil {
 			return err

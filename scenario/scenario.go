@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/devices"
 )
 
 // Names of the scenarios.
@@ -147,11 +149,16 @@ func ParseArgs(name string, args []string) (Request, error) {
 	return req, nil
 }
 
-// Ledger is the conservation ledger of a scenario's witness devices, once
-// the pipeline has drained.
+// Ledger is the conservation ledger of a scenario, once the pipeline has
+// drained. It counts every reading the pipeline's own devices (the demo's
+// fleet) published during the scenario's window, and the readings and
+// hostile messages of the scenario's witness devices when it ran some.
+// Sent, Acked, Stored, Lost, Unconfirmed and Missing are over both; Fleet
+// and Witnesses give each one's share.
 type Ledger struct {
+	// Devices counted: the fleet's and the witnesses'.
 	Devices int    `json:"devices"`
-	Boot    uint64 `json:"boot"` // the witnesses' first boot; reboots count up from it
+	Boot    uint64 `json:"boot"` // the witnesses' first boot (reboots count up from it); 0 without witnesses
 	// Sent readings; Acked of them acknowledged by the broker (PUBACK):
 	// the pipeline owes every acknowledged reading.
 	Sent  uint64 `json:"sent"`
@@ -174,27 +181,33 @@ type Ledger struct {
 	// device would send them again; they are not owed.
 	Unconfirmed uint64 `json:"unconfirmed"`
 	// Missing are the first runs of lost or unconfirmed readings.
-	Missing []MissingRange `json:"missing"`
-	// Resent readings went out again after a device reconnected;
-	// Duplicates is what JetStream suppressed (nil when unknown).
+	Missing []SeqRange `json:"missing"`
+	// Resent readings went out again after a witness reconnected;
+	// Duplicates is what JetStream suppressed, all devices, since each
+	// ingest started (nil when unknown).
 	Resent     uint64  `json:"resent"`
 	Duplicates *uint64 `json:"duplicates_suppressed,omitempty"`
-	Reboots    uint64  `json:"reboots"`
-	Boots      int     `json:"boots"`
-	DrainSecs  float64 `json:"drain_seconds"`
+	// Reboots began a boot within the window; Boots are the (device,
+	// boot) pairs counted.
+	Reboots   uint64  `json:"reboots"`
+	Boots     int     `json:"boots"`
+	DrainSecs float64 `json:"drain_seconds"`
+	// Fleet is the share of the pipeline's own devices: every reading
+	// they published from the scenario's start to the end of its window
+	// (Tail after the fault ends). Nil when the pipeline runs no devices
+	// of its own.
+	Fleet *Tally `json:"fleet"`
+	// Witnesses is the share of the scenario's witness devices (ids
+	// scn-*), nil when it ran none.
+	Witnesses *Tally `json:"witnesses"`
 	// OK: nothing lost, every hostile message quarantined as it should and
 	// no valid reading quarantined.
 	OK       bool     `json:"ok"`
 	Problems []string `json:"problems"`
 }
 
-// MissingRange is a run of one device's readings not found in storage.
-type MissingRange struct {
-	Device string `json:"device"`
-	Boot   uint64 `json:"boot"`
-	From   uint64 `json:"from_seq"`
-	To     uint64 `json:"to_seq"`
-}
+// MaxMissing bounds Ledger.Missing; the counts cover every reading.
+const MaxMissing = 20
 
 // Event kinds.
 const (
@@ -219,8 +232,8 @@ type Result struct {
 	Request Request   `json:"request"`
 	Start   time.Time `json:"start"`
 	End     time.Time `json:"end,omitzero"`
-	// Ledger is nil while running, or when the scenario failed before the
-	// witnesses could be counted.
+	// Ledger is nil while running, or when the scenario failed before its
+	// devices could be counted.
 	Ledger *Ledger `json:"ledger"`
 	Error  string  `json:"error,omitempty"`
 	// OK: finished, without error, with an OK ledger.
@@ -282,4 +295,18 @@ type Target interface {
 	// Witness runs the witness devices, waits for the pipeline to drain
 	// and returns their conservation ledger.
 	Witness(ctx context.Context, w Witness) (Ledger, error)
+
+	// Fleet reports what the pipeline's own devices (the demo's fleet)
+	// have published so far, device by device and boot by boot, as
+	// devices.Fleet.Sent does; ok is false when the pipeline runs no
+	// devices of its own. It must not block.
+	Fleet() (sent []devices.DeviceSent, ok bool)
+	// Stored counts, for each range, its distinct readings in ClickHouse.
+	Stored(ctx context.Context, ranges []SeqRange) ([]uint64, error)
+	// StoredSeqs lists, for each range, the seqs of its readings in
+	// ClickHouse, ascending.
+	StoredSeqs(ctx context.Context, ranges []SeqRange) ([][]uint64, error)
+	// Suppressed is how many duplicate readings JetStream suppressed, all
+	// devices, since each ingest started; ok is false when unknown.
+	Suppressed() (n uint64, ok bool)
 }

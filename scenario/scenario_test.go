@@ -11,12 +11,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/devices"
 )
 
 // The scenarios on the real pipeline are tested in cmd/telemetry
-// (TestEveryScenarioEndsWithNothingLost). These tests cover the runner's
-// bookkeeping and the presenter API against a target that records what it
-// is asked to do.
+// (TestEveryScenarioEndsWithNothingLost, TestCutRegionCountsTheWholeFleet).
+// These tests cover the runner's bookkeeping and the presenter API against
+// a target that records what it is asked to do.
 
 type recordingTarget struct {
 	mu       sync.Mutex
@@ -24,6 +26,9 @@ type recordingTarget struct {
 	checkErr error
 	// release, if set, holds Witness until closed.
 	release chan struct{}
+	// fleet, if set, is the pipeline's own devices; without it the
+	// target has none.
+	fleet *fakeFleet
 }
 
 func (t *recordingTarget) call(s string) error {
@@ -65,10 +70,39 @@ func (t *recordingTarget) Witness(ctx context.Context, w Witness) (Ledger, error
 	return Ledger{Devices: w.Devices, Sent: 10, Acked: 10, Stored: 10, OK: true}, nil
 }
 
+func (t *recordingTarget) Fleet() ([]devices.DeviceSent, bool) {
+	if t.fleet == nil {
+		return nil, false
+	}
+	return t.fleet.sent(), true
+}
+
+func (t *recordingTarget) Stored(_ context.Context, ranges []SeqRange) ([]uint64, error) {
+	out := make([]uint64, len(ranges))
+	for i, seqs := range t.fleet.stored(ranges) {
+		out[i] = uint64(len(seqs))
+	}
+	return out, nil
+}
+
+func (t *recordingTarget) StoredSeqs(_ context.Context, ranges []SeqRange) ([][]uint64, error) {
+	return t.fleet.stored(ranges), nil
+}
+
+func (t *recordingTarget) Suppressed() (uint64, bool) { return 7, true }
+
 func newTestRunner(t *testing.T, target Target) *Runner {
 	t.Helper()
+	return newTestRunnerWith(t, target, Config{})
+}
+
+// newTestRunnerWith runs a runner with short windows and cfg's drain
+// timeout and poll.
+func newTestRunnerWith(t *testing.T, target Target, cfg Config) *Runner {
+	t.Helper()
 	r, err := New(Config{Regions: []string{"us-east", "eu-west"}, Window: 30 * time.Millisecond,
-		Lead: 10 * time.Millisecond, Tail: 10 * time.Millisecond, Devices: 4, Rate: 40}, target, nil)
+		Lead: 10 * time.Millisecond, Tail: 10 * time.Millisecond, Devices: 4, Rate: 40,
+		DrainTimeout: cfg.DrainTimeout, poll: cfg.poll}, target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +128,7 @@ func TestScenariosActOnTheTargetInOrder(t *testing.T) {
 		{Request{Name: CutRegion, Region: "eu-west"}, witness, []string{"cut eu-west", "heal eu-west"}},
 		{Request{Name: KillIngest, Region: "us-east"}, witness, []string{"crash ingest us-east", "start ingest us-east"}},
 		{Request{Name: ClickHouseOutage}, witness, []string{"kill clickhouse", "restart clickhouse"}},
-		{Request{Name: HostileBurst, Count: 30, Window: 3 * time.Second}, "witness 4 devices 20/s for 3s chaos 0.5 reboots 0", nil},
+		{Request{Name: HostileBurst, Count: 30, Window: 300 * time.Millisecond}, "witness 4 devices 200/s for 300ms chaos 0.5 reboots 0", nil},
 		{Request{Name: RebootStorm}, fmt.Sprintf("witness %d devices %d/s for 30ms chaos 0 reboots %v", DefaultStormDevices, 2*DefaultStormDevices, stormReboots), nil},
 	}
 	for _, c := range cases {

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
@@ -29,7 +29,7 @@ func TestBenchAgainstDemoWithChaos(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, tail(stderr.String(), 4000), stdout.String())
 	}
-	var rep BenchReport
+	var rep bench.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("decoding the report: %v\n%s", err, stdout.String())
 	}
@@ -60,46 +60,20 @@ func TestBenchAgainstDemoWithChaos(t *testing.T) {
 	if rep.Behaviours.Reboots == 0 || rep.Behaviours.Boots <= rep.Devices || rep.Duplicates.Sent == 0 || rep.Behaviours.Reordered == 0 {
 		t.Errorf("behaviours %+v, duplicates %+v: want reboots, duplicates and reordering", rep.Behaviours, rep.Duplicates)
 	}
-	if rep.Latency.ToIngest.Count != rep.Stored || rep.Latency.ToStored.Count != rep.Stored {
-		t.Errorf("latency %+v: want one value per stored reading (%d)", rep.Latency, rep.Stored)
-	}
-}
-
-// TestAccountHostile checks the matching of hostile messages to dead
-// letters: a message under another reason is misclassified, an
-// acknowledged one not found is missing, an unacknowledged one not found is
-// unconfirmed.
-func TestAccountHostile(t *testing.T) {
-	const run = 77
-	f, err := devices.New(devices.Config{Devices: 1, Boot: run, Seed: 9}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cases := devices.ChaosCases()
-	marker := func(n uint64) devices.ChaosMarker {
-		return devices.ChaosMarker{Run: run, Device: 0, N: n, Case: f.ChaosCase(0, n)}
-	}
-	wrong := func(n uint64) string {
-		if cases[marker(n).Case].Reason == protocol.ReasonBadJSON {
-			return string(protocol.ReasonBadField)
+	for _, hop := range []string{bench.HopIngest, bench.HopStored, bench.HopJetStream, bench.HopFeed} {
+		if got := rep.Latency[hop].Count; got != rep.Stored {
+			t.Errorf("latency of %s: %d readings measured, want one per stored reading (%d)", hop, got, rep.Stored)
 		}
-		return string(protocol.ReasonBadJSON)
 	}
-	dl := &deadLetters{hostile: map[devices.ChaosMarker]deadLetter{
-		marker(1): {reason: string(cases[marker(1).Case].Reason)},
-		marker(2): {reason: wrong(2)},
-		// 3: acknowledged, never dead-lettered.
-		marker(4): {reason: string(cases[marker(4).Case].Reason)},
-		// 5: not acknowledged, never dead-lettered.
-	}}
-	rep := BenchReport{Hostile: HostileReport{ByReason: map[string]*ReasonLedger{}}}
-	accountHostile(&rep, f, []devices.DeviceHostile{{Index: 0, Sent: 5, Acked: 4}}, []*deadLetters{dl}, run)
-	h := rep.Hostile
-	if h.AsExpected != 2 || h.Misclassified != 1 || h.Missing != 1 || h.Unconfirmed != 1 || h.DeadLettered != 3 {
-		t.Errorf("hostile %+v: want 2 as expected, 1 misclassified, 1 missing, 1 unconfirmed, 3 dead-lettered", h)
+	// Duplicates sent on purpose are acknowledged twice.
+	if got := rep.Latency[bench.HopAck].Count; got < rep.Stored {
+		t.Errorf("latency of %s: %d acknowledgements, want one per stored reading (%d) or more", bench.HopAck, got, rep.Stored)
 	}
-	if len(h.Examples) != 2 || h.Examples[0].Got != wrong(2) || h.Examples[1].Got != "" {
-		t.Errorf("examples %+v: want the misclassified one, then the missing one", h.Examples)
+	for _, r := range []string{"us-east", "eu-west", "ap-south"} {
+		// Every reading is copied to the two regions it was not sent to.
+		if got, want := rep.Latency[bench.HopReplicated(r)].Count, rep.Stored*2/3; got < want*9/10 {
+			t.Errorf("latency of copies to %s: %d readings, want about %d", r, got, want)
+		}
 	}
 }
 

@@ -69,6 +69,8 @@ type demoFlags struct {
 	// allowedOrigins are other origins whose pages may open the
 	// dashboard's websocket, comma-separated.
 	allowedOrigins string
+	// pprof serves Go's profiles on --listen.
+	pprof bool
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -93,6 +95,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&f.rate, "rate", 150, "readings per second across the fleet")
 	fs.Int64Var(&f.seed, "seed", 1, "seed of the simulated sensors")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles of the whole demo at /debug/pprof/ on --listen (off by default: they expose internals)")
 	cli.SecretVar(fs, &f.presenterToken, "presenter-token", "", "turns the presenter API (failure scenarios) and the dashboard's presenter panel on, for clients that send this bearer token; empty: off")
 	fs.DurationVar(&f.scenarioWindow, "scenario-duration", scenario.DefaultWindow, "how long a scenario's fault lasts unless the request says otherwise")
 	if err := cli.Parse(fs, args); err != nil {
@@ -195,6 +198,10 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	mux.Handle("/api/scenario", presenter)
 	mux.Handle("/api/scenario/", presenter)
 	mux.Handle("/", dash.Handler())
+	if f.pprof {
+		httpserv.Profiling(mux)
+		say("profiles           http://%s/debug/pprof/ (--pprof)", ln.Addr())
+	}
 	g.Go(func() error { return httpserv.Serve(ctx, ln, mux, log) })
 
 	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), Password: f.mqttDevicePassword, Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
@@ -204,6 +211,8 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		return err
 	}
 	defer fleet.Close()
+	// Scenario ledgers count every reading of this fleet in their window.
+	p.attachFleet(fleet)
 	g.Go(func() error { return fleet.Run(ctx) })
 
 	say("%d devices publishing %.0f readings/s", f.devices, f.rate)

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/chserver"
@@ -84,6 +85,10 @@ type pipeline struct {
 	chAddr chan string
 	stop   context.CancelFunc
 
+	// fleet is the demo's own devices, whose every reading a scenario's
+	// ledger counts; nil until attachFleet.
+	fleet atomic.Pointer[devices.Fleet]
+
 	mu        sync.Mutex
 	storeAddr string           // ClickHouse address once storage is up
 	storeCfg  storage.Config   // storage's configuration once it is up
@@ -97,6 +102,10 @@ func (p *pipeline) clickhouse() (string, *chserver.Server) {
 	defer p.mu.Unlock()
 	return p.storeAddr, p.ch
 }
+
+// attachFleet hands the scenarios the fleet that publishes through the
+// pipeline, so that their ledgers count every reading of it.
+func (p *pipeline) attachFleet(f *devices.Fleet) { p.fleet.Store(f) }
 
 // storageConfig is storage's configuration (ClickHouse address and users)
 // once storage is up: what to dial ClickHouse with as the writer does.

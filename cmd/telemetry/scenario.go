@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,12 +9,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/scenario"
@@ -26,8 +30,10 @@ func scenarioSynopsis() string {
 
 Run a failure scenario on a running demo (telemetry demo --presenter-token
 TOKEN) and print its conservation ledger when the pipeline has drained:
-sent, acknowledged, stored, quarantined, lost. Exits non-zero when anything
-was lost (or a hostile message was not quarantined as it should).
+sent, acknowledged, stored, quarantined, lost, over every reading the demo's
+own devices published during the scenario (and, for hostile-burst and
+reboot-storm, its witness devices'). Exits non-zero when anything was lost
+(or a hostile message was not quarantined as it should).
 
 Scenarios:
 `)
@@ -105,17 +111,19 @@ func runScenario(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case res.Ledger != nil && res.Ledger.Lost > 0:
-		return fmt.Errorf("%w: %d acknowledged readings are not in ClickHouse", errLost, res.Ledger.Lost)
+		return fmt.Errorf("%w: %d acknowledged readings are not in ClickHouse", bench.ErrLost, res.Ledger.Lost)
 	case res.Error != "":
 		return errors.New(res.Error)
 	case !res.OK:
-		return fmt.Errorf("%w: %v", errMisclassified, res.Ledger.Problems)
+		return fmt.Errorf("%w: %v", bench.ErrMisclassified, res.Ledger.Problems)
 	}
 	return nil
 }
 
 // pipelineTarget runs the scenarios on the demo's in-process pipeline. The
-// witnesses are a bench run: the ledger is bench's.
+// ledger counts the demo's own fleet (pipeline.attachFleet), read from
+// ClickHouse as the history's read-only user; the witnesses are a bench
+// run, whose ledger is bench's.
 type pipelineTarget struct {
 	p   *pipeline
 	log *slog.Logger
@@ -210,7 +218,7 @@ func (t *pipelineTarget) dial() (driver.Conn, error) {
 	if addr == "" {
 		return nil, errors.New("storage is not up")
 	}
-	conn, err := storage.Dial(t.p.storageConfig())
+	conn, err := storage.DialHistory(t.p.storageConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -229,23 +237,27 @@ func (t *pipelineTarget) close() {
 }
 
 func (t *pipelineTarget) Witness(ctx context.Context, w scenario.Witness) (scenario.Ledger, error) {
-	conn, err := t.dial()
-	if err != nil {
-		return scenario.Ledger{}, err
+	addr, _ := t.p.clickhouse()
+	if addr == "" {
+		return scenario.Ledger{}, errors.New("storage is not up")
 	}
+	sc := t.p.storageConfig()
 	regions := t.p.nats.Regions()
 	boot := uint64(time.Now().UnixNano())
-	cfg := devices.Config{
-		Broker: t.p.broker.URL(), Password: t.p.mqttAuth.devicePassword,
-		Regions: regions, Devices: w.Devices, Rate: w.Rate, Duration: w.Duration,
-		Chaos: w.Chaos, Reboots: w.Reboots, Boot: boot, Seed: int64(boot),
-		IDPrefix: witnessPrefix, // also the devices' MQTT client ids: apart from the demo's fleet
+	cfg := bench.Config{
+		Fleet: devices.Config{
+			Broker: t.p.broker.URL(), Password: t.p.mqttAuth.devicePassword,
+			Regions: regions, Devices: w.Devices, Rate: w.Rate, Duration: w.Duration,
+			Chaos: w.Chaos, Reboots: w.Reboots, Seed: int64(boot),
+			IDPrefix: witnessPrefix, // also the devices' MQTT client ids: apart from the demo's fleet
+		},
+		ClickHouse: addr, ClickHouseUser: sc.HistoryUser, ClickHousePassword: sc.HistoryPassword,
+		NATS: map[string]string{}, DrainTimeout: 60 * time.Second, Gatherer: t.p.gatherers,
 	}
-	opts := benchOptions{natsURLs: map[string]string{}, drainTimeout: 60 * time.Second, gather: t.p.gatherers}
 	for _, r := range regions {
-		opts.natsURLs[r] = t.p.nats.URLAs(r, "dashboard") // reads only
+		cfg.NATS[r] = t.p.nats.URLAs(r, "dashboard") // reads only
 	}
-	rep, err := bench(ctx, cfg, conn, opts, io.Discard, t.log)
+	rep, _, err := bench.Run(ctx, cfg, io.Discard, t.log)
 	if err != nil {
 		return scenario.Ledger{}, err
 	}
@@ -253,7 +265,7 @@ func (t *pipelineTarget) Witness(ctx context.Context, w scenario.Witness) (scena
 }
 
 // ledgerOf is the scenario's view of a bench report.
-func ledgerOf(r BenchReport) scenario.Ledger {
+func ledgerOf(r bench.Report) scenario.Ledger {
 	l := scenario.Ledger{
 		Devices: r.Devices, Boot: r.Boot,
 		Sent: r.Sent, Acked: r.Acked, Stored: r.Stored, Lost: r.Lost, Unconfirmed: r.Unconfirmed,
@@ -261,17 +273,143 @@ func ledgerOf(r BenchReport) scenario.Ledger {
 		Misclassified: r.Hostile.Misclassified, HostileMissing: r.Hostile.Missing,
 		Resent: r.Duplicates.Resent, Duplicates: r.Duplicates.SuppressedByStream,
 		Reboots: r.Behaviours.Reboots, Boots: r.Behaviours.Boots, DrainSecs: r.DrainSecs,
-		OK: r.OK, Problems: r.Problems, Missing: []scenario.MissingRange{},
+		OK: r.OK, Problems: r.Problems, Missing: []scenario.SeqRange{},
 	}
 	for reason, n := range r.DeadLettered {
 		l.QuarantinedBy[reason] = n
 		l.Quarantined += n
 	}
 	for i, m := range r.Missing {
-		if i == 20 {
+		if i == scenario.MaxMissing {
 			break
 		}
-		l.Missing = append(l.Missing, scenario.MissingRange{Device: m.Device, Boot: m.Boot, From: m.From, To: m.To})
+		l.Missing = append(l.Missing, scenario.SeqRange{Device: m.Device, Boot: m.Boot, From: m.From, To: m.To})
 	}
 	return l
+}
+
+// Fleet reports the demo's own devices, once the demo has attached them.
+func (t *pipelineTarget) Fleet() ([]devices.DeviceSent, bool) {
+	f := t.p.fleet.Load()
+	if f == nil {
+		return nil, false
+	}
+	return f.Sent(), true
+}
+
+// ledgerChunk bounds the ranges one ledger query names: at most about 200
+// bytes each, the query stays well under ClickHouse's max_query_size (256
+// KiB by default), and a fleet of thousands of devices takes a few queries.
+const ledgerChunk = 500
+
+type deviceBoot struct {
+	device string
+	boot   uint64
+}
+
+// rangeFilter is the condition that picks ranges' readings, and its
+// arguments. The sets of devices and boots and the span of seqs let
+// ClickHouse read only the ranges' parts of the readings table, which is
+// ordered by (device, boot, seq, metric); each row read is then matched
+// against its own range by two hash lookups (transform on a
+// "device:boot" key), so the cost grows with the rows read, not with rows
+// times ranges as a condition per range would (2 s rather than 0.1 s for
+// 400 ranges on 18.16).
+func rangeFilter(ranges []scenario.SeqRange) (string, []any) {
+	var devs, boots []any
+	seenDev, seenBoot := map[string]bool{}, map[uint64]bool{}
+	keys := make([]string, len(ranges))
+	from, to := make([]uint64, len(ranges)), make([]uint64, len(ranges))
+	lo, hi := ranges[0].From, ranges[0].To
+	for i, r := range ranges {
+		if !seenDev[r.Device] {
+			seenDev[r.Device] = true
+			devs = append(devs, r.Device)
+		}
+		if !seenBoot[r.Boot] {
+			seenBoot[r.Boot] = true
+			boots = append(boots, r.Boot)
+		}
+		keys[i], from[i], to[i] = fmt.Sprintf("%s:%d", r.Device, r.Boot), r.From, r.To // ids have no colon
+		lo, hi = min(lo, r.From), max(hi, r.To)
+	}
+	const key = "concat(device, ':', toString(boot))"
+	where := "device IN ? AND boot IN ? AND seq BETWEEN ? AND ?" +
+		" AND seq >= transform(" + key + ", ?, ?, toUInt64(1)) AND seq <= transform(" + key + ", ?, ?, toUInt64(0))"
+	return where, []any{clickhouse.GroupSet{Value: devs}, clickhouse.GroupSet{Value: boots}, lo, hi, keys, from, keys, to}
+}
+
+// queryRanges runs query, a format of the table and the ranges' filter
+// whose rows are device, boot and a value, chunk by chunk, and returns
+// each range's value (the zero value for a range without a row).
+func queryRanges[T any](ctx context.Context, t *pipelineTarget, query string, ranges []scenario.SeqRange) ([]T, error) {
+	conn, err := t.dial()
+	if err != nil {
+		return nil, err
+	}
+	table := cmp.Or(t.p.storageConfig().Database, storage.DefaultDatabase) + ".readings"
+	index := make(map[deviceBoot]int, len(ranges))
+	for i, r := range ranges {
+		index[deviceBoot{r.Device, r.Boot}] = i
+	}
+	out := make([]T, len(ranges))
+	for chunk := range slices.Chunk(ranges, ledgerChunk) {
+		where, args := rangeFilter(chunk)
+		rows, err := conn.Query(ctx, fmt.Sprintf(query, table, where), args...)
+		if err != nil {
+			return nil, fmt.Errorf("reading the ledger: %w", err)
+		}
+		for rows.Next() {
+			var k deviceBoot
+			var v T
+			if err := rows.Scan(&k.device, &k.boot, &v); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("reading the ledger: %w", err)
+			}
+			if i, ok := index[k]; ok {
+				out[i] = v
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading the ledger: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Stored counts each range's distinct readings in ClickHouse, one query
+// per ledgerChunk ranges.
+func (t *pipelineTarget) Stored(ctx context.Context, ranges []scenario.SeqRange) ([]uint64, error) {
+	return queryRanges[uint64](ctx, t, "SELECT device, boot, uniqExact(seq) FROM %s WHERE %s GROUP BY device, boot", ranges)
+}
+
+// StoredSeqs lists each range's readings in ClickHouse. The scenario asks
+// only for the ranges not wholly stored once the pipeline has drained.
+func (t *pipelineTarget) StoredSeqs(ctx context.Context, ranges []scenario.SeqRange) ([][]uint64, error) {
+	seqs, err := queryRanges[[]uint64](ctx, t, "SELECT device, boot, groupUniqArray(seq) FROM %s WHERE %s GROUP BY device, boot", ranges)
+	for _, s := range seqs {
+		slices.Sort(s)
+	}
+	return seqs, err
+}
+
+// Suppressed sums ingest's duplicates over the regions.
+func (t *pipelineTarget) Suppressed() (uint64, bool) {
+	mfs, err := t.p.gatherers.Gather()
+	if err != nil {
+		return 0, false
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "telemetry_ingest_duplicates_total" {
+			continue
+		}
+		var n float64
+		for _, m := range mf.GetMetric() {
+			n += m.GetCounter().GetValue()
+		}
+		return uint64(n), true
+	}
+	return 0, false
 }

@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+)
+
+// The local demo's addresses and users (telemetry demo's defaults): what a
+// run targets when given no address.
+const (
+	DemoBroker     = devices.DefaultBroker
+	DemoStorageURL = "http://127.0.0.1:8081"
+	DemoMetricsURL = "http://127.0.0.1:8080/metrics"
+)
+
+// DemoNATS is each region's NATS of the local demo, as the dashboard's
+// user: reading READINGS and DEADLETTER needs no more.
+var DemoNATS = map[string]string{
+	"us-east":  "nats://dashboard:dashboard@127.0.0.1:4222",
+	"eu-west":  "nats://dashboard:dashboard@127.0.0.1:4223",
+	"ap-south": "nats://dashboard:dashboard@127.0.0.1:4224",
+}
+
+// Config configures a run. Zero fields target the local demo.
+type Config struct {
+	// Fleet is the simulated fleet; its Broker is the pipeline's MQTT
+	// broker and its Boot is set by New.
+	Fleet devices.Config
+
+	// ClickHouse is the native address storage writes to; empty: the one
+	// storage's /api/status at StorageURL names.
+	ClickHouse         string
+	ClickHouseUser     string // default the read-only deploy.ClickHouseReaderUser
+	ClickHousePassword string // default its demo password
+	// NATS is each region's NATS URL (region -> URL); default DemoNATS.
+	NATS map[string]string
+	// StorageURL is storage's HTTP API (default DemoStorageURL); its
+	// /metrics is also the pipeline process's when ProcessMetrics is
+	// empty.
+	StorageURL string
+	// MetricsURLs are the /metrics of the pipeline's parts whose backlogs
+	// the run samples (broker, ingest, storage); default DemoMetricsURL,
+	// the demo's dashboard, which serves them all.
+	MetricsURLs []string
+	// ProcessMetrics is the /metrics whose process_* metrics are the
+	// pipeline process's CPU and memory; default StorageURL + /metrics.
+	// "none" reads none.
+	ProcessMetrics string
+	// Gatherer, when set, replaces MetricsURLs: an in-process pipeline's
+	// metrics (--demo), whose process is the bench's own.
+	Gatherer prometheus.Gatherer
+
+	// DrainTimeout is how long to wait for storage without progress once
+	// the fleet has stopped.
+	DrainTimeout time.Duration
+	// Ceiling runs the same fleet against a bare broker first.
+	Ceiling bool
+}
+
+// Defaults for zero fields.
+const (
+	DefaultDrainTimeout = 60 * time.Second
+	DefaultDuration     = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.Fleet.Duration <= 0 {
+		c.Fleet.Duration = DefaultDuration
+	}
+	if c.Fleet.Broker == "" {
+		c.Fleet.Broker = DemoBroker
+	}
+	if len(c.Fleet.Regions) == 0 {
+		c.Fleet.Regions = devices.DefaultRegions
+	}
+	if c.ClickHouseUser == "" {
+		c.ClickHouseUser, c.ClickHousePassword = deploy.ClickHouseReaderUser, deploy.DemoClickHouseReaderPassword
+	}
+	if c.NATS == nil {
+		c.NATS = DemoNATS
+	}
+	if c.StorageURL == "" {
+		c.StorageURL = DemoStorageURL
+	}
+	if len(c.MetricsURLs) == 0 && c.Gatherer == nil {
+		c.MetricsURLs = []string{DemoMetricsURL}
+	}
+	if c.ProcessMetrics == "" && c.Gatherer == nil {
+		c.ProcessMetrics = c.StorageURL + "/metrics"
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	return c
+}
+
+// Validate checks the configuration without touching the network.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.Fleet.Duration <= 0 {
+		return errors.New("bench: a duration is required: the ledger is read once the fleet has stopped")
+	}
+	for _, r := range c.Fleet.Regions {
+		if !protocol.ValidName(r) {
+			return fmt.Errorf("bench: region %q: want lower-case letters, digits and dashes", r)
+		}
+		if c.NATS[r] == "" {
+			return fmt.Errorf("bench: no NATS URL for region %s: give --nats %s=nats://host:port,...", r, r)
+		}
+	}
+	if c.DrainTimeout < 0 {
+		return fmt.Errorf("bench: drain timeout %v: want 0 or more", c.DrainTimeout)
+	}
+	return nil
+}
