@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,4 +138,68 @@ func BenchmarkReplication10k(b *testing.B) {
 		}
 		e.Close()
 	}
+}
+
+// BenchmarkReplicationBurst publishes a burst into eu-west as fast as
+// JetStream acknowledges it (the pace of a load test) and waits until every
+// region holds it: the CPU it took per reading (this process: the three
+// regions, the hub and the publishers), the burst's pace, and how long
+// after the burst the last region had it all. Run:
+//
+//	go test -run '^$' -bench ReplicationBurst -benchtime 1x -count 5 ./stream/
+func BenchmarkReplicationBurst(b *testing.B) {
+	const n = 100_000
+	for range b.N {
+		b.StopTimer()
+		e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: b.TempDir()}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.Apply(context.Background(), DefaultTopology(DefaultRegions)); err != nil {
+			b.Fatal(err)
+		}
+		urls := map[string]string{}
+		for _, r := range e.Regions() {
+			urls[r] = e.URL(r)
+		}
+		rs, conns, err := Connect(urls, e.Regions())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cpu0 := processCPU(b)
+		b.StartTimer()
+		start := time.Now()
+		burst(b, e, "eu-west", n, "bench")
+		published := time.Since(start)
+		last := time.Now()
+		if err := poll.Until(60*time.Second, 5*time.Millisecond, func() error {
+			for _, st := range Status(context.Background(), rs, e.Regions()) {
+				if st.Readings != n {
+					return fmt.Errorf("%s holds %d readings, want %d", st.Region, st.Readings, n)
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		converged := time.Since(last)
+		b.StopTimer()
+		cpu := processCPU(b) - cpu0
+		b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/reading")
+		b.ReportMetric(n/published.Seconds(), "published/s")
+		b.ReportMetric(float64(converged.Milliseconds()), "converge-ms")
+		for _, nc := range conns {
+			nc.Close()
+		}
+		e.Close()
+	}
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

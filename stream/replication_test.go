@@ -235,7 +235,7 @@ func TestRegionServerRestartLosesNothing(t *testing.T) {
 // burst publishes n readings into region as fast as JetStream acknowledges
 // them (four publishers, 256 in flight each, as ingest publishes), tagged
 // so that each burst's readings are new.
-func burst(t *testing.T, e *Embedded, region string, n int, tag string) {
+func burst(t testing.TB, e *Embedded, region string, n int, tag string) {
 	t.Helper()
 	payload := []byte(`{"v":1,"device":"b-1","boot":1,"seq":1,"ts":1764100000123,"metrics":{"temperature_c":21.5,"humidity_pct":40.2,"battery_pct":97.1}}`)
 	var wg sync.WaitGroup
