@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/scenario"
 )
 
@@ -28,6 +31,16 @@ func (stageTarget) CrashIngest(context.Context, string) error   { return nil }
 func (stageTarget) StartIngest(context.Context, string) error   { return nil }
 func (stageTarget) KillClickHouse() error                       { return nil }
 func (stageTarget) RestartClickHouse(ctx context.Context) error { return nil }
+
+// Fleet: no fleet of the demo's own, so every scenario runs witnesses.
+func (stageTarget) Fleet() ([]devices.DeviceSent, bool) { return nil, false }
+func (stageTarget) Stored(context.Context, []scenario.SeqRange) ([]uint64, error) {
+	return nil, errors.New("no fleet")
+}
+func (stageTarget) StoredSeqs(context.Context, []scenario.SeqRange) ([][]uint64, error) {
+	return nil, errors.New("no fleet")
+}
+func (stageTarget) Suppressed() (uint64, bool) { return 0, false }
 
 func (s stageTarget) Witness(ctx context.Context, w scenario.Witness) (scenario.Ledger, error) {
 	select {
