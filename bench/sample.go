@@ -135,6 +135,9 @@ func (s *sampler) sample(ctx context.Context) {
 	}
 	if s.process != nil {
 		mfs, err := s.process(ctx)
+		if ctx.Err() != nil {
+			return // the run is over: this sample is not one
+		}
 		if err != nil {
 			s.processError = err
 			return

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,13 @@ type flowHook struct {
 	highWater int
 	lowWater  int
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// filters are the QoS 1 and 2 subscriptions by client id, shares
+	// stripped of their $share/<group>/ prefix: the few subscribers
+	// (ingest) a publish may have to wait for, kept by the subscription
+	// hooks so that a publish needs no walk of mochi's topic tree (which
+	// copies every shared subscription of the topic each time).
+	filters  map[string]map[string]bool
 	reserved map[string]int            // by subscriber id: admitted, not routed yet
 	holding  map[*mqtt.Client][]string // by publisher: whom its admitted message reserved
 	release  chan struct{}             // closed, and replaced, when a held subscriber drains
@@ -54,14 +61,50 @@ type flowHook struct {
 const recheck = 250 * time.Millisecond
 
 func newFlowHook(srv *mqtt.Server, highWater int) *flowHook {
-	return &flowHook{srv: srv, highWater: highWater, lowWater: highWater * 3 / 4,
+	return &flowHook{srv: srv, highWater: highWater, lowWater: highWater * 3 / 4, filters: map[string]map[string]bool{},
 		reserved: map[string]int{}, holding: map[*mqtt.Client][]string{}, release: make(chan struct{})}
 }
 
 func (h *flowHook) ID() string { return "telemetry-flow" }
 
 func (h *flowHook) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnPublished || b == mqtt.OnDisconnect || b == mqtt.OnQosComplete
+	return b == mqtt.OnPublish || b == mqtt.OnPublished || b == mqtt.OnDisconnect || b == mqtt.OnQosComplete ||
+		b == mqtt.OnSubscribed || b == mqtt.OnUnsubscribed
+}
+
+// OnSubscribed notes cl's subscriptions granted at QoS 1 or 2; one granted
+// at QoS 0 (or refused) is forgotten.
+func (h *flowHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, sub := range pk.Filters {
+		f := unshared(sub.Filter)
+		if i < len(codes) && (codes[i] == 1 || codes[i] == 2) {
+			if h.filters[cl.ID] == nil {
+				h.filters[cl.ID] = map[string]bool{}
+			}
+			h.filters[cl.ID][f] = true
+			continue
+		}
+		h.forget(cl.ID, f)
+	}
+}
+
+// OnUnsubscribed forgets cl's subscriptions.
+func (h *flowHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, sub := range pk.Filters {
+		h.forget(cl.ID, unshared(sub.Filter))
+	}
+}
+
+// forget drops one of id's filters. h.mu held.
+func (h *flowHook) forget(id, filter string) {
+	delete(h.filters[id], filter)
+	if len(h.filters[id]) == 0 {
+		delete(h.filters, id)
+	}
 }
 
 // OnPublish admits cl's QoS 1 or 2 message once every subscriber it goes to
@@ -73,8 +116,8 @@ func (h *flowHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	}
 	counted := false
 	for {
-		subs := h.subscribers(pk.TopicName)
 		h.mu.Lock()
+		subs := h.subscribers(pk.TopicName)
 		if h.room(subs) {
 			ids := make([]string, len(subs))
 			for i, s := range subs {
@@ -152,26 +195,58 @@ func (h *flowHook) room(subs []*mqtt.Client) bool {
 	return true
 }
 
-// subscribers are the clients with a QoS 1 or 2 subscription, shared or
-// not, that a message on topic goes to.
+// subscribers are the connected or resumable clients with a QoS 1 or 2
+// subscription, shared or not, that a message on topic goes to. A client
+// whose session has gone is not found, and counts for nothing. h.mu held.
 func (h *flowHook) subscribers(topic string) []*mqtt.Client {
-	subs := h.srv.Topics.Subscribers(topic)
 	var out []*mqtt.Client
-	add := func(id string, sub packets.Subscription) {
-		if sub.Qos == 0 {
-			return
-		}
-		if cl, ok := h.srv.Clients.Get(id); ok {
-			out = append(out, cl)
-		}
-	}
-	for id, sub := range subs.Subscriptions {
-		add(id, sub)
-	}
-	for _, group := range subs.Shared {
-		for id, sub := range group {
-			add(id, sub)
+	for id, filters := range h.filters {
+		for f := range filters {
+			if !matches(f, topic) {
+				continue
+			}
+			if cl, ok := h.srv.Clients.Get(id); ok {
+				out = append(out, cl)
+			}
+			break
 		}
 	}
 	return out
+}
+
+// unshared is a subscription filter without its $share/<group>/ prefix.
+func unshared(filter string) string {
+	if !mqtt.IsSharedFilter(filter) {
+		return filter
+	}
+	if _, rest, ok := strings.Cut(filter, "/"); ok { // $share
+		if _, f, ok := strings.Cut(rest, "/"); ok { // group
+			return f
+		}
+	}
+	return filter
+}
+
+// matches reports whether a topic filter matches topic: + is one level, #
+// the rest; a topic starting with $ is matched by no wildcard at its
+// first level [MQTT-4.7.2-1].
+func matches(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
+			return false
+		}
+		if !fmore || !tmore {
+			// "a/#" matches "a" too [MQTT-4.7.1-2].
+			return fmore == tmore || fmore && frest == "#"
+		}
+		filter, topic = frest, trest
+	}
 }

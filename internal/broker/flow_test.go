@@ -22,6 +22,13 @@ import (
 // Without the flow hook, mochi acknowledged all 1,000 and the subscriber
 // got 300.
 func TestSlowSubscriberHoldsPublishersBack(t *testing.T) {
+	// Plain, and shared as ingest subscribes.
+	for _, filter := range []string{"telemetry/us-east/#", "$share/ingest-us-east/telemetry/us-east/#"} {
+		t.Run(filter, func(t *testing.T) { slowSubscriberHoldsPublishersBack(t, filter) })
+	}
+}
+
+func slowSubscriberHoldsPublishersBack(t *testing.T, filter string) {
 	const (
 		limit, pending = 300, 400
 		highWater      = min(limit, pending) / 2
@@ -65,7 +72,7 @@ func TestSlowSubscriberHoldsPublishersBack(t *testing.T) {
 		t.Fatalf("subscriber: connect: %v", tok.Error())
 	}
 	t.Cleanup(func() { sub.Disconnect(100) })
-	if tok := sub.Subscribe("telemetry/us-east/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if tok := sub.Subscribe(filter, 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber: subscribe: %v", tok.Error())
 	}
 
