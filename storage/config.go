@@ -20,7 +20,7 @@ const (
 	DefaultHistoryUser     = deploy.ClickHouseReaderUser
 	DefaultDatabase        = "telemetry"
 	DefaultBatchSize       = 5000
-	DefaultFlushInterval   = time.Second
+	DefaultFlushInterval   = 500 * time.Millisecond
 	DefaultAckWait         = 30 * time.Second
 	DefaultRetryBackoff    = 100 * time.Millisecond
 	DefaultMaxRetryBackoff = 5 * time.Second
@@ -69,7 +69,9 @@ type Config struct {
 	Database string
 
 	// BatchSize is the most readings inserted at once; FlushInterval the
-	// longest a reading waits for its batch to fill. The batch is the
+	// longest a reading waits for its batch to fill (half a second: what
+	// keeps a reading's way from device to ClickHouse under a second at
+	// load-test rates, docs/BENCH.md, for two inserts a second). The batch is the
 	// writer's only queue: it is fetched only when the previous one is
 	// stored, so the backlog stays in JetStream (policy: block).
 	BatchSize     int

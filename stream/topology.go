@@ -159,9 +159,12 @@ func ReplicationConsumer(to string) string { return "REPLICATE-" + to }
 func replicationSubject(from, to string) string { return "replicate." + from + "." + to }
 
 // replicationMaxAckPending bounds the readings a replication consumer has
-// in flight before the sourcing region's flow-control reply: about a
-// second of a load test, far more than a round trip over the hub needs.
-const replicationMaxAckPending = 20_000
+// in flight before the sourcing region's flow-control reply: two seconds
+// at 5,000 readings/s, far more than a round trip over the hub needs
+// (BenchmarkReplicationBurst converges within half a second of a burst at
+// 40,000/s). The server writes the consumer's pending set to disk up to
+// ten times a second, so a larger window costs CPU for nothing.
+const replicationMaxAckPending = 10_000
 
 // ReplicationConsumerConfig is the durable push consumer on from's READINGS
 // that to's READINGS sources from: from's own readings, delivered with flow
