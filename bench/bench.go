@@ -117,6 +117,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 		}
 		defer dl.close()
 		dls = append(dls, dl)
+		if cfg.SkipStreamHops {
+			continue
+		}
 		w, err := watchReadings(ctx, r, cfg.NATS[r], i == 0, fc.IDPrefix, fc.Boot, skews, hops, log)
 		if err != nil {
 			return Report{}, nil, err

@@ -62,6 +62,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Ceiling runs the same fleet against a bare broker first.
 	Ceiling bool
+	// SkipStreamHops leaves out the hops timed by reading READINGS in
+	// every region (jetstream, replicated-*, feed): their consumers are
+	// the bench's own, and they cost the pipeline's servers CPU (docs/BENCH.md).
+	SkipStreamHops bool
 }
 
 // Defaults for zero fields.

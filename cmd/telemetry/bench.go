@@ -48,6 +48,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.StorageURL, "storage-url", bench.DemoStorageURL, "storage's HTTP API: which ClickHouse it writes to, and (its /metrics) the pipeline process's CPU and memory")
 	metrics := fs.String("metrics", bench.DemoMetricsURL, "comma-separated /metrics URLs of the pipeline's parts (broker, ingest, storage), sampled for what queues at each stage; the demo's dashboard serves them all")
 	fs.StringVar(&cfg.ProcessMetrics, "process-metrics", "", "/metrics URL of the process whose CPU and memory to report (default: --storage-url's /metrics, the demo's process); none: report none")
+	streamHops := fs.Bool("stream-hops", true, "time the hops to JetStream, to the other regions and to the dashboard's feed, by reading READINGS in every region (three more consumers on the pipeline's servers, whose CPU counts in the pipeline's)")
 	fs.BoolVar(&cfg.Ceiling, "ceiling", false, "first run the same fleet against a bare embedded broker with one plain subscriber, and report the pipeline's pace as a share of that ceiling")
 	histLog := fs.String("histogram-log", "", "write every hop's latency histogram to this file, in HdrHistogram's log format (merges with other runs' logs)")
 	inProcess := fs.Bool("demo", false, "run against an in-process pipeline instead of a running one")
@@ -63,6 +64,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Fleet.Regions = cli.SplitList(regions)
 	cfg.MetricsURLs = cli.SplitList(*metrics)
+	cfg.SkipStreamHops = !*streamHops
 	if *natsFlag != "" {
 		urls, err := parseRegionURLs(*natsFlag)
 		if err != nil {

@@ -27,14 +27,16 @@ import (
 // not read, its unacknowledged messages wait in the device, and the
 // simulator skips readings rather than queue them (Stats.Skipped).
 //
-// Policy: block, re-checking on every acknowledgement that brings a held
-// subscriber back under lowWater and at least every recheck; give up (the
-// message is not acknowledged, so the device sends it again) only when the
-// publisher's connection closes. A message admitted is reserved against
-// each subscriber until mochi has routed it (OnPublished) or its publisher
-// is gone (OnDisconnect), so that publishers admitted at the same moment
-// cannot overshoot: a subscriber never has more than highWater messages
-// in flight and queued, well below mochi's limits.
+// Policy: block. A held publisher waits in the queue of the subscriber it
+// waits for, first come first served; acknowledgements that bring that
+// subscriber back under lowWater wake as many as it has room for. It looks
+// again at least every recheck, and gives up (the message is not
+// acknowledged, so the device sends it again) only when its own connection
+// closes. A message admitted is reserved against each subscriber until
+// mochi has routed it (OnPublished) or its publisher is gone
+// (OnDisconnect), so that publishers admitted at the same moment cannot
+// overshoot: a subscriber never has more than highWater messages in flight
+// and queued, well below mochi's limits.
 type flowHook struct {
 	mqtt.HookBase
 	srv       *mqtt.Server
@@ -47,10 +49,13 @@ type flowHook struct {
 	// (ingest) a publish may have to wait for, kept by the subscription
 	// hooks so that a publish needs no walk of mochi's topic tree (which
 	// copies every shared subscription of the topic each time).
-	filters  map[string]map[string]bool
-	reserved map[string]int            // by subscriber id: admitted, not routed yet
-	holding  map[*mqtt.Client][]string // by publisher: whom its admitted message reserved
-	release  chan struct{}             // closed, and replaced, when a held subscriber drains
+	filters map[string]map[string]bool
+	// byTopic caches which of them each topic goes to; emptied when a
+	// subscription changes. Bounded by the topics, one per device.
+	byTopic  map[string][]string
+	reserved map[string]int             // by subscriber id: admitted, not routed yet
+	holding  map[*mqtt.Client][]string  // by publisher: whom its admitted message reserved
+	queues   map[string][]chan struct{} // by subscriber id: the publishers held for it, in order
 
 	waiting atomic.Int64  // publishers held right now
 	held    atomic.Uint64 // publishes held back, since start
@@ -61,8 +66,9 @@ type flowHook struct {
 const recheck = 250 * time.Millisecond
 
 func newFlowHook(srv *mqtt.Server, highWater int) *flowHook {
-	return &flowHook{srv: srv, highWater: highWater, lowWater: highWater * 3 / 4, filters: map[string]map[string]bool{},
-		reserved: map[string]int{}, holding: map[*mqtt.Client][]string{}, release: make(chan struct{})}
+	return &flowHook{srv: srv, highWater: highWater, lowWater: highWater * 3 / 4,
+		filters: map[string]map[string]bool{}, byTopic: map[string][]string{}, reserved: map[string]int{},
+		holding: map[*mqtt.Client][]string{}, queues: map[string][]chan struct{}{}}
 }
 
 func (h *flowHook) ID() string { return "telemetry-flow" }
@@ -88,6 +94,7 @@ func (h *flowHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 		}
 		h.forget(cl.ID, f)
 	}
+	clear(h.byTopic)
 }
 
 // OnUnsubscribed forgets cl's subscriptions.
@@ -97,6 +104,7 @@ func (h *flowHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	for _, sub := range pk.Filters {
 		h.forget(cl.ID, unshared(sub.Filter))
 	}
+	clear(h.byTopic)
 }
 
 // forget drops one of id's filters. h.mu held.
@@ -114,36 +122,57 @@ func (h *flowHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return pk, nil
 	}
-	counted := false
+	var timer *time.Timer
 	for {
 		h.mu.Lock()
-		subs := h.subscribers(pk.TopicName)
-		if h.room(subs) {
-			ids := make([]string, len(subs))
-			for i, s := range subs {
-				ids[i] = s.ID
-				h.reserved[s.ID]++
+		ids := h.subscribers(pk.TopicName)
+		full := h.full(ids)
+		if full == "" {
+			for _, id := range ids {
+				h.reserved[id]++
 			}
 			h.holding[cl] = ids
 			h.mu.Unlock()
 			return pk, nil
 		}
-		released := h.release
+		wake := make(chan struct{}, 1)
+		h.queues[full] = append(h.queues[full], wake)
 		h.mu.Unlock()
-		if !counted {
-			counted = true
+		if timer == nil {
 			h.held.Add(1)
 			h.waiting.Add(1)
 			defer h.waiting.Add(-1)
+			timer = time.NewTimer(recheck)
+			defer timer.Stop()
+		} else {
+			timer.Reset(recheck)
 		}
 		if cl.Closed() {
+			h.leave(full, wake)
 			// Not acknowledged: the device still holds it.
 			return pk, packets.ErrRejectPacket
 		}
 		select {
-		case <-released:
-		case <-time.After(recheck):
+		case <-wake:
+		case <-timer.C:
+			h.leave(full, wake)
 		}
+	}
+}
+
+// leave takes a publisher that stopped waiting out of id's queue.
+func (h *flowHook) leave(id string, wake chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := h.queues[id]
+	for i, c := range q {
+		if c == wake {
+			h.queues[id] = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(h.queues[id]) == 0 {
+		delete(h.queues, id)
 	}
 }
 
@@ -170,48 +199,61 @@ func (h *flowHook) unreserve(cl *mqtt.Client) {
 	}
 }
 
-// OnQosComplete wakes the held publishers when a subscriber's
-// acknowledgement brings it under lowWater.
+// OnQosComplete: once cl, a subscriber others wait for, is back under
+// lowWater, wake as many of them, in order, as it has room for.
 func (h *flowHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if h.waiting.Load() == 0 {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if cl.State.Inflight.Len()+h.reserved[cl.ID] > h.lowWater {
+	q := h.queues[cl.ID]
+	if len(q) == 0 {
 		return
 	}
-	close(h.release)
-	h.release = make(chan struct{})
+	used := cl.State.Inflight.Len() + h.reserved[cl.ID]
+	if used > h.lowWater {
+		return
+	}
+	n := min(h.highWater-used, len(q))
+	for _, wake := range q[:n] {
+		wake <- struct{}{} // buffered, and sent once
+	}
+	h.queues[cl.ID] = q[n:]
+	if len(h.queues[cl.ID]) == 0 {
+		delete(h.queues, cl.ID)
+	}
 }
 
-// room reports whether each of subs can take one more message. h.mu held.
-func (h *flowHook) room(subs []*mqtt.Client) bool {
-	for _, s := range subs {
-		if s.State.Inflight.Len()+h.reserved[s.ID] >= h.highWater {
-			return false
+// full returns the first of ids (subscriber client ids) that has no room
+// for one more message, "" when all have. h.mu held.
+func (h *flowHook) full(ids []string) string {
+	for _, id := range ids {
+		cl, ok := h.srv.Clients.Get(id)
+		if ok && cl.State.Inflight.Len()+h.reserved[id] >= h.highWater {
+			return id
 		}
 	}
-	return true
+	return ""
 }
 
-// subscribers are the connected or resumable clients with a QoS 1 or 2
-// subscription, shared or not, that a message on topic goes to. A client
-// whose session has gone is not found, and counts for nothing. h.mu held.
-func (h *flowHook) subscribers(topic string) []*mqtt.Client {
-	var out []*mqtt.Client
+// subscribers are the ids of the clients with a QoS 1 or 2 subscription,
+// shared or not, that a message on topic goes to. h.mu held.
+func (h *flowHook) subscribers(topic string) []string {
+	if ids, ok := h.byTopic[topic]; ok {
+		return ids
+	}
+	ids := []string{}
 	for id, filters := range h.filters {
 		for f := range filters {
-			if !matches(f, topic) {
-				continue
+			if matches(f, topic) {
+				ids = append(ids, id)
+				break
 			}
-			if cl, ok := h.srv.Clients.Get(id); ok {
-				out = append(out, cl)
-			}
-			break
 		}
 	}
-	return out
+	h.byTopic[topic] = ids
+	return ids
 }
 
 // unshared is a subscription filter without its $share/<group>/ prefix.
