@@ -45,7 +45,7 @@ func (c EmbeddedConfig) Validate() error {
 }
 
 // Embedded is a hub and one JetStream server per region, in-process. Each
-// region's leaf connection to the hub runs through a Link.
+// region's leaf connection to the hub can be cut and healed (LeafLink).
 //
 // A region's server can be stopped and started again (StopRegion,
 // StartRegion, RestartRegion) on the same client port and store, as a
@@ -53,14 +53,16 @@ func (c EmbeddedConfig) Validate() error {
 // URL and its file store keeps what it had acknowledged.
 type Embedded struct {
 	hub   *server.Server
-	links map[string]*Link
+	links map[string]*LeafLink
 	order []string
 	log   *slog.Logger
 
 	mu      sync.Mutex
-	regions map[string]*server.Server // nil value: stopped
-	opts    map[string]*server.Options
-	addrs   map[string]string // client host:port, kept across a stop
+	regions map[string]*server.Server  // nil value: stopped
+	opts    map[string]*server.Options // what each region's server runs with now
+	addrs   map[string]string          // client host:port, kept across a stop
+	cut     map[string]bool            // regions whose leaf connection is cut
+	conns   []*nats.Conn               // the stream manager's, closed with the servers
 }
 
 // StartEmbedded starts the hub and the regions from deploy/nats's files and
@@ -80,7 +82,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		return nil, err
 	}
 	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, addrs: map[string]string{},
-		links: map[string]*Link{}, order: cfg.Regions, log: log}
+		links: map[string]*LeafLink{}, cut: map[string]bool{}, order: cfg.Regions, log: log}
 
 	hubOpts, err := loadConfig(confDir, "hub.conf", "")
 	if err != nil {
@@ -88,8 +90,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	}
 	hubOpts.Host, hubOpts.Port, hubOpts.HTTPPort = "127.0.0.1", -1, 0
 	hubOpts.LeafNode.Host, hubOpts.LeafNode.Port = "127.0.0.1", -1
-	// Regions must reach the hub only through their Link; an advertised
-	// leaf URL would let them reconnect around a cut.
+	// A region cut off must not learn another way to the hub.
 	hubOpts.LeafNode.NoAdvertise = true
 	hub, err := startServer(hubOpts, cfg.ReadyTimeout, log.With("nats", "hub"))
 	if err != nil {
@@ -100,12 +101,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	leafAddr := fmt.Sprintf("127.0.0.1:%d", hubOpts.LeafNode.Port)
 
 	for _, region := range cfg.Regions {
-		link, err := NewLink(region, leafAddr, log)
-		if err != nil {
-			e.Close()
-			return nil, err
-		}
-		e.links[region] = link
+		e.links[region] = &LeafLink{e: e, region: region}
 		opts, err := loadConfig(confDir, "region.conf", region)
 		if err != nil {
 			e.Close()
@@ -120,7 +116,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		opts.LeafNode.ReconnectInterval = 250 * time.Millisecond
 		for _, remote := range opts.LeafNode.Remotes {
 			for _, u := range remote.URLs {
-				u.Host = link.Addr()
+				u.Host = leafAddr
 			}
 		}
 		s, err := startServer(opts, cfg.ReadyTimeout, log.With("nats", region))
@@ -298,14 +294,16 @@ func (e *Embedded) StartRegion(region string) error {
 	if opts.Port, err = strconv.Atoi(port); err != nil {
 		return fmt.Errorf("starting %s again: port %q: %w", region, port, err)
 	}
+	setLeafDisabled(opts, e.cut[region])
 	ns, err := startServer(opts, timeout, e.log.With("nats", region))
 	if err != nil {
 		return fmt.Errorf("starting %s again: %w", region, err)
 	}
 	e.regions[region] = ns
+	e.opts[region] = opts
 	// The leaf connection comes back within its reconnect interval,
 	// unless the region's link is cut.
-	if e.links[region].IsCut() {
+	if e.cut[region] {
 		return nil
 	}
 	for ns.NumLeafNodes() == 0 {
@@ -335,8 +333,69 @@ func (e *Embedded) Server(region string) *server.Server {
 	return e.regions[region]
 }
 
-// Link is region's link to the hub.
-func (e *Embedded) Link(region string) *Link { return e.links[region] }
+// Link is region's link to the hub; nil for an unknown region.
+func (e *Embedded) Link(region string) *LeafLink { return e.links[region] }
+
+// LeafLink is a region's leaf connection to the hub. Cut closes it and
+// keeps it closed until Heal, while the region's server, ingest and devices
+// keep running: the region goes on accepting readings locally and its
+// sources catch up after the heal. It is nats-server's own switch, a leaf
+// remote's "disabled" applied by a configuration reload; a region started
+// again while cut stays cut.
+type LeafLink struct {
+	e      *Embedded
+	region string
+}
+
+// Cut severs the link until Heal.
+func (l *LeafLink) Cut() { l.e.setCut(l.region, true) }
+
+// Heal lets the region connect to the hub again.
+func (l *LeafLink) Heal() { l.e.setCut(l.region, false) }
+
+// IsCut reports whether the link is cut.
+func (l *LeafLink) IsCut() bool {
+	l.e.mu.Lock()
+	defer l.e.mu.Unlock()
+	return l.e.cut[l.region]
+}
+
+func (e *Embedded) setCut(region string, cut bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cut[region] == cut {
+		return
+	}
+	e.cut[region] = cut
+	if s := e.regions[region]; s != nil && s.Running() {
+		opts := e.opts[region].Clone()
+		setLeafDisabled(opts, cut)
+		if err := s.ReloadOptions(opts); err != nil {
+			e.log.Error("cutting or healing a region's link", "region", region, "cut", cut, "err", err)
+			return
+		}
+		e.opts[region] = opts
+	}
+	if cut {
+		e.log.Warn("region link cut", "region", region)
+	} else {
+		e.log.Info("region link healed", "region", region)
+	}
+}
+
+// setLeafDisabled switches every leaf remote of opts off or on, on copies
+// of the remotes: Options.Clone shares them with the running server's
+// options (nats-server v2.15: "FIXME(dlc) - clone leaf node stuff"), and a
+// reload that finds no difference does nothing.
+func setLeafDisabled(opts *server.Options, disabled bool) {
+	remotes := make([]*server.RemoteLeafOpts, len(opts.LeafNode.Remotes))
+	for i, r := range opts.LeafNode.Remotes {
+		c := *r
+		c.Disabled = disabled
+		remotes[i] = &c
+	}
+	opts.LeafNode.Remotes = remotes
+}
 
 // Regions lists the regions in their configured order.
 func (e *Embedded) Regions() []string { return e.order }
@@ -377,9 +436,30 @@ func ApplyURLs(ctx context.Context, urls map[string]string, topo Topology) error
 	return topo.Apply(ctx, rs)
 }
 
+// NewMender returns a Mender of topo's sources in these regions, changing
+// streams as the stream manager over connections of its own that follow
+// the regions' servers through restarts and are closed with them.
+func (e *Embedded) NewMender(topo Topology, status func(context.Context) []RegionStatus, log *slog.Logger) (*Mender, error) {
+	urls := map[string]string{}
+	for _, r := range e.order {
+		urls[r] = e.URL(r)
+	}
+	admin, conns, err := Connect(urls, e.order, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connecting the mender: %w", err)
+	}
+	e.mu.Lock()
+	e.conns = append(e.conns, conns...)
+	e.mu.Unlock()
+	return NewMender(topo, admin, status, log), nil
+}
+
 // Close shuts every server and link down. It is safe to call twice.
 func (e *Embedded) Close() error {
 	e.mu.Lock()
+	for _, nc := range e.conns {
+		nc.Close()
+	}
 	for _, s := range e.regions {
 		if s != nil {
 			s.Shutdown()
@@ -387,9 +467,6 @@ func (e *Embedded) Close() error {
 		}
 	}
 	e.mu.Unlock()
-	for _, l := range e.links {
-		l.Close()
-	}
 	if e.hub != nil {
 		e.hub.Shutdown()
 		e.hub.WaitForShutdown()

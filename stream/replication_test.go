@@ -2,9 +2,9 @@ package stream
 
 import (
 	"context"
+	"log/slog"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/poll"
 )
 
 // publisher publishes unique readings into its region at a steady pace,
@@ -305,14 +307,19 @@ func readingsOf(t *testing.T, rs Regions, region string) uint64 {
 // TestSourcesResumeRightAfterRegionsReturn reproduces the stall a load
 // tester met after restarting the demo: us-east comes up while eu-west and
 // ap-south are still down, so its sources' requests to them go nowhere.
-// nats-server waited 30 s before asking again for an ephemeral source
-// consumer (replication from eu-west stalled 40 s after the regions were
-// back, under a burst); with durable sources it asks again as soon as the
-// other region's consumer heartbeats, so the burst reaches us-east within
-// seconds of the regions' return.
+// nats-server waits 30 s before asking again (without the Mender,
+// replication from eu-west stalled 40 s after the regions were back, under
+// a burst); the Mender restarts the sources once the regions answer, so the
+// burst reaches us-east, whole and once, within seconds of their return.
 func TestSourcesResumeRightAfterRegionsReturn(t *testing.T) {
 	e := startTestRegions(t)
 	rs := connectAll(t, e)
+	mender := NewMender(DefaultTopology(DefaultRegions), rs, func(ctx context.Context) []RegionStatus {
+		return Status(ctx, rs, e.Regions())
+	}, slog.New(slog.DiscardHandler))
+	ctx, stopMender := context.WithCancel(context.Background())
+	defer stopMender()
+	go mender.Run(ctx)
 
 	// See us-east's requests to the other regions through the hub, to know
 	// they went out while those regions were down.
@@ -367,70 +374,22 @@ func TestSourcesResumeRightAfterRegionsReturn(t *testing.T) {
 	// A durable source asks again 5 s after its unanswered request, or as
 	// soon as the other region's consumer heartbeats: well within 15 s of
 	// the regions' return. An ephemeral one waited out 30 s.
-	checkFor(t, 15*time.Second-time.Since(back), 100*time.Millisecond, func() error {
+	if err := poll.Until(15*time.Second-time.Since(back), 100*time.Millisecond, func() error {
 		if got := readingsOf(t, rs, "us-east"); got < before+n {
 			return fmt.Errorf("us-east holds %d of eu-west's %d new readings %.1f s after the regions returned", got-before, n, time.Since(back).Seconds())
 		}
 		return nil
-	})
-	t.Logf("us-east held the burst %.1f s after the regions returned", time.Since(back).Seconds())
-}
-
-// TestApplyMovesOldSourcesToDurableWithoutCopies applies the topology to
-// regions made by an earlier version, whose sources made their own
-// (ephemeral) consumers: each new replication consumer starts right after
-// what its region already holds, so no reading is copied twice, even
-// readings older than the duplicate window.
-func TestApplyMovesOldSourcesToDurableWithoutCopies(t *testing.T) {
-	e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
+	}); err != nil {
+		var b strings.Builder
+		WriteStatus(&b, Status(context.Background(), rs, e.Regions()))
+		t.Fatalf("%v\n%s", err, b.String())
 	}
-	t.Cleanup(func() { e.Close() })
-	topo := DefaultTopology(DefaultRegions)
-	topo.DuplicateWindow = 500 * time.Millisecond
-	rs := connectAll(t, e)
-	ctx := context.Background()
-	for _, r := range e.Regions() {
-		old := topo.readingsOwnConfig(r)
-		for _, other := range e.Regions() {
-			if other != r {
-				old.Sources = append(old.Sources, &jetstream.StreamSource{Name: ReadingsStream, FilterSubject: ReadingsSubject(other), Domain: other})
-			}
-		}
-		if _, err := rs[r].CreateStream(ctx, old); err != nil {
-			t.Fatal(err)
-		}
+	t.Logf("us-east held the burst %.1f s after the regions returned; %d sources restarted", time.Since(back).Seconds(), mender.Restarts())
+	// Whole and once: every region holds exactly every reading.
+	waitConverged(t, rs, e.Regions(), before+n)
+	if mender.Restarts() < 2 {
+		t.Errorf("the mender restarted %d sources, want us-east's two at least", mender.Restarts())
 	}
-	for _, r := range e.Regions() {
-		burst(t, e, r, 100, "old")
-	}
-	waitConverged(t, rs, e.Regions(), 300)
-	// Copies within the duplicate window would be dropped by their
-	// Nats-Msg-Id and prove nothing: let the window pass.
-	time.Sleep(2 * topo.DuplicateWindow)
-
-	if err := e.Apply(ctx, topo); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range e.Regions() {
-		burst(t, e, r, 100, "new")
-	}
-	waitConverged(t, rs, e.Regions(), 600)
-	// Every source now reads its durable consumer, and the counts stay.
-	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
-		for _, st := range Status(ctx, rs, e.Regions()) {
-			for _, src := range st.Sources {
-				if src.State != LinkIdle && src.State != LinkUp {
-					return fmt.Errorf("%s's source of %s is %s", st.Region, src.From, src.State)
-				}
-			}
-			if st.Readings != 600 {
-				return fmt.Errorf("%s holds %d readings, want 600", st.Region, st.Readings)
-			}
-		}
-		return nil
-	})
 }
 
 // TestLinkStatesTellTheTruth: with nothing published every source reads

@@ -99,8 +99,8 @@ func (src *SourceStatus) state(newest time.Time, now time.Time) string {
 const streamSourceHeader = "Nats-Stream-Source"
 
 // activeWithin is how recent a source's activity must be for it to count as
-// connected: a replication consumer sends a heartbeat every second when it
-// has nothing else to send (ReplicationConsumerConfig).
+// connected: a source's consumer sends a heartbeat every second when it has
+// nothing else to send (nats-server's sourceHealthHB).
 const activeWithin = 3 * time.Second
 
 // Regions addresses every region's JetStream. A region is best asked

@@ -102,42 +102,22 @@ func ReadingsSubject(region string) string { return "telemetry." + region + ".>"
 func DeadLetterSubject(region, reason string) string { return "deadletter." + region + "." + reason }
 
 // ReadingsConfig is READINGS in region: its own subjects, plus a source per
-// other region. Each source reads a durable consumer that the other region
-// keeps for this one (ReplicationConsumerConfig), filtered to that region's
-// own subjects, so nothing loops back.
+// other region filtered to that region's own subjects, so nothing loops back.
 //
-// Durable sourcing, not the ephemeral consumers a plain source creates, is
-// what lets a region catch up within seconds of another returning. A source
-// asks the other region over the hub to create (ephemeral) or reset
-// (durable) its consumer; a request sent while that region is away (not
-// started yet, restarting, cut off) is never answered. nats-server (v2.15)
-// then waits 30 s for an ephemeral consumer before asking again, and does
-// not ask again earlier when the region returns (nats-io/nats-server#6454
-// asks for the wait to be configurable). After a demo restart that stalled
-// replication for 30-40 s (TestSourcesResumeRightAfterRegionsReturn). For a
-// durable consumer it waits 5 s, then watches the consumer's heartbeats and
-// asks again as soon as they arrive.
+// Each source is an ephemeral consumer that nats-server creates in the
+// other region, starting right after what this region's store says it
+// holds of it: a restarted or reconnected source neither skips nor copies
+// a reading. (Durable sourcing, a consumer kept in the other region and
+// reset by the source, was tried and dropped: a reset answers with the
+// consumer's delivered sequence, which can already count readings sent
+// while the source was not subscribed, and the source then skipped them;
+// 7,373 of 20,000 in one run of TestSourcesResumeRightAfterRegionsReturn.)
+// A request for a consumer sent while the other region is away is never
+// answered, and nats-server waits 30 s before asking again
+// (nats-io/nats-server#6454); Mender restarts such a source as soon as the
+// other region answers.
 func (t Topology) ReadingsConfig(region string) jetstream.StreamConfig {
-	cfg := t.readingsOwnConfig(region)
-	for _, other := range t.Regions {
-		if other == region {
-			continue
-		}
-		cfg.Sources = append(cfg.Sources, &jetstream.StreamSource{
-			Name:   ReadingsStream,
-			Domain: other,
-			Consumer: &jetstream.StreamConsumerSource{
-				Name:           ReplicationConsumer(region),
-				DeliverSubject: replicationSubject(other, region),
-			},
-		})
-	}
-	return cfg
-}
-
-// readingsOwnConfig is READINGS in region without its sources.
-func (t Topology) readingsOwnConfig(region string) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        ReadingsStream,
 		Description: "readings of every region; " + region + "'s own are published here, the others are sourced",
 		Subjects:    []string{ReadingsSubject(region)},
@@ -149,40 +129,18 @@ func (t Topology) readingsOwnConfig(region string) jetstream.StreamConfig {
 		Storage:     t.Storage,
 		Replicas:    1,
 	}
+	for _, other := range t.Regions {
+		if other == region {
+			continue
+		}
+		cfg.Sources = append(cfg.Sources, t.source(other))
+	}
+	return cfg
 }
 
-// ReplicationConsumer is the name of the durable consumer, on every other
-// region's READINGS, that feeds region to's source of it.
-func ReplicationConsumer(to string) string { return "REPLICATE-" + to }
-
-// replicationSubject is where from's replication consumer for to pushes.
-func replicationSubject(from, to string) string { return "replicate." + from + "." + to }
-
-// replicationMaxAckPending bounds the readings a replication consumer has
-// in flight before the sourcing region's flow-control reply: two seconds
-// at 5,000 readings/s, far more than a round trip over the hub needs
-// (BenchmarkReplicationBurst converges within half a second of a burst at
-// 40,000/s). The server writes the consumer's pending set to disk up to
-// ten times a second, so a larger window costs CPU for nothing.
-const replicationMaxAckPending = 10_000
-
-// ReplicationConsumerConfig is the durable push consumer on from's READINGS
-// that to's READINGS sources from: from's own readings, delivered with flow
-// control and acknowledged by it (AckFlowControl), so that from's stream
-// remembers how far to has stored.
-func (t Topology) ReplicationConsumerConfig(from, to string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:        ReplicationConsumer(to),
-		Description:    from + "'s own readings, replicated to " + to,
-		DeliverSubject: replicationSubject(from, to),
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		FilterSubject:  ReadingsSubject(from),
-		AckPolicy:      jetstream.AckFlowControlPolicy,
-		FlowControl:    true,
-		// nats-server requires exactly 1 s for AckFlowControl.
-		IdleHeartbeat: time.Second,
-		MaxAckPending: replicationMaxAckPending,
-	}
+// source is READINGS' source of other's readings.
+func (t Topology) source(other string) *jetstream.StreamSource {
+	return &jetstream.StreamSource{Name: ReadingsStream, FilterSubject: ReadingsSubject(other), Domain: other}
 }
 
 // DeadLetterConfig is DEADLETTER in region: rejected payloads, kept as sent.
@@ -204,103 +162,20 @@ func (t Topology) DeadLetterConfig(region string) jetstream.StreamConfig {
 	}
 }
 
-// Apply creates or updates the streams and replication consumers of every
-// region of the topology; rs must address each region's domain. Applying
-// the same topology again changes nothing.
-//
-// It runs in two passes, so that no source ever asks for a consumer that
-// does not exist yet (nats-server would back off for 10 s or more): first
-// every region's streams without sources and the replication consumers
-// the other regions will read, then every READINGS with its sources.
+// Apply creates or updates the streams of every region of the topology;
+// rs must address each region's domain. Applying the same topology again
+// changes nothing.
 func (t Topology) Apply(ctx context.Context, rs Regions) error {
 	for _, region := range t.Regions {
-		if _, ok := rs[region]; !ok {
+		js, ok := rs[region]
+		if !ok {
 			return fmt.Errorf("applying the topology: no connection to region %s", region)
 		}
-	}
-	for _, region := range t.Regions {
-		js := rs[region]
-		if _, err := js.CreateOrUpdateStream(ctx, t.DeadLetterConfig(region)); err != nil {
-			return fmt.Errorf("applying stream %s in %s: %w", DeadLetterStream, region, err)
-		}
-		if _, err := js.CreateStream(ctx, t.readingsOwnConfig(region)); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("creating stream %s in %s: %w", ReadingsStream, region, err)
-		}
-		for _, to := range t.Regions {
-			if to == region {
-				continue
-			}
-			if err := t.applyReplicationConsumer(ctx, rs, region, to); err != nil {
-				return err
+		for _, cfg := range []jetstream.StreamConfig{t.ReadingsConfig(region), t.DeadLetterConfig(region)} {
+			if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+				return fmt.Errorf("applying stream %s in %s: %w", cfg.Name, region, err)
 			}
 		}
 	}
-	for _, region := range t.Regions {
-		if _, err := rs[region].CreateOrUpdateStream(ctx, t.ReadingsConfig(region)); err != nil {
-			return fmt.Errorf("applying stream %s in %s: %w", ReadingsStream, region, err)
-		}
-	}
 	return nil
-}
-
-// applyReplicationConsumer creates or updates from's replication consumer
-// for to. A consumer that does not exist yet, or that is ahead of what to
-// holds (to's store was replaced), starts right after the newest of from's
-// readings that to holds, so that to gets neither a gap nor a second copy
-// of what it has (older than the duplicate window, a copy would be kept).
-func (t Topology) applyReplicationConsumer(ctx context.Context, rs Regions, from, to string) error {
-	cfg := t.ReplicationConsumerConfig(from, to)
-	readings, err := rs[from].Stream(ctx, ReadingsStream)
-	if err != nil {
-		return fmt.Errorf("applying consumer %s in %s: %w", cfg.Durable, from, err)
-	}
-	held, err := heldOrigin(ctx, rs[to], from)
-	if err != nil {
-		return fmt.Errorf("applying consumer %s in %s: reading what %s holds: %w", cfg.Durable, from, to, err)
-	}
-	existing, err := readings.PushConsumer(ctx, cfg.Durable)
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-	case err != nil:
-		return fmt.Errorf("applying consumer %s in %s: %w", cfg.Durable, from, err)
-	case existing.CachedInfo().AckFloor.Stream > held:
-		if err := readings.DeleteConsumer(ctx, cfg.Durable); err != nil {
-			return fmt.Errorf("replacing consumer %s in %s, ahead of %s: %w", cfg.Durable, from, to, err)
-		}
-	default:
-		// Keep where it starts: nats-server refuses to change it.
-		cur := existing.CachedInfo().Config
-		cfg.DeliverPolicy, cfg.OptStartSeq = cur.DeliverPolicy, cur.OptStartSeq
-		if _, err := readings.UpdatePushConsumer(ctx, cfg); err != nil {
-			return fmt.Errorf("updating consumer %s in %s: %w", cfg.Durable, from, err)
-		}
-		return nil
-	}
-	if held > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, held+1
-	}
-	if _, err := readings.CreatePushConsumer(ctx, cfg); err != nil {
-		return fmt.Errorf("creating consumer %s in %s: %w", cfg.Durable, from, err)
-	}
-	return nil
-}
-
-// heldOrigin is the sequence, in from's READINGS, of the newest of from's
-// readings that the region js addresses holds; 0 when it holds none.
-func heldOrigin(ctx context.Context, js jetstream.JetStream, from string) (uint64, error) {
-	s, err := js.Stream(ctx, ReadingsStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	m, err := s.GetLastMsgForSubject(ctx, ReadingsSubject(from))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return sourceSeq(m.Header.Get(streamSourceHeader)), nil
 }

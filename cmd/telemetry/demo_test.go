@@ -161,13 +161,18 @@ func TestDemoStoresReadingsInClickHouseFromPath(t *testing.T) {
 		}
 		return nil
 	})
-	s, err := snapshot(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Storage.State != "ok" {
-		t.Errorf("dashboard storage state %+v, want ok", s.Storage)
-	}
+	// The dashboard asks storage for its state every 2 s: it may not have
+	// heard of the inserts yet.
+	testharness.CheckFor(t, 10*time.Second, 250*time.Millisecond, func() error {
+		s, err := snapshot(url)
+		if err != nil {
+			return err
+		}
+		if s.Storage.State != "ok" {
+			return fmt.Errorf("dashboard storage state %+v, want ok", s.Storage)
+		}
+		return nil
+	})
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {

@@ -147,8 +147,18 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	}
 	lag := stream.NewLagCollector(regionStatus(urls, cfg.regions), time.Second)
 	p.status = lag.Statuses
+	// The mender restarts a source that nats-server leaves waiting once
+	// the region it reads from is back (stream.Mender).
+	mender, err := nats.NewMender(cfg.topo, lag.Statuses, log.With("component", "mender"))
+	if err != nil {
+		return nil, err
+	}
+	g.Go(func() error { return mender.Run(ctx) })
 	lagReg := prometheus.NewRegistry()
-	lagReg.MustRegister(lag)
+	lagReg.MustRegister(lag, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "telemetry_replication_restarts_total",
+		Help: "Sources restarted because they stayed down while the region they read from answered (stream.Mender).",
+	}, func() float64 { return float64(mender.Restarts()) }))
 	p.gatherers.add(lagReg)
 
 	passwd, err := cfg.mqttAuth.passwd()
