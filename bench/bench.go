@@ -70,7 +70,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 		return Report{}, nil, err
 	}
 	defer conn.Close()
-	rs, conns, err := stream.Connect(cfg.NATS, cfg.Fleet.Regions, nats.MaxReconnects(-1))
+	watched := cfg.watched()
+	rs, conns, err := stream.Connect(cfg.NATS, watched, nats.MaxReconnects(-1))
 	if err != nil {
 		return Report{}, nil, fmt.Errorf("%w: NATS: %v (start the demo first: make demo; or give --nats)", ErrNothingListens, err)
 	}
@@ -109,8 +110,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 		skews[d.Device] = d.ClockSkew.Milliseconds()
 	}
 	start := time.Now()
-	dls := make([]*deadLetters, 0, len(fc.Regions))
-	for i, r := range fc.Regions {
+	// Every region given is watched, also those the fleet does not publish
+	// to: a burst into one region is replicated to all.
+	dls := make([]*deadLetters, 0, len(watched))
+	for i, r := range watched {
 		dl, err := openDeadLetters(ctx, r, cfg.NATS[r], fc.Boot, start.Add(-time.Second))
 		if err != nil {
 			return Report{}, nil, err
@@ -127,7 +130,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 		defer w.close()
 	}
 
-	smp := &sampler{regions: fc.Regions, rs: rs}
+	smp := &sampler{regions: watched, rs: rs}
 	switch {
 	case cfg.Gatherer != nil:
 		smp.pipeline = gathererMetrics(cfg.Gatherer)

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,6 +104,26 @@ func (c Config) withDefaults() Config {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
 	return c
+}
+
+// watched lists the regions the run watches: every region with a NATS
+// URL, the demo's in their order first (the first is home, the region the
+// dashboard reads), then any others in name order.
+func (c Config) watched() []string {
+	var out []string
+	for _, r := range devices.DefaultRegions {
+		if _, ok := c.NATS[r]; ok {
+			out = append(out, r)
+		}
+	}
+	var others []string
+	for r := range c.NATS {
+		if !slices.Contains(out, r) {
+			others = append(others, r)
+		}
+	}
+	slices.Sort(others)
+	return append(out, others...)
 }
 
 // Validate checks the configuration without touching the network.
