@@ -18,6 +18,20 @@ import (
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
+// connectRegion dials region's NATS at url, for its domain's JetStream.
+func connectRegion(region, url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to NATS of %s at %s: %w", region, redact.URL(url), err)
+	}
+	js, err := jetstream.NewWithDomain(nc, region)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
 // readingsWatcher reads one region's READINGS from now on and times the
 // run's readings: to the region's own stream (readings of the region), to
 // the region as a copy (readings of the others), and, in the home region,
@@ -33,13 +47,8 @@ type readingsWatcher struct {
 // are those of devices whose id starts with prefix, with a boot of run or
 // later; skews are the devices' clock skews in milliseconds.
 func watchReadings(ctx context.Context, region, url string, home bool, prefix string, run uint64, skews map[string]int64, hops *Hops, log *slog.Logger) (*readingsWatcher, error) {
-	nc, err := nats.Connect(url, nats.Name("telemetry-bench-readings-"+region), nats.MaxReconnects(-1))
+	nc, js, err := connectRegion(region, url, "telemetry-bench-readings-"+region)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS of %s at %s: %w", region, redact.URL(url), err)
-	}
-	js, err := jetstream.NewWithDomain(nc, region)
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
 	cons, err := js.OrderedConsumer(ctx, stream.ReadingsStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
@@ -102,13 +111,8 @@ type deadLetter struct {
 }
 
 func openDeadLetters(ctx context.Context, region, url string, run uint64, since time.Time) (*deadLetters, error) {
-	nc, err := nats.Connect(url, nats.Name("telemetry-bench"), nats.MaxReconnects(-1))
+	nc, js, err := connectRegion(region, url, "telemetry-bench-deadletters-"+region)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS of %s at %s: %w", region, redact.URL(url), err)
-	}
-	js, err := jetstream.NewWithDomain(nc, region)
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
 	cons, err := js.OrderedConsumer(ctx, stream.DeadLetterStream, jetstream.OrderedConsumerConfig{

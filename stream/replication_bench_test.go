@@ -29,22 +29,8 @@ func BenchmarkReplication10k(b *testing.B) {
 		duration = 10 * time.Second
 	)
 	for range b.N {
-		e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: b.TempDir()}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			b.Fatal(err)
-		}
+		e, rs, conns := benchRegions(b)
 		ctx := context.Background()
-		if err := e.Apply(ctx, DefaultTopology(DefaultRegions)); err != nil {
-			b.Fatal(err)
-		}
-		urls := map[string]string{}
-		for _, r := range e.Regions() {
-			urls[r] = e.URL(r)
-		}
-		rs, conns, err := Connect(urls, e.Regions())
-		if err != nil {
-			b.Fatal(err)
-		}
 
 		var maxLagMsgs uint64
 		var maxLagSecs float64
@@ -151,21 +137,7 @@ func BenchmarkReplicationBurst(b *testing.B) {
 	const n = 100_000
 	for range b.N {
 		b.StopTimer()
-		e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: b.TempDir()}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := e.Apply(context.Background(), DefaultTopology(DefaultRegions)); err != nil {
-			b.Fatal(err)
-		}
-		urls := map[string]string{}
-		for _, r := range e.Regions() {
-			urls[r] = e.URL(r)
-		}
-		rs, conns, err := Connect(urls, e.Regions())
-		if err != nil {
-			b.Fatal(err)
-		}
+		e, rs, conns := benchRegions(b)
 		cpu0 := processCPU(b)
 		b.StartTimer()
 		start := time.Now()
@@ -202,4 +174,25 @@ func processCPU(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchRegions starts the regions with the topology applied, and connects
+// to each as the stream manager; the caller closes both.
+func benchRegions(b *testing.B) (*Embedded, Regions, []*nats.Conn) {
+	e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: b.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Apply(context.Background(), DefaultTopology(DefaultRegions)); err != nil {
+		b.Fatal(err)
+	}
+	urls := map[string]string{}
+	for _, r := range e.Regions() {
+		urls[r] = e.URL(r)
+	}
+	rs, conns, err := Connect(urls, e.Regions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, rs, conns
 }
