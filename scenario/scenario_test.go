@@ -135,16 +135,7 @@ func TestScenariosActOnTheTargetInOrder(t *testing.T) {
 		t.Run(c.req.Name, func(t *testing.T) {
 			target := &recordingTarget{}
 			r := newTestRunner(t, target)
-			run, err := r.Start(c.req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			res, err := r.Wait(ctx, run)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := runScenario(t, r, c.req)
 			if !res.OK || res.Ledger == nil || res.Error != "" || !res.Done() {
 				t.Errorf("result %+v", res)
 			}
@@ -169,8 +160,8 @@ func TestScenariosActOnTheTargetInOrder(t *testing.T) {
 				t.Fatalf("events %+v: want a start first and an end last", ev)
 			}
 			for _, e := range ev {
-				if e.Run != run || e.Scenario != c.req.Name {
-					t.Errorf("event %+v: not of run %d %s", e, run, c.req.Name)
+				if e.Run != res.Run || e.Scenario != c.req.Name {
+					t.Errorf("event %+v: not of run %d %s", e, res.Run, c.req.Name)
 				}
 			}
 			if !strings.Contains(ev[len(ev)-1].Text, "lost 0") {

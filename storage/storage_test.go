@@ -732,13 +732,20 @@ func TestStoredMS(t *testing.T) {
 
 	old := readings(1, 5, 7100)
 	e.insertRows(t, old)
-	ms, _ := e.storedTimes(t, 7100)
-	if len(ms) != len(old)*len(metricNames) {
-		t.Fatalf("%d rows inserted without stored_ms, want %d", len(ms), len(old)*len(metricNames))
+	e.requireUnstamped(t, 7100, len(old)*len(metricNames), "rows inserted without stored_ms")
+}
+
+// requireUnstamped checks that boot's rows are want in number and all
+// have stored_ms 0, the column's default.
+func (e *env) requireUnstamped(t *testing.T, boot uint64, want int, what string) {
+	t.Helper()
+	ms, _ := e.storedTimes(t, boot)
+	if len(ms) != want {
+		t.Fatalf("%d %s, want %d", len(ms), what, want)
 	}
 	for _, m := range ms {
 		if m != 0 {
-			t.Fatalf("stored_ms %d for a row inserted without it, want the default 0", m)
+			t.Fatalf("stored_ms %d in %s, want the default 0", m, what)
 		}
 	}
 }
@@ -793,15 +800,7 @@ func TestMigrateAddsStoredMS(t *testing.T) {
 	if typ != "UInt64" || kind != "DEFAULT" {
 		t.Errorf("stored_ms is %s with a %q default, want UInt64 DEFAULT", typ, kind)
 	}
-	ms, _ := e.storedTimes(t, 8000)
-	if len(ms) != len(old)*len(metricNames) {
-		t.Fatalf("%d old rows after migration 3, want %d", len(ms), len(old)*len(metricNames))
-	}
-	for _, m := range ms {
-		if m != 0 {
-			t.Fatalf("an old row has stored_ms %d, want 0", m)
-		}
-	}
+	e.requireUnstamped(t, 8000, len(old)*len(metricNames), "old rows after migration 3")
 	if again, err := storage.Migrate(ctx, e.conn, "telemetry"); err != nil || len(again) != 0 {
 		t.Fatalf("Migrate again: applied %v, %v; want nothing", again, err)
 	}

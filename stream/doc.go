@@ -19,6 +19,9 @@
 //
 // Topology describes the streams declaratively; Apply creates or updates them
 // idempotently. Embedded runs the hub and regions in-process for the demo and
-// tests; Link sits in each region's leaf connection so that tests and the
-// presenter can cut a region off and heal it while everything keeps running.
+// tests; LeafLink cuts a region off and heals it (nats-server's own switch
+// on the region's leaf connection) while everything keeps running. Status
+// says how far each region is behind each other and in which state each
+// link is; Mender restarts a link nats-server leaves waiting once the other
+// region answers again.
 package stream

@@ -13,7 +13,7 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/poll"
 )
 
-func startTestRegions(t *testing.T) *Embedded {
+func startTestRegions(t testing.TB) *Embedded {
 	t.Helper()
 	e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -9,10 +9,11 @@ import (
 	"sync"
 )
 
-// Link is a TCP relay placed in a region's leaf connection to the hub. Cut
-// drops the connection and refuses new ones until Heal, so a region can be
-// cut off while its server, ingest and devices keep running: the region goes
-// on accepting readings locally and its sources catch up after the heal.
+// Link is a TCP relay that can be cut: Cut drops its connections and
+// refuses new ones until Heal, while both ends keep running. The demo puts
+// one in each ingest's MQTT connection (the kill-ingest scenario), tests in
+// other connections they fail on purpose. A region's link to the hub is
+// cut by nats-server itself instead (LeafLink).
 type Link struct {
 	region string
 	target string

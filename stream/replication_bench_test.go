@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,7 +28,8 @@ func BenchmarkReplication10k(b *testing.B) {
 		duration = 10 * time.Second
 	)
 	for range b.N {
-		e, rs, conns := benchRegions(b)
+		e := startTestRegions(b)
+		rs := connectAll(b, e)
 		ctx := context.Background()
 
 		var maxLagMsgs uint64
@@ -119,9 +119,6 @@ func BenchmarkReplication10k(b *testing.B) {
 		b.ReportMetric(float64(converged.Milliseconds()), "converge-ms")
 		b.ReportMetric(float64(maxLagMsgs), "max-lag-msgs")
 		b.ReportMetric(maxLagSecs, "max-lag-s")
-		for _, nc := range conns {
-			nc.Close()
-		}
 		e.Close()
 	}
 }
@@ -137,7 +134,8 @@ func BenchmarkReplicationBurst(b *testing.B) {
 	const n = 100_000
 	for range b.N {
 		b.StopTimer()
-		e, rs, conns := benchRegions(b)
+		e := startTestRegions(b)
+		rs := connectAll(b, e)
 		cpu0 := processCPU(b)
 		b.StartTimer()
 		start := time.Now()
@@ -160,9 +158,6 @@ func BenchmarkReplicationBurst(b *testing.B) {
 		b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/reading")
 		b.ReportMetric(n/published.Seconds(), "published/s")
 		b.ReportMetric(float64(converged.Milliseconds()), "converge-ms")
-		for _, nc := range conns {
-			nc.Close()
-		}
 		e.Close()
 	}
 }
@@ -174,25 +169,4 @@ func processCPU(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// benchRegions starts the regions with the topology applied, and connects
-// to each as the stream manager; the caller closes both.
-func benchRegions(b *testing.B) (*Embedded, Regions, []*nats.Conn) {
-	e, err := StartEmbedded(EmbeddedConfig{Regions: DefaultRegions, DataDir: b.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := e.Apply(context.Background(), DefaultTopology(DefaultRegions)); err != nil {
-		b.Fatal(err)
-	}
-	urls := map[string]string{}
-	for _, r := range e.Regions() {
-		urls[r] = e.URL(r)
-	}
-	rs, conns, err := Connect(urls, e.Regions())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return e, rs, conns
 }

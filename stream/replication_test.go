@@ -78,7 +78,7 @@ func startPublishers(t *testing.T, e *Embedded) (map[string]*publisher, func()) 
 	return pubs, func() { cancel(); wg.Wait() }
 }
 
-func connectAll(t *testing.T, e *Embedded) Regions {
+func connectAll(t testing.TB, e *Embedded) Regions {
 	t.Helper()
 	urls := map[string]string{}
 	for _, r := range e.Regions() {
