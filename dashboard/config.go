@@ -102,6 +102,9 @@ type Config struct {
 	// Replication, if set, is polled every StoragePoll for the replication
 	// lag between regions, shown per region. The stream package provides it.
 	Replication func(ctx context.Context) ([]ReplicationLag, error)
+	// Alerts, if set, is polled with Replication for what is wrong with
+	// each region's streams, by region (see RegionSnapshot.Alert).
+	Alerts func(ctx context.Context) (map[string]string, error)
 
 	// Fallbacks are the regions whose READINGS the dashboard follows, in
 	// order, when its own region's server is gone; it moves back once that

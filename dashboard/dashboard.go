@@ -57,7 +57,9 @@ type Dashboard struct {
 	nc          *nats.Conn
 	storage     StorageState
 	replication []ReplicationLag
-	latest      []byte // the last pushed snapshot, for new websocket clients
+	alerts      map[string]string // by region, from Config.Alerts
+	beats       ingestBeats       // ingest's heartbeats (ingest.go)
+	latest      []byte            // the last pushed snapshot, for new websocket clients
 	seq         uint64
 	started     bool
 	closed      bool
@@ -245,13 +247,14 @@ func (d *Dashboard) Run(ctx context.Context) error {
 	g.Go(func() error { d.push(ctx); return nil })
 	d.setFeed(d.cfg.Domain, nc)
 	g.Go(func() error { d.consumeReadings(ctx, nc); return nil })
+	g.Go(func() error { d.hearIngest(ctx); return nil })
 	for _, region := range d.cfg.Regions {
 		g.Go(func() error { d.consumeDeadLetters(ctx, region); return nil })
 	}
 	if d.cfg.StorageURL != "" {
 		g.Go(func() error { d.pollStorage(ctx); return nil })
 	}
-	if d.cfg.Replication != nil {
+	if d.cfg.Replication != nil || d.cfg.Alerts != nil {
 		g.Go(func() error { d.pollReplication(ctx); return nil })
 	}
 	d.log.Info("dashboard serving", "addr", "http://"+d.Addr(), "nats", d.cfg.NATSURL, "domain", d.cfg.Domain)
@@ -351,6 +354,7 @@ func (d *Dashboard) snapshot(now time.Time, seq uint64) Snapshot {
 	defer d.mu.Unlock()
 	s.Storage = d.storage
 	s.Replication = append(s.Replication, d.replication...)
+	d.fillIngest(now, &s)
 	s.NATS = NATSState{Status: "NOT STARTED", Readings: "not started"}
 	// Failed over, the connection that matters is the fallback's.
 	nc := d.nc
@@ -403,7 +407,9 @@ func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveHealth answers 200 while the NATS connection READINGS is read
-// through is up: without it the dashboard shows nothing live. Failed over,
+// through is up (without it the dashboard shows nothing live) and no
+// region has an alert (its ingest cannot publish, or its READINGS drops
+// readings not stored), 503 with what is wrong otherwise. Failed over,
 // that is the fallback's connection, and readings must be flowing from it;
 // the body says which region it reads from.
 func (d *Dashboard) serveHealth(w http.ResponseWriter, _ *http.Request) {
@@ -432,8 +438,34 @@ func (d *Dashboard) serveHealth(w http.ResponseWriter, _ *http.Request) {
 		}
 		fmt.Fprintln(w)
 	default:
+		if alerts := d.regionAlerts(time.Now()); len(alerts) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, a := range alerts {
+				fmt.Fprintln(w, a)
+			}
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	}
+}
+
+// regionAlerts lists what is wrong with the regions, in Config.Regions
+// order, as their cards say it.
+func (d *Dashboard) regionAlerts(now time.Time) []string {
+	s := Snapshot{}
+	for _, r := range d.cfg.Regions {
+		s.Regions = append(s.Regions, RegionSnapshot{Region: r})
+	}
+	d.mu.Lock()
+	d.fillIngest(now, &s)
+	d.mu.Unlock()
+	var out []string
+	for _, r := range s.Regions {
+		if r.Alert != "" {
+			out = append(out, r.Region+": "+r.Alert)
+		}
+	}
+	return out
 }
 
 // readingsState is "ok" or what is wrong with the READINGS consumer.

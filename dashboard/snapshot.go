@@ -66,6 +66,14 @@ type RegionSnapshot struct {
 	// LastReading is when the latest reading of the region arrived, zero
 	// before the first.
 	LastReading time.Time `json:"last_reading,omitzero"`
+	// Ingest is what the region's ingest last said (its heartbeat), nil
+	// when not heard lately.
+	Ingest *IngestState `json:"ingest,omitempty"`
+	// Alert, when not empty, is why the region is not doing its job, for
+	// the card in red: its ingest cannot publish ("READINGS full in
+	// us-east: ..."), or its READINGS dropped readings storage had not
+	// stored (Config.Alerts).
+	Alert string `json:"alert,omitempty"`
 	// Metrics are per device type and metric name, sorted by name then
 	// device type.
 	Metrics []MetricStats `json:"metrics"`
@@ -132,10 +140,13 @@ type StorageState struct {
 	// or a fallback while that is gone. Failovers counts its changes of
 	// region, moves back home included. Empty for a storage that does not
 	// say.
-	Region     string    `json:"region,omitempty"`
-	HomeRegion string    `json:"home_region,omitempty"`
-	Failovers  uint64    `json:"failovers,omitempty"`
-	CheckedAt  time.Time `json:"checked_at,omitzero"`
+	Region     string `json:"region,omitempty"`
+	HomeRegion string `json:"home_region,omitempty"`
+	Failovers  uint64 `json:"failovers,omitempty"`
+	// Discarded counts readings READINGS dropped (its budget) before
+	// storage read them: lost, each listed by the ledger.
+	Discarded uint64    `json:"discarded,omitempty"`
+	CheckedAt time.Time `json:"checked_at,omitzero"`
 	// Since is when State last changed, as seen by the dashboard's polls
 	// (zero while storage is off).
 	Since time.Time `json:"since,omitzero"`

@@ -21,6 +21,7 @@ type storageStatus struct {
 	Region          string `json:"region"`
 	HomeRegion      string `json:"home_region"`
 	Failovers       uint64 `json:"failovers"`
+	Discarded       uint64 `json:"discarded"`
 }
 
 // pollStorage asks the storage service for its status every StoragePoll
@@ -93,30 +94,45 @@ func fetchStorage(ctx context.Context, client *http.Client, url string) StorageS
 		Region:          st.Region,
 		HomeRegion:      st.HomeRegion,
 		Failovers:       st.Failovers,
+		Discarded:       st.Discarded,
 	}
 }
 
-// pollReplication asks Config.Replication for the lag between regions every
-// StoragePoll until ctx is done. On error the last known lags stay, marked
-// with the error.
+// pollReplication asks Config.Replication for the lag between regions, and
+// Config.Alerts for what is wrong with their streams, every StoragePoll
+// until ctx is done. On error the last known lags stay, marked with the
+// error.
 func (d *Dashboard) pollReplication(ctx context.Context) {
 	t := time.NewTicker(d.cfg.StoragePoll)
 	defer t.Stop()
 	for {
+		var lags []ReplicationLag
+		var lagErr, alertErr error
+		var alerts map[string]string
 		rctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		lags, err := d.cfg.Replication(rctx)
+		if d.cfg.Replication != nil {
+			lags, lagErr = d.cfg.Replication(rctx)
+		}
+		if d.cfg.Alerts != nil {
+			alerts, alertErr = d.cfg.Alerts(rctx)
+		}
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		d.mu.Lock()
-		if err != nil {
-			d.log.Debug("replication lag", "err", err)
+		if lagErr != nil {
+			d.log.Debug("replication lag", "err", lagErr)
 			for i := range d.replication {
-				d.replication[i].Error = err.Error()
+				d.replication[i].Error = lagErr.Error()
 			}
-		} else {
+		} else if d.cfg.Replication != nil {
 			d.replication = append(d.replication[:0], lags...)
+		}
+		if alertErr != nil {
+			d.log.Debug("stream alerts", "err", alertErr)
+		} else {
+			d.alerts = alerts
 		}
 		d.mu.Unlock()
 		select {

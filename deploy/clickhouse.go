@@ -13,6 +13,19 @@ var ClickHouseUsers []byte
 // ClickHouseUsersFile is the name under users.d that ClickHouseUsers goes by.
 const ClickHouseUsersFile = "telemetry.xml"
 
+// ClickHouseServerConfig is clickhouse/config.d/telemetry.xml, the server
+// settings that keep ClickHouse's disk level over a long run (replaced parts
+// removed within a minute). Compose mounts it into the ClickHouse image's
+// config.d, and internal/chserver gives it to every ClickHouse that
+// `telemetry demo` and the tests start.
+//
+//go:embed clickhouse/config.d/telemetry.xml
+var ClickHouseServerConfig []byte
+
+// ClickHouseServerConfigFile is the name under config.d that
+// ClickHouseServerConfig goes by.
+const ClickHouseServerConfigFile = "telemetry.xml"
+
 // The ClickHouse users of clickhouse/users.d/telemetry.xml and their DEMO
 // DEFAULT passwords. These passwords are public: change them (the hashes in
 // the file, and storage's --clickhouse-password and --history-password)

@@ -159,6 +159,9 @@ type Ingest struct {
 	stopping chan struct{}
 	stopOnce sync.Once
 
+	// blocked is whether publishes to JetStream succeed (health.go).
+	blocked blockage
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -225,19 +228,24 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		return nil, fmt.Errorf("ingest %s: %w", cfg.Region, err)
 	}
 	in.metrics.connected(nc.IsConnected, in.mq.Connected)
+	in.metrics.blockedFor(func() float64 { return in.blocked.seconds(time.Now()) })
 	return in, nil
 }
 
 // Metrics returns ingest's Prometheus collectors.
 func (in *Ingest) Metrics() *Metrics { return in.metrics }
 
-// Ready reports whether both connections are up.
+// Ready reports whether both connections are up and JetStream takes what
+// ingest publishes (a refusal lasting BlockedAfter is an error, with why).
 func (in *Ingest) Ready() error {
 	if !in.nc.IsConnected() {
 		return fmt.Errorf("ingest %s: NATS not connected", in.cfg.Region)
 	}
 	if !in.mq.Connected() {
 		return fmt.Errorf("ingest %s: MQTT not connected", in.cfg.Region)
+	}
+	if why, since := in.blocked.state(time.Now()); why != "" {
+		return fmt.Errorf("ingest %s: cannot publish since %s: %s", in.cfg.Region, since.UTC().Format(time.TimeOnly), why)
 	}
 	return nil
 }
@@ -256,6 +264,8 @@ func (in *Ingest) Run(ctx context.Context) error {
 	defer disconnect()
 	client.Add(1)
 	go func() { defer client.Done(); in.mq.Run(mqCtx) }()
+	client.Add(1)
+	go func() { defer client.Done(); in.heartbeat(mqCtx) }()
 
 	<-ctx.Done()
 	in.log.Info("stopping: finishing messages in flight")
@@ -422,9 +432,11 @@ func (in *Ingest) await(j *job) bool {
 	for attempt := 1; ; attempt++ {
 		dup, err := in.result(j)
 		if err == nil {
+			in.blocked.succeeded()
 			in.count(j, dup)
 			return true
 		}
+		in.blocked.failed(blockReason(in.cfg.Region, j.msg.Subject, err), time.Now())
 		j.done = nil
 		if Permanent(err) {
 			in.metrics.errors.WithLabelValues("refused").Inc()

@@ -23,6 +23,7 @@ type Metrics struct {
 	latency     prometheus.Histogram
 	loginFailed prometheus.Counter
 	up          []prometheus.Collector
+	blocked     prometheus.Collector
 }
 
 func newMetrics(region string) *Metrics {
@@ -70,7 +71,18 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.dlDups, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
+	cs := append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.dlDups, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
+	if m.blocked != nil {
+		cs = append(cs, m.blocked)
+	}
+	return cs
+}
+
+// blockedFor adds the gauge of how long publishing has been failing.
+func (m *Metrics) blockedFor(seconds func() float64) {
+	m.blocked = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "telemetry_ingest_blocked_seconds", Help: "How long every publish to JetStream has been failing (a full stream, JetStream away); 0 while publishes succeed. /healthz fails once it reaches 2 s, with the reason.", ConstLabels: m.labels},
+		seconds)
 }
 
 // connected adds the gauges of the connections readiness depends on.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // Defaults used for zero fields of Config.
@@ -14,7 +15,7 @@ const (
 	DefaultNATSURL         = "nats://127.0.0.1:4222"
 	DefaultDomain          = "us-east"
 	DefaultStream          = "READINGS"
-	DefaultDurable         = "storage"
+	DefaultDurable         = stream.StorageConsumer
 	DefaultClickHouseAddr  = "127.0.0.1:9000"
 	DefaultClickHouseUser  = deploy.ClickHouseWriterUser
 	DefaultHistoryUser     = deploy.ClickHouseReaderUser

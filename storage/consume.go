@@ -78,7 +78,9 @@ func (w *Writer) consume(ctx context.Context) error {
 				}
 			}
 			if err == nil {
-				cons, err = w.consumer(ctx)
+				if cons, err = w.consumer(ctx); err == nil {
+					w.seen = deliveredUpTo(cons.CachedInfo())
+				}
 			}
 			if err != nil {
 				w.setState(StateConnecting, err)
@@ -172,6 +174,10 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 		if len(b.msgs) == 0 {
 			b.fetched = time.Now()
 		}
+		md, mdErr := m.Metadata()
+		if mdErr == nil {
+			w.checkGap(md.Sequence.Stream)
+		}
 		rd, err := decode(m.Subject(), m.Data(), m.Headers())
 		if err != nil {
 			w.metrics.decodeErrors.Inc()
@@ -179,7 +185,7 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 			w.status.DecodeErrors++
 			w.mu.Unlock()
 			attrs := []any{"subject", m.Subject(), "err", err}
-			if md, err := m.Metadata(); err == nil {
+			if mdErr == nil {
 				attrs = append(attrs, "stream_seq", md.Sequence.Stream)
 			}
 			w.log.Warn("skipping a message that cannot be stored", attrs...)
@@ -188,16 +194,51 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 		}
 		// Delivered before: an earlier writer may have stored it and died
 		// before acknowledging (see dedupe.go).
-		md, err := m.Metadata()
 		// Or delivered by another region than the one it may have been
 		// stored from (see failover.go).
-		rd.check = w.cfg.CheckAll || err != nil || md.NumDelivered > 1 || w.mayBeStored(&rd)
+		rd.check = w.cfg.CheckAll || mdErr != nil || md.NumDelivered > 1 || w.mayBeStored(&rd)
 		b.add(m, rd)
 	}
 	if err := mb.Error(); err != nil {
 		return fmt.Errorf("fetching from %s: %w", w.cfg.Stream, err)
 	}
 	return nil
+}
+
+// deliveredUpTo is where the gap check of a consumer starts: the highest
+// stream sequence it delivered before, or 0 (unknown: start at its first
+// delivery) for a consumer that never delivered anything, such as one just
+// created to start at a time.
+func deliveredUpTo(info *jetstream.ConsumerInfo) uint64 {
+	if info == nil || info.Delivered.Consumer == 0 {
+		return 0
+	}
+	return info.Delivered.Stream
+}
+
+// checkGap counts the readings READINGS dropped before they were
+// delivered: the consumer delivers new messages in stream order (a
+// redelivery has a lower sequence), so a first delivery more than one past
+// the highest delivered means the messages between are gone from the
+// stream, removed by its byte budget or max age while storage was behind.
+// (Messages delivered and not acknowledged when the writer stopped, then
+// removed before their redelivery, are not seen here.)
+func (w *Writer) checkGap(seq uint64) {
+	last := w.seen
+	if seq <= last {
+		return
+	}
+	w.seen = seq
+	if last == 0 || seq == last+1 {
+		return
+	}
+	n := seq - last - 1
+	w.metrics.discarded.Add(float64(n))
+	w.mu.Lock()
+	w.status.Discarded += n
+	w.mu.Unlock()
+	w.log.Warn("readings dropped by READINGS before storage read them: lost (the stream's budget or max age was reached while storage was behind)",
+		"region", w.current().region, "readings", n, "stream_seq_from", last+1, "stream_seq_to", seq-1)
 }
 
 // store inserts the readings of b that ClickHouse does not hold yet,

@@ -12,6 +12,7 @@ type metrics struct {
 	insertSeconds prometheus.Histogram
 	insertErrors  prometheus.Counter
 	decodeErrors  prometheus.Counter
+	discarded     prometheus.Counter
 	pending       prometheus.Gauge
 	lastInsert    prometheus.Gauge
 	lookedUp      prometheus.Counter
@@ -42,6 +43,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		insertErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_storage_insert_errors_total",
 			Help: "Failed insert attempts (each is retried)."}),
+		discarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_storage_discarded_total",
+			Help: "Readings READINGS dropped (its byte budget or max age) before storage read them: lost, listed by the ledger."}),
 		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_storage_decode_errors_total",
 			Help: "Messages that cannot become rows, acknowledged and skipped (they stay in the stream)."}),
@@ -60,6 +64,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help: "Copies of readings kept out of inserts, by where the original was found: in the same batch, or stored already."},
 		[]string{"found"})
 	m.dupBatch, m.dupStored = dups.WithLabelValues("batch"), dups.WithLabelValues("stored")
-	reg.MustRegister(m.rows, m.readings, m.batchReadings, m.insertSeconds, m.insertErrors, m.decodeErrors, m.pending, m.lastInsert, m.batchRows, m.lookedUp, dups)
+	reg.MustRegister(m.rows, m.readings, m.batchReadings, m.insertSeconds, m.insertErrors, m.decodeErrors, m.discarded, m.pending, m.lastInsert, m.batchRows, m.lookedUp, dups)
 	return m
 }

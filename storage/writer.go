@@ -37,9 +37,15 @@ type Status struct {
 	ReadingsStored    uint64 `json:"readings_stored"`
 	DuplicatesDropped uint64 `json:"duplicates_dropped"` // copies in a batch, or stored already
 	DecodeErrors      uint64 `json:"decode_errors"`
-	LastInsert        string `json:"last_insert"`      // RFC 3339; empty before the first insert
-	ConsumerPending   uint64 `json:"consumer_pending"` // in the stream, not yet stored: undelivered plus unacknowledged
-	Error             string `json:"error"`            // why the state is not ok; empty when it is
+	// Discarded counts readings READINGS dropped before the writer read
+	// them: storage was behind by more than the stream's budget (or its
+	// max age), and the oldest readings made room for new ones. Each is
+	// lost; the ledger lists them by device. Found as gaps in the stream
+	// sequence the consumer delivers, in the region consumed.
+	Discarded       uint64 `json:"discarded"`
+	LastInsert      string `json:"last_insert"`      // RFC 3339; empty before the first insert
+	ConsumerPending uint64 `json:"consumer_pending"` // in the stream, not yet stored: undelivered plus unacknowledged
+	Error           string `json:"error"`            // why the state is not ok; empty when it is
 	// Region is the region whose READINGS the writer consumes: HomeRegion
 	// (Config.Domain), or a fallback while that is gone. Failovers counts
 	// the changes of region, moves back home included.
@@ -68,6 +74,10 @@ type Writer struct {
 	ln    net.Listener // nil with NoListen
 
 	fo failover // the regions it can consume from (failover.go)
+
+	// seen is the highest stream sequence the current consumer has
+	// delivered, 0 while unknown (consume goroutine only).
+	seen uint64
 
 	mu     sync.Mutex
 	status Status

@@ -19,6 +19,7 @@ type LagCollector struct {
 	at   time.Time
 
 	lagMsgs, lagSecs, connected, state, readings *prometheus.Desc
+	bytes, budget, unstored, dropped             *prometheus.Desc
 }
 
 // NewLagCollector reports what status returns, cached for interval.
@@ -36,6 +37,14 @@ func NewLagCollector(status func(context.Context) []RegionStatus, interval time.
 			"1 for the state region `to`'s source of region `from` is in (up, idle, catching up, down), 0 for the others.", []string{"from", "to", "state"}, nil),
 		readings: prometheus.NewDesc("telemetry_region_readings",
 			"Readings held in the region's READINGS stream.", []string{"region"}, nil),
+		bytes: prometheus.NewDesc("telemetry_region_readings_bytes",
+			"Bytes held in the region's READINGS stream; at telemetry_region_readings_budget_bytes the oldest readings make room.", []string{"region"}, nil),
+		budget: prometheus.NewDesc("telemetry_region_readings_budget_bytes",
+			"The byte limit of the region's READINGS stream.", []string{"region"}, nil),
+		unstored: prometheus.NewDesc("telemetry_region_unstored",
+			"Readings in the region's READINGS that storage's consumer there has not acknowledged.", []string{"region"}, nil),
+		dropped: prometheus.NewDesc("telemetry_region_dropped_unstored",
+			"Readings the region's READINGS dropped before storage stored them, until storage moves past the gap: non-zero means readings are being lost.", []string{"region"}, nil),
 	}
 }
 
@@ -46,6 +55,10 @@ func (c *LagCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.connected
 	ch <- c.state
 	ch <- c.readings
+	ch <- c.bytes
+	ch <- c.budget
+	ch <- c.unstored
+	ch <- c.dropped
 }
 
 // Collect implements prometheus.Collector.
@@ -55,6 +68,12 @@ func (c *LagCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(c.readings, prometheus.GaugeValue, float64(st.Readings), st.Region)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(st.Bytes), st.Region)
+		ch <- prometheus.MustNewConstMetric(c.budget, prometheus.GaugeValue, float64(st.MaxBytes), st.Region)
+		if st.Storage != nil {
+			ch <- prometheus.MustNewConstMetric(c.unstored, prometheus.GaugeValue, float64(st.Storage.Unstored), st.Region)
+			ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.GaugeValue, float64(st.Storage.Dropped), st.Region)
+		}
 		for _, src := range st.Sources {
 			ch <- prometheus.MustNewConstMetric(c.lagMsgs, prometheus.GaugeValue, float64(src.LagMessages), src.From, st.Region)
 			if src.LagSeconds >= 0 {

@@ -83,6 +83,34 @@ func TestEachServiceUserHasOnlyItsPermissions(t *testing.T) {
 		}
 		c.refusedPublish(t, "telemetry.us-east.probe.p-1")
 		c.refusedPublish(t, "$JS.eu-west.API.STREAM.DELETE.READINGS")
+		c.refusedPublish(t, "status.ingest.us-east") // another region's heartbeat
+	})
+
+	t.Run("dashboard hears every region's ingest heartbeat", func(t *testing.T) {
+		// The dashboard connects to its home region; eu-west's ingest
+		// beats on its own server, and the hub carries it across.
+		dash := connectAs(t, e, "us-east", "dashboard")
+		heard := make(chan string, 16)
+		sub, err := dash.nc.Subscribe("status.ingest.*", func(m *nats.Msg) { heard <- m.Subject })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		in := connectAs(t, e, "eu-west", IngestUser("eu-west"))
+		checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+			if err := in.nc.Publish("status.ingest.eu-west", []byte("{}")); err != nil {
+				return err
+			}
+			select {
+			case s := <-heard:
+				if s != "status.ingest.eu-west" {
+					t.Fatalf("heard %s", s)
+				}
+				return nil
+			case <-time.After(100 * time.Millisecond):
+				return errors.New("no heartbeat from eu-west heard in us-east")
+			}
+		})
 	})
 
 	t.Run("storage consumes but cannot publish or delete", func(t *testing.T) {
@@ -114,6 +142,7 @@ func TestEachServiceUserHasOnlyItsPermissions(t *testing.T) {
 		c.refusedPublish(t, "$JS.us-east.API.STREAM.DELETE.READINGS")
 		c.refusedPublish(t, "$JS.API.STREAM.PURGE.READINGS")
 		c.refusedPublish(t, "telemetry.us-east.probe.p-1")
+		c.refusedPublish(t, "status.ingest.us-east") // it hears heartbeats, cannot fake one
 	})
 
 	// Nothing above changed the streams.

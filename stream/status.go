@@ -23,7 +23,33 @@ type RegionStatus struct {
 	Readings    uint64         `json:"readings"`
 	DeadLetters uint64         `json:"dead_letters"`
 	Sources     []SourceStatus `json:"sources"`
+	// Bytes is what READINGS holds, MaxBytes its budget: at the budget,
+	// the oldest readings make room for new ones.
+	Bytes    uint64 `json:"bytes"`
+	MaxBytes int64  `json:"max_bytes"`
+	// Storage is storage's consumer in this region, nil where storage
+	// does not consume.
+	Storage *StorageBacklog `json:"storage,omitempty"`
+	// Alert says, when not empty, why this region is not doing its job,
+	// in words for the page: readings dropped before storage stored them.
+	Alert string `json:"alert,omitempty"`
 }
+
+// StorageBacklog is how far storage's durable consumer (StorageConsumer)
+// is behind READINGS in a region.
+type StorageBacklog struct {
+	// Unstored counts readings in the stream that storage has not
+	// acknowledged: not delivered yet, or delivered and not acknowledged.
+	Unstored uint64 `json:"unstored"`
+	// Dropped counts readings the stream no longer holds that storage
+	// never acknowledged: its oldest made room while storage was behind by
+	// more than the budget. Zero again once storage moves past the gap
+	// (storage's own count, telemetry_storage_discarded_total, stays).
+	Dropped uint64 `json:"dropped"`
+}
+
+// StorageConsumer is the name of storage's durable consumer on READINGS.
+const StorageConsumer = "storage"
 
 // SourceStatus is the replication from one other region into this one.
 type SourceStatus struct {
@@ -193,6 +219,13 @@ func regionStatus(ctx context.Context, rs Regions, region string, newest map[str
 	}
 	st.Reachable = true
 	st.Readings = info.State.Msgs
+	st.Bytes, st.MaxBytes = info.State.Bytes, info.Config.MaxBytes
+	if c, err := readings.Consumer(ctx, StorageConsumer); err == nil {
+		st.Storage = backlog(c.CachedInfo(), info.State)
+		if st.Storage.Dropped > 0 {
+			st.Alert = fmt.Sprintf("READINGS full in %s: %d readings dropped before storage stored them", region, st.Storage.Dropped)
+		}
+	}
 	for _, si := range info.Sources {
 		src := SourceStatus{From: sourceRegion(si), LagMessages: si.Lag, Active: si.Active, LagSeconds: -1}
 		src.Connected = si.Error == nil && si.Active >= 0 && si.Active < activeWithin
@@ -213,6 +246,15 @@ func regionStatus(ctx context.Context, rs Regions, region string, newest map[str
 		}
 	}
 	return st
+}
+
+// backlog is storage's consumer c against the stream's state.
+func backlog(c *jetstream.ConsumerInfo, state jetstream.StreamState) *StorageBacklog {
+	b := &StorageBacklog{Unstored: c.NumPending + uint64(c.NumAckPending)}
+	if state.FirstSeq > c.AckFloor.Stream+1 && state.Msgs > 0 {
+		b.Dropped = state.FirstSeq - 1 - c.AckFloor.Stream
+	}
+	return b
 }
 
 // lagFrom compares the newest reading of src.From held here with From's
@@ -281,6 +323,13 @@ func sourceRegion(si *jetstream.StreamSourceInfo) string {
 func WriteStatus(w io.Writer, statuses []RegionStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tREADINGS\tDEAD LETTERS\tFROM\tLAG (msgs)\tLAG (s)\tLINK")
+	defer func() {
+		for _, st := range statuses {
+			if st.Reachable {
+				writeBuffer(w, st)
+			}
+		}
+	}()
 	for _, st := range statuses {
 		if !st.Reachable {
 			fmt.Fprintf(tw, "%s\tunreachable\t\t\t\t\t%s\n", st.Region, st.Error)
@@ -309,4 +358,24 @@ func WriteStatus(w io.Writer, statuses []RegionStatus) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// writeBuffer prints, under the table, how full a region's READINGS is and
+// how far storage is behind there, with the alert if any.
+func writeBuffer(w io.Writer, st RegionStatus) {
+	limit := "no limit"
+	if st.MaxBytes > 0 {
+		limit = FormatBytes(st.MaxBytes)
+	}
+	line := fmt.Sprintf("%s: READINGS %s of %s", st.Region, FormatBytes(int64(st.Bytes)), limit)
+	if st.MaxBytes > 0 && int64(st.Bytes) >= st.MaxBytes*95/100 {
+		line += " (at its budget: the oldest readings make room)"
+	}
+	if st.Storage != nil {
+		line += fmt.Sprintf("; storage %d readings behind", st.Storage.Unstored)
+	}
+	if st.Alert != "" {
+		line += "; ALERT: " + st.Alert
+	}
+	fmt.Fprintln(w, line)
 }

@@ -23,10 +23,17 @@ var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
 type Topology struct {
 	Regions []string
 
-	// ReadingsMaxAge and ReadingsMaxBytes bound READINGS in each region.
-	// When full, new readings are refused (DiscardNew) so that ingest stops
-	// acknowledging MQTT and the broker holds them: nothing is dropped
-	// silently.
+	// ReadingsMaxAge and ReadingsMaxBytes bound READINGS in each region:
+	// its buffer. When full, the oldest readings make room (DiscardOld).
+	// Every region holds every region's readings, so each fills at the
+	// whole fleet's rate; storage normally stored a reading within a second
+	// of its arrival, so what goes is long stored and replicated. Only when
+	// storage is behind by more than the whole buffer does a reading go
+	// unstored: storage counts each such reading (the gap it finds in the
+	// stream) and the ledger lists them as lost, by device, with that
+	// reason. Refusing new readings instead (DiscardNew) stopped the whole
+	// pipeline behind a full stream, stored readings and all, until they
+	// aged out (Budget, docs/ARCHITECTURE.md).
 	ReadingsMaxAge   time.Duration
 	ReadingsMaxBytes int64
 
@@ -35,6 +42,9 @@ type Topology struct {
 	// dead letters. It must not exceed either stream's max age.
 	DuplicateWindow time.Duration
 
+	// DeadLetterMaxAge and DeadLetterMaxBytes bound DEADLETTER the same
+	// way: the oldest dead letters make room for new ones, so that a flood
+	// of hostile payloads cannot stop a region's ingest.
 	DeadLetterMaxAge   time.Duration
 	DeadLetterMaxBytes int64
 
@@ -42,12 +52,17 @@ type Topology struct {
 	Storage jetstream.StorageType
 }
 
+// DefaultReadingsBudget is READINGS' default byte limit in each region:
+// 1 GiB, about 5 h of the demo's 150 readings/s and 9 min of 5,000/s
+// (Budget).
+const DefaultReadingsBudget = 1 << 30
+
 // DefaultTopology returns the limits used by the demo and compose.
 func DefaultTopology(regions []string) Topology {
 	return Topology{
 		Regions:            regions,
 		ReadingsMaxAge:     24 * time.Hour,
-		ReadingsMaxBytes:   2 << 30,
+		ReadingsMaxBytes:   DefaultReadingsBudget,
 		DuplicateWindow:    2 * time.Minute,
 		DeadLetterMaxAge:   7 * 24 * time.Hour,
 		DeadLetterMaxBytes: 256 << 20,
@@ -72,6 +87,9 @@ func (t Topology) Validate() error {
 	}
 	if t.DuplicateWindow <= 0 {
 		return errors.New("topology: duplicate window must be positive")
+	}
+	if t.ReadingsMaxBytes < minBudget {
+		return fmt.Errorf("topology: READINGS budget %d bytes is below the minimum of %d", t.ReadingsMaxBytes, minBudget)
 	}
 	for _, age := range []time.Duration{t.ReadingsMaxAge, t.DeadLetterMaxAge} {
 		if age > 0 && age < t.DuplicateWindow {
@@ -122,7 +140,7 @@ func (t Topology) ReadingsConfig(region string) jetstream.StreamConfig {
 		Description: "readings of every region; " + region + "'s own are published here, the others are sourced",
 		Subjects:    []string{ReadingsSubject(region)},
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
+		Discard:     jetstream.DiscardOld,
 		MaxAge:      t.ReadingsMaxAge,
 		MaxBytes:    t.ReadingsMaxBytes,
 		Duplicates:  t.DuplicateWindow,
@@ -153,7 +171,7 @@ func (t Topology) DeadLetterConfig(region string) jetstream.StreamConfig {
 		Description: "payloads rejected by " + region + "'s ingest, original bytes, reason in headers",
 		Subjects:    []string{"deadletter." + region + ".>"},
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
+		Discard:     jetstream.DiscardOld,
 		MaxAge:      t.DeadLetterMaxAge,
 		MaxBytes:    t.DeadLetterMaxBytes,
 		Duplicates:  t.DuplicateWindow,

@@ -185,7 +185,8 @@ func TestComposeMountsTheFilesTheTestsUse(t *testing.T) {
 
 		// Embedded by package deploy, given by internal/chserver to every
 		// ClickHouse it starts.
-		filepath.Join(root, "deploy/clickhouse/users.d/telemetry.xml"): true,
+		filepath.Join(root, "deploy/clickhouse/users.d/telemetry.xml"):  true,
+		filepath.Join(root, "deploy/clickhouse/config.d/telemetry.xml"): true,
 	}
 	mounts := 0
 	for name, s := range p.Services {

@@ -17,6 +17,7 @@ import (
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/disk"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
@@ -71,6 +72,8 @@ type demoFlags struct {
 	allowedOrigins string
 	// pprof serves Go's profiles on --listen.
 	pprof bool
+	// streamBudget is READINGS' byte limit in each region.
+	streamBudget int64
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -91,6 +94,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	cli.SecretVar(fs, &f.chUsers.HistoryPassword, "history-password", deploy.DemoClickHouseReaderPassword, "password of --history-user (default: the public demo default)")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")
 	fs.StringVar(&f.dataDir, "data-dir", "demo-data", "where NATS and a demo-started ClickHouse keep their data")
+	cli.BytesVar(fs, &f.streamBudget, "stream-budget", stream.DefaultReadingsBudget, "bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones, so this is how long storage may be away before readings it did not store are dropped, counted")
 	fs.IntVar(&f.devices, "devices", 30, "simulated devices, spread over the regions")
 	fs.Float64Var(&f.rate, "rate", 150, "readings per second across the fleet")
 	fs.Int64Var(&f.seed, "seed", 1, "seed of the simulated sensors")
@@ -111,6 +115,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	regions := cli.SplitList(f.regions)
 	topo := stream.DefaultTopology(regions)
+	topo.ReadingsMaxBytes = f.streamBudget
 	if err := topo.Validate(); err != nil {
 		return err
 	}
@@ -125,6 +130,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 
 func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topology, ports map[string]int, out io.Writer, log *slog.Logger) error {
 	say := func(format string, a ...any) { fmt.Fprintf(out, "demo: "+format+"\n", a...) }
+	sayBudget(say, topo.Budget(), f.rate, f.dataDir)
 	g, ctx := errgroup.WithContext(ctx)
 	p, err := startPipeline(ctx, g, pipelineConfig{
 		regions: regions, topo: topo, natsPorts: ports, mqtt: f.mqtt, dataDir: f.dataDir,
@@ -156,6 +162,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		StorageOffReason: p.storageOff,
 		Gatherer:         p.gatherers,
 		Replication:      replicationFor(p.status, regions),
+		Alerts:           alertsFor(p.status),
 		AllowedOrigins:   cli.SplitList(f.allowedOrigins),
 		Presenter:        f.presenterToken != "",
 		Fallbacks:        dashboardFallbacks(p.nats, p.home, regions),
@@ -276,4 +283,18 @@ func dashboardFallbacks(nats *stream.Embedded, home string, regions []string) []
 		}
 	}
 	return fb
+}
+
+// sayBudget prints the streams' disk budget and how long it buffers at the
+// demo's rate and a load test's, and warns when the data dir's disk has
+// less room than the budget.
+func sayBudget(say func(string, ...any), b stream.Budget, rate float64, dataDir string) {
+	say("%s (--stream-budget)", b.Describe(rate, 5000))
+	free, err := disk.Free(dataDir)
+	switch {
+	case err != nil:
+		say("WARNING: cannot tell the free disk under %s: %v", dataDir, err)
+	case free < uint64(b.Disk()):
+		say("WARNING: %s free under %s, less than the streams' budget of %s: lower --stream-budget or free some disk", stream.FormatBytes(int64(free)), dataDir, stream.FormatBytes(b.Disk()))
+	}
 }

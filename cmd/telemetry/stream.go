@@ -30,11 +30,14 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 		"region=URL for each region's NATS server (apply); status needs only one reachable region")
 	asJSON := fs.Bool("json", false, "status: print JSON")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	var budget int64
+	cli.BytesVar(fs, &budget, "stream-budget", stream.DefaultReadingsBudget, "apply: bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	rs := cli.SplitList(*regions)
 	topo := stream.DefaultTopology(rs)
+	topo.ReadingsMaxBytes = budget
 	if err := topo.Validate(); err != nil {
 		return err
 	}
@@ -58,6 +61,7 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 	for _, r := range rs {
 		fmt.Fprintf(stdout, "%s: streams %s and %s and the replication consumers applied\n", r, stream.ReadingsStream, stream.DeadLetterStream)
 	}
+	fmt.Fprintln(stdout, topo.Budget().Describe(150, 5000))
 	return nil
 }
 

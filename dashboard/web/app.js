@@ -91,6 +91,8 @@ function buildCards(regions) {
       el("h2", {}, el("span", {}, n), el("span", { class: "reach", id: "reach-" + n }, "")),
       el("div", { class: "live" },
         el("div", {}, el("span", { class: "rate num", id: "rate-" + n }, "—"), el("span", { class: "rate-unit" }, "readings/s")),
+        el("div", { class: "card-alert bad-text", id: "alert-" + n, hidden: true }),
+        el("div", { class: "ingest-rate muted", id: "ingest-" + n }, ""),
         el("canvas", { class: "spark", id: "spark-" + n, "aria-label": "readings per second, last " + SPARK_MS / 1000 + " s" }),
         el("div", { class: "stats" },
           stat("devices", "active-" + n),
@@ -107,7 +109,12 @@ function renderRegion(r, snap) {
   const n = r.region;
   const now = new Date(snap.time);
   const down = !r.reachable && r.unreachable_since;
-  $("card-" + n).className = down ? "card down" : "card";
+  $("card-" + n).className = down ? "card down" : r.alert ? "card alerted" : "card";
+  const alertEl = $("alert-" + n);
+  alertEl.hidden = !r.alert;
+  if (r.alert && alertEl.textContent !== r.alert) alertEl.textContent = r.alert;
+  // What the region's own ingest takes in, whatever happens downstream.
+  setText("ingest-" + n, r.ingest ? "ingest accepts " + fmtRate(r.ingest.rate) + "/s" : "", "ingest-rate muted");
   if (down) {
     setText("reach-" + n, "UNREACHABLE since " + fmtTime(r.unreachable_since), "reach bad-text");
   } else if (!r.reachable) {
@@ -254,13 +261,18 @@ function renderStorage(s, now) {
     case "unknown": case undefined:
       text = "Storage: checking…"; cls += " muted"; break;
     default:
-      text = s.state === "ok" ? "Storage writing" : "Storage " + s.state + since;
-      cls += s.state === "ok" ? " good-text" : " warn-text";
+      // "writing" only while inserts happen: a stopped pipeline upstream
+      // leaves storage ok but idle, and the page says so.
+      const idle = s.state === "ok" && (!s.last_insert || now - new Date(s.last_insert) > 5000);
+      text = s.state !== "ok" ? "Storage " + s.state + since :
+        idle ? "Storage idle: " + (s.last_insert ? "last insert " + fmtAgo(s.last_insert, now) : "nothing stored yet") : "Storage writing";
+      cls += s.state === "ok" && !idle ? " good-text" : " warn-text";
       stats = [
         ["readings stored", fmtInt(s.readings_stored), "storage-readings"],
         ["pending (lag)", fmtInt(s.consumer_pending), "storage-pending"],
         ["last insert", s.last_insert ? fmtAgo(s.last_insert, now) : "none yet", "storage-last"],
       ];
+      if (s.discarded) stats.push(["lost to the stream budget", fmtInt(s.discarded), "storage-discarded"]);
       detail = fmtInt(s.rows_stored) + " rows (one per metric)" + (s.error ? " · " + s.error : "");
       if (s.region && s.home_region && s.region !== s.home_region) {
         text += " from " + s.region + " (failed over)"; cls = "storage-state warn-text";
@@ -322,6 +334,8 @@ function renderAlerts(snap) {
       for (const r of snap.regions) {
         if (!r.reachable && r.unreachable_since) {
           alerts.push(["alert-region-" + r.region, "bad", r.region + " unreachable since " + fmtTime(r.unreachable_since)]);
+        } else if (r.alert) {
+          alerts.push(["alert-region-" + r.region, "bad", r.alert]);
         }
       }
     }

@@ -191,3 +191,20 @@ func open(t *testing.T, addr string) clickhouse.Conn {
 	}
 	return conn
 }
+
+// TestLongRunSettings checks that the server applies the settings of the
+// file compose mounts into config.d: replaced parts go within a minute.
+func TestLongRunSettings(t *testing.T) {
+	srv := testharness.ClickHouse(t)
+	conn := open(t, srv.Addr())
+	defer conn.Close()
+	for name, want := range map[string]string{"old_parts_lifetime": "30", "cleanup_delay_period": "10"} {
+		var got string
+		if err := conn.QueryRow(context.Background(), "SELECT value FROM system.merge_tree_settings WHERE name = ?", name).Scan(&got); err != nil {
+			t.Fatalf("reading %s: %v", name, err)
+		}
+		if got != want {
+			t.Errorf("%s = %s, want %s (deploy/clickhouse/config.d/telemetry.xml)", name, got, want)
+		}
+	}
+}

@@ -15,7 +15,8 @@ import (
 const (
 	configFile   = "config.xml"
 	usersFile    = "users.xml"
-	usersDir     = "users.d" // ClickHouse merges its *.xml into users.xml
+	usersDir     = "users.d"  // ClickHouse merges its *.xml into users.xml
+	configDir    = "config.d" // and these into config.xml
 	dataDir      = "data"
 	logDir       = "log"
 	serverLog    = "clickhouse-server.log"
@@ -117,10 +118,10 @@ func xmlEscape(s string) (string, error) {
 }
 
 // writeConfig creates the directories under dir and writes config.xml,
-// users.xml and users.d/telemetry.xml there. dir must be absolute. It
-// returns the config file's path.
+// users.xml, users.d/telemetry.xml and config.d/telemetry.xml there. dir
+// must be absolute. It returns the config file's path.
 func writeConfig(dir string, tcpPort, httpPort int) (string, error) {
-	for _, d := range []string{dataDir, logDir, tmpDir, userFilesDir, schemasDir, usersDir} {
+	for _, d := range []string{dataDir, logDir, tmpDir, userFilesDir, schemasDir, usersDir, configDir} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
 			return "", fmt.Errorf("creating ClickHouse directory: %w", err)
 		}
@@ -152,6 +153,9 @@ func writeConfig(dir string, tcpPort, httpPort int) (string, error) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, usersDir, deploy.ClickHouseUsersFile), deploy.ClickHouseUsers, 0o640); err != nil {
 		return "", fmt.Errorf("writing ClickHouse users: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, configDir, deploy.ClickHouseServerConfigFile), deploy.ClickHouseServerConfig, 0o640); err != nil {
+		return "", fmt.Errorf("writing ClickHouse server settings: %w", err)
 	}
 	return filepath.Join(dir, configFile), nil
 }

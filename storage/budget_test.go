@@ -1,0 +1,182 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/storage"
+	"github.com/telemetry-demo/telemetry/stream"
+)
+
+// budget is the READINGS byte limit of these tests: the smallest a
+// topology takes, about 3,500 of the tests' readings.
+const budget = 1 << 20
+
+// withBudget turns e's READINGS into the topology's, with a budget of
+// 1 MiB: the oldest readings make room for new ones.
+func (e *env) withBudget(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, storage.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := stream.DefaultTopology([]string{region})
+	topo.ReadingsMaxBytes = budget
+	topo.Storage = s.CachedInfo().Config.Storage
+	if _, err := e.js.UpdateStream(ctx, topo.ReadingsConfig(region)); err != nil {
+		t.Fatalf("applying the topology's READINGS: %v", err)
+	}
+}
+
+// streamState is READINGS' state now.
+func (e *env) streamState(t *testing.T) jetstream.StreamState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, storage.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State
+}
+
+// ledgerTotals adds up the ledger: readings stored and sequence numbers
+// missing between each device's first and last stored.
+func (e *env) ledgerTotals(t *testing.T) (stored, missing uint64, rows []storage.LedgerRow) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := storage.Ledger(ctx, e.conn, storage.LedgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		stored += r.Readings
+		missing += r.Missing
+	}
+	return stored, missing, rows
+}
+
+// interleave orders rs as a fleet sends them: seq 1 of every device, then
+// seq 2, and so on.
+func interleave(rs []protocol.Reading, devices int) []protocol.Reading {
+	per := len(rs) / devices
+	out := make([]protocol.Reading, 0, len(rs))
+	for s := range per {
+		for d := range devices {
+			out = append(out, rs[d*per+s])
+		}
+	}
+	return out
+}
+
+// TestStreamAtItsBudgetKeepsFlowing: READINGS reaches its byte limit
+// while storage keeps up. The oldest readings, stored long ago, make room:
+// readings keep being accepted and stored, none lost, none counted as
+// discarded. (With DiscardNew, the policy before, the stream refused every
+// new reading from there on.)
+func TestStreamAtItsBudgetKeepsFlowing(t *testing.T) {
+	e := newEnv(t)
+	e.withBudget(t)
+	w := start(t, e.config())
+	const devices, per = 20, 600 // 12,000 readings, about 3.5 budgets
+	rs := interleave(readings(devices, per, 1), devices)
+	for i := 0; i < len(rs); i += 500 {
+		e.publish(t, rs[i:i+500], true)
+		// Storage keeps up: never more than a chunk behind.
+		want := uint64(i + 500)
+		testharness.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			if st := w.Status(); st.ReadingsStored < want {
+				return fmt.Errorf("stored %d of %d", st.ReadingsStored, want)
+			}
+			return nil
+		})
+	}
+	e.waitStored(t, w, uint64(len(rs)*len(metricNames)))
+	st := e.streamState(t)
+	if st.FirstSeq <= 1 || st.Bytes > budget {
+		t.Errorf("READINGS holds %d bytes from seq %d: want at most %d bytes, the oldest gone", st.Bytes, st.FirstSeq, budget)
+	}
+	stored, missing, _ := e.ledgerTotals(t)
+	if stored != uint64(len(rs)) || missing != 0 {
+		t.Errorf("ledger: %d stored, %d missing; want %d stored, none missing", stored, missing, len(rs))
+	}
+	if d := w.Status().Discarded; d != 0 {
+		t.Errorf("storage counted %d readings discarded, want 0", d)
+	}
+}
+
+// TestStorageDownPastTheBudget: storage is down while READINGS overruns
+// its budget. The documented policy: the oldest readings make room, and
+// those storage had not stored are lost, each counted. Once back, storage
+// stores what the stream still holds and counts the gap: stored plus
+// discarded is every reading sent, and the ledger's missing readings are
+// exactly the discarded ones.
+func TestStorageDownPastTheBudget(t *testing.T) {
+	e := newEnv(t)
+	e.withBudget(t)
+	const devices, per = 20, 600
+	rs := interleave(readings(devices, per, 1), devices)
+
+	w := start(t, e.config())
+	e.publish(t, rs[:1000], true)
+	e.waitStored(t, w, 1000*uint64(len(metricNames)))
+	w.stop(t)
+
+	e.publish(t, rs[1000:], true) // 11,000 readings, about 3 budgets
+	if st := e.streamState(t); st.FirstSeq <= 1001 {
+		t.Fatalf("READINGS starts at seq %d: the budget did not overrun", st.FirstSeq)
+	}
+	// `stream status`, the page and /metrics say so while storage is down.
+	status := e.regionStatus(t)
+	if status.Storage == nil || status.Storage.Dropped == 0 || !strings.Contains(status.Alert, "READINGS full in "+region) {
+		t.Errorf("with storage down past the budget, stream status says storage %+v, alert %q", status.Storage, status.Alert)
+	}
+
+	w = start(t, e.config())
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		st := w.Status()
+		if st.ConsumerPending != 0 || st.ReadingsStored+st.Discarded < uint64(len(rs)-1000) {
+			return fmt.Errorf("stored %d, discarded %d, pending %d", st.ReadingsStored, st.Discarded, st.ConsumerPending)
+		}
+		return nil
+	})
+	st := w.Status()
+	stored, missing, _ := e.ledgerTotals(t)
+	t.Logf("%d readings sent, %d stored, %d discarded unstored", len(rs), stored, st.Discarded)
+	if st.Discarded == 0 {
+		t.Fatalf("storage counted nothing discarded; ledger: %d stored, %d missing", stored, missing)
+	}
+	if stored+st.Discarded != uint64(len(rs)) {
+		t.Errorf("%d stored + %d counted discarded = %d, want every one of %d readings", stored, st.Discarded, stored+st.Discarded, len(rs))
+	}
+	if missing != st.Discarded {
+		t.Errorf("ledger misses %d readings, storage counted %d discarded", missing, st.Discarded)
+	}
+	if status := e.regionStatus(t); status.Alert != "" || status.Storage == nil || status.Storage.Unstored != 0 {
+		t.Errorf("storage caught up, yet stream status says storage %+v, alert %q", status.Storage, status.Alert)
+	}
+}
+
+// regionStatus is `telemetry stream status` of e's region.
+func (e *env) regionStatus(t *testing.T) stream.RegionStatus {
+	t.Helper()
+	st := stream.Status(context.Background(), stream.Regions{region: e.js}, []string{region})
+	if len(st) != 1 || !st[0].Reachable {
+		t.Fatalf("stream status: %+v", st)
+	}
+	return st[0]
+}
