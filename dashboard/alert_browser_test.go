@@ -12,8 +12,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // beatAsIngest publishes us-east's ingest heartbeat every 200 ms, accepting
@@ -30,12 +30,12 @@ func beatAsIngest(t *testing.T, url string, blocked *atomic.Pointer[string]) {
 		defer tick.Stop()
 		start := time.Now()
 		for accepted := uint64(0); ; accepted += 10 {
-			hb := ingest.Heartbeat{Region: "us-east", Time: time.Now(), Accepted: accepted}
+			hb := stream.IngestHeartbeat{Region: "us-east", Time: time.Now(), Accepted: accepted}
 			if why := blocked.Load(); why != nil {
 				hb.Blocked, hb.Since = *why, start
 			}
 			b, _ := json.Marshal(hb)
-			_ = nc.Publish(ingest.HeartbeatSubject("us-east"), b)
+			_ = nc.Publish(stream.HeartbeatSubject("us-east"), b)
 			select {
 			case <-ctx.Done():
 				return

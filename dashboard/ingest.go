@@ -7,11 +7,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/telemetry-demo/telemetry/ingest"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // IngestState is what a region's ingest last said about itself (its
-// heartbeat, ingest.Heartbeat), on the region's card.
+// heartbeat, stream.IngestHeartbeat), on the region's card.
 type IngestState struct {
 	// Heard is when the last heartbeat arrived; a region cut off from the
 	// dashboard's server is not heard.
@@ -29,7 +29,7 @@ type IngestState struct {
 
 // heardWithin is how recent a heartbeat must be to be shown: three missed
 // beats and the card says nothing of ingest rather than something stale.
-const heardWithin = 3 * ingest.HeartbeatInterval
+const heardWithin = 3 * stream.HeartbeatInterval
 
 // ingestBeats keeps each region's last heartbeat.
 type ingestBeats struct {
@@ -37,7 +37,7 @@ type ingestBeats struct {
 }
 
 type ingestBeat struct {
-	hb    ingest.Heartbeat
+	hb    stream.IngestHeartbeat
 	heard time.Time
 	rate  float64
 }
@@ -50,9 +50,9 @@ func (d *Dashboard) hearIngest(ctx context.Context) {
 		if f == nil {
 			return
 		}
-		sub, err := f.nc.Subscribe(ingest.HeartbeatSubjects, func(m *nats.Msg) { d.heard(time.Now(), m.Data) })
+		sub, err := f.nc.Subscribe(stream.HeartbeatSubjects, func(m *nats.Msg) { d.heard(time.Now(), m.Data) })
 		if err != nil {
-			d.log.Warn("cannot hear ingest's heartbeats", "subject", ingest.HeartbeatSubjects, "err", err)
+			d.log.Warn("cannot hear ingest's heartbeats", "subject", stream.HeartbeatSubjects, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -66,7 +66,7 @@ func (d *Dashboard) hearIngest(ctx context.Context) {
 
 // heard records one heartbeat, arrived at now.
 func (d *Dashboard) heard(now time.Time, data []byte) {
-	var hb ingest.Heartbeat
+	var hb stream.IngestHeartbeat
 	if json.Unmarshal(data, &hb) != nil || hb.Region == "" {
 		return
 	}

@@ -24,7 +24,13 @@ const stageToken = "stage-t0ken"
 // tests of cmd/telemetry; here the page is under test.
 type stageTarget struct{ ledger scenario.Ledger }
 
-func (stageTarget) Check(scenario.Request) error                { return nil }
+// Check refuses the ClickHouse outage as a demo without storage does.
+func (stageTarget) Check(req scenario.Request) error {
+	if req.Name == scenario.ClickHouseOutage {
+		return fmt.Errorf("%w: storage is off (--clickhouse none)", scenario.ErrUnavailable)
+	}
+	return nil
+}
 func (stageTarget) CutRegion(string) error                      { return nil }
 func (stageTarget) HealRegion(string) error                     { return nil }
 func (stageTarget) CrashIngest(context.Context, string) error   { return nil }
@@ -240,4 +246,55 @@ func TestBrowserPresenterPanelOff(t *testing.T) {
 	if s, _ := text(ctx, "presenter-error"); strings.TrimSpace(s) != "" && !strings.Contains(s, "404") {
 		t.Errorf("presenter error %q", s)
 	}
+}
+
+// TestBrowserRefusalStaysInThePanel: a scenario the API refuses (409:
+// storage off, or another scenario running) shows its message in the
+// panel, and the panel's polls in between do not clear it; the next
+// action does.
+func TestBrowserRefusalStaysInThePanel(t *testing.T) {
+	ctx := browser(t)
+	url, _, _ := startRegion(t)
+	_, base := presenterSite(t, url)
+	waitConsuming(t, base)
+	navigate(t, ctx, base+"/#token="+stageToken)
+	waitText(t, ctx, "scenario-"+scenario.ClickHouseOutage, "the outage's button", contains(scenario.ClickHouseOutage))
+
+	stays := func(what, want string) {
+		t.Helper()
+		waitText(t, ctx, "presenter-error", what, contains(want))
+		// Two polls of the panel (every 2 s) later, still there.
+		deadline := time.Now().Add(4500 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			if s, err := text(ctx, "presenter-error"); err != nil || !strings.Contains(s, want) {
+				t.Fatalf("%s: the panel says %q (%v) %v after the refusal", what, s, err, time.Until(deadline))
+			}
+			if h := waitJS(t, ctx, shown("presenter-error"), "", func(string) bool { return true }); h != "shown" {
+				t.Fatalf("%s: the message is %s", what, h)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	click(t, ctx, "scenario-"+scenario.ClickHouseOutage)
+	stays("409, storage off", "409: ")
+	stays("409, storage off", "storage is off")
+
+	// The next action replaces it: a scenario that starts clears it.
+	click(t, ctx, "scenario-hostile-burst")
+	waitJS(t, ctx, shown("presenter-error"), "the message cleared by the next action", is("hidden"))
+	waitText(t, ctx, "ledger-title", "hostile-burst over", contains("nothing lost"))
+
+	// Busy: a scenario started elsewhere (the CLI, another presenter)
+	// runs; the page presses before its buttons know.
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/scenario/hostile-burst?duration=20s", nil)
+	req.Header.Set("Authorization", "Bearer "+stageToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("starting a scenario through the API: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`startScenario({name: "hostile-burst"}), null`)); err != nil {
+		t.Fatalf("pressing: %v", err)
+	}
+	stays("409, busy", "already running")
 }

@@ -10,41 +10,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // BlockedAfter is how long JetStream must have refused or failed every
 // publish for ingest to report itself blocked: a lasting refusal, not a
 // publish retried once.
 const BlockedAfter = 2 * time.Second
-
-// HeartbeatInterval is how often ingest says how it is doing on
-// HeartbeatSubject.
-const HeartbeatInterval = time.Second
-
-// HeartbeatSubject is the core NATS subject (no stream keeps it) on which
-// region's ingest publishes its Heartbeat; HeartbeatSubjects matches every
-// region's. The dashboard shows them on each region's card.
-func HeartbeatSubject(region string) string { return "status.ingest." + region }
-
-// HeartbeatSubjects matches every region's HeartbeatSubject.
-const HeartbeatSubjects = "status.ingest.*"
-
-// Heartbeat is what a region's ingest says about itself every
-// HeartbeatInterval, as JSON.
-type Heartbeat struct {
-	Region string    `json:"region"`
-	Time   time.Time `json:"time"`
-	// Accepted counts the readings ingest stored in READINGS since it
-	// started, Rejected the payloads it dead-lettered: what this region's
-	// devices got in, whatever happens downstream.
-	Accepted uint64 `json:"accepted"`
-	Rejected uint64 `json:"rejected"`
-	// Blocked says why ingest cannot publish, once every publish has
-	// failed for BlockedAfter (e.g. "READINGS full in us-east: maximum
-	// bytes exceeded"), since Since; empty while it publishes.
-	Blocked string    `json:"blocked,omitempty"`
-	Since   time.Time `json:"since,omitzero"`
-}
 
 // blockage tracks whether publishes to JetStream succeed: since when they
 // all fail, and why. The acker writes it; health readers read it.
@@ -126,12 +99,13 @@ const (
 	errCodeStorageExceeded       = 10047
 )
 
-// heartbeat publishes a Heartbeat every HeartbeatInterval until ctx ends.
+// heartbeat publishes ingest's stream.IngestHeartbeat every
+// stream.HeartbeatInterval until ctx ends.
 // A heartbeat that cannot be sent (NATS away) is skipped.
 func (in *Ingest) heartbeat(ctx context.Context) {
-	t := time.NewTicker(HeartbeatInterval)
+	t := time.NewTicker(stream.HeartbeatInterval)
 	defer t.Stop()
-	subject := HeartbeatSubject(in.cfg.Region)
+	subject := stream.HeartbeatSubject(in.cfg.Region)
 	for {
 		hb := in.Heartbeat(time.Now())
 		if b, err := json.Marshal(hb); err == nil {
@@ -146,9 +120,9 @@ func (in *Ingest) heartbeat(ctx context.Context) {
 }
 
 // Heartbeat is ingest's state now, as it publishes it.
-func (in *Ingest) Heartbeat(now time.Time) Heartbeat {
+func (in *Ingest) Heartbeat(now time.Time) stream.IngestHeartbeat {
 	st := in.Stats()
-	hb := Heartbeat{Region: in.cfg.Region, Time: now.UTC(), Accepted: st.Accepted}
+	hb := stream.IngestHeartbeat{Region: in.cfg.Region, Time: now.UTC(), Accepted: st.Accepted}
 	for _, n := range st.Rejected {
 		hb.Rejected += n
 	}

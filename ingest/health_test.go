@@ -31,9 +31,9 @@ func TestBlockedIngestSaysWhy(t *testing.T) {
 		RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond})
 	js := jetStream(t, url, "eu-west")
 	nc := testharness.Connect(t, url)
-	beats := make(chan ingest.Heartbeat, 64)
-	sub, err := nc.Subscribe(ingest.HeartbeatSubject("eu-west"), func(m *nats.Msg) {
-		var hb ingest.Heartbeat
+	beats := make(chan stream.IngestHeartbeat, 64)
+	sub, err := nc.Subscribe(stream.HeartbeatSubject("eu-west"), func(m *nats.Msg) {
+		var hb stream.IngestHeartbeat
 		if json.Unmarshal(m.Data, &hb) == nil {
 			select {
 			case beats <- hb:
@@ -45,14 +45,14 @@ func TestBlockedIngestSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	nextBeat := func(ok func(ingest.Heartbeat) error) ingest.Heartbeat {
+	nextBeat := func(ok func(stream.IngestHeartbeat) error) stream.IngestHeartbeat {
 		t.Helper()
-		var last ingest.Heartbeat
+		var last stream.IngestHeartbeat
 		testharness.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
 			select {
 			case last = <-beats:
 				return ok(last)
-			case <-time.After(2 * ingest.HeartbeatInterval):
+			case <-time.After(2 * stream.HeartbeatInterval):
 				return errors.New("no heartbeat")
 			}
 		})
@@ -63,7 +63,7 @@ func TestBlockedIngestSaysWhy(t *testing.T) {
 	want := map[string]bool{}
 	publishReadings(t, pub, "eu-west", "th-1", 1, 20, want)
 	waitStored(t, js, stream.ReadingsStream, 20)
-	nextBeat(func(hb ingest.Heartbeat) error {
+	nextBeat(func(hb stream.IngestHeartbeat) error {
 		if hb.Accepted != 20 || hb.Blocked != "" {
 			return fmt.Errorf("heartbeat %+v, want 20 accepted, not blocked", hb)
 		}
@@ -84,7 +84,7 @@ func TestBlockedIngestSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishReadings(t, pub, "eu-west", "th-1", 21, 40, want)
-	hb := nextBeat(func(hb ingest.Heartbeat) error {
+	hb := nextBeat(func(hb stream.IngestHeartbeat) error {
 		if !strings.Contains(hb.Blocked, "READINGS full in eu-west") {
 			return fmt.Errorf("heartbeat %+v, want blocked by a full READINGS", hb)
 		}
@@ -104,7 +104,7 @@ func TestBlockedIngestSaysWhy(t *testing.T) {
 	}
 	waitStored(t, js, stream.ReadingsStream, 40)
 	checkExactlyOnce(t, js, want)
-	nextBeat(func(hb ingest.Heartbeat) error {
+	nextBeat(func(hb stream.IngestHeartbeat) error {
 		if hb.Blocked != "" || hb.Accepted != 40 {
 			return fmt.Errorf("heartbeat %+v, want 40 accepted, not blocked", hb)
 		}

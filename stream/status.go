@@ -30,9 +30,29 @@ type RegionStatus struct {
 	// Storage is storage's consumer in this region, nil where storage
 	// does not consume.
 	Storage *StorageBacklog `json:"storage,omitempty"`
+	// Ingest is the region's ingest's last heartbeat, when heard (see
+	// WithIngest).
+	Ingest *IngestHeartbeat `json:"ingest,omitempty"`
 	// Alert says, when not empty, why this region is not doing its job,
-	// in words for the page: readings dropped before storage stored them.
+	// in words for the page: readings dropped before storage stored them,
+	// or its ingest blocked.
 	Alert string `json:"alert,omitempty"`
+}
+
+// WithIngest adds to statuses what each region's ingest said in beats (see
+// HearIngest); a blocked ingest is the region's alert.
+func WithIngest(statuses []RegionStatus, beats map[string]IngestHeartbeat) {
+	for i := range statuses {
+		st := &statuses[i]
+		hb, ok := beats[st.Region]
+		if !ok {
+			continue
+		}
+		st.Ingest = &hb
+		if hb.Blocked != "" {
+			st.Alert = strings.TrimPrefix(st.Alert+"; ", "; ") + "ingest blocked: " + hb.Blocked
+		}
+	}
 }
 
 // StorageBacklog is how far storage's durable consumer (StorageConsumer)
@@ -373,6 +393,9 @@ func writeBuffer(w io.Writer, st RegionStatus) {
 	}
 	if st.Storage != nil {
 		line += fmt.Sprintf("; storage %d readings behind", st.Storage.Unstored)
+	}
+	if st.Ingest != nil {
+		line += fmt.Sprintf("; ingest accepted %d", st.Ingest.Accepted)
 	}
 	if st.Alert != "" {
 		line += "; ALERT: " + st.Alert

@@ -76,6 +76,13 @@ func streamStatus(ctx context.Context, stdout io.Writer, regions []string, urls 
 		}
 	}()
 	st := stream.Status(ctx, rs, regions)
+	// Each live ingest beats once a second; a region not heard is shown
+	// without its ingest's line.
+	beats, err := stream.HearIngest(ctx, conns[0], stream.HeartbeatInterval+500*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	stream.WithIngest(st, beats)
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

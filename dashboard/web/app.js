@@ -470,10 +470,15 @@ function takeTokenFromAddress() {
 }
 window.addEventListener("hashchange", takeTokenFromAddress);
 
+// presenterError shows text in the panel, or, when text is empty, the
+// refusal of the presenter's last action: a refused scenario stays shown
+// until the next action, whatever the polls in between say.
+let actionRefusal = "";
 function presenterError(text) {
   const e = $("presenter-error");
-  e.hidden = !text;
-  setText(e, text || "");
+  const shown = text || actionRefusal;
+  e.hidden = !shown;
+  setText(e, shown);
 }
 
 // presenterFetch calls the presenter API with the token; it answers
@@ -504,6 +509,7 @@ async function useToken(token) {
     return;
   }
   presenterToken = token;
+  actionRefusal = "";
   sessionStorage.setItem(TOKEN_KEY, token);
   $("presenter-token").value = "";
   presenterError("");
@@ -512,6 +518,7 @@ async function useToken(token) {
 }
 
 function forgetToken(clearError) {
+  if (clearError) actionRefusal = "";
   presenterToken = "";
   sessionStorage.removeItem(TOKEN_KEY);
   presenterState = null;
@@ -604,9 +611,11 @@ async function startScenario(spec) {
   for (const b of $("presenter-scenarios").children) b.disabled = true;
   const [status, body] = await presenterFetch("POST", path, presenterToken);
   if (status !== 202) {
-    presenterError(refused(status, body));
+    actionRefusal = spec.name + ": " + refused(status, body);
+    presenterError("");
     if (status === 401) { forgetToken(false); return; }
   } else {
+    actionRefusal = "";
     presenterError("");
     sessionStorage.removeItem(DISMISSED_KEY);
     setText("presenter-phase", "starting " + spec.name + " (run " + body.run + ")");
