@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/dirlock"
 	"github.com/telemetry-demo/telemetry/internal/disk"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/scenario"
@@ -130,6 +132,13 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 
 func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topology, ports map[string]int, out io.Writer, log *slog.Logger) error {
 	say := func(format string, a ...any) { fmt.Fprintf(out, "demo: "+format+"\n", a...) }
+	// One demo per data dir: a second would open the first's live stores.
+	lock, err := dirlock.Acquire(f.dataDir, fmt.Sprintf("telemetry demo (pid %d, dashboard %s, started %s)",
+		os.Getpid(), f.listen, time.Now().Format(time.DateTime)))
+	if err != nil {
+		return fmt.Errorf("%w: stop that demo first (Ctrl-C in its terminal), or give this one another --data-dir", err)
+	}
+	defer lock.Release()
 	sayBudget(say, topo.Budget(), f.rate, f.dataDir)
 	g, ctx := errgroup.WithContext(ctx)
 	p, err := startPipeline(ctx, g, pipelineConfig{

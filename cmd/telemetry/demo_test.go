@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -202,4 +203,37 @@ func TestUnknownCommandAndBadFlagFail(t *testing.T) {
 	if code := run([]string{"ingest", "--max-inflight", "lots"}, &out, &errb); code == 0 {
 		t.Error("bad flag value exited 0")
 	}
+}
+
+// TestSecondDemoOnTheSameDataDirRefuses: a second demo on a running one's
+// data dir exits with an error naming the first within a second, before
+// touching anything: the first keeps running, its stream whole.
+func TestSecondDemoOnTheSameDataDirRefuses(t *testing.T) {
+	dir := t.TempDir()
+	f := demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
+		clickhouse: "none", dataDir: dir, devices: 3, rate: 30, seed: 1}
+	out := startDemoWith(t, f)
+	url := consoleValue(t, out, dashboardLine)
+	before := waitAllRegionsMoving(t, url)
+
+	start := time.Now()
+	err := demo(context.Background(), f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, io.Discard, slog.New(slog.DiscardHandler))
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "data dir in use") || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second demo: %v; want refused, naming the running demo", err)
+	}
+	if took > time.Second {
+		t.Errorf("second demo took %v to refuse, want under 1 s", took)
+	}
+	// The first goes on, every region still moving, its counts still
+	// growing from where they were.
+	testharness.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		after := waitAllRegionsMoving(t, url)
+		for i, r := range after.Regions {
+			if r.Total <= before.Regions[i].Total {
+				return fmt.Errorf("%s: %d readings seen, %d before the second demo", r.Region, r.Total, before.Regions[i].Total)
+			}
+		}
+		return nil
+	})
 }
