@@ -70,7 +70,7 @@ func TestBrowserRegionAlert(t *testing.T) {
 	beatAsIngest(t, url, &blocked)
 	navigate(t, ctx, base)
 
-	waitText(t, ctx, "ingest-us-east", "ingest accepts 50/s", contains("ingest accepts 50"))
+	waitText(t, ctx, "ingest-us-east", "ingest 50/s", contains("ingest 50"))
 	healthIs(t, base, http.StatusOK, "ok")
 
 	for _, why := range []struct {

@@ -97,7 +97,8 @@ func contains(sub string) func(string) bool {
 }
 
 // keepPublishing publishes a reading of region every 50 ms until the test
-// ends, as devices would.
+// ends, as devices would: device th-<region>, so that readings of several
+// regions sourced into one stream keep distinct ids.
 func keepPublishing(t *testing.T, js jetstream.JetStream, region string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -113,11 +114,11 @@ func keepPublishing(t *testing.T, js jetstream.JetStream, region string) {
 			case <-tick.C:
 			}
 			r := protocol.Reading{
-				Version: protocol.Version1, Device: "th-1", Boot: 1, Seq: seq, TS: time.Now().UnixMilli(),
+				Version: protocol.Version1, Device: "th-" + region, Boot: 1, Seq: seq, TS: time.Now().UnixMilli(),
 				Metrics: []protocol.Metric{{Name: "temperature_c", Value: 20 + float64(seq%10)}},
 			}
 			_, _ = js.PublishMsg(ctx, &nats.Msg{
-				Subject: "telemetry." + region + ".thermostat.th-1",
+				Subject: "telemetry." + region + ".thermostat.th-" + region,
 				Data:    protocol.AppendEncode(nil, r),
 				Header:  nats.Header{"Nats-Msg-Id": []string{r.ID()}},
 			})

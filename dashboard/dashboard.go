@@ -52,6 +52,7 @@ type Dashboard struct {
 	feedCur     atomic.Pointer[feedSite] // whose READINGS is read, and through which connection (consume.go)
 	feedMu      sync.Mutex               // serialises setFeed
 	scenarios   scenarioLog              // fed by MarkScenario and ShowLedger
+	recent      recentRates              // the last minutes of rates, for /api/recent
 
 	mu          sync.Mutex
 	nc          *nats.Conn
@@ -112,6 +113,7 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 	d.mux.HandleFunc("GET /ws", d.serveWS)
 	d.mux.HandleFunc("GET /healthz", d.serveHealth)
 	d.mux.HandleFunc("GET /api/history", d.serveHistory)
+	d.mux.HandleFunc("GET /api/recent", d.serveRecent)
 	var gatherers prometheus.Gatherers = []prometheus.Gatherer{reg}
 	if cfg.Gatherer != nil {
 		gatherers = append(gatherers, cfg.Gatherer)
@@ -328,7 +330,9 @@ func (d *Dashboard) push(ctx context.Context) {
 			d.seq++
 			seq := d.seq
 			d.mu.Unlock()
-			b, err := json.Marshal(d.snapshot(now, seq))
+			snap := d.snapshot(now, seq)
+			d.recent.add(&snap)
+			b, err := json.Marshal(snap)
 			if err != nil {
 				d.log.Error("encoding snapshot", "err", err)
 				continue

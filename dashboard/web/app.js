@@ -76,8 +76,10 @@ function fmtAgo(t, now) {
 }
 const colorOf = (i) => COLORS[i % COLORS.length];
 
-function stat(key, id) {
-  return el("div", { class: "stat" }, el("span", { class: "k" }, key), el("span", { class: "v num", id }, "—"));
+// stat is one figure of a card; an "extra" one gives way on a small
+// projector (style.css).
+function stat(key, id, extra) {
+  return el("div", { class: extra ? "stat extra" : "stat" }, el("span", { class: "k" }, key), el("span", { class: "v num", id }, "—"));
 }
 
 // buildCards makes one card per region, once per set of regions.
@@ -90,17 +92,17 @@ function buildCards(regions) {
     return el("article", { class: "card", id: "card-" + n },
       el("h2", {}, el("span", {}, n), el("span", { class: "reach", id: "reach-" + n }, "")),
       el("div", { class: "live" },
-        el("div", {}, el("span", { class: "rate num", id: "rate-" + n }, "—"), el("span", { class: "rate-unit" }, "readings/s")),
+        el("div", { class: "rate-line" }, el("span", { class: "rate num", id: "rate-" + n }, "—"),
+          el("span", { class: "rate-unit" }, "readings/s"), el("span", { class: "ingest-rate muted", id: "ingest-" + n }, "")),
         el("div", { class: "card-alert bad-text", id: "alert-" + n, hidden: true }),
-        el("div", { class: "ingest-rate muted", id: "ingest-" + n }, ""),
         el("canvas", { class: "spark", id: "spark-" + n, "aria-label": "readings per second, last " + SPARK_MS / 1000 + " s" }),
         el("div", { class: "stats" },
           stat("devices", "active-" + n),
-          stat("latency p50", "p50-" + n),
           stat("rejected", "rejected-" + n),
-          stat("seen", "total-" + n),
+          stat("latency p50", "p50-" + n, "extra"),
           stat("latency p99", "p99-" + n),
-          stat("last", "last-" + n)),
+          stat("last", "last-" + n),
+          stat("seen", "total-" + n, "extra")),
         el("ul", { class: "rejected-list", id: "rejected-list-" + n })));
   }));
 }
@@ -114,7 +116,7 @@ function renderRegion(r, snap) {
   alertEl.hidden = !r.alert;
   if (r.alert && alertEl.textContent !== r.alert) alertEl.textContent = r.alert;
   // What the region's own ingest takes in, whatever happens downstream.
-  setText("ingest-" + n, r.ingest ? "ingest accepts " + fmtRate(r.ingest.rate) + "/s" : "", "ingest-rate muted");
+  setText("ingest-" + n, r.ingest ? "ingest " + fmtRate(r.ingest.rate) + "/s" : "", "ingest-rate muted");
   if (down) {
     setText("reach-" + n, "UNREACHABLE since " + fmtTime(r.unreachable_since), "reach bad-text");
   } else if (!r.reachable) {
@@ -168,6 +170,8 @@ function drawSpark(canvas, points, now, scenarios) {
   const t0 = now - SPARK_MS;
   const x = (t) => (t - t0) / SPARK_MS * w;
   setMarkers(canvas, drawMarkers(ctx, scenarios, t0, now, x, 0, h, now, 14));
+  // What is drawn, for the browser tests: the rates, rounded.
+  canvas.dataset.rates = points.map((p) => Math.round(p[1])).join(",");
   if (points.length < 2) return;
   const top = Math.max(...points.map((p) => p[1])) || 1;
   const y = (v) => h - 3 - (v / top) * (h - 20);
@@ -189,6 +193,13 @@ function drawSpark(canvas, points, now, scenarios) {
 // a canvas x; top and bottom bound the bands.
 function drawMarkers(ctx, scenarios, t0, t1, x, top, bottom, now, fontPx) {
   const drawn = [];
+  // Labels never overlap: each goes on the first line down where it
+  // clears the label before it, at most three lines; with none free, the
+  // band goes without its name (the list of runs is in the presenter
+  // panel and the ledger). Where each label went is kept in
+  // canvas.dataset.labels for the browser tests.
+  const lineEnds = [-Infinity, -Infinity, -Infinity];
+  const boxes = [];
   ctx.save();
   ctx.font = "800 " + fontPx + "px system-ui, sans-serif";
   ctx.textBaseline = "top";
@@ -210,11 +221,19 @@ function drawMarkers(ctx, scenarios, t0, t1, x, top, bottom, now, fontPx) {
     const label = m.scenario + (m.end ? "" : " …");
     const right = x(t1);
     const tw = ctx.measureText(label).width;
-    ctx.fillStyle = "#ffcc33";
-    ctx.fillText(label, Math.max(0, Math.min(xa + 4, right - tw - 2)), top + 2);
+    const lx = Math.max(0, Math.min(xa + 4, right - tw - 2));
+    const line = lineEnds.findIndex((e) => lx > e + 6);
+    if (line >= 0 && top + 2 + (line + 1) * (fontPx + 3) <= bottom) {
+      const ly = top + 2 + line * (fontPx + 3);
+      ctx.fillStyle = "#ffcc33";
+      ctx.fillText(label, lx, ly);
+      lineEnds[line] = lx + tw;
+      boxes.push([lx, ly, tw, fontPx].map(Math.round).join(","));
+    }
     drawn.push(m.scenario);
   }
   ctx.restore();
+  ctx.canvas.dataset.labels = boxes.join(";");
   return drawn;
 }
 
@@ -226,7 +245,7 @@ function setMarkers(canvas, names) {
 function renderReplication(snap) {
   const regions = snap.regions.map((r) => r.region);
   const lags = new Map((snap.replication || []).map((l) => [l.from + ">" + l.to, l]));
-  const rows = [el("tr", {}, el("th", {}, "in \\ from"), ...regions.map((r) => el("th", {}, r)))];
+  const rows = [el("tr", {}, el("th", {}, "to \\ from"), ...regions.map((r) => el("th", {}, r)))];
   for (const to of regions) {
     rows.push(el("tr", {}, el("th", {}, to), ...regions.map((from) => {
       const id = "repl-" + from + "-" + to;
@@ -239,7 +258,7 @@ function renderReplication(snap) {
       const title = state + (l.error ? ": " + l.error : "");
       if (state === "down") {
         return el("td", { class: "down", id, title }, "down",
-          el("span", { class: "sub" }, fmtInt(l.messages) + " · " + fmtMS(l.seconds * 1000)));
+          el("span", { class: "sub" }, fmtInt(l.messages) + " msgs"), el("span", { class: "sub" }, fmtMS(l.seconds * 1000)));
       }
       if (state === "idle") return el("td", { class: "ok", id, title }, "idle");
       const slow = state === "catching up" || l.messages > SLOW_MSGS || l.seconds > SLOW_SECONDS;
@@ -263,7 +282,7 @@ function renderStorage(s, now) {
     default:
       // "writing" only while inserts happen: a stopped pipeline upstream
       // leaves storage ok but idle, and the page says so.
-      const idle = s.state === "ok" && (!s.last_insert || now - new Date(s.last_insert) > 5000);
+      const idle = s.state === "ok" && (!s.last_insert || now - new Date(s.last_insert) > 10000);
       text = s.state !== "ok" ? "Storage " + s.state + since :
         idle ? "Storage idle: " + (s.last_insert ? "last insert " + fmtAgo(s.last_insert, now) : "nothing stored yet") : "Storage writing";
       cls += s.state === "ok" && !idle ? " good-text" : " warn-text";
@@ -781,6 +800,28 @@ function setConnected(ok) {
   renderAlerts(lastSnap);
 }
 
+// loadRecent fetches the last minutes of each region's rate from the
+// server and puts them before what the page has seen itself, so that a
+// reload or a new tab draws the story so far (a scenario's drop and
+// recovery), not an empty sparkline.
+async function loadRecent() {
+  let body;
+  try {
+    const resp = await fetch("/api/recent", { cache: "no-store" });
+    if (!resp.ok) return;
+    body = await resp.json();
+  } catch (e) { return; }
+  for (const [region, points] of Object.entries(body.regions || {})) {
+    const h = spark.get(region) || [];
+    const first = h.length ? h[0][0] : Infinity;
+    spark.set(region, points.filter((p) => p[0] < first).concat(h));
+  }
+  if (lastSnap) for (const r of lastSnap.regions) {
+    const canvas = $("spark-" + r.region);
+    if (canvas) drawSpark(canvas, spark.get(r.region) || [], new Date(lastSnap.time).getTime(), lastSnap.scenarios || []);
+  }
+}
+
 // connect opens the websocket and reopens it with backoff whenever it
 // closes or goes quiet.
 let backoff = BACKOFF_MIN;
@@ -793,7 +834,7 @@ function connect() {
     clearTimeout(watchdog);
     watchdog = setTimeout(() => ws.close(), STALE_MS);
   };
-  ws.onopen = arm;
+  ws.onopen = () => { arm(); loadRecent(); };
   ws.onmessage = (ev) => {
     arm();
     backoff = BACKOFF_MIN;
