@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,8 @@ type demoFlags struct {
 	pprof bool
 	// streamBudget is READINGS' byte limit in each region.
 	streamBudget int64
+	// fresh empties the data dir before starting: a rehearsal from zero.
+	fresh bool
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -96,6 +99,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	cli.SecretVar(fs, &f.chUsers.HistoryPassword, "history-password", deploy.DemoClickHouseReaderPassword, "password of --history-user (default: the public demo default)")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")
 	fs.StringVar(&f.dataDir, "data-dir", "demo-data", "where NATS and a demo-started ClickHouse keep their data")
+	fs.BoolVar(&f.fresh, "fresh", false, "start from nothing: empty --data-dir first (streams, dead letters, a demo-started ClickHouse's readings and history), so that every count on the page starts at 0; refused while another demo uses the dir")
 	cli.BytesVar(fs, &f.streamBudget, "stream-budget", stream.DefaultReadingsBudget, "bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones, so this is how long storage may be away before readings it did not store are dropped, counted")
 	fs.IntVar(&f.devices, "devices", 30, "simulated devices, spread over the regions")
 	fs.Float64Var(&f.rate, "rate", 150, "readings per second across the fleet")
@@ -139,6 +143,12 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		return fmt.Errorf("%w: stop that demo first (Ctrl-C in its terminal), or give this one another --data-dir", err)
 	}
 	defer lock.Release()
+	if f.fresh {
+		if err := emptyDataDir(f.dataDir); err != nil {
+			return err
+		}
+		say("fresh start: %s emptied", f.dataDir)
+	}
 	sayBudget(say, topo.Budget(), f.rate, f.dataDir)
 	g, ctx := errgroup.WithContext(ctx)
 	p, err := startPipeline(ctx, g, pipelineConfig{
@@ -306,4 +316,22 @@ func sayBudget(say func(string, ...any), b stream.Budget, rate float64, dataDir 
 	case free < uint64(b.Disk()):
 		say("WARNING: %s free under %s, less than the streams' budget of %s: lower --stream-budget or free some disk", stream.FormatBytes(int64(free)), dataDir, stream.FormatBytes(b.Disk()))
 	}
+}
+
+// emptyDataDir removes everything in dir but its lock, which this demo
+// holds.
+func emptyDataDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("emptying the data dir: %w", err)
+	}
+	for _, e := range entries {
+		if e.Name() == dirlock.FileName {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("emptying the data dir: %w", err)
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/telemetry-demo/telemetry/dashboard"
+	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -236,4 +241,82 @@ func TestSecondDemoOnTheSameDataDirRefuses(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestFreshDemoStartsFromZero: a demo started again on its data dir keeps
+// its dead letters (the page's rejected counts go on from where they
+// were); with --fresh it starts from nothing and every region reads 0.
+func TestFreshDemoStartsFromZero(t *testing.T) {
+	dir := t.TempDir()
+	f := demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
+		clickhouse: "none", dataDir: dir, devices: 3, rate: 30, seed: 1}
+	natsLine := regexp.MustCompile(`NATS region us-east\s+nats://\S+@(\S+)`)
+	// run starts a demo with f, waits until the page shows every region's
+	// dead letters, and returns its rejected counts after calling during.
+	run := func(f demoFlags, during func(out *testharness.SyncBuffer)) map[string]uint64 {
+		t.Helper()
+		out := &testharness.SyncBuffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- demo(ctx, f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, out, slog.New(slog.DiscardHandler))
+		}()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("demo: %v", err)
+			}
+		}()
+		url := consoleValue(t, out, dashboardLine)
+		waitAllRegionsMoving(t, url)
+		if during != nil {
+			during(out)
+		}
+		rejected := map[string]uint64{}
+		testharness.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+			s, err := snapshot(url)
+			if err != nil {
+				return err
+			}
+			for _, r := range s.Regions {
+				if r.DeadLetters != "ok" {
+					return fmt.Errorf("%s dead letters: %s", r.Region, r.DeadLetters)
+				}
+				rejected[r.Region] = r.RejectedTotal
+			}
+			if during != nil && rejected["us-east"] == 0 {
+				return errors.New("the dead letter is not counted yet")
+			}
+			return nil
+		})
+		return rejected
+	}
+
+	first := run(f, func(out *testharness.SyncBuffer) {
+		// A hostile payload's dead letter, as ingest stores it.
+		addr := consoleValue(t, out, natsLine)
+		nc, err := nats.Connect("nats://" + stream.DemoUser + ":" + stream.DemoPassword + "@" + addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := &nats.Msg{Subject: stream.DeadLetterSubject("us-east", "bad_json"), Data: []byte("{"), Header: nats.Header{}}
+		msg.Header.Set(ingest.HeaderReason, "bad_json")
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if again := run(f, nil); again["us-east"] < first["us-east"] {
+		t.Errorf("restarted on its data dir, us-east's rejected count went from %d to %d", first["us-east"], again["us-east"])
+	}
+	f.fresh = true
+	for region, n := range run(f, nil) {
+		if n != 0 {
+			t.Errorf("--fresh: %s starts with %d rejected, want 0", region, n)
+		}
+	}
 }
