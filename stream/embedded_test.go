@@ -1,9 +1,11 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,4 +211,17 @@ func testConn(t *testing.T, e *Embedded, region string) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// TestConsoleQuietAboutDemoPasswords: nats-server's warning about the
+// demo's public plaintext passwords stays out of the console (it is said
+// at debug level); other warnings still come through.
+func TestConsoleQuietAboutDemoPasswords(t *testing.T) {
+	var buf bytes.Buffer
+	a := &slogAdapter{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	a.Warnf("Plaintext passwords detected, use nkeys or bcrypt")
+	a.Warnf("JetStream resource limits %d", 42)
+	if got := buf.String(); strings.Contains(got, "Plaintext") || !strings.Contains(got, "JetStream resource limits 42") {
+		t.Errorf("console:\n%s", got)
+	}
 }

@@ -252,6 +252,8 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	}
 	if runner != nil {
 		say("presenter API      http://%s/api/scenario (bearer token from --presenter-token); try: telemetry scenario cut-region %s --demo-url http://%s", ln.Addr(), regions[len(regions)-1], ln.Addr())
+	} else {
+		say("presenter API      off: no --presenter-token (or TELEMETRY_PRESENTER_TOKEN), so no scenario buttons and no `telemetry scenario`")
 	}
 	err = g.Wait()
 	say("stopped")

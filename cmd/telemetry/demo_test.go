@@ -120,6 +120,9 @@ func TestDemoWithoutStorageSaysSoAndStillMoves(t *testing.T) {
 	if !strings.Contains(out.String(), "STORAGE IS OFF") {
 		t.Errorf("console does not say storage is off:\n%s", out)
 	}
+	if !strings.Contains(out.String(), "presenter API      off: no --presenter-token") {
+		t.Errorf("console does not say the presenter API is off:\n%s", out)
+	}
 	// The streams' disk budget, and how long it buffers at the demo's rate.
 	if !regexp.MustCompile(`READINGS keeps up to 1\.0 GiB per region .* at \d+ readings/s it holds [\d.]+ h`).MatchString(out.String()) {
 		t.Errorf("console does not state the streams' budget:\n%s", out)
