@@ -97,7 +97,7 @@ func (w *Writer) consume(ctx context.Context) error {
 
 		fetchErr := w.fetch(cons, b)
 		if len(b.msgs) > 0 {
-			if err := w.store(drainCtx, b); err != nil {
+			if err := w.store(drainCtx, ctx.Done(), b); err != nil {
 				// Only when stopping: hand the batch back for the next run.
 				w.log.Warn("stopping with a batch not stored; handed back to JetStream", "readings", len(b.msgs), "err", err)
 				for _, m := range b.msgs {
@@ -242,10 +242,12 @@ func (w *Writer) checkGap(seq uint64) {
 }
 
 // store inserts the readings of b that ClickHouse does not hold yet,
-// retrying with backoff until it succeeds or ctx ends.
+// retrying with backoff until it succeeds or ctx ends. Once stopping is
+// closed, a failed attempt is the last: the batch goes back to JetStream
+// rather than keep a stopping writer waiting for a ClickHouse that is down.
 // While it retries it tells JetStream the batch is in progress, so that it
 // is not delivered again meanwhile.
-func (w *Writer) store(ctx context.Context, b *batch) error {
+func (w *Writer) store(ctx context.Context, stopping <-chan struct{}, b *batch) error {
 	bo := w.backoff()
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
@@ -257,6 +259,11 @@ func (w *Writer) store(ctx context.Context, b *batch) error {
 			return nil
 		}
 		w.metrics.insertErrors.Inc()
+		select {
+		case <-stopping:
+			return fmt.Errorf("stopping, insert failed: %w", err)
+		default:
+		}
 		wait := bo.NextBackOff()
 		w.setState(StateRetrying, fmt.Errorf("inserting into ClickHouse at %s (attempt %d): %w", w.cfg.ClickHouseAddr, attempt, err))
 		w.log.Warn("insert failed; retrying", "attempt", attempt, "readings", len(b.readings), "in", wait.Round(time.Millisecond), "err", err)
@@ -266,8 +273,16 @@ func (w *Writer) store(ctx context.Context, b *batch) error {
 			}
 			b.fetched = time.Now()
 		}
-		if !sleep(ctx, wait) {
+		// A stop cuts the wait short: one more attempt, then the batch
+		// goes back.
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return errors.Join(ctx.Err(), err)
+		case <-stopping:
+			t.Stop()
+		case <-t.C:
 		}
 	}
 }

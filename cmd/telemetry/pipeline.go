@@ -115,6 +115,11 @@ func (p *pipeline) storageConfig() storage.Config {
 	return p.storeCfg
 }
 
+// demoDrainTimeout is how long the demo's storage keeps trying to store
+// its last batch when stopped; an insert takes milliseconds when
+// ClickHouse is up.
+const demoDrainTimeout = 2 * time.Second
+
 func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig, say func(string, ...any), log *slog.Logger) (*pipeline, error) {
 	ctx, cancel := context.WithCancel(parent)
 	p := &pipeline{home: cfg.regions[0], gatherers: &gatherers{}, chAddr: make(chan string, 1), stop: cancel,
@@ -257,7 +262,11 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		}
 		stCfg := storage.Config{NATSURL: nats.URLAs(p.home, "storage"), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen,
 			ClickHouseUser: cfg.chUsers.ClickHouseUser, ClickHousePassword: cfg.chUsers.ClickHousePassword,
-			HistoryUser: cfg.chUsers.HistoryUser, HistoryPassword: cfg.chUsers.HistoryPassword}
+			HistoryUser: cfg.chUsers.HistoryUser, HistoryPassword: cfg.chUsers.HistoryPassword,
+			// Ctrl-C stops the demo within 3 s even with ClickHouse down
+			// (a scenario's outage): the batch in hand goes back to
+			// JetStream, which keeps it for the next start.
+			DrainTimeout: demoDrainTimeout}
 		for _, r := range cfg.regions {
 			if r != p.home {
 				stCfg.Fallbacks = append(stCfg.Fallbacks, storage.Fallback{Region: r, NATSURL: nats.URLAs(r, "storage")})

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"runtime/debug"
@@ -370,4 +372,77 @@ func raceDetector() bool {
 		}
 	}
 	return false
+}
+
+// TestCtrlCMidScenario: Ctrl-C while a scenario's fault is on (a region cut
+// off, ClickHouse killed) stops the demo within 3 s, with the link healed
+// on the way out and no ClickHouse left running.
+func TestCtrlCMidScenario(t *testing.T) {
+	testharness.RequireClickHouse(t)
+	for _, c := range []struct{ name, query, fault string }{
+		{"cut-region", "?region=eu-west", "eu-west cut off"},
+		{"clickhouse-outage", "", "ClickHouse killed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := &testharness.SyncBuffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			dir := t.TempDir()
+			f := demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
+				dataDir: dir, devices: 9, rate: 60, seed: 1,
+				presenterToken: testToken, scenarioWindow: time.Minute, scenarioLead: time.Second}
+			go func() {
+				done <- demo(ctx, f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, out, slog.New(slog.DiscardHandler))
+			}()
+			defer cancel()
+			url := consoleValue(t, out, dashboardLine)
+			consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
+			req, _ := http.NewRequest(http.MethodPost, url+"/api/scenario/"+c.name+c.query, nil)
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("starting %s: %v %v", c.name, resp, err)
+			}
+			resp.Body.Close()
+			// The fault is on.
+			consoleValue(t, out, regexp.MustCompile(`scenario `+c.name+` \(run 1\) step: (`+c.fault+`.*)`))
+
+			start := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("demo: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the demo did not stop within 30 s of Ctrl-C:\n%s", out)
+			}
+			took := time.Since(start)
+			t.Logf("stopped %v after Ctrl-C mid %s", took.Round(10*time.Millisecond), c.name)
+			if took > 3*time.Second {
+				t.Errorf("the demo took %v to stop after Ctrl-C mid %s, want at most 3 s:\n%s", took.Round(10*time.Millisecond), c.name, out)
+			}
+			if pids := clickhouseUnder(t, dir); len(pids) > 0 {
+				t.Errorf("ClickHouse still running after the demo stopped: pids %v", pids)
+			}
+		})
+	}
+}
+
+// clickhouseUnder lists the processes whose command line names a config
+// file under dir: the demo's ClickHouse.
+func clickhouseUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	var pids []string
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmdline, []byte("clickhouse")) && bytes.Contains(cmdline, []byte(dir)) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
 }
