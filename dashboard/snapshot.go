@@ -108,8 +108,13 @@ type ReplicationLag struct {
 	To   string `json:"to"`
 	// Messages is how many of From's readings To has not copied yet.
 	Messages uint64 `json:"messages"`
-	// Seconds is how long since To last heard from From's stream.
+	// Seconds is how much of From's history To misses: the time between
+	// the newest reading of From that To holds and From's newest.
 	Seconds float64 `json:"seconds"`
+	// HeardAgo is how long since To last heard from From at all (a
+	// reading or the link's heartbeat), in seconds; -1 when never or
+	// unknown. It grows during a cut.
+	HeardAgo float64 `json:"heard_ago"`
 	// Connected is false while the link between the two is down.
 	Connected bool `json:"connected"`
 	// State is up, idle, catching up or down (stream.LinkUp, ...).

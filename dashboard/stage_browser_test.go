@@ -166,7 +166,7 @@ func TestBrowserStageSizes(t *testing.T) {
 					}
 					l := ReplicationLag{From: from, To: to, State: stream.LinkUp, Connected: true}
 					if from == "ap-south" {
-						l = ReplicationLag{From: from, To: to, State: stream.LinkDown, Messages: 123456, Seconds: 1234.5}
+						l = ReplicationLag{From: from, To: to, State: stream.LinkDown, Messages: 123456, Seconds: 1234.5, HeardAgo: 1234.5}
 					}
 					out = append(out, l)
 				}
@@ -208,6 +208,7 @@ func TestBrowserStageSizes(t *testing.T) {
 				waitText(t, ctx, "rate-"+r, r+"'s rate", func(s string) bool { return s != "—" && s != "0.0" })
 			}
 			waitText(t, ctx, "ledger-lost", "the ledger card", is("0"))
+			waitText(t, ctx, "repl-ap-south-us-east", "a cut link's backlog and silence", is("down123,456 msgsheard 1235 s ago"))
 			waitJS(t, ctx, markers("history-chart"), "the scenario bands", contains("reboot-storm"))
 			if dir := os.Getenv("TELEMETRY_STAGE_SCREENSHOTS"); dir != "" {
 				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)

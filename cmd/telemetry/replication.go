@@ -46,15 +46,19 @@ func replicationFor(status func(context.Context) []stream.RegionStatus, regions 
 			if !st.Reachable {
 				for _, from := range regions {
 					if from != st.Region {
-						out = append(out, dashboard.ReplicationLag{From: from, To: st.Region, State: stream.LinkDown, Error: st.Region + " unreachable: " + st.Error})
+						out = append(out, dashboard.ReplicationLag{From: from, To: st.Region, State: stream.LinkDown, HeardAgo: -1, Error: st.Region + " unreachable: " + st.Error})
 					}
 				}
 				continue
 			}
 			for _, src := range st.Sources {
+				heard := -1.0
+				if src.Active >= 0 {
+					heard = src.Active.Seconds()
+				}
 				out = append(out, dashboard.ReplicationLag{
 					From: src.From, To: st.Region, Messages: src.LagMessages,
-					Seconds: max(src.LagSeconds, 0), Connected: src.Connected, State: src.State, Error: src.Error,
+					Seconds: max(src.LagSeconds, 0), HeardAgo: heard, Connected: src.Connected, State: src.State, Error: src.Error,
 				})
 			}
 		}

@@ -258,7 +258,8 @@ function renderReplication(snap) {
       const title = state + (l.error ? ": " + l.error : "");
       if (state === "down") {
         return el("td", { class: "down", id, title }, "down",
-          el("span", { class: "sub" }, fmtInt(l.messages) + " msgs"), el("span", { class: "sub" }, fmtMS(l.seconds * 1000)));
+          el("span", { class: "sub" }, fmtInt(l.messages) + " msgs"),
+          el("span", { class: "sub" }, l.heard_ago >= 0 ? "heard " + fmtMS(l.heard_ago * 1000) + " ago" : fmtMS(l.seconds * 1000) + " behind"));
       }
       if (state === "idle") return el("td", { class: "ok", id, title }, "idle");
       const slow = state === "catching up" || l.messages > SLOW_MSGS || l.seconds > SLOW_SECONDS;
