@@ -20,8 +20,8 @@ import (
 const budget = 1 << 20
 
 // withBudget turns e's READINGS into the topology's, with a budget of
-// 1 MiB: the oldest readings make room for new ones.
-func (e *env) withBudget(t *testing.T) {
+// bytes: the oldest readings make room for new ones.
+func (e *env) withBudget(t *testing.T, bytes int64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -30,7 +30,7 @@ func (e *env) withBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	topo := stream.DefaultTopology([]string{region})
-	topo.ReadingsMaxBytes = budget
+	topo.ReadingsMaxBytes = bytes
 	topo.Storage = s.CachedInfo().Config.Storage
 	if _, err := e.js.UpdateStream(ctx, topo.ReadingsConfig(region)); err != nil {
 		t.Fatalf("applying the topology's READINGS: %v", err)
@@ -90,7 +90,7 @@ func interleave(rs []protocol.Reading, devices int) []protocol.Reading {
 // new reading from there on.)
 func TestStreamAtItsBudgetKeepsFlowing(t *testing.T) {
 	e := newEnv(t)
-	e.withBudget(t)
+	e.withBudget(t, budget)
 	w := start(t, e.config())
 	const devices, per = 20, 600 // 12,000 readings, about 3.5 budgets
 	rs := interleave(readings(devices, per, 1), devices)
@@ -127,7 +127,7 @@ func TestStreamAtItsBudgetKeepsFlowing(t *testing.T) {
 // exactly the discarded ones.
 func TestStorageDownPastTheBudget(t *testing.T) {
 	e := newEnv(t)
-	e.withBudget(t)
+	e.withBudget(t, budget)
 	const devices, per = 20, 600
 	rs := interleave(readings(devices, per, 1), devices)
 
@@ -179,4 +179,48 @@ func (e *env) regionStatus(t *testing.T) stream.RegionStatus {
 		t.Fatalf("stream status: %+v", st)
 	}
 	return st[0]
+}
+
+// TestGapsStillInTheStreamAreNotDiscards: a delivery the writer never
+// gets (a fetch that gave up as the message arrived, on a starved machine)
+// leaves a gap in the sequence it sees, and comes back as a redelivery
+// after the ack wait. That is not a discard: the stream still holds it.
+// Here a second client pulls from the writer's durable consumer now and
+// then without acknowledging, taking messages from under the writer; every
+// reading is stored and none is counted as dropped.
+func TestGapsStillInTheStreamAreNotDiscards(t *testing.T) {
+	e := newEnv(t)
+	e.withBudget(t, 64<<20) // room for every reading: nothing can be dropped
+	cfg := e.config()
+	cfg.AckWait = time.Second // what the thief takes comes back soon
+	w := start(t, cfg)
+	const devices, per = 20, 100 // 2,000 readings
+	rs := interleave(readings(devices, per, 1), devices)
+	e.publish(t, rs[:100], true)
+	e.waitStored(t, w, 100*uint64(len(metricNames)))
+
+	// The thief: the writer's consumer, pulled from elsewhere.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := e.js.Consumer(ctx, storage.DefaultStream, storage.DefaultDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen := 0
+	for i := 100; i < len(rs); i += 50 {
+		e.publish(t, rs[i:i+50], true)
+		if batch, err := cons.Fetch(3, jetstream.FetchMaxWait(20*time.Millisecond)); err == nil {
+			for range batch.Messages() {
+				stolen++ // never acknowledged: redelivered after the ack wait
+			}
+		}
+	}
+	t.Logf("%d deliveries taken from under the writer", stolen)
+	if stolen == 0 {
+		t.Fatal("the thief took nothing: no gap to judge")
+	}
+	e.waitStored(t, w, uint64(len(rs)*len(metricNames)))
+	if d := w.Status().Discarded; d != 0 {
+		t.Errorf("storage counted %d readings discarded, none was: the stream holds all %d", d, len(rs))
+	}
 }

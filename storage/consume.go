@@ -217,12 +217,14 @@ func deliveredUpTo(info *jetstream.ConsumerInfo) uint64 {
 }
 
 // checkGap counts the readings READINGS dropped before they were
-// delivered: the consumer delivers new messages in stream order (a
-// redelivery has a lower sequence), so a first delivery more than one past
-// the highest delivered means the messages between are gone from the
-// stream, removed by its byte budget or max age while storage was behind.
-// (Messages delivered and not acknowledged when the writer stopped, then
-// removed before their redelivery, are not seen here.)
+// delivered. The consumer delivers new messages in stream order, so a
+// message more than one past the highest the writer has seen leaves a gap.
+// Most gaps are not losses: messages the server delivered just as a fetch
+// gave up never reach the writer and come back later as redeliveries. The
+// stream tells them apart: its byte budget and max age remove the oldest
+// messages, so of a gap only the sequences below the stream's first are
+// gone. (A message lost at a fetch boundary and then removed before its
+// redelivery is not seen here; the ledger still lists it as missing.)
 func (w *Writer) checkGap(seq uint64) {
 	last := w.seen
 	if seq <= last {
@@ -232,13 +234,32 @@ func (w *Writer) checkGap(seq uint64) {
 	if last == 0 || seq == last+1 {
 		return
 	}
-	n := seq - last - 1
+	first, err := w.firstSeq()
+	if err != nil {
+		w.log.Debug("cannot tell whether a gap was dropped", "stream_seq_from", last+1, "stream_seq_to", seq-1, "err", err)
+		return
+	}
+	if first <= last+1 {
+		return // the gap is still in the stream: in flight, redelivered later
+	}
+	n := min(seq, first) - (last + 1)
 	w.metrics.discarded.Add(float64(n))
 	w.mu.Lock()
 	w.status.Discarded += n
 	w.mu.Unlock()
 	w.log.Warn("readings dropped by READINGS before storage read them: lost (the stream's budget or max age was reached while storage was behind)",
-		"region", w.current().region, "readings", n, "stream_seq_from", last+1, "stream_seq_to", seq-1)
+		"region", w.current().region, "readings", n, "stream_seq_from", last+1, "stream_seq_to", last+n)
+}
+
+// firstSeq asks the stream consumed for its first sequence.
+func (w *Writer) firstSeq() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := w.current().js.Stream(ctx, w.cfg.Stream)
+	if err != nil {
+		return 0, err
+	}
+	return s.CachedInfo().State.FirstSeq, nil
 }
 
 // store inserts the readings of b that ClickHouse does not hold yet,
