@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,6 +63,40 @@ func startDemoWith(t *testing.T, f demoFlags) *testharness.SyncBuffer {
 		}
 	})
 	return out
+}
+
+// launchDemo starts the demo with f in the default regions and returns
+// its console and a stop function, Ctrl-C as a test sends it: it cancels
+// the demo, waits up to 30 s for it to return, fails the test if it
+// returned an error, and says how long the stop took.
+func launchDemo(t *testing.T, f demoFlags) (*testharness.SyncBuffer, func() time.Duration) {
+	t.Helper()
+	out := &testharness.SyncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- demo(ctx, f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, out, slog.New(slog.DiscardHandler))
+	}()
+	var once sync.Once
+	var took time.Duration
+	stop := func() time.Duration {
+		once.Do(func() {
+			start := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("demo: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("the demo did not stop within 30 s of Ctrl-C:\n%s", out)
+			}
+			took = time.Since(start)
+		})
+		return took
+	}
+	t.Cleanup(func() { stop() })
+	return out, stop
 }
 
 // consoleValue waits for a console line matching re and returns its group.
@@ -258,18 +293,8 @@ func TestFreshDemoStartsFromZero(t *testing.T) {
 	// dead letters, and returns its rejected counts after calling during.
 	run := func(f demoFlags, during func(out *testharness.SyncBuffer)) map[string]uint64 {
 		t.Helper()
-		out := &testharness.SyncBuffer{}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- demo(ctx, f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, out, slog.New(slog.DiscardHandler))
-		}()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("demo: %v", err)
-			}
-		}()
+		out, stop := launchDemo(t, f)
+		defer stop()
 		url := consoleValue(t, out, dashboardLine)
 		waitAllRegionsMoving(t, url)
 		if during != nil {

@@ -384,17 +384,10 @@ func TestCtrlCMidScenario(t *testing.T) {
 		{"clickhouse-outage", "", "ClickHouse killed"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			out := &testharness.SyncBuffer{}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
 			dir := t.TempDir()
-			f := demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
+			out, stop := launchDemo(t, demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
 				dataDir: dir, devices: 9, rate: 60, seed: 1,
-				presenterToken: testToken, scenarioWindow: time.Minute, scenarioLead: time.Second}
-			go func() {
-				done <- demo(ctx, f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, out, slog.New(slog.DiscardHandler))
-			}()
-			defer cancel()
+				presenterToken: testToken, scenarioWindow: time.Minute, scenarioLead: time.Second})
 			url := consoleValue(t, out, dashboardLine)
 			consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
 			req, _ := http.NewRequest(http.MethodPost, url+"/api/scenario/"+c.name+c.query, nil)
@@ -407,17 +400,7 @@ func TestCtrlCMidScenario(t *testing.T) {
 			// The fault is on.
 			consoleValue(t, out, regexp.MustCompile(`scenario `+c.name+` \(run 1\) step: (`+c.fault+`.*)`))
 
-			start := time.Now()
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("demo: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatalf("the demo did not stop within 30 s of Ctrl-C:\n%s", out)
-			}
-			took := time.Since(start)
+			took := stop()
 			t.Logf("stopped %v after Ctrl-C mid %s", took.Round(10*time.Millisecond), c.name)
 			if took > 3*time.Second {
 				t.Errorf("the demo took %v to stop after Ctrl-C mid %s, want at most 3 s:\n%s", took.Round(10*time.Millisecond), c.name, out)
