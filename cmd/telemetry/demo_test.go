@@ -61,8 +61,12 @@ func launchDemo(t *testing.T, f demoFlags) (*testharness.SyncBuffer, func() time
 	out := &testharness.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	topo := stream.DefaultTopology(stream.DefaultRegions)
+	if f.streamBudget > 0 {
+		topo.ReadingsMaxBytes = f.streamBudget
+	}
 	go func() {
-		done <- demo(ctx, f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, out, slog.New(slog.DiscardHandler))
+		done <- demo(ctx, f, stream.DefaultRegions, topo, map[string]int{}, out, slog.New(slog.DiscardHandler))
 	}()
 	var once sync.Once
 	var took time.Duration

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/telemetry-demo/telemetry/devices"
@@ -428,4 +430,68 @@ func clickhouseUnder(t *testing.T, dir string) []string {
 		}
 	}
 	return pids
+}
+
+// TestStorageAwayPastTheBudgetShows: the whole demo, its READINGS budget
+// at the minimum (1 MiB, a few seconds of this fleet), ClickHouse killed
+// by the outage scenario. Once us-east's stream drops readings storage
+// has not stored, the page's us-east card and /healthz say so, with the
+// reason, within 5 s.
+func TestStorageAwayPastTheBudgetShows(t *testing.T) {
+	testharness.RequireClickHouse(t)
+	out, _ := launchDemo(t, demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
+		dataDir: t.TempDir(), devices: 9, rate: 300, seed: 1, streamBudget: 1 << 20,
+		presenterToken: testToken, scenarioWindow: time.Minute, scenarioLead: time.Second})
+	url := consoleValue(t, out, dashboardLine)
+	consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
+	req, _ := http.NewRequest(http.MethodPost, url+"/api/scenario/clickhouse-outage", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("starting the outage: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	consoleValue(t, out, regexp.MustCompile(`scenario clickhouse-outage \(run 1\) step: (ClickHouse killed.*)`))
+
+	// The stream's own account, read as `telemetry stream status` does.
+	addr := consoleValue(t, out, regexp.MustCompile(`NATS region us-east\s+nats://\S+@(\S+)`))
+	nc, err := nats.Connect("nats://" + stream.DemoUser + ":" + stream.DemoPassword + "@" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.NewWithDomain(nc, "us-east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testharness.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		st := stream.Status(context.Background(), stream.Regions{"us-east": js}, []string{"us-east"})[0]
+		if st.Storage == nil || st.Storage.Dropped == 0 {
+			return fmt.Errorf("us-east READINGS %d of %d bytes, storage %+v", st.Bytes, st.MaxBytes, st.Storage)
+		}
+		return nil
+	})
+	dropping := time.Now()
+	testharness.CheckFor(t, 5*time.Second, 100*time.Millisecond, func() error {
+		resp, err := http.Get(url + "/healthz")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "us-east: READINGS full in us-east") {
+			return fmt.Errorf("healthz %d %q", resp.StatusCode, body)
+		}
+		s, err := snapshot(url)
+		if err != nil {
+			return err
+		}
+		for _, r := range s.Regions {
+			if r.Region == "us-east" && !strings.Contains(r.Alert, "readings dropped before storage stored them") {
+				return fmt.Errorf("us-east's card says %q", r.Alert)
+			}
+		}
+		return nil
+	})
+	t.Logf("the page and /healthz said so %v after the stream began dropping", time.Since(dropping).Round(10*time.Millisecond))
 }
