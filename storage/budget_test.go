@@ -19,9 +19,8 @@ import (
 // topology takes, about 3,500 of the tests' readings.
 const budget = 1 << 20
 
-// withBudget turns e's READINGS into the topology's, with a budget of
-// bytes: the oldest readings make room for new ones.
-func (e *env) withBudget(t *testing.T, bytes int64) {
+// readingsInfo is READINGS as the server has it now.
+func (e *env) readingsInfo(t *testing.T) *jetstream.StreamInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -29,29 +28,25 @@ func (e *env) withBudget(t *testing.T, bytes int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s.CachedInfo() // fetched by Stream
+}
+
+// withBudget turns e's READINGS into the topology's, with a budget of
+// bytes: the oldest readings make room for new ones.
+func (e *env) withBudget(t *testing.T, bytes int64) {
+	t.Helper()
 	topo := stream.DefaultTopology([]string{region})
 	topo.ReadingsMaxBytes = bytes
-	topo.Storage = s.CachedInfo().Config.Storage
+	topo.Storage = e.readingsInfo(t).Config.Storage
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	if _, err := e.js.UpdateStream(ctx, topo.ReadingsConfig(region)); err != nil {
 		t.Fatalf("applying the topology's READINGS: %v", err)
 	}
 }
 
 // streamState is READINGS' state now.
-func (e *env) streamState(t *testing.T) jetstream.StreamState {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := e.js.Stream(ctx, storage.DefaultStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State
-}
+func (e *env) streamState(t *testing.T) jetstream.StreamState { return e.readingsInfo(t).State }
 
 // ledgerTotals adds up the ledger: readings stored and sequence numbers
 // missing between each device's first and last stored.

@@ -3,6 +3,8 @@ package stream
 import (
 	"fmt"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/disk"
 )
 
 // ReadingBytes is about what one reading takes in a region's READINGS
@@ -85,4 +87,17 @@ func FormatBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// Check returns an error when the disk under dir has less room than the
+// budget (Disk), or its room cannot be told.
+func (b Budget) Check(dir string) error {
+	free, err := disk.Free(dir)
+	if err != nil {
+		return fmt.Errorf("cannot tell the free disk under %s: %w", dir, err)
+	}
+	if free < uint64(b.Disk()) {
+		return fmt.Errorf("%s free under %s, less than the streams' budget of %s", FormatBytes(int64(free)), dir, FormatBytes(b.Disk()))
+	}
+	return nil
 }

@@ -40,3 +40,19 @@ func TestReadingsMakeRoomOldestFirst(t *testing.T) {
 		t.Errorf("READINGS discard policy %v, want DiscardOld", cfg.Discard)
 	}
 }
+
+// TestBudgetWarnsWhenTheDiskIsSmaller: Check fails, naming the disk and
+// the budget, when the disk under the data dir has less room.
+func TestBudgetWarnsWhenTheDiskIsSmaller(t *testing.T) {
+	for _, c := range []struct {
+		budget int64
+		warn   bool
+	}{{1 << 20, false}, {1 << 50, true}} { // 1 MiB fits any test disk; 1 PiB none
+		topo := DefaultTopology(DefaultRegions)
+		topo.ReadingsMaxBytes = c.budget
+		err := topo.Budget().Check(t.TempDir())
+		if got := err != nil && strings.Contains(err.Error(), "less than the streams' budget"); got != c.warn {
+			t.Errorf("budget %d: Check = %v, want a warning %v", c.budget, err, c.warn)
+		}
+	}
+}

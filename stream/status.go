@@ -402,3 +402,17 @@ func writeBuffer(w io.Writer, st RegionStatus) {
 	}
 	fmt.Fprintln(w, line)
 }
+
+// AlertsFrom turns status into the dashboard's alerts by region (see
+// RegionStatus.Alert): the form dashboard.Config.Alerts takes.
+func AlertsFrom(status func(context.Context) []RegionStatus) func(context.Context) (map[string]string, error) {
+	return func(ctx context.Context) (map[string]string, error) {
+		out := map[string]string{}
+		for _, st := range status(ctx) {
+			if st.Alert != "" {
+				out[st.Region] = st.Alert
+			}
+		}
+		return out, nil
+	}
+}

@@ -48,7 +48,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	}
 	lag := stream.NewLagCollector(regionStatus(urls, cfg.Regions), time.Second)
 	cfg.Replication = replicationFor(lag.Statuses, cfg.Regions)
-	cfg.Alerts = alertsFor(lag.Statuses)
+	cfg.Alerts = stream.AlertsFrom(lag.Statuses)
 	lagReg := prometheus.NewRegistry()
 	lagReg.MustRegister(lag)
 	cfg.Gatherer = lagReg

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +19,6 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/dirlock"
-	"github.com/telemetry-demo/telemetry/internal/disk"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
@@ -144,12 +142,15 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	}
 	defer lock.Release()
 	if f.fresh {
-		if err := emptyDataDir(f.dataDir); err != nil {
+		if err := lock.Empty(); err != nil {
 			return err
 		}
 		say("fresh start: %s emptied", f.dataDir)
 	}
-	sayBudget(say, topo.Budget(), f.rate, f.dataDir)
+	say("%s (--stream-budget)", topo.Budget().Describe(f.rate, 5000))
+	if err := topo.Budget().Check(f.dataDir); err != nil {
+		say("WARNING: %v: lower --stream-budget or free some disk", err)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	p, err := startPipeline(ctx, g, pipelineConfig{
 		regions: regions, topo: topo, natsPorts: ports, mqtt: f.mqtt, dataDir: f.dataDir,
@@ -181,7 +182,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		StorageOffReason: p.storageOff,
 		Gatherer:         p.gatherers,
 		Replication:      replicationFor(p.status, regions),
-		Alerts:           alertsFor(p.status),
+		Alerts:           stream.AlertsFrom(p.status),
 		AllowedOrigins:   cli.SplitList(f.allowedOrigins),
 		Presenter:        f.presenterToken != "",
 		Fallbacks:        dashboardFallbacks(p.nats, p.home, regions),
@@ -304,36 +305,4 @@ func dashboardFallbacks(nats *stream.Embedded, home string, regions []string) []
 		}
 	}
 	return fb
-}
-
-// sayBudget prints the streams' disk budget and how long it buffers at the
-// demo's rate and a load test's, and warns when the data dir's disk has
-// less room than the budget.
-func sayBudget(say func(string, ...any), b stream.Budget, rate float64, dataDir string) {
-	say("%s (--stream-budget)", b.Describe(rate, 5000))
-	free, err := disk.Free(dataDir)
-	switch {
-	case err != nil:
-		say("WARNING: cannot tell the free disk under %s: %v", dataDir, err)
-	case free < uint64(b.Disk()):
-		say("WARNING: %s free under %s, less than the streams' budget of %s: lower --stream-budget or free some disk", stream.FormatBytes(int64(free)), dataDir, stream.FormatBytes(b.Disk()))
-	}
-}
-
-// emptyDataDir removes everything in dir but its lock, which this demo
-// holds.
-func emptyDataDir(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("emptying the data dir: %w", err)
-	}
-	for _, e := range entries {
-		if e.Name() == dirlock.FileName {
-			continue
-		}
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("emptying the data dir: %w", err)
-		}
-	}
-	return nil
 }

@@ -339,20 +339,3 @@ func TestFreshDemoStartsFromZero(t *testing.T) {
 		}
 	}
 }
-
-// TestBudgetWarnsWhenTheDiskIsSmaller: the demo warns at start when the
-// data dir's disk has less room than the streams' budget.
-func TestBudgetWarnsWhenTheDiskIsSmaller(t *testing.T) {
-	for _, c := range []struct {
-		budget int64
-		warn   bool
-	}{{1 << 20, false}, {1 << 50, true}} { // 1 MiB fits any test disk; 1 PiB none
-		topo := stream.DefaultTopology(stream.DefaultRegions)
-		topo.ReadingsMaxBytes = c.budget
-		var out strings.Builder
-		sayBudget(func(format string, a ...any) { fmt.Fprintf(&out, format+"\n", a...) }, topo.Budget(), 150, t.TempDir())
-		if got := strings.Contains(out.String(), "WARNING:") && strings.Contains(out.String(), "less than the streams' budget"); got != c.warn {
-			t.Errorf("budget %d: warned %v, want %v:\n%s", c.budget, got, c.warn, out.String())
-		}
-	}
-}

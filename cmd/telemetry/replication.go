@@ -65,17 +65,3 @@ func replicationFor(status func(context.Context) []stream.RegionStatus, regions 
 		return out, nil
 	}
 }
-
-// alertsFor turns region statuses into the dashboard's alerts by region:
-// readings a region's READINGS dropped before storage stored them.
-func alertsFor(status func(context.Context) []stream.RegionStatus) func(context.Context) (map[string]string, error) {
-	return func(ctx context.Context) (map[string]string, error) {
-		out := map[string]string{}
-		for _, st := range status(ctx) {
-			if st.Alert != "" {
-				out[st.Region] = st.Alert
-			}
-		}
-		return out, nil
-	}
-}

@@ -23,7 +23,8 @@ var ErrLocked = errors.New("data dir in use")
 
 // Lock holds a directory.
 type Lock struct {
-	f *os.File
+	f   *os.File
+	dir string
 }
 
 // Acquire locks dir (creating it if needed) for this process, recording
@@ -50,7 +51,25 @@ func Acquire(dir, owner string) (*Lock, error) {
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(owner+"\n"), 0)
 	}
-	return &Lock{f: f}, nil
+	return &Lock{f: f, dir: dir}, nil
+}
+
+// Empty removes everything in the locked directory but the lock itself:
+// a fresh start, safe because no other holder can be using it.
+func (l *Lock) Empty() error {
+	entries, err := os.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("emptying %s: %w", l.dir, err)
+	}
+	for _, e := range entries {
+		if e.Name() == FileName {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(l.dir, e.Name())); err != nil {
+			return fmt.Errorf("emptying %s: %w", l.dir, err)
+		}
+	}
+	return nil
 }
 
 // Release unlocks the directory. The lock file stays (removing it could

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -64,4 +65,31 @@ func TestLockGoesWithItsProcess(t *testing.T) {
 		t.Fatalf("Acquire after the holder was killed: %v", err)
 	}
 	l.Release()
+}
+
+// TestEmptyKeepsTheLock: Empty removes what the directory holds, and the
+// lock still holds it.
+func TestEmptyKeepsTheLock(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(dir, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if err := os.MkdirAll(filepath.Join(dir, "nats", "us-east"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nats", "us-east", "msgs"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Empty(); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != FileName {
+		t.Errorf("after Empty the dir holds %v, want only %s", entries, FileName)
+	}
+	if _, err := Acquire(dir, "second"); !errors.Is(err, ErrLocked) {
+		t.Errorf("Acquire after Empty = %v, want ErrLocked", err)
+	}
 }
