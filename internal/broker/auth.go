@@ -19,8 +19,7 @@ type authHook struct {
 	acl       *ACL
 	insecure  bool
 
-	refused atomic.Uint64 // connections refused: unknown user, wrong password, anonymous
-	denied  atomic.Uint64 // publishes, subscriptions and deliveries denied by the ACL
+	denied atomic.Uint64 // publishes, subscriptions and deliveries denied by the ACL
 }
 
 // NewAuthHook returns the hook that makes a mochi server apply cfg's
@@ -50,11 +49,7 @@ func (h *authHook) Provides(b byte) bool {
 // in the password file, and one without a user name only when insecure.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
-	ok := user == "" && h.insecure || user != "" && h.passwords.Check(user, string(pk.Connect.Password))
-	if !ok {
-		h.refused.Add(1)
-	}
-	return ok
+	return user == "" && h.insecure || user != "" && h.passwords.Check(user, string(pk.Connect.Password))
 }
 
 // OnACLCheck applies the ACL file; a client without a user name is only
@@ -92,8 +87,7 @@ func (b *Broker) collectors() []prometheus.Collector {
 			func() float64 { return float64(b.InflightDropped()) }),
 		counter("messages_dropped_total", "Messages dropped because a subscriber's outbound queue was full.",
 			func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.MessagesDropped)) }),
-		counter("connections_refused_total", "MQTT connections refused: no credentials, unknown user or wrong password.",
-			func() float64 { return float64(b.auth.refused.Load()) }),
+		b.tcp.refused, b.tcp.ended,
 		counter("acl_denied_total", "Publishes, subscriptions and deliveries the ACL denied (a device publishing to another device's topic, a device subscribing).",
 			func() float64 { return float64(b.auth.denied.Load()) }),
 		counter("session_handovers_total", "QoS 1 messages handed over to a resumed persistent session that mochi would have lost while the session was taken over.",

@@ -8,6 +8,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -62,6 +62,19 @@ type Config struct {
 	// MaxClients bounds the clients connected at once (default
 	// DefaultMaxClients); one more is refused with "server busy".
 	MaxClients int
+	// LoginTimeout is how long a connection may take to send its whole
+	// CONNECT; then it is closed (default DefaultLoginTimeout).
+	LoginTimeout time.Duration
+	// MaxLoggingIn bounds connections that have not sent their CONNECT
+	// yet, from every address (default DefaultMaxLoggingIn), and
+	// MaxLoggingInPerIP from one address (default DefaultMaxLoggingInPerIP).
+	// One more is closed at once, counted and logged.
+	MaxLoggingIn      int
+	MaxLoggingInPerIP int
+	// MaxConnsPerIP bounds connections from one address, logged in or not
+	// (default DefaultMaxConnsPerIP): a load generator's whole fleet comes
+	// from one address.
+	MaxConnsPerIP int
 
 	// inflight is mochi's limit of messages in flight per client, 0:
 	// maxInflight. Tests lower it (export_test.go).
@@ -80,8 +93,21 @@ func (c Config) Validate() error {
 	if c.Insecure && !isLoopback(c.Listen) {
 		return fmt.Errorf("%w, not %s: listen on 127.0.0.1:<port>, or drop --insecure so that clients must log in", ErrInsecureNotLoopback, c.Listen)
 	}
-	if c.MaxClients < 0 {
-		return fmt.Errorf("broker: max clients %d: want 1 or more (0: %d)", c.MaxClients, DefaultMaxClients)
+	for _, b := range []struct {
+		name       string
+		value, def int
+	}{
+		{"max clients", c.MaxClients, DefaultMaxClients},
+		{"max connections logging in", c.MaxLoggingIn, DefaultMaxLoggingIn},
+		{"max connections logging in per address", c.MaxLoggingInPerIP, DefaultMaxLoggingInPerIP},
+		{"max connections per address", c.MaxConnsPerIP, DefaultMaxConnsPerIP},
+	} {
+		if b.value < 0 {
+			return fmt.Errorf("broker: %s %d: want 1 or more (0: %d)", b.name, b.value, b.def)
+		}
+	}
+	if c.LoginTimeout < 0 {
+		return fmt.Errorf("broker: login timeout %v: want more than 0 (0: %v)", c.LoginTimeout, DefaultLoginTimeout)
 	}
 	if c.MaxPendingWrites != 0 && (c.MaxPendingWrites < 2 || c.MaxPendingWrites > maxInflight) {
 		return fmt.Errorf("broker: max pending writes %d: want 2 to %d (0: %d)", c.MaxPendingWrites, maxInflight, DefaultMaxPendingWrites)
@@ -93,6 +119,27 @@ func (c Config) Validate() error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxPendingWrites == 0 {
+		c.MaxPendingWrites = DefaultMaxPendingWrites
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	if c.LoginTimeout == 0 {
+		c.LoginTimeout = DefaultLoginTimeout
+	}
+	if c.MaxLoggingIn == 0 {
+		c.MaxLoggingIn = DefaultMaxLoggingIn
+	}
+	if c.MaxLoggingInPerIP == 0 {
+		c.MaxLoggingInPerIP = DefaultMaxLoggingInPerIP
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
 }
 
 func (c Config) maxInflight() int {
@@ -133,7 +180,7 @@ func isLoopback(addr string) bool {
 // Broker is a running embedded MQTT broker.
 type Broker struct {
 	srv  *mqtt.Server
-	tcp  *listeners.TCP
+	tcp  *gate
 	auth *authHook
 	// takeover keeps the messages mochi would lose when a session resumes.
 	takeover *takeoverHook
@@ -149,12 +196,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MaxPendingWrites == 0 {
-		cfg.MaxPendingWrites = DefaultMaxPendingWrites
-	}
-	if cfg.MaxClients == 0 {
-		cfg.MaxClients = DefaultMaxClients
-	}
+	cfg.setDefaults()
 	log = log.With("component", "broker")
 	h, err := newAuthHook(cfg)
 	if err != nil {
@@ -164,10 +206,15 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
 	caps.MaximumInflight = uint16(cfg.maxInflight())
 	caps.MaximumClients = int64(cfg.MaxClients)
+	caps.MaximumPacketSize = MaxPacketBytes
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: false,
 		Capabilities: caps,
-		Logger:       log,
+		// mochi logs a line per client event (a packet refused by the
+		// ACL, a client gone), at warn: a hostile client's loop would be a
+		// line per packet. Those are counted in the metrics and the gate
+		// logs connections rate limited; mochi keeps its errors.
+		Logger: slog.New(minLevel{Handler: log.Handler(), min: slog.LevelError}),
 	})
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("broker: adding auth hook: %w", err)
@@ -184,7 +231,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		log.Warn("INSECURE: MQTT clients without credentials may connect, publish anything and read everything (--insecure); loopback only",
 			"listen", cfg.Listen)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})
+	tcp := newGate(cfg, log)
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("broker: listening on %s: %w", cfg.Listen, err)
 	}
@@ -245,4 +292,26 @@ func (b *Broker) closeClients(listener string) {
 			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
 		}
 	}
+}
+
+// Refused is how many connections the broker refused for reason (a
+// reason label of telemetry_broker_connections_refused_total).
+func (b *Broker) Refused(reason string) uint64 { return b.tcp.refused.Count(reason) }
+
+// minLevel is a slog.Handler that drops records below min.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{Handler: h.Handler.WithAttrs(as), min: h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{Handler: h.Handler.WithGroup(name), min: h.min}
 }
