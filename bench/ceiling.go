@@ -22,7 +22,7 @@ import (
 // the broker passes on with this fleet on this machine. It runs before
 // the pipeline's arm, in the same run, so that both see the same machine.
 func ceiling(ctx context.Context, cfg devices.Config, log *slog.Logger) (*CeilingReport, error) {
-	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0"}, log)
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxConnsPerIP: broker.DefaultMaxClients}, log)
 	if err != nil {
 		return nil, fmt.Errorf("ceiling: starting a bare broker: %w", err)
 	}

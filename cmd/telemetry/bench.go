@@ -13,6 +13,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -91,7 +92,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		defer pcancel()
 		p, err := startPipeline(pctx, g, pipelineConfig{
 			regions: cfg.Fleet.Regions, topo: stream.DefaultTopology(cfg.Fleet.Regions), mqtt: "127.0.0.1:0", dataDir: dir,
-			clickhouse: cfg.ClickHouse, storageListen: "127.0.0.1:0", requireStore: true,
+			mqttPerAddress: max(broker.DefaultMaxConnsPerIP, cfg.Fleet.Devices+len(cfg.Fleet.Regions)),
+			clickhouse:     cfg.ClickHouse, storageListen: "127.0.0.1:0", requireStore: true,
 			mqttAuth: mqttAuth{devicePassword: cfg.Fleet.Password},
 		}, func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) }, log)
 		if err != nil {

@@ -77,6 +77,8 @@ type demoFlags struct {
 	streamBudget int64
 	// fresh empties the data dir before starting: a rehearsal from zero.
 	fresh bool
+	// mqttPerAddress bounds the broker's connections from one address.
+	mqttPerAddress int
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -87,6 +89,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&f.insecure, "insecure", false, "let MQTT clients in without credentials, with access to every topic (only with a loopback --mqtt address)")
 	cli.SecretVar(fs, &f.mqttDevicePassword, "mqtt-device-password", deploy.DemoMQTTDevicePassword, "password of the broker's fleet user "+deploy.MQTTDeviceUser+" (default: the public demo default)")
 	cli.SecretVar(fs, &f.mqttIngestPass, "mqtt-ingest-password", deploy.DemoMQTTIngestPassword, "password of the broker's user "+deploy.MQTTIngestUser+" (default: the public demo default)")
+	fs.IntVar(&f.mqttPerAddress, "mqtt-max-per-address", broker.DefaultMaxConnsPerIP, "MQTT connections the broker takes from one client address (a load generator's whole fleet comes from one); docs/SECURITY.md lists every bound")
 	fs.StringVar(&f.natsPorts, "nats-ports", "4222,4223,4224", "NATS client port of each region, in the order of --regions")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "dashboard address")
 	fs.StringVar(&f.storageListen, "storage-listen", "127.0.0.1:8081", "storage's HTTP address (status, history, ledger)")
@@ -114,8 +117,11 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// Before starting anything: anonymous MQTT only on loopback.
-	if err := (broker.Config{Listen: f.mqtt, Insecure: f.insecure}).Validate(); err != nil {
+	if err := (broker.Config{Listen: f.mqtt, Insecure: f.insecure, MaxConnsPerIP: f.mqttPerAddress}).Validate(); err != nil {
 		return err
+	}
+	if f.devices >= f.mqttPerAddress {
+		return fmt.Errorf("--devices %d: the fleet connects from one address, which the broker bounds to --mqtt-max-per-address %d; raise it", f.devices, f.mqttPerAddress)
 	}
 	regions := cli.SplitList(f.regions)
 	topo := stream.DefaultTopology(regions)
@@ -153,7 +159,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	p, err := startPipeline(ctx, g, pipelineConfig{
-		regions: regions, topo: topo, natsPorts: ports, mqtt: f.mqtt, dataDir: f.dataDir,
+		regions: regions, topo: topo, natsPorts: ports, mqtt: f.mqtt, mqttPerAddress: f.mqttPerAddress, dataDir: f.dataDir,
 		mqttAuth:   mqttAuth{insecure: f.insecure, devicePassword: f.mqttDevicePassword, ingestPassword: f.mqttIngestPass},
 		clickhouse: f.clickhouse, storageListen: f.storageListen, chUsers: f.chUsers,
 	}, say, log)

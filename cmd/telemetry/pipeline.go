@@ -33,15 +33,18 @@ import (
 // pipelineConfig is the in-process pipeline that demo and bench --demo run:
 // everything but the devices and the dashboard.
 type pipelineConfig struct {
-	regions       []string
-	topo          stream.Topology
-	natsPorts     map[string]int
-	mqtt          string
-	mqttAuth      mqttAuth
-	dataDir       string
-	clickhouse    string // address of a running ClickHouse; empty: find one
-	storageListen string
-	requireStore  bool // fail instead of running without storage
+	regions   []string
+	topo      stream.Topology
+	natsPorts map[string]int
+	mqtt      string
+	// mqttPerAddress bounds the broker's connections from one address
+	// (0: broker.DefaultMaxConnsPerIP).
+	mqttPerAddress int
+	mqttAuth       mqttAuth
+	dataDir        string
+	clickhouse     string // address of a running ClickHouse; empty: find one
+	storageListen  string
+	requireStore   bool // fail instead of running without storage
 	// chUsers are storage's ClickHouse users and passwords (the writer's
 	// and the history's); zero fields are the demo users of
 	// deploy/clickhouse/users.d/telemetry.xml.
@@ -171,7 +174,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		return nil, err
 	}
 	p.mqttAuth = cfg.mqttAuth
-	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt, Passwd: passwd, Insecure: cfg.mqttAuth.insecure}, log)
+	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt, Passwd: passwd, Insecure: cfg.mqttAuth.insecure, MaxConnsPerIP: cfg.mqttPerAddress}, log)
 	if errors.Is(err, broker.ErrInsecureNotLoopback) {
 		return nil, err
 	}

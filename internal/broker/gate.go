@@ -22,7 +22,7 @@ import (
 // documented there, and docs/SECURITY.md lists them all.
 const (
 	DefaultLoginTimeout      = 5 * time.Second
-	DefaultMaxLoggingIn      = 2_000
+	DefaultMaxLoggingIn      = 10_000
 	DefaultMaxLoggingInPerIP = 1_000
 	DefaultMaxConnsPerIP     = 5_000
 
