@@ -10,23 +10,38 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 )
 
 // Defaults used for zero fields of Config.
 const (
-	DefaultNATSURL          = "nats://127.0.0.1:4222"
-	DefaultDomain           = "us-east"
-	DefaultListen           = "127.0.0.1:8080"
-	DefaultPushInterval     = time.Second
-	DefaultClientQueue      = 8
-	DefaultWriteTimeout     = 5 * time.Second
-	DefaultPongWait         = 30 * time.Second
+	DefaultNATSURL      = "nats://127.0.0.1:4222"
+	DefaultDomain       = "us-east"
+	DefaultListen       = "127.0.0.1:8080"
+	DefaultPushInterval = time.Second
+	DefaultClientQueue  = 8
+	DefaultWriteTimeout = 5 * time.Second
+	DefaultPongWait     = 30 * time.Second
+
+	// Bounds of the dashboard's listener (docs/SECURITY.md). A
+	// conference's audience may share one address (its Wi-Fi's NAT), so
+	// the per-address bounds leave room for a room full of viewers.
+	DefaultMaxViewers       = 2_000
+	DefaultMaxViewersPerIP  = 200
+	DefaultMaxConns         = 4_096
+	DefaultMaxConnsPerIP    = 512
 	DefaultWindow           = 5 * time.Second
 	DefaultActiveWindow     = 30 * time.Second
 	DefaultStoragePoll      = 2 * time.Second
 	DefaultStorageOffReason = "no storage URL configured"
 	DefaultFailoverAfter    = 10 * time.Second
 )
+
+// ListenerLimits are the default connection bounds of the dashboard's
+// address, for a program that serves the dashboard's handler on a listener
+// of its own (the demo).
+var ListenerLimits = connlimit.Limits{Total: DefaultMaxConns, PerAddr: DefaultMaxConnsPerIP}
 
 // maxPushInterval keeps pushes well inside the page's 10 s watchdog
 // (STALE_MS in web/app.js), after which it reconnects.
@@ -80,6 +95,15 @@ type Config struct {
 	// PongWait is how long a websocket client may go without answering a
 	// ping before it is dropped. Pings go out at 9/10 of it.
 	PongWait time.Duration
+	// MaxViewers bounds websocket clients (/ws) at once, MaxViewersPerIP
+	// those from one client address (defaults DefaultMaxViewers,
+	// DefaultMaxViewersPerIP): one more is answered 503 or 429, counted
+	// in telemetry_dashboard_refused_total and logged rate limited.
+	MaxViewers, MaxViewersPerIP int
+	// MaxConns bounds TCP connections to the dashboard's address,
+	// MaxConnsPerIP those from one address (defaults DefaultMaxConns,
+	// DefaultMaxConnsPerIP); one more is closed as it is accepted.
+	MaxConns, MaxConnsPerIP int
 
 	// Window is the sliding window of readings per second, latency
 	// percentiles and metric aggregates.
@@ -150,6 +174,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PongWait == 0 {
 		c.PongWait = DefaultPongWait
+	}
+	for _, b := range []struct {
+		v   *int
+		def int
+	}{{&c.MaxViewers, DefaultMaxViewers}, {&c.MaxViewersPerIP, DefaultMaxViewersPerIP}, {&c.MaxConns, DefaultMaxConns}, {&c.MaxConnsPerIP, DefaultMaxConnsPerIP}} {
+		if *b.v == 0 {
+			*b.v = b.def
+		}
 	}
 	if c.Window == 0 {
 		c.Window = DefaultWindow
@@ -234,6 +266,14 @@ func (c Config) Validate() error {
 	}
 	if c.ClientQueue < 1 {
 		errs = append(errs, fmt.Errorf("client queue %d: must be at least 1", c.ClientQueue))
+	}
+	for _, b := range []struct {
+		name string
+		v    int
+	}{{"max viewers", c.MaxViewers}, {"max viewers per address", c.MaxViewersPerIP}, {"max connections", c.MaxConns}, {"max connections per address", c.MaxConnsPerIP}} {
+		if b.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must be at least 1 (0: the default)", b.name, b.v))
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("dashboard config: %w", errors.Join(errs...))

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 	"github.com/telemetry-demo/telemetry/internal/redact"
 )
 
@@ -47,6 +48,8 @@ type Dashboard struct {
 	done  chan struct{} // closed when Run returns
 
 	upgrader websocket.Upgrader // of /ws, with its Origin check (origin.go)
+	viewers  *connlimit.Tracker // websocket clients, against MaxViewers and MaxViewersPerIP
+	refused  *connlimit.Tally   // connections and requests refused, by reason
 
 	readingsErr atomic.Pointer[string]   // nil while the READINGS consumer is fine
 	feedCur     atomic.Pointer[feedSite] // whose READINGS is read, and through which connection (consume.go)
@@ -100,6 +103,12 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 		done:  make(chan struct{}),
 		httpc: &http.Client{Timeout: historyTimeout},
 	}
+	d.refused = connlimit.NewTally("telemetry_dashboard_refused_total",
+		"Connections and websocket upgrades the dashboard refused, by reason: too_many and too_many_from_address (connections), viewers and viewers_from_address (websocket clients), foreign_origin.",
+		"dashboard refused a client", logger,
+		connlimit.ReasonTooMany, connlimit.ReasonTooManyFromAddress, refusedViewers, refusedViewersFromIP, refusedForeignOrigin)
+	reg.MustRegister(d.refused)
+	d.viewers = connlimit.NewTracker(connlimit.Limits{Total: cfg.MaxViewers, PerAddr: cfg.MaxViewersPerIP})
 	d.upgrader = newUpgrader(cfg, d)
 	d.setReadingsErr("starting")
 	d.storage = StorageState{State: StorageUnknown}
@@ -132,7 +141,9 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 	}))
 	d.srv = &http.Server{
 		Handler:           d.mux,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 
@@ -140,7 +151,7 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: listening on %s: %w", cfg.Listen, err)
 	}
-	d.ln = ln
+	d.ln = connlimit.Listen(ln, connlimit.Limits{Total: cfg.MaxConns, PerAddr: cfg.MaxConnsPerIP}, d.refused)
 	return d, nil
 }
 
@@ -396,18 +407,55 @@ func (d *Dashboard) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(b)
 }
 
+// HTTP bounds of the dashboard's server (docs/SECURITY.md); requests
+// carry no body larger than a scenario's JSON.
+const (
+	readHeaderTimeout = 5 * time.Second
+	idleTimeout       = 60 * time.Second
+	maxHeaderBytes    = 16 << 10
+)
+
+// Reasons of telemetry_dashboard_refused_total beside connlimit's.
+const (
+	refusedViewers       = "viewers"              // MaxViewers websocket clients
+	refusedViewersFromIP = "viewers_from_address" // MaxViewersPerIP from the client's address
+	refusedForeignOrigin = "foreign_origin"       // a websocket from another site's page
+)
+
 func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {
+	host := requestHost(r)
+	switch d.viewers.Acquire(host) {
+	case connlimit.ReasonTooMany:
+		d.refused.Add(refusedViewers, host)
+		http.Error(w, fmt.Sprintf("the dashboard has its most viewers (%d); try again later", d.cfg.MaxViewers), http.StatusServiceUnavailable)
+		return
+	case connlimit.ReasonTooManyFromAddress:
+		d.refused.Add(refusedViewersFromIP, host)
+		http.Error(w, fmt.Sprintf("too many viewers from your address (at most %d)", d.cfg.MaxViewersPerIP), http.StatusTooManyRequests)
+		return
+	}
 	conn, err := d.upgrader.Upgrade(w, r, nil) // answers the client itself on error (403 for a foreign Origin)
 	if err != nil {
+		d.viewers.Release(host)
 		d.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	d.mu.Lock()
 	first := d.latest
 	d.mu.Unlock()
-	if !d.hub.add(conn, first) {
+	if !d.hub.add(conn, first, func() { d.viewers.Release(host) }) {
 		conn.Close()
+		d.viewers.Release(host)
 	}
+}
+
+// requestHost is the IP a request came from.
+func requestHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // serveHealth answers 200 while the NATS connection READINGS is read

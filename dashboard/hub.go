@@ -42,6 +42,9 @@ type client struct {
 	// done is closed, once, when the client is removed; its writer then
 	// closes the connection, which ends its reader.
 	done chan struct{}
+	// release, if set, is called once the writer has closed the
+	// connection.
+	release func()
 }
 
 func newHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) *hub {
@@ -68,9 +71,11 @@ func newHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) *hub {
 }
 
 // add registers conn, queues first (the latest snapshot, if any) for it and
-// starts its writer and reader. It reports false if the hub is closed.
-func (h *hub) add(conn *websocket.Conn, first []byte) bool {
-	c := &client{conn: conn, send: make(chan []byte, h.queue), done: make(chan struct{})}
+// starts its writer and reader; release, if not nil, is called once conn
+// is closed. It reports false if the hub is closed (and release is not
+// called).
+func (h *hub) add(conn *websocket.Conn, first []byte, release func()) bool {
+	c := &client{conn: conn, send: make(chan []byte, h.queue), done: make(chan struct{}), release: release}
 	if first != nil {
 		c.send <- first
 	}
@@ -162,7 +167,12 @@ func (h *hub) write(c *client) {
 	defer h.wg.Done()
 	ping := time.NewTicker(h.pongWait * 9 / 10)
 	defer ping.Stop()
-	defer c.conn.Close()
+	defer func() {
+		c.conn.Close()
+		if c.release != nil {
+			c.release()
+		}
+	}()
 	for {
 		select {
 		case <-c.done:

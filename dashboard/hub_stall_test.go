@@ -25,7 +25,7 @@ func hubServer(t testing.TB, h *hub) string {
 		if err != nil {
 			return
 		}
-		if !h.add(conn, nil) {
+		if !h.add(conn, nil, nil) {
 			conn.Close()
 		}
 	}))

@@ -26,8 +26,8 @@ func newUpgrader(cfg Config, d *Dashboard) websocket.Upgrader {
 			if originAllowed(r, allowed) {
 				return true
 			}
-			d.log.Warn("websocket refused: foreign Origin (allow it with --allowed-origins)",
-				"origin", r.Header.Get("Origin"), "host", r.Host, "remote", r.RemoteAddr)
+			// One line per interval however many: a page can retry in a loop.
+			d.refused.Add(refusedForeignOrigin, r.Header.Get("Origin")+" (to "+r.Host+", allow it with --allowed-origins)")
 			return false
 		},
 	}

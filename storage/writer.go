@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -71,7 +70,7 @@ type Writer struct {
 	hconn driver.Conn
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	ln    net.Listener // nil with NoListen
+	ln    *httpserv.Listener // nil with NoListen
 
 	fo failover // the regions it can consume from (failover.go)
 
@@ -125,10 +124,11 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 	}
 	w.initSites(w.nc, w.js)
 	if cfg.Listen != NoListen {
-		if w.ln, err = httpserv.Listen(cfg.Listen); err != nil {
+		if w.ln, err = httpserv.Listen(cfg.Listen, httpserv.ServiceLimits, w.log); err != nil {
 			w.Close()
 			return nil, fmt.Errorf("storage: %w", err)
 		}
+		w.reg.MustRegister(w.ln.Refused)
 	}
 	return w, nil
 }

@@ -16,8 +16,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 )
 
 // EmbeddedConfig describes the in-process NATS system of the demo and tests.
@@ -56,6 +58,8 @@ type Embedded struct {
 	links map[string]*LeafLink
 	order []string
 	log   *slog.Logger
+	// refused counts failed logins, which nats-server logs a line each.
+	refused *connlimit.Tally
 
 	mu      sync.Mutex
 	regions map[string]*server.Server  // nil value: stopped
@@ -82,7 +86,10 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		return nil, err
 	}
 	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, addrs: map[string]string{},
-		links: map[string]*LeafLink{}, cut: map[string]bool{}, order: cfg.Regions, log: log}
+		links: map[string]*LeafLink{}, cut: map[string]bool{}, order: cfg.Regions, log: log,
+		refused: connlimit.NewTally("telemetry_nats_refused_total",
+			"Connections to the embedded NATS servers refused, by reason: bad_login (unknown user or wrong password).",
+			"NATS login refused", log, reasonBadLogin)}
 
 	hubOpts, err := loadConfig(confDir, "hub.conf", "")
 	if err != nil {
@@ -92,7 +99,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	hubOpts.LeafNode.Host, hubOpts.LeafNode.Port = "127.0.0.1", -1
 	// A region cut off must not learn another way to the hub.
 	hubOpts.LeafNode.NoAdvertise = true
-	hub, err := startServer(hubOpts, cfg.ReadyTimeout, log.With("nats", "hub"))
+	hub, err := e.startServer(hubOpts, cfg.ReadyTimeout, log.With("nats", "hub"))
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +126,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 				u.Host = leafAddr
 			}
 		}
-		s, err := startServer(opts, cfg.ReadyTimeout, log.With("nats", region))
+		s, err := e.startServer(opts, cfg.ReadyTimeout, log.With("nats", region))
 		if err != nil {
 			e.Close()
 			return nil, err
@@ -182,7 +189,7 @@ func loadConfig(dir, name, region string) (*server.Options, error) {
 	return opts, nil
 }
 
-func startServer(opts *server.Options, timeout time.Duration, log *slog.Logger) (*server.Server, error) {
+func (e *Embedded) startServer(opts *server.Options, timeout time.Duration, log *slog.Logger) (*server.Server, error) {
 	opts.NoSigs = true
 	if os.Getenv("STREAM_TRACE") != "" {
 		opts.Trace, opts.Debug = true, true
@@ -191,7 +198,7 @@ func startServer(opts *server.Options, timeout time.Duration, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("configuring nats-server %s: %w", opts.ServerName, err)
 	}
-	s.SetLoggerV2(&slogAdapter{log}, opts.Debug, opts.Trace, false)
+	s.SetLoggerV2(&slogAdapter{log: log, refused: e.refused}, opts.Debug, opts.Trace, false)
 	go s.Start()
 	if !s.ReadyForConnections(timeout) {
 		s.Shutdown()
@@ -295,7 +302,7 @@ func (e *Embedded) StartRegion(region string) error {
 		return fmt.Errorf("starting %s again: port %q: %w", region, port, err)
 	}
 	setLeafDisabled(opts, e.cut[region])
-	ns, err := startServer(opts, timeout, e.log.With("nats", region))
+	ns, err := e.startServer(opts, timeout, e.log.With("nats", region))
 	if err != nil {
 		return fmt.Errorf("starting %s again: %w", region, err)
 	}
@@ -474,8 +481,20 @@ func (e *Embedded) Close() error {
 	return nil
 }
 
-// slogAdapter sends nats-server's log lines to slog.
-type slogAdapter struct{ log *slog.Logger }
+// reasonBadLogin is the reason of telemetry_nats_refused_total for a
+// failed login.
+const reasonBadLogin = "bad_login"
+
+// Refused counts the logins the embedded servers refused, as
+// telemetry_nats_refused_total: a collector for the demo's /metrics.
+func (e *Embedded) Refused() prometheus.Collector { return e.refused }
+
+// slogAdapter sends nats-server's log lines to slog; failed logins, a line
+// each in nats-server, go to refused: counted, and logged rate limited.
+type slogAdapter struct {
+	log     *slog.Logger
+	refused *connlimit.Tally
+}
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Warnf(format string, v ...any) {
@@ -491,6 +510,18 @@ func (a *slogAdapter) Warnf(format string, v ...any) {
 	a.log.Warn(msg)
 }
 func (a *slogAdapter) Fatalf(format string, v ...any) { a.log.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Errorf(format string, v ...any) { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	// "<ip>:<port> - cid:<n> - authentication error[ - user <u>]"
+	if a.refused != nil && strings.Contains(msg, " - authentication error") {
+		from, _, _ := strings.Cut(msg, " - ")
+		if host, _, err := net.SplitHostPort(from); err == nil {
+			from = host
+		}
+		a.refused.Add(reasonBadLogin, from)
+		return
+	}
+	a.log.Error(msg)
+}
 func (a *slogAdapter) Debugf(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }

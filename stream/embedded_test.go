@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,4 +227,45 @@ func TestConsoleQuietAboutDemoPasswords(t *testing.T) {
 	if got := buf.String(); strings.Contains(got, "Plaintext") || !strings.Contains(got, "JetStream resource limits 42") {
 		t.Errorf("console:\n%s", got)
 	}
+}
+
+// TestIdleConnectionsToARegionAreClosed: connections to a region's client
+// port that never log in are closed at nats-server's 2 s auth timeout,
+// while a client that logs in works throughout.
+func TestIdleConnectionsToARegionAreClosed(t *testing.T) {
+	const idle = 500
+	e := startTestRegions(t)
+	addr := strings.TrimPrefix(e.URLAs("us-east", ""), "nats://")
+	if at := strings.LastIndex(addr, "@"); at >= 0 {
+		addr = addr[at+1:]
+	}
+	conns := make([]net.Conn, 0, idle)
+	dialed := make([]time.Time, 0, idle)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range idle {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns, dialed = append(conns, c), append(dialed, time.Now())
+	}
+	nc := testConn(t, e, "us-east")
+	if _, err := nc.Request("$JS.us-east.API.INFO", nil, 5*time.Second); err != nil {
+		t.Errorf("a client that logged in, during the idle flood: %v", err)
+	}
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			c.SetReadDeadline(dialed[i].Add(4 * time.Second))
+			_, err := io.ReadAll(c) // INFO, then -ERR 'Authentication Timeout', then EOF
+			if err != nil {
+				t.Errorf("idle connection %d still open %v after it was opened: %v", i, time.Since(dialed[i]).Round(time.Millisecond), err)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
@@ -172,13 +174,17 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	// The demo serves the dashboard's handler on --listen beside the
 	// presenter API; the dashboard's own listener stays on a free loopback
 	// port, unused.
-	ln, err := httpserv.Listen(f.listen)
+	ln, err := httpserv.Listen(f.listen, dashboard.ListenerLimits, log)
 	if err != nil {
 		p.stop()
 		g.Wait()
 		return fmt.Errorf("dashboard: %w (use --listen to pick another address)", err)
 	}
 	defer ln.Close()
+	// One /metrics has both HTTP listeners' refusals: a label tells them apart.
+	pageReg := prometheus.NewRegistry()
+	prometheus.WrapRegistererWith(prometheus.Labels{"listener": "dashboard"}, pageReg).MustRegister(ln.Refused)
+	p.gatherers.add(pageReg)
 	dash, err := dashboard.New(dashboard.Config{
 		NATSURL:          p.nats.URLAs(p.home, "dashboard"),
 		Domain:           p.home,

@@ -50,7 +50,7 @@ func runIngest(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	tuneIngestRuntime()
-	ln, err := httpserv.Listen(*listen)
+	ln, err := httpserv.Listen(*listen, httpserv.ServiceLimits, log)
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func runIngest(args []string, _, stderr io.Writer) error {
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return in.Run(ctx) })
-	mux := httpserv.Mux(httpserv.Registry(in.Metrics()), in.Ready)
+	mux := httpserv.Mux(httpserv.Registry(in.Metrics(), ln.Refused), in.Ready)
 	if *profiling {
 		httpserv.Profiling(mux)
 	}

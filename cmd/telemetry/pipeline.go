@@ -166,7 +166,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	lagReg.MustRegister(lag, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "telemetry_replication_restarts_total",
 		Help: "Sources restarted because they stayed down while the region they read from answered (stream.Mender).",
-	}, func() float64 { return float64(mender.Restarts()) }))
+	}, func() float64 { return float64(mender.Restarts()) }), nats.Refused())
 	p.gatherers.add(lagReg)
 
 	passwd, err := cfg.mqttAuth.passwd()
@@ -238,10 +238,13 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	}
 	// Storage's HTTP API is bound now, so that its address is known to the
 	// dashboard before ClickHouse is up; it answers "starting" until then.
-	ln, err := httpserv.Listen(cfg.storageListen)
+	ln, err := httpserv.Listen(cfg.storageListen, httpserv.ServiceLimits, log)
 	if err != nil {
 		return nil, fmt.Errorf("storage API: %w (use --storage-listen to pick another address)", err)
 	}
+	apiReg := prometheus.NewRegistry()
+	prometheus.WrapRegistererWith(prometheus.Labels{"listener": "storage_api"}, apiReg).MustRegister(ln.Refused)
+	p.gatherers.add(apiReg)
 	api := &lateHandler{}
 	g.Go(func() error { return httpserv.Serve(ctx, ln, api, log) })
 	p.storageURL = "http://" + ln.Addr().String()

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 )
 
 // Mux returns a mux with /metrics for gatherer and /healthz answering 200
@@ -53,20 +55,51 @@ func Registry(cs ...prometheus.Collector) *prometheus.Registry {
 	return reg
 }
 
+// Bounds of every service's HTTP listener (docs/SECURITY.md): these APIs
+// serve operators and the dashboard, a handful of clients.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	// ReadTimeout bounds reading a whole request; none has a body.
+	ReadTimeout = 10 * time.Second
+	// WriteTimeout bounds writing an answer; a CPU profile takes 30 s.
+	WriteTimeout   = 60 * time.Second
+	IdleTimeout    = 60 * time.Second
+	MaxHeaderBytes = 16 << 10
+)
+
+// ServiceLimits bound the connections to a service's HTTP API (ingest's
+// and storage's /metrics, /healthz and storage's /api): it serves
+// operators and the dashboard, a handful of clients.
+var ServiceLimits = connlimit.Limits{Total: 1_024, PerAddr: 256}
+
+// Listener is an HTTP listener bound to its limits. Refused counts what it
+// refused, as telemetry_http_refused_total; the service registers it with
+// its metrics.
+type Listener struct {
+	net.Listener
+	Refused *connlimit.Tally
+}
+
 // Listen binds addr now, so that a port already in use is reported before
-// anything else starts.
-func Listen(addr string) (net.Listener, error) {
+// anything else starts; a connection beyond limits is closed as it is
+// accepted.
+func Listen(addr string, limits connlimit.Limits, log *slog.Logger) (*Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w (is another instance running? pick another address with the flag)", addr, err)
 	}
-	return ln, nil
+	refused := connlimit.NewTally("telemetry_http_refused_total",
+		"Connections to this service's HTTP API refused, by reason (too_many, too_many_from_address).",
+		"HTTP connection refused", log, connlimit.ReasonTooMany, connlimit.ReasonTooManyFromAddress)
+	return &Listener{Listener: connlimit.Listen(ln, limits, refused), Refused: refused}, nil
 }
 
 // Serve serves h on ln until ctx ends, then shuts down, giving requests in
 // progress up to 5 s.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
+		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("http listening", "addr", ln.Addr().String())
