@@ -146,9 +146,11 @@ func (g *gate) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// refuse counts c's refusal, then closes it: a client that sees its
+// connection closed finds it counted.
 func (g *gate) refuse(c net.Conn, reason, host string) {
-	_ = c.Close()
 	g.refused.Add(reason, host)
+	_ = c.Close()
 }
 
 // admit reads c's CONNECT within the login timeout, then hands c, with the

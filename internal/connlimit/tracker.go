@@ -102,8 +102,8 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		host := Host(c.RemoteAddr())
 		if reason := l.t.Acquire(host); reason != "" {
+			l.tally.Add(reason, host) // before the client can see the close
 			_ = c.Close()
-			l.tally.Add(reason, host)
 			continue
 		}
 		return Release(c, func() { l.t.Release(host) }), nil
