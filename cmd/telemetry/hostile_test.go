@@ -39,7 +39,7 @@ func TestIdleFloodOnTheDemoMQTTPort(t *testing.T) {
 	mqttAddr := consoleValue(t, out, regexp.MustCompile(`MQTT broker\s+tcp://(\S+)`))
 	ledgerURL := "http://" + consoleValue(t, out, regexp.MustCompile(`status at http://(\S+)/api/status`)) + "/api/ledger"
 	before := ledgerNow(t, ledgerURL)
-	rss0, inUse0, goroutines0 := residentBytes(t), memInUse(), runtime.NumGoroutine()
+	rss0, inUse0, goroutines0 := residentBytes(t), testharness.MemInUse(), runtime.NumGoroutine()
 
 	opened := time.Now()
 	conns := make([]net.Conn, 0, flood)
@@ -58,7 +58,7 @@ func TestIdleFloodOnTheDemoMQTTPort(t *testing.T) {
 		conns, dialed = append(conns, c), append(dialed, time.Now())
 	}
 	openedAll := time.Since(opened)
-	peak, inUsePeak := residentBytes(t), memInUse()
+	peak, inUsePeak := residentBytes(t), testharness.MemInUse()
 	for i, c := range conns {
 		c.SetReadDeadline(dialed[i].Add(closedBy))
 		if _, err := io.ReadAll(c); err != nil && !strings.Contains(err.Error(), "connection reset") {
@@ -83,7 +83,7 @@ func TestIdleFloodOnTheDemoMQTTPort(t *testing.T) {
 	// were. (The resident size stays higher until Go's scavenger returns
 	// the freed pages, and grows anyway as a young demo's streams fill.)
 	testharness.CheckFor(t, 30*time.Second, 500*time.Millisecond, func() error {
-		if now, g := memInUse(), runtime.NumGoroutine(); now > inUse0+growth/10 || g > goroutines0+100 {
+		if now, g := testharness.MemInUse(), runtime.NumGoroutine(); now > inUse0+growth/10 || g > goroutines0+100 {
 			return fmt.Errorf("%d MiB in use and %d goroutines, %d MiB and %d before the flood", now>>20, g, inUse0>>20, goroutines0)
 		}
 		return nil
@@ -141,14 +141,6 @@ func ledgerNow(t *testing.T, url string) map[string]storage.LedgerRow {
 		rows[fmt.Sprintf("%s/%d", r.Device, r.Boot)] = r
 	}
 	return rows
-}
-
-// memInUse is the heap and goroutine stacks in use after a collection.
-func memInUse() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
 }
 
 // residentBytes is this process's resident memory (VmRSS): the demo runs

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,7 +51,7 @@ func TestIdleConnectionsAreClosedAtTheLoginDeadline(t *testing.T) {
 	huge := declareConnect(t, b.Addr(), 255<<20)
 	const held = perIP - 1
 
-	before := memInUse()
+	before := testharness.MemInUse()
 	opened := time.Now()
 	conns := make([]net.Conn, 0, idle)
 	for range idle {
@@ -84,7 +83,7 @@ func TestIdleConnectionsAreClosedAtTheLoginDeadline(t *testing.T) {
 		}
 		return nil
 	})
-	perConn := (memInUse() - before) / held
+	perConn := (testharness.MemInUse() - before) / held
 
 	// Those beyond the per-address bound are closed at once: each read
 	// ends well before the login timeout.
@@ -145,14 +144,6 @@ func TestIdleConnectionsAreClosedAtTheLoginDeadline(t *testing.T) {
 			t.Errorf("refused %s: %d, want %d", reason, got, want)
 		}
 	}
-}
-
-// memInUse is the heap and goroutine stacks in use after a collection.
-func memInUse() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
 }
 
 func isReset(err error) bool { return err != nil && strings.Contains(err.Error(), "connection reset") }
