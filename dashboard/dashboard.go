@@ -423,7 +423,7 @@ const (
 )
 
 func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {
-	host := requestHost(r)
+	host := connlimit.HostOf(r.RemoteAddr)
 	switch d.viewers.Acquire(host) {
 	case connlimit.ReasonTooMany:
 		d.refused.Add(refusedViewers, host)
@@ -447,15 +447,6 @@ func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		d.viewers.Release(host)
 	}
-}
-
-// requestHost is the IP a request came from.
-func requestHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // serveHealth answers 200 while the NATS connection READINGS is read

@@ -515,10 +515,7 @@ func (a *slogAdapter) Errorf(format string, v ...any) {
 	// "<ip>:<port> - cid:<n> - authentication error[ - user <u>]"
 	if a.refused != nil && strings.Contains(msg, " - authentication error") {
 		from, _, _ := strings.Cut(msg, " - ")
-		if host, _, err := net.SplitHostPort(from); err == nil {
-			from = host
-		}
-		a.refused.Add(reasonBadLogin, from)
+		a.refused.Add(reasonBadLogin, connlimit.HostOf(from))
 		return
 	}
 	a.log.Error(msg)

@@ -72,9 +72,15 @@ func Host(addr net.Addr) string {
 	if tcp, ok := addr.(*net.TCPAddr); ok {
 		return tcp.IP.String()
 	}
-	host, _, err := net.SplitHostPort(addr.String())
+	return HostOf(addr.String())
+}
+
+// HostOf is the host of "host:port" (an http.Request's RemoteAddr, the
+// address in a server's log line), or hostport itself if it has no port.
+func HostOf(hostport string) string {
+	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return addr.String()
+		return hostport
 	}
 	return host
 }
