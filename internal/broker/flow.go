@@ -79,20 +79,30 @@ func (h *flowHook) Provides(b byte) bool {
 }
 
 // OnSubscribed notes cl's subscriptions granted at QoS 1 or 2; one granted
-// at QoS 0 (or refused) is forgotten.
+// at QoS 0 replaces the one before and is forgotten. A refused filter
+// changes nothing: mochi leaves the session's subscription as it was. That
+// matters on a resumed session: mochi (v2.7.9) keeps the client's packet
+// ids and its own in one map (mochi-mqtt/server#545), so a SUBSCRIBE whose
+// id equals one of the messages still in flight to the client is refused
+// with 0x91, while the session keeps its subscription and gets messages.
+// Forgetting it then turned backpressure off for that subscriber.
 func (h *flowHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i, sub := range pk.Filters {
+		if i >= len(codes) {
+			break
+		}
 		f := unshared(sub.Filter)
-		if i < len(codes) && (codes[i] == 1 || codes[i] == 2) {
+		switch codes[i] {
+		case 1, 2:
 			if h.filters[cl.ID] == nil {
 				h.filters[cl.ID] = map[string]bool{}
 			}
 			h.filters[cl.ID][f] = true
-			continue
+		case 0:
+			h.forget(cl.ID, f)
 		}
-		h.forget(cl.ID, f)
 	}
 	clear(h.byTopic)
 }
@@ -226,11 +236,13 @@ func (h *flowHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // full returns the first of ids (subscriber client ids) that has no room
-// for one more message, "" when all have. h.mu held.
+// for one more message, "" when all have. A session being taken over has
+// none: mochi has cleared the old client's messages in flight and not yet
+// registered the new one, so its count says nothing. h.mu held.
 func (h *flowHook) full(ids []string) string {
 	for _, id := range ids {
 		cl, ok := h.srv.Clients.Get(id)
-		if ok && cl.State.Inflight.Len()+h.reserved[id] >= h.highWater {
+		if ok && (cl.IsTakenOver() || cl.State.Inflight.Len()+h.reserved[id] >= h.highWater) {
 			return id
 		}
 	}

@@ -64,7 +64,21 @@ type Config struct {
 
 // ErrSubscribeRefused: the broker answered the SUBSCRIBE with failure
 // (0x80), e.g. because its ACL does not let the user read the filter.
+// 0x91 (packet id in use), which MQTT 3.1.1 does not have but the
+// embedded broker sends, makes the client subscribe again with another
+// packet id, at most maxSubscribeTries times.
 var ErrSubscribeRefused = errors.New("MQTT subscription refused by the broker")
+
+const (
+	// codeIDInUse is the SUBACK code of a SUBSCRIBE whose packet id the
+	// broker has in use (MQTT 5's 0x91).
+	codeIDInUse = 0x91
+	// maxSubscribeTries bounds how often one connection subscribes again
+	// after codeIDInUse; subscribeIDStride apart, the tries cover the id
+	// space.
+	maxSubscribeTries = 8
+	subscribeIDStride = 8191
+)
 
 func (c *Config) setDefaults() {
 	if c.KeepAlive == 0 {
@@ -294,8 +308,8 @@ func (c *Client) connect(ctx context.Context) (cn *conn, sessionPresent bool, er
 
 // serve subscribes and reads cn until it fails or ctx is cancelled.
 func (c *Client) serve(ctx context.Context, cn *conn) error {
-	const subscribeID = 1
-	if err := cn.write(subscribePacket(subscribeID, c.cfg.Filter)); err != nil {
+	cn.subscribeID = 1
+	if err := cn.write(subscribePacket(cn.subscribeID, c.cfg.Filter)); err != nil {
 		cn.Close()
 		return fmt.Errorf("subscribing to %s: %w", c.cfg.Filter, err)
 	}
@@ -341,11 +355,29 @@ func (c *Client) read(cn *conn) error {
 				return protocolError("SUBACK of %d bytes for one filter", len(p.body))
 			}
 			var err error
-			if granted := p.body[2]; granted == 0x80 {
-				err = ErrSubscribeRefused
-				c.log.Error("MQTT subscribe refused", "filter", c.cfg.Filter)
-			} else {
+			granted := p.body[2]
+			switch {
+			case granted <= 2:
 				c.log.Info("MQTT subscribed", "filter", c.cfg.Filter, "qos", granted)
+			case granted == codeIDInUse && cn.subscribeTries < maxSubscribeTries:
+				// mochi (v2.7.9) checks a client's packet ids against the
+				// messages it has in flight to the client (one map for
+				// both, mochi-mqtt/server#545): on a resumed session the
+				// first ids are often taken. Another id, far from the
+				// window of ids in flight, gets an answer.
+				cn.subscribeTries++
+				cn.subscribeID += subscribeIDStride
+				if cn.subscribeID == 0 {
+					cn.subscribeID = 1
+				}
+				c.log.Info("MQTT SUBSCRIBE's packet id in use at the broker; subscribing again with another", "filter", c.cfg.Filter, "packet_id", cn.subscribeID)
+				if err := cn.write(subscribePacket(cn.subscribeID, c.cfg.Filter)); err != nil {
+					return fmt.Errorf("subscribing to %s: %w", c.cfg.Filter, err)
+				}
+				continue
+			default:
+				err = ErrSubscribeRefused
+				c.log.Error("MQTT subscribe refused", "filter", c.cfg.Filter, "code", granted)
 			}
 			if c.cfg.Subscribed != nil {
 				c.cfg.Subscribed(err)
@@ -417,6 +449,12 @@ func (c *Client) disconnect(cn *conn, done <-chan struct{}) {
 type conn struct {
 	net.Conn
 	r *bufio.Reader
+
+	// subscribeID is the packet id of the SUBSCRIBE sent last,
+	// subscribeTries how many times it was sent again (see codeIDInUse).
+	// Only the reading goroutine uses them.
+	subscribeID    uint16
+	subscribeTries int
 
 	wmu          sync.Mutex // serialises writes: PUBACKs, pings, DISCONNECT
 	writeTimeout time.Duration

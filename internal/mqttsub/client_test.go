@@ -371,6 +371,55 @@ func TestUnackedMessagesAreRedeliveredAckedOnesAreNot(t *testing.T) {
 	}
 }
 
+// A resumed session with messages in flight subscribes again and gets a
+// granted SUBACK. The embedded broker answers a SUBSCRIBE whose packet id
+// equals one of the messages it has in flight to the client with 0x91
+// (mochi-mqtt/server#545); the client tries another id. Before, it took
+// 0x91 for a granted QoS and logged "qos=145".
+func TestResumedSessionWithMessagesInFlightSubscribesAgain(t *testing.T) {
+	for _, b := range brokers {
+		t.Run(b.name, func(t *testing.T) {
+			url := b.start(t)
+			cfg := config(url, "ingest-resubscribe")
+			const n = 100
+			payloads := numbered("resubscribe", n)
+
+			// The first connection acknowledges nothing: the broker has
+			// n messages in flight to the session, packet ids 1 to n.
+			var gotA inbox
+			a := run(t, cfg, func(_ *mqttsub.Client, m mqttsub.Message) { gotA.add(m) })
+			a.waitSubscribed(t, 1)
+			pub := device(t, url, "th-00003")
+			publishAll(t, pub, deviceTopic("th-00003"), payloads...)
+			gotA.waitCount(t, n)
+			a.stop(t)
+
+			subscribed := make(chan error, 10)
+			cfg.Subscribed = func(err error) { subscribed <- err }
+			var gotB inbox
+			r := run(t, cfg, ackAll(t, &gotB))
+			select {
+			case err := <-subscribed:
+				if err != nil {
+					t.Fatalf("the resumed session's SUBSCRIBE: %v\n%s", err, r.logs)
+				}
+			case <-time.After(wait):
+				t.Fatalf("no SUBACK within %v:\n%s", wait, r.logs)
+			}
+			logs := r.logs.String()
+			if !strings.Contains(logs, "qos=1\n") {
+				t.Errorf("the resumed session was not granted QoS 1:\n%s", logs)
+			}
+			if b.name == "embedded" && !strings.Contains(logs, "packet id in use") {
+				t.Errorf("the embedded broker did not refuse packet id 1, which this test is about:\n%s", logs)
+			}
+			publishAll(t, pub, deviceTopic("th-00003"), "resubscribe-end")
+			gotB.waitCount(t, n+1)
+			exactlyOnce(t, "the resumed session", gotB.all(), append(payloads, "resubscribe-end"))
+		})
+	}
+}
+
 // failureLog records the errors a client passes to ConnectFailed.
 type failureLog struct {
 	mu   sync.Mutex
