@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-demo/telemetry/internal/connlimit"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // Defaults used for zero fields of Config.
@@ -34,6 +35,7 @@ const (
 	DefaultWindow           = 5 * time.Second
 	DefaultActiveWindow     = 30 * time.Second
 	DefaultStoragePoll      = 2 * time.Second
+	DefaultReplicationPoll  = stream.StatusInterval
 	DefaultStorageOffReason = "no storage URL configured"
 	DefaultFailoverAfter    = 10 * time.Second
 )
@@ -123,9 +125,13 @@ type Config struct {
 	// MarkScenario and ShowLedger.
 	Presenter bool
 
-	// Replication, if set, is polled every StoragePoll for the replication
-	// lag between regions, shown per region. The stream package provides it.
+	// Replication, if set, is polled every ReplicationPoll for the
+	// replication lag between regions, shown per region. The stream
+	// package provides it. A link changing state is pushed at once.
 	Replication func(ctx context.Context) ([]ReplicationLag, error)
+	// ReplicationPoll is how often Replication is asked: the page shows a
+	// cut or a heal within this, the status's own delay and a push.
+	ReplicationPoll time.Duration
 	// Alerts, if set, is polled with Replication for what is wrong with
 	// each region's streams, by region (see RegionSnapshot.Alert).
 	Alerts func(ctx context.Context) (map[string]string, error)
@@ -162,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StoragePoll == 0 {
 		c.StoragePoll = DefaultStoragePoll
+	}
+	if c.ReplicationPoll == 0 {
+		c.ReplicationPoll = DefaultReplicationPoll
 	}
 	if c.PushInterval == 0 {
 		c.PushInterval = DefaultPushInterval
@@ -242,6 +251,7 @@ func (c Config) Validate() error {
 		{"window", c.Window},
 		{"active window", c.ActiveWindow},
 		{"storage poll", c.StoragePoll},
+		{"replication poll", c.ReplicationPoll},
 		{"failover after", c.FailoverAfter},
 	} {
 		if d.v < 0 {

@@ -64,6 +64,7 @@ type Dashboard struct {
 	alerts      map[string]string // by region, from Config.Alerts
 	beats       ingestBeats       // ingest's heartbeats (ingest.go)
 	latest      []byte            // the last pushed snapshot, for new websocket clients
+	pushNow     chan struct{}     // a push before the next tick: a link changed state
 	seq         uint64
 	started     bool
 	closed      bool
@@ -95,13 +96,14 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 	logger = logger.With("component", "dashboard")
 	reg := prometheus.NewRegistry()
 	d := &Dashboard{
-		cfg:   cfg,
-		log:   logger,
-		reg:   reg,
-		agg:   newAggregator(cfg.Regions, cfg.Window, cfg.ActiveWindow, time.Now()),
-		hub:   newHub(cfg, logger, reg),
-		done:  make(chan struct{}),
-		httpc: &http.Client{Timeout: historyTimeout},
+		cfg:     cfg,
+		log:     logger,
+		reg:     reg,
+		agg:     newAggregator(cfg.Regions, cfg.Window, cfg.ActiveWindow, time.Now()),
+		hub:     newHub(cfg, logger, reg),
+		done:    make(chan struct{}),
+		httpc:   &http.Client{Timeout: historyTimeout},
+		pushNow: make(chan struct{}, 1),
 	}
 	d.refused = connlimit.NewTally("telemetry_dashboard_refused_total",
 		"Connections and websocket upgrades the dashboard refused, by reason: too_many and too_many_from_address (connections), viewers and viewers_from_address (websocket clients), foreign_origin.",
@@ -328,32 +330,36 @@ func (d *Dashboard) conn() *nats.Conn {
 	return d.nc
 }
 
-// push builds a snapshot every PushInterval and hands it to the hub.
+// push builds a snapshot every PushInterval, and when asked on pushNow,
+// and hands it to the hub.
 func (d *Dashboard) push(ctx context.Context) {
 	t := time.NewTicker(d.cfg.PushInterval)
 	defer t.Stop()
 	for {
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			d.mu.Lock()
-			d.seq++
-			seq := d.seq
-			d.mu.Unlock()
-			snap := d.snapshot(now, seq)
-			d.recent.add(&snap)
-			b, err := json.Marshal(snap)
-			if err != nil {
-				d.log.Error("encoding snapshot", "err", err)
-				continue
-			}
-			d.mu.Lock()
-			d.latest = b
-			d.mu.Unlock()
-			d.hub.broadcast(b)
-			d.m.pushed.Inc()
+		case now = <-t.C:
+		case <-d.pushNow:
+			now = time.Now()
 		}
+		d.mu.Lock()
+		d.seq++
+		seq := d.seq
+		d.mu.Unlock()
+		snap := d.snapshot(now, seq)
+		d.recent.add(&snap)
+		b, err := json.Marshal(snap)
+		if err != nil {
+			d.log.Error("encoding snapshot", "err", err)
+			continue
+		}
+		d.mu.Lock()
+		d.latest = b
+		d.mu.Unlock()
+		d.hub.broadcast(b)
+		d.m.pushed.Inc()
 	}
 }
 

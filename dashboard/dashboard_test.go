@@ -505,7 +505,7 @@ func TestReplicationLagShown(t *testing.T) {
 	}
 	_, base := startDashboard(t, Config{
 		NATSURL: "nats://" + closedAddr(t), Regions: []string{"us-east", "eu-west"},
-		Replication: lags, StoragePoll: 20 * time.Millisecond,
+		Replication: lags, ReplicationPoll: 20 * time.Millisecond,
 	})
 	waitFor(t, 10*time.Second, func() error {
 		s, err := getSnapshot(t, base)
@@ -518,6 +518,38 @@ func TestReplicationLagShown(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A link changing state reaches the page with the next replication poll,
+// not the next push: here pushes are 5 s apart and the cut shows well
+// within that.
+func TestALinkChangingStateIsPushedAtOnce(t *testing.T) {
+	var cut atomic.Bool
+	lags := func(ctx context.Context) ([]ReplicationLag, error) {
+		if cut.Load() {
+			return []ReplicationLag{{From: "eu-west", To: "us-east", Messages: 3, HeardAgo: 0.2, State: "down"}}, nil
+		}
+		return []ReplicationLag{{From: "eu-west", To: "us-east", Connected: true, State: "up"}}, nil
+	}
+	const push = 5 * time.Second
+	_, base := startDashboard(t, Config{
+		NATSURL: "nats://" + closedAddr(t), Regions: []string{"us-east", "eu-west"},
+		Replication: lags, ReplicationPoll: 50 * time.Millisecond, PushInterval: push,
+	})
+	conn := dialWS(t, base)
+	var seq uint64
+	state := func(want string) func(Snapshot) bool {
+		return func(s Snapshot) bool { return len(s.Replication) == 1 && s.Replication[0].State == want }
+	}
+	readUntil(t, conn, 2*push, &seq, state("up"))
+	at := time.Now()
+	cut.Store(true)
+	readUntil(t, conn, push, &seq, state("down"))
+	if d := time.Since(at); d > push/2 {
+		t.Errorf("the cut reached the page %v after it showed in the status, want well within the push interval %v", d, push)
+	} else {
+		t.Logf("the cut reached the page %v after it showed in the status", d.Round(time.Millisecond))
+	}
 }
 
 // closedAddr is a local address nothing listens on.

@@ -103,7 +103,7 @@ func fetchStorage(ctx context.Context, client *http.Client, url string) StorageS
 // until ctx is done. On error the last known lags stay, marked with the
 // error.
 func (d *Dashboard) pollReplication(ctx context.Context) {
-	t := time.NewTicker(d.cfg.StoragePoll)
+	t := time.NewTicker(d.cfg.ReplicationPoll)
 	defer t.Stop()
 	for {
 		var lags []ReplicationLag
@@ -127,7 +127,14 @@ func (d *Dashboard) pollReplication(ctx context.Context) {
 				d.replication[i].Error = lagErr.Error()
 			}
 		} else if d.cfg.Replication != nil {
+			changed := linkStatesDiffer(d.replication, lags)
 			d.replication = append(d.replication[:0], lags...)
+			if changed {
+				select {
+				case d.pushNow <- struct{}{}:
+				default: // a push is due already
+				}
+			}
 		}
 		if alertErr != nil {
 			d.log.Debug("stream alerts", "err", alertErr)
@@ -141,4 +148,22 @@ func (d *Dashboard) pollReplication(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// linkStatesDiffer reports whether any link's state differs between a and b
+// (a link added or gone counts).
+func linkStatesDiffer(a, b []ReplicationLag) bool {
+	if len(a) != len(b) {
+		return true
+	}
+	states := make(map[[2]string]string, len(a))
+	for _, l := range a {
+		states[[2]string{l.From, l.To}] = l.State
+	}
+	for _, l := range b {
+		if s, ok := states[[2]string{l.From, l.To}]; !ok || s != l.State {
+			return true
+		}
+	}
+	return false
 }

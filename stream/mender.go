@@ -22,7 +22,7 @@ import (
 // configurable). After a demo restart that stalled replication for 30-40 s
 // under a load test's burst. The Mender watches every source; one that has
 // been down for After while the region it reads from answers through the
-// hub is restarted: its source is taken out of the stream's configuration
+// hub (SourceStatus.Reaches) is restarted: its source is taken out of the stream's configuration
 // and put back, which makes nats-server ask again at once. The source then
 // starts right after the last reading of the other region that the stream
 // holds (nats-server keeps that index in the stream's store), so nothing is
@@ -97,7 +97,7 @@ func (m *Mender) check(ctx context.Context, now time.Time) {
 				m.downSince[l] = now
 				continue
 			}
-			if now.Sub(since) < m.After || now.Sub(m.restarted[l]) < m.Settle || !m.answers(ctx, l) {
+			if now.Sub(since) < m.After || now.Sub(m.restarted[l]) < m.Settle || !src.Reaches {
 				continue
 			}
 			m.restarted[l] = now
@@ -109,23 +109,6 @@ func (m *Mender) check(ctx context.Context, now time.Time) {
 			m.log.Info("source restarted: down while its region answers", "to", l.to, "from", l.from, "down_for", now.Sub(since).Round(time.Millisecond))
 		}
 	}
-}
-
-// answers reports whether l.from's READINGS answers through l.to's server
-// and the hub: the way the source's own requests go.
-func (m *Mender) answers(ctx context.Context, l link) bool {
-	js, ok := m.admin[l.to]
-	if !ok {
-		return false
-	}
-	from, err := jetstream.NewWithDomain(js.Conn(), l.from)
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err = from.Stream(ctx, ReadingsStream)
-	return err == nil
 }
 
 // restart takes l's source out of l.to's READINGS and puts it back.

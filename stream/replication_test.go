@@ -449,6 +449,117 @@ func TestLinkStatesTellTheTruth(t *testing.T) {
 	}
 }
 
+// TestLinkStateFollowsACutAndAHeal: `stream status` and the page read a
+// cut link down within 2 s of the cut, and the link back within 2 s of its
+// readings arriving again. Before SourceStatus.Reaches a cut read down
+// only once the source had heard nothing for activeWithin (3 s), and the
+// demo's caches and polls added up to 3 s more.
+func TestLinkStateFollowsACutAndAHeal(t *testing.T) {
+	e := startTestRegions(t)
+	rs := connectAll(t, e)
+	ctx := context.Background()
+	mender := NewMender(DefaultTopology(DefaultRegions), rs, func(ctx context.Context) []RegionStatus {
+		return Status(ctx, rs, e.Regions())
+	}, slog.New(slog.DiscardHandler))
+	mctx, stopMender := context.WithCancel(ctx)
+	defer stopMender()
+	go mender.Run(mctx)
+	_, stop := startPublishers(t, e)
+	defer stop()
+
+	// euWest is the state of every link to and from eu-west, "" while
+	// they differ.
+	euWest := func() (string, map[string]string) {
+		all := map[string]string{}
+		for _, st := range Status(ctx, rs, e.Regions()) {
+			for _, src := range st.Sources {
+				if st.Region == "eu-west" || src.From == "eu-west" {
+					all[src.From+">"+st.Region] = src.State
+				}
+			}
+		}
+		first := ""
+		for _, s := range all {
+			if first == "" {
+				first = s
+			} else if s != first {
+				return "", all
+			}
+		}
+		if len(all) != 4 {
+			return "", all
+		}
+		return first, all
+	}
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if s, all := euWest(); s != LinkUp {
+			return fmt.Errorf("links of eu-west before the cut: %v, want all up", all)
+		}
+		return nil
+	})
+
+	const within = 2 * time.Second
+	cut := time.Now()
+	e.Link("eu-west").Cut()
+	var all map[string]string
+	for s := ""; s != LinkDown; {
+		if time.Since(cut) > within {
+			t.Fatalf("links of eu-west %.1f s after the cut: %v, want all down", time.Since(cut).Seconds(), all)
+		}
+		s, all = euWest()
+	}
+	t.Logf("every link of eu-west read down %.2f s after the cut", time.Since(cut).Seconds())
+
+	// Down, truthfully, for as long as the cut lasts.
+	holdsFor(t, 2*activeWithin, 100*time.Millisecond, func() error {
+		if s, all := euWest(); s != LinkDown {
+			return fmt.Errorf("links of eu-west during the cut: %v, want all down", all)
+		}
+		return nil
+	})
+
+	// After the heal: from the moment eu-west's readings reach us-east
+	// again, us-east's source of eu-west reads back within 2 s.
+	us, err := rs["us-east"].Stream(ctx, ReadingsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastFromEU := func() uint64 {
+		m, err := us.GetLastMsgForSubject(ctx, ReadingsSubject("eu-west"))
+		if err != nil {
+			return 0
+		}
+		return m.Sequence
+	}
+	before := lastFromEU()
+	heal := time.Now()
+	e.Link("eu-west").Heal()
+	var arrived, back time.Time
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ; arrived.IsZero() || back.IsZero(); <-tick.C {
+		if time.Since(heal) > 30*time.Second {
+			t.Fatalf("30 s after the heal: readings arrived %v, link back %v", !arrived.IsZero(), !back.IsZero())
+		}
+		if arrived.IsZero() && lastFromEU() > before {
+			arrived = time.Now()
+		}
+		if back.IsZero() {
+			for _, st := range Status(ctx, rs, e.Regions()) {
+				for _, src := range st.Sources {
+					if st.Region == "us-east" && src.From == "eu-west" && src.State != LinkDown {
+						back = time.Now()
+					}
+				}
+			}
+		}
+		if !arrived.IsZero() && back.IsZero() && time.Since(arrived) > within {
+			t.Fatalf("eu-west's readings reached us-east %.1f s after the heal; its link still read down %.1f s later", arrived.Sub(heal).Seconds(), time.Since(arrived).Seconds())
+		}
+	}
+	t.Logf("after the heal: eu-west's readings reached us-east at %.2f s, the link read back at %.2f s", arrived.Sub(heal).Seconds(), back.Sub(heal).Seconds())
+}
+
 func TestSourceState(t *testing.T) {
 	now := time.Now()
 	cases := []struct {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -87,7 +88,13 @@ type SourceStatus struct {
 	LagSeconds float64 `json:"lag_seconds"`
 	// Active is how long ago the source last had activity; -1 when never.
 	Active time.Duration `json:"active_ns"`
-	// Connected is whether the source has been active recently.
+	// Reaches is whether From's JetStream answered through this region's
+	// server and the hub, the way the source's own requests go, when the
+	// status was taken. A cut link fails it at once, where Active takes
+	// activeWithin to tell.
+	Reaches bool `json:"reaches"`
+	// Connected is whether the source has been active recently and From
+	// can be reached.
 	Connected bool `json:"connected"`
 	// State sums the source up in one word: LinkUp, LinkIdle,
 	// LinkCatchingUp or LinkDown.
@@ -213,14 +220,60 @@ func Status(ctx context.Context, rs Regions, regions []string) []RegionStatus {
 			}
 		}
 	}
+	paths := reach(ctx, rs, regions)
 	out := make([]RegionStatus, 0, len(regions))
 	for _, r := range regions {
-		out = append(out, regionStatus(ctx, rs, r, newest))
+		out = append(out, regionStatus(ctx, rs, r, newest, paths))
 	}
 	return out
 }
 
-func regionStatus(ctx context.Context, rs Regions, region string, newest map[string]*jetstream.RawStreamMsg) RegionStatus {
+// reachTimeout bounds one reach probe. A cut path usually fails at once
+// (no responders: the hub has dropped the interest), a live one answers in
+// milliseconds; the bound is for a server too busy to answer.
+const reachTimeout = 2 * time.Second
+
+// path is the way from one region's server to another's JetStream.
+type path struct{ from, to string }
+
+// reach asks, for every ordered pair of regions, whether from's JetStream
+// answers through to's server and the hub, all at once. A region without a
+// connection of its own is asked through another's, which says less.
+func reach(ctx context.Context, rs Regions, regions []string) map[path]bool {
+	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
+	defer cancel()
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		out = map[path]bool{}
+	)
+	for _, to := range regions {
+		js, ok := rs[to]
+		if !ok {
+			continue
+		}
+		for _, from := range regions {
+			if from == to {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				there, err := jetstream.NewWithDomain(js.Conn(), from)
+				if err == nil {
+					_, err = there.AccountInfo(ctx)
+				}
+				mu.Lock()
+				out[path{from, to}] = err == nil
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	return out
+}
+
+func regionStatus(ctx context.Context, rs Regions, region string, newest map[string]*jetstream.RawStreamMsg, paths map[path]bool) RegionStatus {
 	st := RegionStatus{Region: region}
 	js, ok := rs[region]
 	if !ok {
@@ -248,7 +301,8 @@ func regionStatus(ctx context.Context, rs Regions, region string, newest map[str
 	}
 	for _, si := range info.Sources {
 		src := SourceStatus{From: sourceRegion(si), LagMessages: si.Lag, Active: si.Active, LagSeconds: -1}
-		src.Connected = si.Error == nil && si.Active >= 0 && si.Active < activeWithin
+		src.Reaches = paths[path{src.From, region}]
+		src.Connected = si.Error == nil && si.Active >= 0 && si.Active < activeWithin && src.Reaches
 		if si.Error != nil {
 			src.Error = si.Error.Error()
 		}

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -46,7 +45,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	if _, ok := urls[cfg.Domain]; !ok {
 		urls[cfg.Domain] = cfg.NATSURL
 	}
-	lag := stream.NewLagCollector(regionStatus(urls, cfg.Regions), time.Second)
+	lag := stream.NewLagCollector(regionStatus(urls, cfg.Regions), stream.StatusInterval)
 	cfg.Replication = replicationFor(lag.Statuses, cfg.Regions)
 	cfg.Alerts = stream.AlertsFrom(lag.Statuses)
 	lagReg := prometheus.NewRegistry()

@@ -153,7 +153,7 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		urls[r] = nats.URLAs(r, "dashboard")
 		say("NATS region %-9s %s", r, redact.URL(nats.URL(r)))
 	}
-	lag := stream.NewLagCollector(regionStatus(urls, cfg.regions), time.Second)
+	lag := stream.NewLagCollector(regionStatus(urls, cfg.regions), stream.StatusInterval)
 	p.status = lag.Statuses
 	// The mender restarts a source that nats-server leaves waiting once
 	// the region it reads from is back (stream.Mender).

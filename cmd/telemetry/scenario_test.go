@@ -23,7 +23,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
@@ -401,6 +403,9 @@ func TestCtrlCMidScenario(t *testing.T) {
 			resp.Body.Close()
 			// The fault is on.
 			consoleValue(t, out, regexp.MustCompile(`scenario `+c.name+` \(run 1\) step: (`+c.fault+`.*)`))
+			if c.name == "cut-region" {
+				linksReadDown(t, out, url, "eu-west")
+			}
 
 			took := stop()
 			t.Logf("stopped %v after Ctrl-C mid %s", took.Round(10*time.Millisecond), c.name)
@@ -411,6 +416,60 @@ func TestCtrlCMidScenario(t *testing.T) {
 				t.Errorf("ClickHouse still running after the demo stopped: pids %v", pids)
 			}
 		})
+	}
+}
+
+// linksReadDown checks, right after the demo's console said region was cut
+// off, that the page and `telemetry stream status` read every link to and
+// from region down within 2 s.
+func linksReadDown(t *testing.T, out *testharness.SyncBuffer, url, region string) {
+	t.Helper()
+	cut := time.Now()
+	var last []dashboard.ReplicationLag
+	err := poll.Until(2*time.Second, 50*time.Millisecond, func() error {
+		s, err := snapshot(url)
+		if err != nil {
+			return err
+		}
+		last = s.Replication
+		n := 0
+		for _, l := range s.Replication {
+			if l.From == region || l.To == region {
+				if l.State != stream.LinkDown {
+					return fmt.Errorf("the page reads %s>%s %q", l.From, l.To, l.State)
+				}
+				n++
+			}
+		}
+		if n != 2*(len(stream.DefaultRegions)-1) {
+			return fmt.Errorf("the page shows %d links of %s", n, region)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("2 s after the cut: %v; replication %+v", err, last)
+	}
+	t.Logf("the page read every link of %s down %.2f s after the console said it was cut", region, time.Since(cut).Seconds())
+
+	var urls []string
+	for _, r := range stream.DefaultRegions {
+		addr := consoleValue(t, out, regexp.MustCompile(`NATS region `+r+`\s+nats://\S+@(\S+)`))
+		urls = append(urls, r+"=nats://"+stream.DemoUser+":"+stream.DemoPassword+"@"+addr)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"stream", "status", "--nats", strings.Join(urls, ","), "--json"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("stream status: exit %d: %s", code, stderr.String())
+	}
+	var st []stream.RegionStatus
+	if err := json.Unmarshal(stdout.Bytes(), &st); err != nil {
+		t.Fatalf("stream status --json: %v\n%s", err, stdout.String())
+	}
+	for _, r := range st {
+		for _, src := range r.Sources {
+			if (r.Region == region || src.From == region) && src.State != stream.LinkDown {
+				t.Errorf("stream status reads %s>%s %q during the cut", src.From, r.Region, src.State)
+			}
+		}
 	}
 }
 
