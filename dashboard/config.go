@@ -73,6 +73,13 @@ type Config struct {
 	// behind another host name, such as a reverse proxy. Any other
 	// browser origin is refused (403).
 	AllowedOrigins []string
+	// AllowedHosts are host names (no scheme, no port) the dashboard
+	// answers to besides IP addresses, localhost and the hosts of
+	// AllowedOrigins: a name on the venue network, a reverse proxy's.
+	// A request to any other name is refused (403), so that a page whose
+	// DNS name is rebound to this address cannot read the dashboard
+	// (host.go).
+	AllowedHosts []string
 
 	// StorageURL is the base URL of the storage service's HTTP API, for
 	// example http://127.0.0.1:8081. Empty means storage is off, and the
@@ -229,6 +236,11 @@ func (c Config) Validate() error {
 	}
 	for _, o := range c.AllowedOrigins {
 		if err := validOrigin(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, h := range c.AllowedHosts {
+		if err := validHost(h); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -42,6 +42,9 @@ type Dashboard struct {
 	ln  net.Listener
 	srv *http.Server
 	mux *http.ServeMux
+	// handler is mux behind the Host check (host.go): what is served.
+	handler http.Handler
+	hosts   hostAllowList
 	// httpc asks the storage service for history.
 	httpc *http.Client
 	m     metrics
@@ -106,12 +109,13 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 		pushNow: make(chan struct{}, 1),
 	}
 	d.refused = connlimit.NewTally("telemetry_dashboard_refused_total",
-		"Connections and websocket upgrades the dashboard refused, by reason: too_many and too_many_from_address (connections), viewers and viewers_from_address (websocket clients), foreign_origin.",
+		"Connections, requests and websocket upgrades the dashboard refused, by reason: too_many and too_many_from_address (connections), viewers and viewers_from_address (websocket clients), foreign_origin (websocket upgrades), foreign_host (requests to a name the dashboard does not answer to).",
 		"dashboard refused a client", logger,
-		connlimit.ReasonTooMany, connlimit.ReasonTooManyFromAddress, refusedViewers, refusedViewersFromIP, refusedForeignOrigin)
+		connlimit.ReasonTooMany, connlimit.ReasonTooManyFromAddress, refusedViewers, refusedViewersFromIP, refusedForeignOrigin, refusedForeignHost)
 	reg.MustRegister(d.refused)
 	d.viewers = connlimit.NewTracker(connlimit.Limits{Total: cfg.MaxViewers, PerAddr: cfg.MaxViewersPerIP})
 	d.upgrader = newUpgrader(cfg, d)
+	d.hosts = newHostAllowList(cfg)
 	d.setReadingsErr("starting")
 	d.storage = StorageState{State: StorageUnknown}
 	if cfg.StorageURL == "" {
@@ -141,8 +145,9 @@ func New(cfg Config, logger *slog.Logger) (*Dashboard, error) {
 		w.Header().Set("Cache-Control", "no-cache")
 		files.ServeHTTP(w, r)
 	}))
+	d.handler = d.CheckHost(d.mux)
 	d.srv = &http.Server{
-		Handler:           d.mux,
+		Handler:           d.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
@@ -216,8 +221,9 @@ func (d *Dashboard) registerMetrics() {
 func (d *Dashboard) Addr() string { return d.ln.Addr().String() }
 
 // Handler serves the page, /ws, /api/snapshot, /metrics and /healthz, for
-// mounting elsewhere; Run serves it on Config.Listen.
-func (d *Dashboard) Handler() http.Handler { return d.mux }
+// mounting elsewhere; Run serves it on Config.Listen. It checks every
+// request's Host first (CheckHost).
+func (d *Dashboard) Handler() http.Handler { return d.handler }
 
 // Registry holds the dashboard's own metrics.
 func (d *Dashboard) Registry() *prometheus.Registry { return d.reg }
@@ -426,6 +432,7 @@ const (
 	refusedViewers       = "viewers"              // MaxViewers websocket clients
 	refusedViewersFromIP = "viewers_from_address" // MaxViewersPerIP from the client's address
 	refusedForeignOrigin = "foreign_origin"       // a websocket from another site's page
+	refusedForeignHost   = "foreign_host"         // a request to a name not allowed: DNS rebinding (host.go)
 )
 
 func (d *Dashboard) serveWS(w http.ResponseWriter, r *http.Request) {

@@ -13,7 +13,9 @@ import (
 // what keeps another site, open in a browser on the presenter's laptop or
 // on the conference network, from reading the dashboard's stream through
 // the visitor's browser (a cross-site websocket): a refused upgrade is
-// answered 403.
+// answered 403. It trusts Host because CheckHost (host.go) checked it
+// first: a page whose own name is rebound to the dashboard's address sends
+// an Origin that matches its Host, and only the Host check refuses it.
 func newUpgrader(cfg Config, d *Dashboard) websocket.Upgrader {
 	allowed := map[string]bool{}
 	for _, o := range cfg.AllowedOrigins {

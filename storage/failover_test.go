@@ -384,7 +384,6 @@ func TestWriterStartsInCutOffRegion(t *testing.T) {
 		return nil
 	})
 	cfg := failoverConfig(ch.Addr(), e, "eu-west")
-	cfg.Durable = "storage-fresh"
 	w := start(t, cfg)
 	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		if st := w.Status(); st.State != storage.StateOK || st.ReadingsStored < 200 {

@@ -145,6 +145,128 @@ func TestEachServiceUserHasOnlyItsPermissions(t *testing.T) {
 		c.refusedPublish(t, "status.ingest.us-east") // it hears heartbeats, cannot fake one
 	})
 
+	t.Run("dashboard cannot touch storage's consumer", func(t *testing.T) {
+		// The attack found by hand: the dashboard user pulled and
+		// acknowledged readings from storage's durable, which then never
+		// reached ClickHouse.
+		store := connectAs(t, e, "us-east", "storage")
+		cons, err := store.js.CreateOrUpdateConsumer(ctx, ReadingsStream, jetstream.ConsumerConfig{Durable: StorageConsumer, AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			t.Fatalf("storage creating its durable consumer: %v", err)
+		}
+		before, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := connectAs(t, e, "us-east", IngestUser("us-east"))
+		if _, err := in.js.PublishMsg(ctx, &nats.Msg{Subject: "telemetry.us-east.probe.p-dash", Data: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
+
+		dash := connectAs(t, e, "us-east", "dashboard")
+		// Its own job: an ordered consumer of its own gets the reading.
+		own, err := dash.js.OrderedConsumer(ctx, ReadingsStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, FilterSubjects: []string{"telemetry.us-east.probe.p-dash"}})
+		if err != nil {
+			t.Fatalf("dashboard creating its ordered consumer: %v", err)
+		}
+		if m, err := own.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || m.Subject() != "telemetry.us-east.probe.p-dash" {
+			t.Fatalf("dashboard reading through its own consumer: %v", err)
+		}
+		// It may read storage's state (the page shows storage's backlog)...
+		theirs, err := dash.js.Consumer(ctx, ReadingsStream, StorageConsumer)
+		if err != nil {
+			t.Fatalf("dashboard reading storage's consumer state: %v", err)
+		}
+		// ...but not pull from it, take it over, delete it or acknowledge
+		// its messages.
+		if msgs, err := theirs.Fetch(1, jetstream.FetchMaxWait(time.Second)); err == nil {
+			for m := range msgs.Messages() {
+				t.Fatalf("the dashboard pulled %s from storage's consumer", m.Subject())
+			}
+		}
+		dash.refusedPublish(t, "$JS.us-east.API.CONSUMER.MSG.NEXT.READINGS."+StorageConsumer)
+		dash.refusedPublish(t, "$JS.us-east.API.CONSUMER.CREATE.READINGS."+StorageConsumer)
+		dash.refusedPublish(t, "$JS.us-east.API.CONSUMER.DELETE.READINGS."+StorageConsumer)
+		dash.refusedPublish(t, "$JS.us-east.API.CONSUMER.DURABLE.CREATE.READINGS.mine")
+		dash.refusedPublish(t, "$JS.ACK.READINGS."+StorageConsumer+".1.1.1.1.0")
+
+		// Storage still gets the reading, delivered to it first.
+		after, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatalf("storage's consumer after the attempts: %v", err)
+		}
+		if after.Delivered.Consumer != before.Delivered.Consumer || after.NumPending != before.NumPending+1 {
+			t.Fatalf("storage's consumer delivered %d (was %d), pending %d (was %d): someone else pulled", after.Delivered.Consumer, before.Delivered.Consumer, after.NumPending, before.NumPending)
+		}
+		msgs, err := cons.Fetch(int(after.NumPending), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := false
+		for m := range msgs.Messages() {
+			if err := m.Ack(); err != nil {
+				t.Fatalf("storage acknowledging: %v", err)
+			}
+			got = got || m.Subject() == "telemetry.us-east.probe.p-dash"
+		}
+		if !got {
+			t.Fatal("storage did not get the reading")
+		}
+	})
+
+	t.Run("storage manages its own consumer only", func(t *testing.T) {
+		admin := connectAs(t, e, "us-east", DemoUser)
+		if _, err := admin.js.CreateOrUpdateConsumer(ctx, ReadingsStream, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+		store := connectAs(t, e, "us-east", "storage")
+		store.refusedPublish(t, "$JS.us-east.API.CONSUMER.DELETE.READINGS.audit")
+		store.refusedPublish(t, "$JS.us-east.API.CONSUMER.CREATE.READINGS.audit")
+		store.refusedPublish(t, "$JS.us-east.API.CONSUMER.MSG.NEXT.READINGS.audit")
+		if _, err := admin.js.Consumer(ctx, ReadingsStream, "audit"); err != nil {
+			t.Fatalf("the other consumer after storage's attempts: %v", err)
+		}
+		// Its own it may delete (storage recreates it when the stream
+		// was replaced).
+		if _, err := store.js.CreateOrUpdateConsumer(ctx, ReadingsStream, jetstream.ConsumerConfig{Durable: StorageConsumer, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.js.DeleteConsumer(ctx, ReadingsStream, StorageConsumer); err != nil {
+			t.Fatalf("storage deleting its own consumer: %v", err)
+		}
+		if err := admin.js.DeleteConsumer(ctx, ReadingsStream, "audit"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("leaf and system users cannot log in as clients", func(t *testing.T) {
+		addr := strings.TrimPrefix(e.URL("us-east"), "nats://"+DemoUser+":"+DemoPassword+"@")
+		for _, creds := range []string{"leaf:leaf", "sys:sys"} {
+			nc, err := nats.Connect("nats://" + creds + "@" + addr)
+			if err == nil {
+				nc.Close()
+				t.Errorf("%s logged in on a client port", creds)
+				continue
+			}
+			if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+				t.Errorf("%s: %v, want an authorization violation", creds, err)
+			}
+		}
+		// The leaf user still does its job: every region's leaf link to
+		// the hub is up (sources are active through it).
+		rs := connectAll(t, e)
+		checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+			for _, st := range Status(ctx, rs, e.Regions()) {
+				for _, src := range st.Sources {
+					if !src.Reaches {
+						return errors.New(st.Region + " cannot reach " + src.From + " through the hub")
+					}
+				}
+			}
+			return nil
+		})
+	})
+
 	// Nothing above changed the streams.
 	if err := e.Apply(ctx, DefaultTopology(DefaultRegions)); err != nil {
 		t.Fatalf("streams after the attempts: %v", err)

@@ -20,6 +20,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATSURL, "nats", "nats://dashboard:dashboard@127.0.0.1:4222", "NATS URL of the region the dashboard reads from, as the read-only dashboard user (default: its public demo password)")
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address of the page and API; use 0.0.0.0:8080 to show it to other machines")
+	allowedHosts := fs.String("allowed-hosts", "", "comma-separated host names (no scheme, no port) besides IP addresses and localhost that the dashboard answers to, e.g. a DNS name on the venue network; any other Host is refused (DNS-rebinding guard)")
 	allowedOrigins := fs.String("allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")
 	fs.StringVar(&cfg.StorageURL, "storage-url", "http://127.0.0.1:8081", "base URL of the storage service's HTTP API; empty: storage is off")
 	regionURLs := fs.String("nats-regions", "", "region=URL for other regions' servers, to measure replication lag even when a region is cut off from the hub (default: ask through --nats), and to read READINGS from, in --regions order, while --region's server is gone")
@@ -30,6 +31,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	}
 	cfg.Regions = cli.SplitList(*regions)
 	cfg.AllowedOrigins = cli.SplitList(*allowedOrigins)
+	cfg.AllowedHosts = cli.SplitList(*allowedHosts)
 	if cfg.StorageURL == "" {
 		cfg.StorageOffReason = "the dashboard was started without --storage-url"
 	}

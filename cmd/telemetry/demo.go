@@ -73,6 +73,9 @@ type demoFlags struct {
 	// allowedOrigins are other origins whose pages may open the
 	// dashboard's websocket, comma-separated.
 	allowedOrigins string
+	// allowedHosts are host names the dashboard answers to besides IP
+	// addresses and localhost, comma-separated.
+	allowedHosts string
 	// pprof serves Go's profiles on --listen.
 	pprof bool
 	// streamBudget is READINGS' byte limit in each region.
@@ -100,6 +103,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	cli.SecretVar(fs, &f.chUsers.ClickHousePassword, "clickhouse-password", deploy.DemoClickHouseWriterPassword, "password of --clickhouse-user (default: the public demo default)")
 	fs.StringVar(&f.chUsers.HistoryUser, "history-user", storage.DefaultHistoryUser, "read-only ClickHouse user of storage's /api/history")
 	cli.SecretVar(fs, &f.chUsers.HistoryPassword, "history-password", deploy.DemoClickHouseReaderPassword, "password of --history-user (default: the public demo default)")
+	fs.StringVar(&f.allowedHosts, "allowed-hosts", "", "comma-separated host names (no scheme, no port) besides IP addresses and localhost that the dashboard answers to, e.g. a DNS name on the venue network; any other Host is refused (DNS-rebinding guard)")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")
 	fs.StringVar(&f.dataDir, "data-dir", "demo-data", "where NATS and a demo-started ClickHouse keep their data")
 	fs.BoolVar(&f.fresh, "fresh", false, "start from nothing: empty --data-dir first (streams, dead letters, a demo-started ClickHouse's readings and history), so that every count on the page starts at 0; refused while another demo uses the dir")
@@ -196,6 +200,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		Replication:      replicationFor(p.status, regions),
 		Alerts:           stream.AlertsFrom(p.status),
 		AllowedOrigins:   cli.SplitList(f.allowedOrigins),
+		AllowedHosts:     cli.SplitList(f.allowedHosts),
 		Presenter:        f.presenterToken != "",
 		Fallbacks:        dashboardFallbacks(p.nats, p.home, regions),
 	}, log)
@@ -241,7 +246,9 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 		httpserv.Profiling(mux)
 		say("profiles           http://%s/debug/pprof/ (--pprof)", ln.Addr())
 	}
-	g.Go(func() error { return httpserv.Serve(ctx, ln, mux, log) })
+	// The presenter API and the profiles answer to the same hosts as the
+	// dashboard (DNS rebinding: dashboard.CheckHost).
+	g.Go(func() error { return httpserv.Serve(ctx, ln, dash.CheckHost(mux), log) })
 
 	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), Password: f.mqttDevicePassword, Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
 	if err != nil {

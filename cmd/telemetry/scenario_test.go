@@ -55,17 +55,26 @@ func TestPresenterAPINeedsTheToken(t *testing.T) {
 	for _, c := range []struct {
 		method, path, auth string
 		want               int
+		host               string // "" keeps the URL's
 	}{
-		{"GET", "/api/scenario", "", http.StatusUnauthorized},
-		{"POST", "/api/scenario/hostile-burst", "", http.StatusUnauthorized},
-		{"GET", "/api/scenario", "Bearer wrong", http.StatusUnauthorized},
-		{"POST", "/api/scenario/cut-region?region=eu-west", "Bearer " + testToken + "x", http.StatusUnauthorized},
-		{"GET", "/api/scenario", "Bearer " + testToken, http.StatusOK},
-		{"POST", "/api/scenario/no-such-thing", "Bearer " + testToken, http.StatusNotFound},
-		{"POST", "/api/scenario/cut-region?region=mars", "Bearer " + testToken, http.StatusBadRequest},
+		// A page rebinding its name to the presenter's laptop, token or not
+		// (DNS rebinding: the dashboard's Host check covers the presenter
+		// API beside it).
+		{"GET", "/api/scenario", "Bearer " + testToken, http.StatusForbidden, "rebind.example"},
+		{"POST", "/api/scenario/hostile-burst", "", http.StatusForbidden, "rebind.example"},
+		{"GET", "/api/scenario", "", http.StatusUnauthorized, ""},
+		{"POST", "/api/scenario/hostile-burst", "", http.StatusUnauthorized, ""},
+		{"GET", "/api/scenario", "Bearer wrong", http.StatusUnauthorized, ""},
+		{"POST", "/api/scenario/cut-region?region=eu-west", "Bearer " + testToken + "x", http.StatusUnauthorized, ""},
+		{"GET", "/api/scenario", "Bearer " + testToken, http.StatusOK, ""},
+		{"POST", "/api/scenario/no-such-thing", "Bearer " + testToken, http.StatusNotFound, ""},
+		{"POST", "/api/scenario/cut-region?region=mars", "Bearer " + testToken, http.StatusBadRequest, ""},
 	} {
-		t.Run(fmt.Sprintf("%s %s %q", c.method, c.path, c.auth), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s %s %q %s", c.method, c.path, c.auth, c.host), func(t *testing.T) {
 			req, _ := http.NewRequest(c.method, url+c.path, nil)
+			if c.host != "" {
+				req.Host = c.host
+			}
 			if c.auth != "" {
 				req.Header.Set("Authorization", c.auth)
 			}

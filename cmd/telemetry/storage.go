@@ -15,7 +15,7 @@ func runStorage(args []string, _, stderr io.Writer) error {
 	var cfg storage.Config
 	fs.StringVar(&cfg.NATSURL, "nats", "nats://storage:storage@127.0.0.1:4222", "NATS URL of the region to consume from, as the storage service user (default: its public demo password)")
 	fs.StringVar(&cfg.Domain, "region", "us-east", "the region (JetStream domain) of --nats")
-	fs.StringVar(&cfg.Durable, "durable", storage.DefaultDurable, "durable consumer name; instances with the same name share the work")
+	fs.StringVar(&cfg.Durable, "durable", storage.DefaultDurable, "durable consumer name; instances with the same name share the work (the NATS user storage of deploy/nats/accounts.conf may use only \"storage\")")
 	fs.StringVar(&cfg.ClickHouseAddr, "clickhouse", storage.DefaultClickHouseAddr, "ClickHouse native protocol address host:port")
 	fs.StringVar(&cfg.ClickHouseUser, "clickhouse-user", storage.DefaultClickHouseUser, "ClickHouse user of the writer (creates the schema, inserts)")
 	cli.SecretVar(fs, &cfg.ClickHousePassword, "clickhouse-password", deploy.DemoClickHouseWriterPassword, "password of --clickhouse-user (the default is the public DEMO password of deploy/clickhouse/users.d/telemetry.xml)")

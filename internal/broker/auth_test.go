@@ -115,6 +115,7 @@ func TestACL(t *testing.T) {
 		{"ingest publishes a reading", "telemetry-ingest-us-east", "ingest", "telemetry/us-east/thermostat/th-00001", true, false},
 		{"health reads the uptime", "probe", "health", "$SYS/broker/uptime", false, true},
 		{"health reads readings", "probe", "health", "telemetry/#", false, false},
+		{"health publishes as a device", "zz-77777", "health", "telemetry/us-east/probe/zz-77777", true, false},
 		{"anonymous publishes", "th-00001", "", "telemetry/us-east/thermostat/th-00001", true, true}, // refused at CONNECT
 		{"unknown user reads", "x", "mallory", "telemetry/#", false, false},
 	}

@@ -210,6 +210,73 @@ func TestDeviceCannotPublishToAnotherTopic(t *testing.T) {
 	}
 }
 
+// TestHealthOnlyReadsTheUptime: the healthcheck's user, whose password is
+// public, logs in with a device-like client id and tries to publish a
+// reading under it (the device pattern of the ACL applies to every user).
+// The reading never reaches ingest; the user still reads the uptime. On
+// Mosquitto the forbidden publish is acknowledged and discarded; the
+// health client's next packet, a SUBSCRIBE, is answered only after it, and
+// a device's sentinel published after that SUBACK reaches ingest after
+// anything the broker routed before.
+func TestHealthOnlyReadsTheUptime(t *testing.T) {
+	health := creds{deploy.MQTTHealthUser, deploy.MQTTHealthPassword}
+	const forged = "telemetry/us-east/probe/zz-77777"
+	for _, b := range brokers {
+		t.Run(b.name, func(t *testing.T) {
+			addr := b.start(t)
+			got := subscribeAsIngest(t, addr)
+			uptime := make(chan string, 16)
+			h := mustConnect(t, addr, health, "zz-77777", func(_ mqtt.Client, m mqtt.Message) {
+				select {
+				case uptime <- m.Topic():
+				default:
+				}
+			})
+			err := publish(h, forged, "forged")
+			if b.deniedPublishDisconnects {
+				if err == nil && h.IsConnectionOpen() {
+					t.Errorf("health's publish as a device acknowledged, connection still open")
+				}
+				h = mustConnect(t, addr, health, "zz-77777", func(_ mqtt.Client, m mqtt.Message) {
+					select {
+					case uptime <- m.Topic():
+					default:
+					}
+				})
+			} else if err != nil {
+				t.Fatalf("health's publish: %v (Mosquitto acknowledges and discards it)", err)
+			}
+			// Its own job: the uptime.
+			if tok := h.Subscribe("$SYS/broker/uptime", 0, nil); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+				t.Fatalf("health subscribing to the uptime: %v", tok.Error())
+			}
+			select {
+			case topic := <-uptime:
+				if topic != "$SYS/broker/uptime" {
+					t.Errorf("health got %s", topic)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("health read no uptime within 30 s")
+			}
+
+			dev := mustConnect(t, addr, device, "th-00001", nil)
+			const own = "telemetry/us-east/thermostat/th-00001"
+			if err := publish(dev, own, "sentinel"); err != nil {
+				t.Fatal(err)
+			}
+			testharness.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+				if !got.has(own + " sentinel") {
+					return fmt.Errorf("the device's sentinel not delivered yet")
+				}
+				return nil
+			})
+			if got.has(forged + " forged") {
+				t.Errorf("health published a reading on %s and ingest got it", forged)
+			}
+		})
+	}
+}
+
 // rawClient speaks MQTT 3.1.1 over one TCP connection, so that the test
 // sees every packet the broker sends, in order.
 type rawClient struct {
