@@ -22,14 +22,13 @@ import (
 // the broker passes on with this fleet on this machine. It runs before
 // the pipeline's arm, in the same run, so that both see the same machine.
 func ceiling(ctx context.Context, cfg devices.Config, log *slog.Logger) (*CeilingReport, error) {
-	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxConnsPerIP: broker.DefaultMaxClients}, log)
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxConnsPerIP: broker.DefaultMaxClients, FleetSecret: cfg.FleetSecret}, log)
 	if err != nil {
 		return nil, fmt.Errorf("ceiling: starting a bare broker: %w", err)
 	}
 	defer b.Close()
 
 	cfg.Broker = b.URL()
-	cfg.Username, cfg.Password = deploy.MQTTDeviceUser, deploy.DemoMQTTDevicePassword
 	cfg.IDPrefix += "ceiling-"
 	cfg.Boot = 0 // the fleet's own: now
 	cfg.AckLatency = nil

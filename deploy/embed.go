@@ -21,17 +21,12 @@ var (
 	MosquittoACL []byte
 )
 
-// The MQTT users of mosquitto/passwd and their DEMO DEFAULT passwords.
-// These passwords are public: change them (mosquitto_passwd, and the
-// --mqtt-password of devices and ingest) before exposing the broker beyond
-// this laptop (README, "Security"). A test checks the committed file
-// against them.
+// The MQTT service users of mosquitto/passwd and their DEMO DEFAULT
+// passwords, and the devices' DEMO DEFAULT fleet secret. These are public:
+// change them (mosquitto_passwd, --mqtt-ingest-password, --fleet-secret)
+// before exposing the broker beyond this laptop (README, "Security"). A
+// test checks the committed file against them.
 const (
-	// MQTTDeviceUser is the fleet's user: every device connects with it,
-	// and its MQTT client id, its device id, decides the one topic it may
-	// publish to (mosquitto/acl).
-	MQTTDeviceUser         = "device"
-	DemoMQTTDevicePassword = "device"
 	// MQTTIngestUser is ingest's service user: it reads every reading.
 	MQTTIngestUser         = "ingest"
 	DemoMQTTIngestPassword = "ingest"
@@ -39,4 +34,9 @@ const (
 	// it may read $SYS/broker/uptime and nothing else.
 	MQTTHealthUser     = "health"
 	MQTTHealthPassword = "health"
+	// DemoFleetSecret is the secret every device's MQTT password is derived
+	// from (internal/devicecred): a device logs in as
+	// <region>/<device-type>/<device-id>, and may publish only on
+	// telemetry/<that> (mosquitto/acl).
+	DemoFleetSecret = "demo-fleet-secret-change-me"
 )

@@ -62,12 +62,12 @@ func TestChaosCasesGetTheirReason(t *testing.T) {
 			if !strings.HasPrefix(topic, "telemetry/"+d.region+"/") {
 				t.Errorf("topic %q is outside the region's tree: its ingest would not see it", topic)
 			}
-			if !acl.Allowed(d.id, deploy.MQTTDeviceUser, topic, true) {
+			if !acl.Allowed(d.id, d.user, topic, true) {
 				t.Errorf("topic %q: the broker's ACL does not let device %s publish there, so ingest would never see it", topic, d.id)
 			}
 		})
 	}
-	for _, r := range protocol.Reasons {
+	for _, r := range ChaosReasons() {
 		if !reasons[r] {
 			t.Errorf("no hostile message for reason %s", r)
 		}

@@ -49,12 +49,12 @@ type Config struct {
 	// Broker is the MQTT broker's URL (tcp://, ssl://, ws://, wss://, mqtt://
 	// or mqtts://).
 	Broker string
-	// Username and Password are the fleet's MQTT credentials, shared by
-	// every device; default deploy.MQTTDeviceUser and its DEMO DEFAULT
-	// password. Each device's MQTT client id is its device id: the broker's
-	// ACL lets a device publish only on the topic ending in its client id.
-	Username string
-	Password string
+	// FleetSecret is what each device's own MQTT password is derived from
+	// (internal/devicecred); default deploy.DemoFleetSecret, a DEMO
+	// DEFAULT. A device logs in as <region>/<device-type>/<device-id>,
+	// with its device id as client id; the broker lets it publish only on
+	// its own topic.
+	FleetSecret string
 	// Regions the devices are spread over, round-robin.
 	Regions []string
 	// Types are the device types the devices are spread over, round-robin
@@ -164,11 +164,8 @@ func (c Config) withDefaults() Config {
 	if c.QoS == 0 {
 		c.QoS = DefaultQoS
 	}
-	if c.Username == "" {
-		c.Username = deploy.MQTTDeviceUser
-	}
-	if c.Password == "" {
-		c.Password = deploy.DemoMQTTDevicePassword
+	if c.FleetSecret == "" {
+		c.FleetSecret = deploy.DemoFleetSecret
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight

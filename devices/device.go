@@ -11,6 +11,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -21,6 +22,7 @@ import (
 type device struct {
 	index                  int
 	id, region, typ, topic string
+	user                   string // its MQTT user name (internal/devicecred)
 	sensor                 sensor
 	metrics                []protocol.Metric // reused for every reading
 	client                 mqtt.Client
@@ -75,8 +77,13 @@ func newDevice(index int, region, typ string, boot uint64, seed int64) *device {
 	return newDeviceWith("", index, region, typ, boot, seed)
 }
 
+// deviceID is the id of the fleet's device index of type typ.
+func deviceID(prefix, typ string, index int) string {
+	return fmt.Sprintf("%s%s-%05d", prefix, idPrefix[typ], index+1)
+}
+
 func newDeviceWith(prefix string, index int, region, typ string, boot uint64, seed int64) *device {
-	id := fmt.Sprintf("%s%s-%05d", prefix, idPrefix[typ], index+1)
+	id := deviceID(prefix, typ, index)
 	b := &bootLog{boot: boot}
 	return &device{
 		index:  index,
@@ -84,6 +91,7 @@ func newDeviceWith(prefix string, index int, region, typ string, boot uint64, se
 		region: region,
 		typ:    typ,
 		topic:  protocol.Topic{Region: region, DeviceType: typ, Device: id}.String(),
+		user:   devicecred.Username(region, typ, id),
 		sensor: newSensor(typ, region, seed, index),
 		// A stream of its own, apart from the sensor's (which uses index
 		// as its stream number).

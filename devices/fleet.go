@@ -12,6 +12,8 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
 // ErrRunning is returned by Run when the fleet has already been run or
@@ -70,11 +72,8 @@ func New(cfg Config, logger *slog.Logger) (*Fleet, error) {
 		done:    make(chan struct{}),
 	}
 	f.metrics = newMetrics(f)
-	nr := len(cfg.Regions)
 	for i := range f.devices {
-		// Region cycles fastest, type once per round of regions, so every
-		// region gets every type as soon as there are enough devices.
-		region, typ := cfg.Regions[i%nr], cfg.Types[(i/nr)%len(cfg.Types)]
+		region, typ := cfg.place(i)
 		d := newDeviceWith(cfg.IDPrefix, i, region, typ, cfg.Boot, cfg.Seed)
 		if cfg.ClockSkew > 0 {
 			d.skew = time.Duration((2*d.rng.Float64() - 1) * float64(cfg.ClockSkew)).Round(time.Millisecond)
@@ -85,17 +84,41 @@ func New(cfg Config, logger *slog.Logger) (*Fleet, error) {
 	return f, nil
 }
 
+// place is the region and type of the fleet's device i. Region cycles
+// fastest, type once per round of regions, so every region gets every
+// type as soon as there are enough devices.
+func (c Config) place(i int) (region, typ string) {
+	return c.Regions[i%len(c.Regions)], c.Types[(i/len(c.Regions))%len(c.Types)]
+}
+
+// Usernames lists the MQTT user name of every device of a fleet of cfg
+// (internal/devicecred), in the fleet's order: what a broker without the
+// fleet secret, Mosquitto, needs in its password file.
+func Usernames(cfg Config) ([]string, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	out := make([]string, cfg.Devices)
+	for i := range out {
+		region, typ := cfg.place(i)
+		out[i] = devicecred.Username(region, typ, deviceID(cfg.IDPrefix, typ, i))
+	}
+	return out, nil
+}
+
 // Config returns the configuration in use, defaults and Boot filled in.
 func (f *Fleet) Config() Config { return f.cfg }
 
 func (f *Fleet) clientOptions(d *device) *mqtt.ClientOptions {
 	return mqtt.NewClientOptions().
 		AddBroker(f.cfg.Broker).
-		// The client id is the device id: the broker's ACL lets the device
-		// publish only on the topic that ends in it.
+		// The device logs in as itself (internal/devicecred): the broker
+		// lets it publish only on its own topic, and its client id must
+		// be its device id.
 		SetClientID(d.id).
-		SetUsername(f.cfg.Username).
-		SetPassword(f.cfg.Password).
+		SetUsername(d.user).
+		SetPassword(devicecred.Password(f.cfg.FleetSecret, d.user)).
 		SetCleanSession(true).
 		SetConnectTimeout(f.cfg.ConnectTimeout).
 		SetWriteTimeout(f.cfg.ConnectTimeout).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 	"github.com/telemetry-demo/telemetry/internal/poll"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
@@ -391,7 +392,7 @@ func (g *gate) ID() string { return "gate" }
 func (g *gate) Provides(b byte) bool { return b == mqtt.OnPublish }
 
 func (g *gate) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if string(cl.Properties.Username) == deploy.MQTTDeviceUser {
+	if _, device := devicecred.Parse(string(cl.Properties.Username)); device {
 		g.mu.Lock()
 		open := g.open
 		g.mu.Unlock()

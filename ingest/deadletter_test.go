@@ -88,7 +88,7 @@ func rejectedSum(st ingest.Stats) uint64 {
 // holds each distinct message once, and the copy is counted as a dead
 // letter duplicate.
 func TestHostileMessageSentTwiceIsDeadLetteredOnce(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	url := regions.URL("us-east")
 	js := jetStream(t, url, "us-east")
@@ -164,7 +164,7 @@ func TestHostileMessageSentTwiceIsDeadLetteredOnce(t *testing.T) {
 // reading keeps the reading's id, the bodiless one keeps the id of the dead
 // letter it replaces, so the copies collapse.
 func TestIsolatedMessageSentTwiceIsDeadLetteredOnce(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	_, url := testharness.NATS(t, "us-east")
 	js := jetStream(t, url, "us-east")
 	createRefusingStreams(t, js)
@@ -215,7 +215,7 @@ func TestIsolatedMessageSentTwiceIsDeadLetteredOnce(t *testing.T) {
 // stops, and when both are back the broker redelivers the messages to the
 // same session: DEADLETTER still holds each hostile message once.
 func TestHostileMessageRedeliveredAfterIngestStopIsDeadLetteredOnce(t *testing.T) {
-	mosquitto := testharness.MosquittoBroker(t)
+	mosquitto := openMosquitto(t)
 	broker := mosquitto.URL()
 	_, url := testharness.NATS(t, "us-east")
 	js := jetStream(t, url, "us-east")

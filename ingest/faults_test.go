@@ -109,7 +109,7 @@ func waitStored(t *testing.T, js jetstream.JetStream, name string, n int) {
 // one is down, what the broker routes to it waits in its persistent session
 // and arrives when it returns.
 func TestInstancesShareTheLoadWithoutLossOrDoubles(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	url := regions.URL("eu-west")
 	cfg := func(instance string) ingest.Config {
@@ -171,7 +171,7 @@ func TestInstancesShareTheLoadWithoutLossOrDoubles(t *testing.T) {
 // refuses outright (too large for the stream): each is isolated after
 // MaxAttempts tries and the readings behind it still flow.
 func TestPoisonIsIsolatedAfterBoundedAttempts(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	_, url := testharness.NATS(t, "us-east")
 	js := jetStream(t, url, "us-east")
 	createRefusingStreams(t, js)
@@ -236,7 +236,7 @@ func TestGoldenCorpusIsDeadLetteredWithItsReason(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no golden payloads: %v", err)
 	}
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	url := regions.URL("us-east")
 	// The golden payloads are judged at the protocol tests' fixed time.
@@ -292,7 +292,7 @@ func TestGoldenCorpusIsDeadLetteredWithItsReason(t *testing.T) {
 // the broker is pushing a backlog at it, then starts it again: every reading
 // arrives exactly once, part of them redelivered by the broker.
 func TestShutdownLeavesWhatIsUnacknowledgedForRedelivery(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	url := regions.URL("ap-south")
 	js := jetStream(t, url, "ap-south")

@@ -24,7 +24,7 @@ import (
 // dashboard's card), /healthz (Ready) and /metrics. Once the stream takes
 // readings again, every reading is stored once and the state clears.
 func TestBlockedIngestSaysWhy(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	url := regions.URL("eu-west")
 	in := runIngest(t, ingest.Config{Region: "eu-west", Broker: broker, NATSURL: url, MaxInflight: 64,

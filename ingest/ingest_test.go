@@ -14,7 +14,6 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
@@ -68,12 +67,23 @@ func runIngest(t *testing.T, cfg ingest.Config) *running {
 	return r
 }
 
-// publisher connects as device, with the fleet's demo credentials: the
-// broker's ACL lets it publish on topics ending in its id.
+// openMosquitto is real Mosquitto without the repository's password file
+// and ACL. The tests of ingest publish on topics a device could not (other
+// types, bad topic levels) to see what ingest does with them; that the
+// broker keeps each device to its own topic is tested in internal/broker
+// and by TestSpoofedDeviceIsDeadLetteredAsTopicMismatch.
+func openMosquitto(t *testing.T) *testharness.Broker {
+	t.Helper()
+	return testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Open: true})
+}
+
+// publisher connects as device, with its demo credential as a probe in
+// us-east (an open broker takes any).
 func publisher(t *testing.T, broker, device string) mqtt.Client {
 	t.Helper()
+	user, password := testharness.DeviceLogin("us-east", "probe", device)
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker).SetClientID(device).
-		SetUsername(deploy.MQTTDeviceUser).SetPassword(deploy.DemoMQTTDevicePassword))
+		SetUsername(user).SetPassword(password))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connecting publisher: %v", tok.Error())
 	}
@@ -110,7 +120,7 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
 }
 
 func TestValidReadingsReachJetStreamOnceWithTheirIdentity(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	in := startIngest(t, broker, regions.URL("eu-west"), "eu-west")
 	pub := publisher(t, broker, "th-00001")
@@ -159,7 +169,7 @@ func TestValidReadingsReachJetStreamOnceWithTheirIdentity(t *testing.T) {
 }
 
 func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	startIngest(t, broker, regions.URL("us-east"), "us-east")
 	pub := publisher(t, broker, "p-1")
@@ -225,7 +235,7 @@ func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
 // too_large dead letter without its body, and acknowledged: the readings
 // after it flow, and a restarted ingest does not get it again.
 func TestMessageOverThePacketBoundIsDeadLetteredWithoutItsBody(t *testing.T) {
-	broker := testharness.MosquittoBroker(t).URL()
+	broker := openMosquitto(t).URL()
 	regions := testharness.Regions(t)
 	cfg := ingest.Config{Region: "us-east", Broker: broker, NATSURL: regions.URL("us-east"), MaxPacketSize: 1024}
 	first := runIngest(t, cfg)

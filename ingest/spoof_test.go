@@ -10,7 +10,6 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
@@ -35,7 +34,8 @@ func TestSpoofedDeviceIsDeadLetteredAsTopicMismatch(t *testing.T) {
 		creds    bool                      // the fleet's credentials, else anonymous
 	}{
 		{"mosquitto with the ACL: device A's payload claims B", func(t *testing.T) string {
-			return testharness.MosquittoBroker(t).URL()
+			user, _ := testharness.DeviceLogin("us-east", "thermostat", "th-00001")
+			return testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Devices: []string{user}}).URL()
 		}, "th-00001", true},
 		{"mosquitto open (misconfigured): B publishes on A's topic", func(t *testing.T) string {
 			return testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Open: true}).URL()
@@ -63,7 +63,8 @@ func TestSpoofedDeviceIsDeadLetteredAsTopicMismatch(t *testing.T) {
 
 			opts := mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID(c.clientID)
 			if c.creds {
-				opts.SetUsername(deploy.MQTTDeviceUser).SetPassword(deploy.DemoMQTTDevicePassword)
+				user, password := testharness.DeviceLogin("us-east", "thermostat", c.clientID)
+				opts.SetUsername(user).SetPassword(password)
 			}
 			pub := mqtt.NewClient(opts)
 			if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

@@ -94,7 +94,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			regions: cfg.Fleet.Regions, topo: stream.DefaultTopology(cfg.Fleet.Regions), mqtt: "127.0.0.1:0", dataDir: dir,
 			mqttPerAddress: max(broker.DefaultMaxConnsPerIP, cfg.Fleet.Devices+len(cfg.Fleet.Regions)),
 			clickhouse:     cfg.ClickHouse, storageListen: "127.0.0.1:0", requireStore: true,
-			mqttAuth: mqttAuth{devicePassword: cfg.Fleet.Password},
+			mqttAuth: mqttAuth{fleetSecret: cfg.Fleet.FleetSecret},
 		}, func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) }, log)
 		if err != nil {
 			return err

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/telemetry-demo/telemetry/bench"
-	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
@@ -45,7 +45,7 @@ func TestBenchAgainstDemoWithChaos(t *testing.T) {
 	if h.Sent == 0 || h.AsExpected != h.Sent || h.Misclassified != 0 || h.Missing != 0 || h.Unconfirmed != 0 {
 		t.Errorf("hostile %+v: want every one sent dead-lettered under its expected reason", h)
 	}
-	for _, r := range protocol.Reasons {
+	for _, r := range devices.ChaosReasons() {
 		if l := h.ByReason[string(r)]; l == nil || l.Expected == 0 || l.AsExpected != l.Expected {
 			t.Errorf("reason %s: %+v, want some hostile messages, all as expected", r, l)
 		}

@@ -66,8 +66,8 @@ type demoFlags struct {
 	scenarioLead time.Duration
 	// insecure lets anonymous MQTT clients in (loopback only); the
 	// passwords are those of the broker's device and ingest users.
-	insecure                           bool
-	mqttDevicePassword, mqttIngestPass string
+	insecure                    bool
+	fleetSecret, mqttIngestPass string
 	// chUsers holds storage's ClickHouse users and passwords only.
 	chUsers storage.Config
 	// allowedOrigins are other origins whose pages may open the
@@ -92,7 +92,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.regions, "regions", strings.Join(stream.DefaultRegions, ","), "the regions, in order")
 	fs.StringVar(&f.mqtt, "mqtt", "127.0.0.1:1883", "address of the embedded MQTT broker")
 	fs.BoolVar(&f.insecure, "insecure", false, "let MQTT clients in without credentials, with access to every topic (only with a loopback --mqtt address)")
-	cli.SecretVar(fs, &f.mqttDevicePassword, "mqtt-device-password", deploy.DemoMQTTDevicePassword, "password of the broker's fleet user "+deploy.MQTTDeviceUser+" (default: the public demo default)")
+	cli.SecretVar(fs, &f.fleetSecret, "fleet-secret", deploy.DemoFleetSecret, "secret every device's own MQTT password is derived from, at least 16 bytes (default: the public demo default; `telemetry mqtt-credential` prints a device's)")
 	cli.SecretVar(fs, &f.mqttIngestPass, "mqtt-ingest-password", deploy.DemoMQTTIngestPassword, "password of the broker's user "+deploy.MQTTIngestUser+" (default: the public demo default)")
 	fs.IntVar(&f.mqttPerAddress, "mqtt-max-per-address", broker.DefaultMaxConnsPerIP, "MQTT connections the broker takes from one client address (a load generator's whole fleet comes from one); docs/SECURITY.md lists every bound")
 	fs.StringVar(&f.natsPorts, "nats-ports", "4222,4223,4224", "NATS client port of each region, in the order of --regions")
@@ -166,7 +166,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	g, ctx := errgroup.WithContext(ctx)
 	p, err := startPipeline(ctx, g, pipelineConfig{
 		regions: regions, topo: topo, natsPorts: ports, mqtt: f.mqtt, mqttPerAddress: f.mqttPerAddress, dataDir: f.dataDir,
-		mqttAuth:   mqttAuth{insecure: f.insecure, devicePassword: f.mqttDevicePassword, ingestPassword: f.mqttIngestPass},
+		mqttAuth:   mqttAuth{insecure: f.insecure, fleetSecret: f.fleetSecret, ingestPassword: f.mqttIngestPass},
 		clickhouse: f.clickhouse, storageListen: f.storageListen, chUsers: f.chUsers,
 	}, say, log)
 	if err != nil {
@@ -250,7 +250,7 @@ func demo(ctx context.Context, f demoFlags, regions []string, topo stream.Topolo
 	// dashboard (DNS rebinding: dashboard.CheckHost).
 	g.Go(func() error { return httpserv.Serve(ctx, ln, dash.CheckHost(mux), log) })
 
-	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), Password: f.mqttDevicePassword, Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
+	fleet, err := devices.New(devices.Config{Broker: p.broker.URL(), FleetSecret: f.fleetSecret, Regions: regions, Devices: f.devices, Rate: f.rate, Seed: f.seed}, log)
 	if err != nil {
 		p.stop()
 		g.Wait()

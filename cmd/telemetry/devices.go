@@ -24,8 +24,7 @@ progress line every second and a final report (text, or JSON with --json).`
 // differ in the defaults of --devices and --id-prefix.
 func fleetFlags(fs *flag.FlagSet, cfg *devices.Config, regions *string, numDevices int, idPrefix string) {
 	fs.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
-	fs.StringVar(&cfg.Username, "mqtt-user", deploy.MQTTDeviceUser, "MQTT user the fleet shares; each device's client id is its device id, and the broker lets it publish only on its own topic")
-	cli.SecretVar(fs, &cfg.Password, "mqtt-password", deploy.DemoMQTTDevicePassword, "MQTT password of --mqtt-user (default: the public demo default; change it with the broker's)")
+	cli.SecretVar(fs, &cfg.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "secret each device's own MQTT password is derived from; a device logs in as <region>/<type>/<id> and may publish only on its own topic (default: the public demo default; change it with the broker's)")
 	fs.StringVar(regions, "regions", strings.Join(stream.DefaultRegions, ","), "regions the devices are spread over")
 	fs.IntVar(&cfg.Devices, "devices", numDevices, "number of devices (each its own MQTT connection)")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "readings per second across the fleet")

@@ -58,8 +58,8 @@ func exposure(what, addr, hint string, exposed []string) []notice {
 func demoSecretsOfDemo(f demoFlags) []string {
 	var out []string
 	if !isLoopback(f.mqtt) {
-		if f.mqttDevicePassword == deploy.DemoMQTTDevicePassword || f.mqttIngestPass == deploy.DemoMQTTIngestPassword {
-			out = append(out, "the MQTT broker on "+f.mqtt+" (--mqtt-device-password, --mqtt-ingest-password)")
+		if f.fleetSecret == deploy.DemoFleetSecret || f.mqttIngestPass == deploy.DemoMQTTIngestPassword {
+			out = append(out, "the MQTT broker on "+f.mqtt+" (--fleet-secret, --mqtt-ingest-password)")
 		}
 	}
 	if f.clickhouse != "" && f.clickhouse != "none" && !isLoopback(f.clickhouse) {

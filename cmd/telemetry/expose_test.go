@@ -8,11 +8,11 @@ import (
 )
 
 func TestExposure(t *testing.T) {
-	demo := demoFlags{mqtt: "127.0.0.1:1883", mqttDevicePassword: deploy.DemoMQTTDevicePassword, mqttIngestPass: deploy.DemoMQTTIngestPassword}
+	demo := demoFlags{mqtt: "127.0.0.1:1883", fleetSecret: deploy.DemoFleetSecret, mqttIngestPass: deploy.DemoMQTTIngestPassword}
 	exposedMQTT := demo
 	exposedMQTT.mqtt = "0.0.0.0:1883"
 	ownPasswords := exposedMQTT
-	ownPasswords.mqttDevicePassword, ownPasswords.mqttIngestPass = "s3cret", "s3cret2"
+	ownPasswords.fleetSecret, ownPasswords.mqttIngestPass = "a-fleet-secret-of-our-own", "s3cret2"
 	remoteCH := demo
 	remoteCH.clickhouse = "10.0.0.7:9000"
 	remoteCH.chUsers.ClickHousePassword = deploy.DemoClickHouseWriterPassword

@@ -2,11 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
 // TestDemoInsecureOnlyOnLoopback: anonymous MQTT is refused outright on an
@@ -29,7 +38,7 @@ func TestDemoMQTTPasswords(t *testing.T) {
 	if err != nil || file != nil {
 		t.Fatalf("default passwords: file %q, %v; want the repository's (nil)", file, err)
 	}
-	file, err = mqttAuth{devicePassword: "d-secret", ingestPassword: "i-secret"}.passwd()
+	file, err = mqttAuth{ingestPassword: "i-secret"}.passwd()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,14 +50,73 @@ func TestDemoMQTTPasswords(t *testing.T) {
 		user, password string
 		ok             bool
 	}{
-		{deploy.MQTTDeviceUser, "d-secret", true},
 		{deploy.MQTTIngestUser, "i-secret", true},
 		{deploy.MQTTHealthUser, deploy.MQTTHealthPassword, true},
-		{deploy.MQTTDeviceUser, deploy.DemoMQTTDevicePassword, false},
 		{deploy.MQTTIngestUser, deploy.DemoMQTTIngestPassword, false},
+		{"device", "device", false}, // the old shared fleet user
 	} {
 		if got := pw.Check(c.user, c.password); got != c.ok {
 			t.Errorf("%s with %q: %v, want %v", c.user, c.password, got, c.ok)
 		}
+	}
+}
+
+// TestMQTTPasswdLetsTheFleetIn: the password file `telemetry mqtt passwd`
+// writes for a fleet lets real Mosquitto, which knows no fleet secret, take
+// every device of that fleet, each only as itself; a device credential
+// from `telemetry mqtt credential` logs in by hand; one made with another
+// secret does not.
+func TestMQTTPasswdLetsTheFleetIn(t *testing.T) {
+	base := filepath.Join(testharness.RepoRoot(t), "deploy/mosquitto/passwd")
+	var out, errb bytes.Buffer
+	if code := run([]string{"mqtt", "passwd", "--devices", "6", "--base", base}, &out, &errb); code != 0 {
+		t.Fatalf("mqtt passwd: exit %d: %s", code, errb.String())
+	}
+	file := out.Bytes()
+	b := testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Passwd: file})
+
+	fleet, err := devices.New(devices.Config{Broker: b.URL(), Devices: 6, Rate: 60, Duration: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fleet.Close()
+	if err := fleet.Run(context.Background()); err != nil {
+		t.Fatalf("the fleet on Mosquitto with the generated file: %v", err)
+	}
+	for _, d := range fleet.Sent() {
+		if d.LastSeq == 0 || d.Acked != d.LastSeq {
+			t.Errorf("device %s: %d of %d readings acknowledged, want every one", d.Device, d.Acked, d.LastSeq)
+		}
+	}
+
+	login := func(secret, user, id string) error {
+		out.Reset()
+		if code := run([]string{"mqtt", "credential", "--fleet-secret", secret, user}, &out, &errb); code != 0 {
+			t.Fatalf("mqtt credential: exit %d: %s", code, errb.String())
+		}
+		var u, p string
+		if _, err := fmt.Sscanf(out.String(), "user %s\npassword %s\n", &u, &p); err != nil || u != user {
+			t.Fatalf("mqtt credential printed %q (%v)", out.String(), err)
+		}
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID(id).SetUsername(u).SetPassword(p).
+			SetAutoReconnect(false).SetConnectRetry(false))
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return errors.New("no CONNACK")
+		}
+		if tok.Error() == nil {
+			c.Disconnect(50)
+		}
+		return tok.Error()
+	}
+	// The file holds the fleet's devices: th-00001 is us-east's first.
+	if err := login(deploy.DemoFleetSecret, "us-east/thermostat/th-00001", "th-00001"); err != nil {
+		t.Errorf("a device of the fleet with its credential: %v", err)
+	}
+	if err := login("another-fleet-secret", "us-east/thermostat/th-00001", "th-00001"); err == nil {
+		t.Error("a credential of another fleet secret logged in")
+	}
+	if err := login(deploy.DemoFleetSecret, "us-east/thermostat/th-99999", "th-99999"); err == nil {
+		t.Error("a device not in the file logged in")
 	}
 }

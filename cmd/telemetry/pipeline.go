@@ -51,24 +51,25 @@ type pipelineConfig struct {
 	chUsers storage.Config
 }
 
-// mqttAuth is how clients log in to the embedded broker: the users of
-// deploy/mosquitto/passwd, with other passwords when given.
+// mqttAuth is how clients log in to the embedded broker: devices with
+// the credential the fleet secret gives each (internal/devicecred), the
+// service users of deploy/mosquitto/passwd, with other passwords when
+// given.
 type mqttAuth struct {
 	insecure bool // anonymous clients too (loopback only)
-	// devicePassword and ingestPassword are the passwords of the fleet's
-	// and ingest's users; empty: the demo defaults.
-	devicePassword, ingestPassword string
+	// fleetSecret is the devices' secret, ingestPassword ingest's
+	// password; empty: the demo defaults.
+	fleetSecret, ingestPassword string
 }
 
 // passwd is the broker's password file: the repository's, or one made for
-// other passwords.
+// another password.
 func (a mqttAuth) passwd() ([]byte, error) {
-	dev, in := cmp.Or(a.devicePassword, deploy.DemoMQTTDevicePassword), cmp.Or(a.ingestPassword, deploy.DemoMQTTIngestPassword)
-	if dev == deploy.DemoMQTTDevicePassword && in == deploy.DemoMQTTIngestPassword {
+	in := cmp.Or(a.ingestPassword, deploy.DemoMQTTIngestPassword)
+	if in == deploy.DemoMQTTIngestPassword {
 		return nil, nil // deploy.MosquittoPasswd
 	}
-	return broker.PasswordFile(map[string]string{deploy.MQTTDeviceUser: dev, deploy.MQTTIngestUser: in,
-		deploy.MQTTHealthUser: deploy.MQTTHealthPassword})
+	return broker.PasswordFile(map[string]string{deploy.MQTTIngestUser: in, deploy.MQTTHealthUser: deploy.MQTTHealthPassword})
 }
 
 // pipeline is a running in-process pipeline. Its long-running parts run in
@@ -174,7 +175,8 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		return nil, err
 	}
 	p.mqttAuth = cfg.mqttAuth
-	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt, Passwd: passwd, Insecure: cfg.mqttAuth.insecure, MaxConnsPerIP: cfg.mqttPerAddress}, log)
+	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt, Passwd: passwd, FleetSecret: cfg.mqttAuth.fleetSecret,
+		Insecure: cfg.mqttAuth.insecure, MaxConnsPerIP: cfg.mqttPerAddress}, log)
 	if errors.Is(err, broker.ErrInsecureNotLoopback) {
 		return nil, err
 	}

@@ -246,7 +246,7 @@ func (t *pipelineTarget) Witness(ctx context.Context, w scenario.Witness) (scena
 	boot := uint64(time.Now().UnixNano())
 	cfg := bench.Config{
 		Fleet: devices.Config{
-			Broker: t.p.broker.URL(), Password: t.p.mqttAuth.devicePassword,
+			Broker: t.p.broker.URL(), FleetSecret: t.p.mqttAuth.fleetSecret,
 			Regions: regions, Devices: w.Devices, Rate: w.Rate, Duration: w.Duration,
 			Chaos: w.Chaos, Reboots: w.Reboots, Seed: int64(boot),
 			IDPrefix: witnessPrefix, // also the devices' MQTT client ids: apart from the demo's fleet

@@ -159,7 +159,9 @@ func (a *ACL) Allowed(clientID, user, topic string, write bool) bool {
 }
 
 // substitute replaces %c and %u in a pattern; false when a value would
-// change the pattern's levels or wildcards.
+// add wildcards, or, for a client id, levels. A user name may hold levels,
+// as Mosquitto 2.0 substitutes it: a device's user name is its topic below
+// telemetry/ (internal/devicecred), matched by telemetry/%u.
 func substitute(pattern, clientID, user string) (string, bool) {
 	if strings.Contains(pattern, "%c") {
 		if clientID == "" || strings.ContainsAny(clientID, "/+#") {
@@ -168,7 +170,7 @@ func substitute(pattern, clientID, user string) (string, bool) {
 		pattern = strings.ReplaceAll(pattern, "%c", clientID)
 	}
 	if strings.Contains(pattern, "%u") {
-		if user == "" || strings.ContainsAny(user, "/+#") {
+		if user == "" || strings.ContainsAny(user, "+#") {
 			return "", false
 		}
 		pattern = strings.ReplaceAll(pattern, "%u", user)

@@ -7,17 +7,21 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
-// authHook is the broker's login and ACL: users from a Mosquitto password
-// file, rules from a Mosquitto ACL file. A denied QoS 1 publish makes
+// authHook is the broker's login and ACL: devices by the credential the
+// fleet secret gives each (internal/devicecred), service users from a
+// Mosquitto password file, rules from a Mosquitto ACL file. A denied QoS 1 publish makes
 // mochi disconnect an MQTT 3.1.1 client (Mosquitto acknowledges it and
 // drops the message instead); either way nothing is delivered.
 type authHook struct {
 	mqtt.HookBase
-	passwords Passwords
-	acl       *ACL
-	insecure  bool
+	passwords   Passwords
+	fleetSecret string
+	acl         *ACL
+	insecure    bool
 
 	denied atomic.Uint64 // publishes, subscriptions and deliveries denied by the ACL
 }
@@ -36,7 +40,7 @@ func newAuthHook(cfg Config) (*authHook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	return &authHook{passwords: pw, acl: acl, insecure: cfg.Insecure}, nil
+	return &authHook{passwords: pw, fleetSecret: cfg.fleetSecret(), acl: acl, insecure: cfg.Insecure}, nil
 }
 
 func (h *authHook) ID() string { return "telemetry-auth" }
@@ -45,11 +49,16 @@ func (h *authHook) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
 }
 
-// OnConnectAuthenticate lets in a client whose user name and password are
-// in the password file, and one without a user name only when insecure.
+// OnConnectAuthenticate lets in a device with its own credential and its
+// device id as client id (so that no device takes another's session), a
+// service user whose password is in the password file, and a client
+// without a user name only when insecure.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	user := string(pk.Connect.Username)
-	return user == "" && h.insecure || user != "" && h.passwords.Check(user, string(pk.Connect.Password))
+	user, password := string(pk.Connect.Username), string(pk.Connect.Password)
+	if t, ok := devicecred.Parse(user); ok {
+		return cl.ID == t.Device && devicecred.Check(h.fleetSecret, user, password)
+	}
+	return user == "" && h.insecure || user != "" && h.passwords.Check(user, password)
 }
 
 // OnACLCheck applies the ACL file; a client without a user name is only

@@ -18,7 +18,6 @@ func TestCommittedPasswordFileHasTheDemoDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		deploy.MQTTDeviceUser: deploy.DemoMQTTDevicePassword,
 		deploy.MQTTIngestUser: deploy.DemoMQTTIngestPassword,
 		deploy.MQTTHealthUser: deploy.MQTTHealthPassword,
 	}
@@ -86,6 +85,7 @@ func hashOf(t *testing.T, pw string) string {
 }
 
 func TestACL(t *testing.T) {
+	const dev = "us-east/thermostat/th-00001" // internal/devicecred
 	acl, err := ParseACL(deploy.MosquittoACL)
 	if err != nil {
 		t.Fatal(err)
@@ -96,27 +96,29 @@ func TestACL(t *testing.T) {
 		topic          string
 		write, allowed bool
 	}{
-		{"device publishes on its own topic", "th-00001", "device", "telemetry/us-east/thermostat/th-00001", true, true},
-		{"device publishes in another region, same id", "th-00001", "device", "telemetry/eu-west/thermostat/th-00001", true, true},
-		{"device publishes with an empty type level", "th-00001", "device", "telemetry/us-east//th-00001", true, true},
-		{"device publishes on another device's topic", "th-00001", "device", "telemetry/us-east/thermostat/th-00002", true, false},
-		{"device publishes below its topic", "th-00001", "device", "telemetry/us-east/thermostat/th-00001/x", true, false},
-		{"device publishes above its topic", "th-00001", "device", "telemetry/us-east/th-00001", true, false},
-		{"device publishes elsewhere", "th-00001", "device", "other/th-00001", true, false},
-		{"client id with a wildcard", "+", "device", "telemetry/us-east/thermostat/+", true, false},
-		{"client id with a slash", "a/b", "device", "telemetry/us-east/a/b", true, false},
-		{"device reads its own topic", "th-00001", "device", "telemetry/us-east/thermostat/th-00001", false, false},
-		{"device subscribes to everything", "th-00001", "device", "telemetry/#", false, false},
+		{"device publishes on its own topic", "th-00001", dev, "telemetry/us-east/thermostat/th-00001", true, true},
+		{"device publishes in another region, same id", "th-00001", dev, "telemetry/eu-west/thermostat/th-00001", true, false},
+		{"device publishes under another type, same id", "th-00001", dev, "telemetry/us-east/meter/th-00001", true, false},
+		{"device publishes with an empty type level", "th-00001", dev, "telemetry/us-east//th-00001", true, false},
+		{"device publishes on another device's topic", "th-00001", dev, "telemetry/us-east/thermostat/th-00002", true, false},
+		{"device publishes below its topic", "th-00001", dev, "telemetry/us-east/thermostat/th-00001/x", true, false},
+		{"device publishes above its topic", "th-00001", dev, "telemetry/us-east/th-00001", true, false},
+		{"device publishes elsewhere", "th-00001", dev, "other/th-00001", true, false},
+		{"user name with a wildcard", "+", "us-east/thermostat/+", "telemetry/us-east/thermostat/+", true, false},
+		{"device reads its own topic", "th-00001", dev, "telemetry/us-east/thermostat/th-00001", false, false},
+		{"device subscribes to everything", "th-00001", dev, "telemetry/#", false, false},
+		{"the old fleet user publishes", "th-00001", "device", "telemetry/us-east/thermostat/th-00001", true, false},
 		{"ingest subscribes to its region, shared", "telemetry-ingest-us-east", "ingest", "$share/ingest-us-east/telemetry/us-east/#", false, true},
 		{"ingest subscribes to everything", "telemetry-ingest-us-east", "ingest", "telemetry/#", false, true},
 		{"ingest receives a reading", "telemetry-ingest-us-east", "ingest", "telemetry/us-east/thermostat/th-00001", false, true},
 		{"ingest subscribes to #", "telemetry-ingest-us-east", "ingest", "#", false, false},
 		{"ingest subscribes to $SYS", "telemetry-ingest-us-east", "ingest", "$SYS/#", false, false},
 		{"ingest publishes a reading", "telemetry-ingest-us-east", "ingest", "telemetry/us-east/thermostat/th-00001", true, false},
+		{"ingest publishes as a device", "zz-77777", "ingest", "telemetry/us-east/probe/zz-77777", true, false},
 		{"health reads the uptime", "probe", "health", "$SYS/broker/uptime", false, true},
 		{"health reads readings", "probe", "health", "telemetry/#", false, false},
 		{"health publishes as a device", "zz-77777", "health", "telemetry/us-east/probe/zz-77777", true, false},
-		{"anonymous publishes", "th-00001", "", "telemetry/us-east/thermostat/th-00001", true, true}, // refused at CONNECT
+		{"anonymous publishes", "th-00001", "", "telemetry/us-east/thermostat/th-00001", true, false}, // refused at CONNECT anyway
 		{"unknown user reads", "x", "mallory", "telemetry/#", false, false},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
 // maxInflight is the most QoS 1 and 2 messages mochi holds in flight per
@@ -55,6 +57,11 @@ type Config struct {
 	Passwd []byte
 	// ACL is a Mosquitto ACL file (see ParseACL); default deploy.MosquittoACL.
 	ACL []byte
+	// FleetSecret is what every device's password is derived from
+	// (internal/devicecred); default deploy.DemoFleetSecret, a DEMO
+	// DEFAULT. A device logs in as <region>/<device-type>/<device-id> with
+	// its device id as client id.
+	FleetSecret string
 	// Insecure lets clients without a user name in, with access to every
 	// topic, beside the users of Passwd (a wrong password is still
 	// refused). Only on a loopback Listen address.
@@ -112,6 +119,11 @@ func (c Config) Validate() error {
 	if c.MaxPendingWrites != 0 && (c.MaxPendingWrites < 2 || c.MaxPendingWrites > maxInflight) {
 		return fmt.Errorf("broker: max pending writes %d: want 2 to %d (0: %d)", c.MaxPendingWrites, maxInflight, DefaultMaxPendingWrites)
 	}
+	if c.FleetSecret != "" {
+		if err := devicecred.ValidSecret(c.FleetSecret); err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
+	}
 	if _, err := ParsePasswords(c.passwd()); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
@@ -148,6 +160,8 @@ func (c Config) maxInflight() int {
 	}
 	return c.inflight
 }
+
+func (c Config) fleetSecret() string { return cmp.Or(c.FleetSecret, deploy.DemoFleetSecret) }
 
 func (c Config) passwd() []byte {
 	if c.Passwd == nil {

@@ -104,8 +104,9 @@ func joinRaw(addr, clientID string) (net.Conn, error) {
 	cp := packets.NewControlPacket(packets.Connect).(*packets.ConnectPacket)
 	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 4
 	cp.CleanSession, cp.ClientIdentifier, cp.Keepalive = true, clientID, 60
-	cp.UsernameFlag, cp.Username = true, device.user
-	cp.PasswordFlag, cp.Password = true, []byte(device.password)
+	login := deviceLogin("probe", clientID)
+	cp.UsernameFlag, cp.Username = true, login.user
+	cp.PasswordFlag, cp.Password = true, []byte(login.password)
 	if err := cp.Write(conn); err != nil {
 		conn.Close()
 		return nil, err

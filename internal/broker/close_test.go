@@ -27,7 +27,7 @@ func TestCloseWhileClientsLeave(t *testing.T) {
 		}
 		conns := make([]*rawClient, clients)
 		for i := range conns {
-			conns[i] = rawConnect(t, b.Addr(), device, "leaver-"+strconv.Itoa(i))
+			conns[i] = rawConnect(t, b.Addr(), deviceLogin("probe", "leaver-"+strconv.Itoa(i)), "leaver-"+strconv.Itoa(i))
 		}
 		start := make(chan struct{})
 		for _, c := range conns {

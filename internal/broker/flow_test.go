@@ -77,7 +77,7 @@ func slowSubscriberHoldsPublishersBack(t *testing.T, filter string) {
 		t.Fatalf("subscriber: subscribe: %v", tok.Error())
 	}
 
-	pub := mustConnect(t, b.Addr(), device, "p-1", nil)
+	pub := mustConnect(t, b.Addr(), deviceLogin("probe", "p-1"), "p-1", nil)
 	toks := make([]mqtt.Token, messages)
 	for i := range messages {
 		toks[i] = pub.Publish("telemetry/us-east/probe/p-1", 1, false, strconv.Itoa(i))
@@ -202,7 +202,7 @@ func TestResumedSubscriberStillHoldsPublishersBack(t *testing.T) {
 		return c, tok
 	}
 	first, _ := connect()
-	pub := mustConnect(t, b.Addr(), device, "p-1", nil)
+	pub := mustConnect(t, b.Addr(), deviceLogin("probe", "p-1"), "p-1", nil)
 	var toks []mqtt.Token
 	publish := func(n int) {
 		for range n {

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
@@ -33,7 +35,9 @@ var brokers = []struct {
 	// subscription and then delivers nothing the client may not read.
 	refusesSubscribe bool
 }{
-	{name: "mosquitto", start: func(t *testing.T) string { return testharness.MosquittoBroker(t).Addr() }},
+	{name: "mosquitto", start: func(t *testing.T) string {
+		return testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Devices: []string{device.user, deviceLogin("thermostat", "th-00002").user}}).Addr()
+	}},
 	{name: "embedded", start: startEmbedded, deniedPublishDisconnects: true, refusesSubscribe: true},
 }
 
@@ -49,8 +53,16 @@ func startEmbedded(t *testing.T) string {
 
 type creds struct{ user, password string }
 
+// deviceLogin is the login of device id of type typ in us-east, under the
+// demo fleet secret (internal/devicecred); its client id must be id.
+func deviceLogin(typ, id string) creds {
+	u, p := testharness.DeviceLogin("us-east", typ, id)
+	return creds{u, p}
+}
+
 var (
-	device = creds{deploy.MQTTDeviceUser, deploy.DemoMQTTDevicePassword}
+	// device is th-00001, the device most tests here connect as.
+	device = deviceLogin("thermostat", "th-00001")
 	ingest = creds{deploy.MQTTIngestUser, deploy.DemoMQTTIngestPassword}
 )
 
@@ -79,26 +91,40 @@ func mustConnect(t *testing.T, addr string, c creds, clientID string, h mqtt.Mes
 	return cl
 }
 
+// TestOnlyKnownUsersConnect: every device logs in with its own credential
+// (internal/devicecred); a forger who knows a device's name but not the
+// fleet secret cannot, and the old shared fleet user is gone.
 func TestOnlyKnownUsersConnect(t *testing.T) {
+	other := deviceLogin("thermostat", "th-00002")
 	cases := []struct {
 		name string
 		c    creds
+		id   string // client id; "" is th-00001
 		ok   bool
+		// embeddedOnly: Mosquitto does not bind a device's client id to
+		// its user name, and lets this one in.
+		embeddedOnly bool
 	}{
-		{"anonymous", creds{}, false},
-		{"device with a wrong password", creds{deploy.MQTTDeviceUser, "not-the-password"}, false},
-		{"device with ingest's password", creds{deploy.MQTTDeviceUser, deploy.DemoMQTTIngestPassword}, false},
-		{"unknown user", creds{"mallory", deploy.DemoMQTTDevicePassword}, false},
-		{"password without a user", creds{"", deploy.DemoMQTTDevicePassword}, false},
-		{"device", device, true},
-		{"ingest", ingest, true},
+		{"anonymous", creds{}, "", false, false},
+		{"device with another device's password", creds{device.user, other.password}, "", false, false},
+		{"device with a password of another fleet secret", creds{device.user, devicecred.Password("another-fleet-secret", device.user)}, "", false, false},
+		{"device with ingest's password", creds{device.user, deploy.DemoMQTTIngestPassword}, "", false, false},
+		{"the old shared fleet user", creds{"device", "device"}, "", false, false},
+		{"unknown user", creds{"mallory", device.password}, "", false, false},
+		{"password without a user", creds{"", device.password}, "", false, false},
+		{"device under another device's client id", device, "th-00002", false, true},
+		{"device", device, "", true, false},
+		{"ingest", ingest, "telemetry-ingest-us-east", true, false},
 	}
 	for _, b := range brokers {
 		t.Run(b.name, func(t *testing.T) {
 			addr := b.start(t)
-			for i, c := range cases {
+			for _, c := range cases {
+				if c.embeddedOnly && b.name != "embedded" {
+					continue
+				}
 				t.Run(c.name, func(t *testing.T) {
-					cl, err := connect(addr, c.c, fmt.Sprintf("th-%05d", i), nil)
+					cl, err := connect(addr, c.c, cmp.Or(c.id, "th-00001"), nil)
 					if err == nil {
 						cl.Disconnect(50)
 					}
@@ -174,6 +200,9 @@ func TestDeviceCannotPublishToAnotherTopic(t *testing.T) {
 		{"another device's topic of another type", "telemetry/us-east/meter/th-00002"},
 		{"below its own topic", own + "/extra"},
 		{"its id as the device type", "telemetry/us-east/th-00001/th-00002"},
+		// Its region and type are bound to it, not chosen at publish time.
+		{"its own id in another region", "telemetry/eu-west/thermostat/th-00001"},
+		{"its own id under another type", "telemetry/us-east/meter/th-00001"},
 	}
 	for _, b := range brokers {
 		t.Run(b.name, func(t *testing.T) {
@@ -365,7 +394,7 @@ func TestDeviceCannotSubscribe(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			addr := b.start(t)
 			got := subscribeAsIngest(t, addr)
-			other := mustConnect(t, addr, device, "th-00002", nil)
+			other := mustConnect(t, addr, deviceLogin("thermostat", "th-00002"), "th-00002", nil)
 			for i, f := range filters {
 				t.Run(f, func(t *testing.T) {
 					spy := rawConnect(t, addr, device, "th-00001")
@@ -431,7 +460,7 @@ func TestEmbeddedBrokerMetrics(t *testing.T) {
 // one Mosquitto reads as its own.
 func TestMosquittoAcceptsGoHashedPasswords(t *testing.T) {
 	file, err := broker.PasswordFile(map[string]string{
-		deploy.MQTTDeviceUser: "changed-device", deploy.MQTTIngestUser: "changed-ingest",
+		device.user: "changed-device", deploy.MQTTIngestUser: "changed-ingest",
 		deploy.MQTTHealthUser: deploy.MQTTHealthPassword, // the harness probes with it
 	})
 	if err != nil {
@@ -442,7 +471,7 @@ func TestMosquittoAcceptsGoHashedPasswords(t *testing.T) {
 		c  creds
 		ok bool
 	}{
-		{creds{deploy.MQTTDeviceUser, "changed-device"}, true},
+		{creds{device.user, "changed-device"}, true},
 		{creds{deploy.MQTTIngestUser, "changed-ingest"}, true},
 		{device, false},
 		{ingest, false},

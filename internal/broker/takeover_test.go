@@ -58,7 +58,7 @@ func TestResumedSessionGetsEveryAcknowledgedMessage(t *testing.T) {
 	}
 	sub := subscribe()
 
-	pub := mustConnect(t, addr, device, "p-1", nil)
+	pub := mustConnect(t, addr, deviceLogin("probe", "p-1"), "p-1", nil)
 	published := make(chan error, 1)
 	go func() {
 		var toks []mqtt.Token

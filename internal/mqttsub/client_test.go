@@ -35,7 +35,7 @@ var brokers = []struct {
 	name  string
 	start func(t *testing.T) string // returns the URL
 }{
-	{"mosquitto", func(t *testing.T) string { return testharness.MosquittoBroker(t).URL() }},
+	{"mosquitto", func(t *testing.T) string { return mosquitto(t).URL() }},
 	{"embedded", func(t *testing.T) string {
 		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 		if err != nil {
@@ -214,12 +214,25 @@ func numbered(prefix string, n int) []string {
 // deviceTopic is the one topic the ACL lets device publish on.
 func deviceTopic(device string) string { return "telemetry/eu-west/thermostat/" + device }
 
-// device connects to url as a device, with paho and the fleet's demo
-// login; the ACL lets it publish on deviceTopic(id) only.
+// mosquitto starts real Mosquitto with the lines of the devices the tests
+// here connect (th-00001 to th-00009 in eu-west) in its password file.
+func mosquitto(t *testing.T) *testharness.Broker {
+	t.Helper()
+	var users []string
+	for i := 1; i <= 9; i++ {
+		u, _ := testharness.DeviceLogin("eu-west", "thermostat", fmt.Sprintf("th-%05d", i))
+		users = append(users, u)
+	}
+	return testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Devices: users})
+}
+
+// device connects to url as device id of eu-west, with paho and its own
+// demo login; the ACL lets it publish on deviceTopic(id) only.
 func device(t *testing.T, url, id string) mqtt.Client {
 	t.Helper()
+	user, password := testharness.DeviceLogin("eu-west", "thermostat", id)
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID(id).
-		SetUsername(deploy.MQTTDeviceUser).SetPassword(deploy.DemoMQTTDevicePassword).
+		SetUsername(user).SetPassword(password).
 		SetAutoReconnect(false).SetConnectRetry(false))
 	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
 		t.Fatalf("connecting device %s: %v", id, tok.Error())
@@ -439,7 +452,7 @@ func (f *failureLog) all() []error {
 }
 
 func TestRefusedLoginIsReportedAndLoggedOnce(t *testing.T) {
-	url := testharness.MosquittoBroker(t).URL()
+	url := mosquitto(t).URL()
 	cfg := config(url, "ingest-refused")
 	cfg.Password = "not-the-password"
 	var failures failureLog
@@ -473,7 +486,7 @@ func TestRefusedLoginIsReportedAndLoggedOnce(t *testing.T) {
 }
 
 func TestReconnectsAfterBrokerRestart(t *testing.T) {
-	b := testharness.MosquittoBroker(t)
+	b := mosquitto(t)
 	var got inbox
 	r := run(t, config(b.URL(), "ingest-restart"), ackAll(t, &got))
 	r.waitSubscribed(t, 1)
@@ -666,7 +679,7 @@ func TestConnectTimesOutWithoutConnack(t *testing.T) {
 // nothing: the keep-alive drops it, logins time out without a CONNACK, and
 // once the broker goes on the client is back by itself.
 func TestKeepAliveDropsAHungBroker(t *testing.T) {
-	b := testharness.MosquittoBroker(t)
+	b := mosquitto(t)
 	var got inbox
 	cfg := config(b.URL(), "ingest-hung")
 	cfg.KeepAlive = time.Second
@@ -710,7 +723,7 @@ func TestKeepAliveDropsAHungBroker(t *testing.T) {
 }
 
 func TestBlockedHandlerHoldsBackTheRest(t *testing.T) {
-	b := testharness.MosquittoBroker(t)
+	b := mosquitto(t)
 	release := make(chan struct{})
 	held := make(chan struct{})
 	var holding sync.Once
@@ -830,7 +843,7 @@ func TestConfigValidate(t *testing.T) {
 // connection lost right after it was made must back off like a failed
 // login, or the two reconnect in a tight loop for as long as both run.
 func TestClientsSharingAnIDDoNotFightInATightLoop(t *testing.T) {
-	b := testharness.MosquittoBroker(t)
+	b := mosquitto(t)
 	cfg := config(b.URL(), "ingest-twin")
 	cfg.RetryInterval, cfg.MaxRetryInterval = 100*time.Millisecond, time.Second
 	nothing := func(*mqttsub.Client, mqttsub.Message) {}

@@ -21,6 +21,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
 // MosquittoConfig is the broker configuration compose mounts, relative to
@@ -63,6 +65,19 @@ type MosquittoOptions struct {
 	Open bool
 	// Passwd, when set, replaces deploy/mosquitto/passwd.
 	Passwd []byte
+	// Devices are device user names (internal/devicecred) whose lines,
+	// with their passwords under deploy.DemoFleetSecret, are added to the
+	// password file: Mosquitto knows no fleet secret, so each device the
+	// test connects needs its line, as `telemetry mqtt passwd` makes them.
+	Devices []string
+}
+
+// DeviceLogin is the MQTT user name and password of a device under the
+// demo fleet secret (internal/devicecred), for tests that connect a device
+// by hand. Its client id must be id.
+func DeviceLogin(region, typ, id string) (user, password string) {
+	user = devicecred.Username(region, typ, id)
+	return user, devicecred.Password(deploy.DemoFleetSecret, user)
 }
 
 // MosquittoBroker starts `mosquitto -c <conf>` where conf is
@@ -95,9 +110,21 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 		t.Fatal(err)
 	}
 	files := mosquittoFiles{confDir: filepath.Dir(confPath), open: opts.Open}
-	if opts.Passwd != nil {
+	if opts.Passwd != nil || len(opts.Devices) > 0 {
+		passwd := opts.Passwd
+		if passwd == nil {
+			passwd = deploy.MosquittoPasswd
+		}
+		devices := make(map[string]string, len(opts.Devices))
+		for _, u := range opts.Devices {
+			devices[u] = devicecred.Password(deploy.DemoFleetSecret, u)
+		}
+		lines, err := broker.PasswordFile(devices)
+		if err != nil {
+			t.Fatalf("device lines of the password file: %v", err)
+		}
 		files.passwd = filepath.Join(dir, "passwd")
-		if err := os.WriteFile(files.passwd, opts.Passwd, 0o600); err != nil {
+		if err := os.WriteFile(files.passwd, append(append([]byte(nil), passwd...), lines...), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -112,9 +112,10 @@ func hasLinePrefix(lines []string, prefix string) bool {
 // Mosquitto's default queue of 1000 holds, across a clean restart of the
 // broker.
 func TestMosquittoKeepsQueuedQoS1(t *testing.T) {
-	b := MosquittoBroker(t)
 	const device = "dev-1"
 	const topic, n = "telemetry/us-east/th/" + device, 3000
+	user, password := DeviceLogin("us-east", "th", device)
+	b := MosquittoBrokerWith(t, MosquittoOptions{Devices: []string{user}})
 
 	var mu sync.Mutex
 	got := map[string]bool{}
@@ -129,7 +130,7 @@ func TestMosquittoKeepsQueuedQoS1(t *testing.T) {
 	}
 	sub.Disconnect(250)
 
-	pub := mqttClient(t, b.URL(), deviceUser, device, true, nil)
+	pub := mqttClient(t, b.URL(), [2]string{user, password}, device, true, nil)
 	var last mqtt.Token
 	for i := range n {
 		last = pub.Publish(topic, 1, false, fmt.Sprint(i))
@@ -163,11 +164,8 @@ func TestMosquittoKeepsQueuedQoS1(t *testing.T) {
 	}
 }
 
-// The users of deploy/mosquitto/passwd, with their demo passwords.
-var (
-	deviceUser = [2]string{deploy.MQTTDeviceUser, deploy.DemoMQTTDevicePassword}
-	ingestUser = [2]string{deploy.MQTTIngestUser, deploy.DemoMQTTIngestPassword}
-)
+// ingest's user of deploy/mosquitto/passwd, with its demo password.
+var ingestUser = [2]string{deploy.MQTTIngestUser, deploy.DemoMQTTIngestPassword}
 
 func mqttClient(t *testing.T, url string, user [2]string, id string, clean bool, h mqtt.MessageHandler) mqtt.Client {
 	t.Helper()

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
+)
+
+const mqttSynopsis = `Devices' MQTT credentials (internal/devicecred): a device logs in as
+<region>/<device-type>/<device-id> with a password derived from the fleet
+secret, and may publish only on telemetry/<that>.
+
+  telemetry mqtt credential [--fleet-secret S] us-east/thermostat/th-90001
+      prints the user name and password of one device, to try the protocol
+      by hand (mosquitto_pub -u <user> -P <password> -i th-90001 ...).
+  telemetry mqtt passwd [--devices N --regions ... --id-prefix P] [--base F] [--out F]
+      writes a Mosquitto password file line for every device of that fleet
+      (the flags of telemetry devices), after the lines of --base: Mosquitto
+      knows no fleet secret, so it needs each device's line.`
+
+func runMQTT(args []string, stdout, stderr io.Writer) error {
+	what := ""
+	if len(args) > 0 {
+		what, args = args[0], args[1:]
+	}
+	fs := cli.NewFlagSet("mqtt "+what, mqttSynopsis, stderr)
+	var cfg devices.Config
+	var regions, base, out string
+	switch what {
+	case "credential":
+		cli.SecretVar(fs, &cfg.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "the fleet secret (default: the public demo default)")
+	case "passwd", "-h", "--help", "help":
+		fleetFlags(fs, &cfg, &regions, devices.DefaultDevices, "")
+		fs.StringVar(&base, "base", "", "a Mosquitto password file whose lines come first (the service users: deploy/mosquitto/passwd)")
+		fs.StringVar(&out, "out", "", "write the file here (mode 0600) instead of to stdout")
+		if what != "passwd" {
+			fs.Usage()
+			return flag.ErrHelp
+		}
+	default:
+		fs.Usage()
+		return errors.New("want `mqtt credential <region>/<device-type>/<device-id>` or `mqtt passwd`")
+	}
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if err := devicecred.ValidSecret(cfg.FleetSecret); err != nil {
+		return fmt.Errorf("--fleet-secret: %w", err)
+	}
+	if what == "credential" {
+		if fs.NArg() != 1 {
+			return errors.New("want one device: <region>/<device-type>/<device-id>")
+		}
+		user := fs.Arg(0)
+		if _, ok := devicecred.Parse(user); !ok {
+			return fmt.Errorf("device %q: want <region>/<device-type>/<device-id>, each lower-case letters, digits and dashes", user)
+		}
+		_, err := fmt.Fprintf(stdout, "user %s\npassword %s\n", user, devicecred.Password(cfg.FleetSecret, user))
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg.Regions = cli.SplitList(regions)
+	file, err := fleetPasswd(cfg, base)
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		_, err = stdout.Write(file)
+		return err
+	}
+	if err := os.WriteFile(out, file, 0o600); err != nil {
+		return fmt.Errorf("writing the password file: %w", err)
+	}
+	return nil
+}
+
+// fleetPasswd is the lines of the password file base, if any, then a line
+// for every device of the fleet cfg makes.
+func fleetPasswd(cfg devices.Config, base string) ([]byte, error) {
+	var file []byte
+	if base != "" {
+		b, err := os.ReadFile(base)
+		if err != nil {
+			return nil, fmt.Errorf("reading --base: %w", err)
+		}
+		if _, err := broker.ParsePasswords(b); err != nil {
+			return nil, fmt.Errorf("--base %s: %w", base, err)
+		}
+		file = b
+	}
+	users, err := devices.Usernames(cfg)
+	if err != nil {
+		return nil, err
+	}
+	passwords := make(map[string]string, len(users))
+	for _, u := range users {
+		passwords[u] = devicecred.Password(cfg.FleetSecret, u)
+	}
+	lines, err := broker.PasswordFile(passwords)
+	if err != nil {
+		return nil, err
+	}
+	return append(file, lines...), nil
+}
