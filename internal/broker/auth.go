@@ -3,11 +3,13 @@ package broker
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
@@ -22,6 +24,7 @@ type authHook struct {
 	fleetSecret string
 	acl         *ACL
 	insecure    bool
+	failures    *failedLogins // by address; nil: not counted (NewAuthHook)
 
 	denied atomic.Uint64 // publishes, subscriptions and deliveries denied by the ACL
 }
@@ -54,6 +57,16 @@ func (h *authHook) Provides(b byte) bool {
 // service user whose password is in the password file, and a client
 // without a user name only when insecure.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	ok := h.authenticate(cl, pk)
+	if !ok && h.failures != nil {
+		// Counted before mochi answers: a client that sees the refusal
+		// and dials again finds it counted.
+		h.failures.add(connlimit.HostOf(cl.Net.Remote), time.Now())
+	}
+	return ok
+}
+
+func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user, password := string(pk.Connect.Username), string(pk.Connect.Password)
 	if t, ok := devicecred.Parse(user); ok {
 		return cl.ID == t.Device && devicecred.Check(h.fleetSecret, user, password)
