@@ -405,7 +405,7 @@ func TestHealthzBeforeRun(t *testing.T) {
 	}
 	defer d.Close()
 	rec := httptest.NewRecorder()
-	d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/healthz", nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("healthz before Run: %d %q, want 503", rec.Code, rec.Body)
 	}

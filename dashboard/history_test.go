@@ -80,7 +80,7 @@ func TestHistoryProxy(t *testing.T) {
 			}
 			defer d.Close()
 			rec := httptest.NewRecorder()
-			d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/history?"+tc.query, nil))
+			d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/api/history?"+tc.query, nil))
 			if rec.Code != tc.code {
 				t.Fatalf("status %d, want %d: %s", rec.Code, tc.code, rec.Body)
 			}

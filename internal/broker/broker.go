@@ -82,6 +82,12 @@ type Config struct {
 	// (default DefaultMaxConnsPerIP): a load generator's whole fleet comes
 	// from one address.
 	MaxConnsPerIP int
+	// MaxFailedLoginsPerIP failed logins from one address within
+	// FailedLoginWindow make the broker refuse that address's new
+	// connections until the window ends (defaults
+	// DefaultMaxFailedLoginsPerIP, DefaultFailedLoginWindow).
+	MaxFailedLoginsPerIP int
+	FailedLoginWindow    time.Duration
 
 	// inflight is mochi's limit of messages in flight per client, 0:
 	// maxInflight. Tests lower it (export_test.go).
@@ -108,10 +114,14 @@ func (c Config) Validate() error {
 		{"max connections logging in", c.MaxLoggingIn, DefaultMaxLoggingIn},
 		{"max connections logging in per address", c.MaxLoggingInPerIP, DefaultMaxLoggingInPerIP},
 		{"max connections per address", c.MaxConnsPerIP, DefaultMaxConnsPerIP},
+		{"max failed logins per address", c.MaxFailedLoginsPerIP, DefaultMaxFailedLoginsPerIP},
 	} {
 		if b.value < 0 {
 			return fmt.Errorf("broker: %s %d: want 1 or more (0: %d)", b.name, b.value, b.def)
 		}
+	}
+	if c.FailedLoginWindow < 0 {
+		return fmt.Errorf("broker: failed login window %v: want more than 0 (0: %v)", c.FailedLoginWindow, DefaultFailedLoginWindow)
 	}
 	if c.LoginTimeout < 0 {
 		return fmt.Errorf("broker: login timeout %v: want more than 0 (0: %v)", c.LoginTimeout, DefaultLoginTimeout)
@@ -151,6 +161,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnsPerIP == 0 {
 		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.MaxFailedLoginsPerIP == 0 {
+		c.MaxFailedLoginsPerIP = DefaultMaxFailedLoginsPerIP
+	}
+	if c.FailedLoginWindow == 0 {
+		c.FailedLoginWindow = DefaultFailedLoginWindow
 	}
 }
 
@@ -216,6 +232,9 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The auth hook counts a failed login before its CONNACK goes out;
+	// the gate holds the address back from its next connection.
+	h.failures = newFailedLogins(cfg.MaxFailedLoginsPerIP, cfg.FailedLoginWindow)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
 	caps.MaximumInflight = uint16(cfg.maxInflight())
@@ -245,7 +264,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		log.Warn("INSECURE: MQTT clients without credentials may connect, publish anything and read everything (--insecure); loopback only",
 			"listen", cfg.Listen)
 	}
-	tcp := newGate(cfg, log)
+	tcp := newGate(cfg, h.failures, log)
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("broker: listening on %s: %w", cfg.Listen, err)
 	}

@@ -3,9 +3,9 @@ package broker_test
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,32 +42,10 @@ func slowSubscriberHoldsPublishersBack(t *testing.T, filter string) {
 	t.Cleanup(func() { b.Close() })
 
 	// The subscriber acknowledges only what the test lets it.
-	var (
-		mu       sync.Mutex
-		got      = map[int]int{}
-		unacked  []mqtt.Message
-		acking   bool
-		received int
-	)
-	handle := func(_ mqtt.Client, m mqtt.Message) {
-		n, err := strconv.Atoi(string(m.Payload()))
-		if err != nil {
-			t.Errorf("payload %q: %v", m.Payload(), err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		got[n]++
-		received++
-		if acking {
-			m.Ack()
-			return
-		}
-		unacked = append(unacked, m)
-	}
+	held := &heldSubscriber{t: t}
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("ingest-flow-test").SetCleanSession(false).
 		SetAutoReconnect(false).SetUsername(ingest.user).SetPassword(ingest.password).
-		SetAutoAckDisabled(true).SetOrderMatters(false).SetDefaultPublishHandler(handle)
+		SetAutoAckDisabled(true).SetOrderMatters(false).SetDefaultPublishHandler(held.handle)
 	sub := mqtt.NewClient(opts)
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber: connect: %v", tok.Error())
@@ -97,40 +75,16 @@ func slowSubscriberHoldsPublishersBack(t *testing.T, filter string) {
 			acked++
 		}
 	}
-	mu.Lock()
-	held := received
-	mu.Unlock()
-	if held != highWater {
-		t.Errorf("the subscriber holds %d unacknowledged messages while publishers are held, want %d", held, highWater)
+	if n := held.received(); n != highWater {
+		t.Errorf("the subscriber holds %d unacknowledged messages while publishers are held, want %d", n, highWater)
 	}
 	if acked > highWater {
-		t.Errorf("the broker acknowledged %d publishes while its subscriber holds %d, want at most %d", acked, held, highWater)
+		t.Errorf("the broker acknowledged %d publishes while its subscriber holds %d, want at most %d", acked, held.received(), highWater)
 	}
 
 	// The subscriber catches up: every message arrives once, every
 	// publish is acknowledged, and none was dropped.
-	mu.Lock()
-	acking = true
-	for _, m := range unacked {
-		m.Ack()
-	}
-	unacked = nil
-	mu.Unlock()
-	for i, tok := range toks {
-		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %d not acknowledged: %v", i, tok.Error())
-		}
-	}
-	testharness.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(got) < messages {
-			return fmt.Errorf("the subscriber got %d of %d messages", len(got), messages)
-		}
-		return nil
-	})
-	mu.Lock()
-	defer mu.Unlock()
+	got := held.release(toks)
 	for n, c := range got {
 		if c != 1 {
 			t.Errorf("message %d delivered %d times", n, c)
@@ -139,6 +93,82 @@ func slowSubscriberHoldsPublishersBack(t *testing.T, filter string) {
 	if d := b.InflightDropped(); d != 0 {
 		t.Errorf("the broker dropped %d messages", d)
 	}
+}
+
+// heldSubscriber is a subscriber's handler that holds every message
+// unacknowledged until release: a subscriber that fell behind. Payloads
+// are message numbers.
+type heldSubscriber struct {
+	t       *testing.T
+	mu      sync.Mutex
+	got     map[int]int // deliveries by message number
+	unacked []mqtt.Message
+	acking  bool
+	n       int
+}
+
+func (h *heldSubscriber) handle(_ mqtt.Client, m mqtt.Message) {
+	n, err := strconv.Atoi(string(m.Payload()))
+	if err != nil {
+		h.t.Errorf("payload %q: %v", m.Payload(), err)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.got == nil {
+		h.got = map[int]int{}
+	}
+	h.got[n]++
+	h.n++
+	if h.acking {
+		m.Ack()
+		return
+	}
+	h.unacked = append(h.unacked, m)
+}
+
+// received is how many deliveries the subscriber has had.
+func (h *heldSubscriber) received() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
+
+// forget drops the messages held so far: their connection is gone.
+func (h *heldSubscriber) forget() {
+	h.mu.Lock()
+	h.unacked = nil
+	h.mu.Unlock()
+}
+
+// release acknowledges what is held and everything after, waits until
+// every publish of toks is acknowledged and every message has arrived,
+// and returns the deliveries by message number.
+func (h *heldSubscriber) release(toks []mqtt.Token) map[int]int {
+	h.t.Helper()
+	h.mu.Lock()
+	h.acking = true
+	for _, m := range h.unacked {
+		m.Ack()
+	}
+	h.unacked = nil
+	h.mu.Unlock()
+	for i, tok := range toks {
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			h.t.Fatalf("publish %d not acknowledged: %v", i, tok.Error())
+		}
+	}
+	testharness.CheckFor(h.t, 30*time.Second, 10*time.Millisecond, func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if len(h.got) < len(toks) {
+			return fmt.Errorf("the subscriber got %d of %d messages", len(h.got), len(toks))
+		}
+		return nil
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.got)
 }
 
 // A subscriber resuming its session under load (ingest restarting) stays
@@ -163,34 +193,12 @@ func TestResumedSubscriberStillHoldsPublishersBack(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 
-	var (
-		mu       sync.Mutex
-		got      = map[int]bool{}
-		unacked  []mqtt.Message
-		acking   bool
-		received atomic.Int64
-	)
-	handle := func(_ mqtt.Client, m mqtt.Message) {
-		n, err := strconv.Atoi(string(m.Payload()))
-		if err != nil {
-			t.Errorf("payload %q: %v", m.Payload(), err)
-			return
-		}
-		received.Add(1)
-		mu.Lock()
-		defer mu.Unlock()
-		got[n] = true
-		if acking {
-			m.Ack()
-			return
-		}
-		unacked = append(unacked, m)
-	}
+	held := &heldSubscriber{t: t}
 	// Neither connection acknowledges anything until the test lets it.
 	connect := func() (mqtt.Client, mqtt.Token) {
 		opts := mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(clientID).SetCleanSession(false).
 			SetAutoReconnect(false).SetUsername(ingest.user).SetPassword(ingest.password).
-			SetAutoAckDisabled(true).SetOrderMatters(false).SetDefaultPublishHandler(handle)
+			SetAutoAckDisabled(true).SetOrderMatters(false).SetDefaultPublishHandler(held.handle)
 		c := mqtt.NewClient(opts)
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("subscriber: connect: %v", tok.Error())
@@ -211,15 +219,13 @@ func TestResumedSubscriberStillHoldsPublishersBack(t *testing.T) {
 	}
 	publish(before)
 	testharness.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := received.Load(); n < before {
+		if n := held.received(); n < before {
 			return fmt.Errorf("the first connection got %d of %d", n, before)
 		}
 		return nil
 	})
 	first.Disconnect(0)
-	mu.Lock()
-	unacked = nil // gone with the first connection; the broker resends them
-	mu.Unlock()
+	held.forget() // gone with the first connection; the broker resends them
 
 	// The resumed session's SUBSCRIBE carries paho's first packet id, 1,
 	// which the broker's first message in flight has too.
@@ -247,26 +253,7 @@ func TestResumedSubscriberStillHoldsPublishersBack(t *testing.T) {
 		t.Errorf("the broker acknowledged %d publishes to a subscriber that acknowledged none, want at most %d", acked, before+highWater)
 	}
 
-	mu.Lock()
-	acking = true
-	for _, m := range unacked {
-		m.Ack()
-	}
-	unacked = nil
-	mu.Unlock()
-	for i, tok := range toks {
-		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %d not acknowledged: %v", i, tok.Error())
-		}
-	}
-	testharness.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(got) < len(toks) {
-			return fmt.Errorf("the subscriber got %d of %d messages", len(got), len(toks))
-		}
-		return nil
-	})
+	held.release(toks)
 	if d := b.InflightDropped(); d != 0 {
 		t.Errorf("the broker dropped %d messages", d)
 	}

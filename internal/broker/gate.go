@@ -47,6 +47,7 @@ const (
 	refusedNotMQTT          = "not_mqtt"                         // the first packet is not a CONNECT
 	refusedConnectTooLarge  = "connect_too_large"                // CONNECT above MaxConnectBytes
 	refusedBadLogin         = "bad_login"                        // unknown user, wrong password, anonymous
+	refusedFailedLogins     = "too_many_failed_logins"           // MaxFailedLoginsPerIP within FailedLoginWindow
 	refusedBadConnect       = "bad_connect"                      // mochi refused the CONNECT (client id, protocol)
 	refusedServerBusy       = "server_busy"                      // MaxClients logged in
 	endedWithError          = "error"                            // a logged-in client's connection failed
@@ -59,7 +60,7 @@ const (
 
 var refusedReasons = []string{refusedTooMany, refusedTooManyFromIP, refusedLoggingIn, refusedLoggingInFromIP,
 	refusedLoginTimeout, refusedClosedEarly, refusedNotMQTT, refusedConnectTooLarge, refusedBadLogin,
-	refusedBadConnect, refusedServerBusy}
+	refusedFailedLogins, refusedBadConnect, refusedServerBusy}
 
 // gate is the broker's TCP listener, a mochi listeners.Listener. It hands
 // a connection to mochi only once its whole CONNECT has arrived, within
@@ -74,6 +75,7 @@ type gate struct {
 	ln       net.Listener
 	conns    *connlimit.Tracker // every connection, until closed
 	loggedIn *connlimit.Tracker // connections waiting for their CONNECT
+	failures *failedLogins      // by address
 	refused  *connlimit.Tally
 	ended    *connlimit.Tally // logged-in clients whose connection failed
 	log      *slog.Logger
@@ -85,13 +87,14 @@ type gate struct {
 
 var _ listeners.Listener = (*gate)(nil)
 
-func newGate(cfg Config, log *slog.Logger) *gate {
+func newGate(cfg Config, failures *failedLogins, log *slog.Logger) *gate {
 	return &gate{
 		id: "tcp", address: cfg.Listen, timeout: cfg.LoginTimeout,
 		conns:    connlimit.NewTracker(connlimit.Limits{Total: cfg.MaxClients + cfg.MaxLoggingIn, PerAddr: cfg.MaxConnsPerIP}),
 		loggedIn: connlimit.NewTracker(connlimit.Limits{Total: cfg.MaxLoggingIn, PerAddr: cfg.MaxLoggingInPerIP}),
+		failures: failures,
 		refused: connlimit.NewTally("telemetry_broker_connections_refused_total",
-			"MQTT connections refused, by reason: limits (too_many*), no CONNECT in time (login_timeout), not MQTT, bad credentials (bad_login), broker full (server_busy).",
+			"MQTT connections refused, by reason: limits (too_many*), no CONNECT in time (login_timeout), not MQTT, bad credentials (bad_login), an address that failed to log in too often (too_many_failed_logins), broker full (server_busy).",
 			"MQTT connections refused", log, refusedReasons...),
 		ended: connlimit.NewTally("telemetry_broker_connections_failed_total",
 			"Connections of logged-in MQTT clients that ended without a DISCONNECT, by reason.",
@@ -130,6 +133,10 @@ func (g *gate) Serve(establish listeners.EstablishFn) {
 			return
 		}
 		host := connlimit.Host(c.RemoteAddr())
+		if g.failures.blocked(host, time.Now()) {
+			g.refuse(c, refusedFailedLogins, host)
+			continue
+		}
 		if reason := g.conns.Acquire(host); reason != "" {
 			g.refuse(c, reason, host)
 			continue

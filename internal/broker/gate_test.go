@@ -217,7 +217,9 @@ func TestFailedLoginFloodIsAFewLines(t *testing.T) {
 		interval = 500 * time.Millisecond
 	)
 	logs := &recorder{}
-	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0"}, slog.New(logs))
+	// Every attempt is to get its CONNACK here: no address is held back
+	// (TestFailedLoginsFromOneAddressAreHeldBack).
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxFailedLoginsPerIP: attempts + 1}, slog.New(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,9 +266,74 @@ func TestFailedLoginFloodIsAFewLines(t *testing.T) {
 	}
 }
 
+// TestFailedLoginsFromOneAddressAreHeldBack: an address that fails to log
+// in MaxFailedLoginsPerIP times within the window has its new connections
+// refused, counted and logged as too_many_failed_logins, until the window
+// ends; a device on another address logs in meanwhile, and the address
+// gets in again with a good credential after the window.
+func TestFailedLoginsFromOneAddressAreHeldBack(t *testing.T) {
+	const (
+		limit  = 20
+		window = 2 * time.Second
+	)
+	logs := &recorder{}
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxFailedLoginsPerIP: limit, FailedLoginWindow: window}, slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	guesser, other := net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3)
+
+	start := time.Now()
+	answered, cut := 0, 0
+	for range 3 * limit {
+		code, err := rawLoginFrom(guesser, b.Addr(), device.user, "guess")
+		switch {
+		case err == nil && code == packets.ErrRefusedNotAuthorised:
+			answered++
+		case err != nil:
+			cut++ // closed without a CONNACK
+		default:
+			t.Fatalf("a guess got CONNACK %#x", code)
+		}
+	}
+	if time.Since(start) >= window {
+		t.Fatalf("the guesses took %v, longer than the window %v: the test needs a faster machine or a longer window", time.Since(start), window)
+	}
+	if answered != limit || cut != 2*limit {
+		t.Errorf("%d guesses answered and %d cut off, want %d and %d", answered, cut, limit, 2*limit)
+	}
+	if n := b.Refused("too_many_failed_logins"); n != 2*limit {
+		t.Errorf("too_many_failed_logins counted %d, want %d", n, 2*limit)
+	}
+	// Another address is not held back.
+	if code, err := rawLoginFrom(other, b.Addr(), device.user, device.password); err != nil || code != 0 {
+		t.Errorf("a device on another address: CONNACK %#x, %v; want accepted", code, err)
+	}
+	// The guessing address gets in again once the window has passed.
+	testharness.CheckFor(t, 2*window, 50*time.Millisecond, func() error {
+		if code, err := rawLoginFrom(guesser, b.Addr(), device.user, device.password); err != nil || code != 0 {
+			return fmt.Errorf("the address after the window: CONNACK %#x, %v", code, err)
+		}
+		return nil
+	})
+	if logs.sum("reason", "too_many_failed_logins") == 0 {
+		t.Errorf("no log line names too_many_failed_logins: %v", logs.lines())
+	}
+}
+
 // rawLogin sends one MQTT 3.1.1 CONNECT and returns the CONNACK's code.
 func rawLogin(addr, user, password string) (byte, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return rawLoginFrom(nil, addr, user, password)
+}
+
+// rawLoginFrom is rawLogin from the local address from (nil: any).
+func rawLoginFrom(from net.IP, addr, user, password string) (byte, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return 0, err
 	}

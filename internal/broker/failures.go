@@ -1,0 +1,81 @@
+package broker
+
+import (
+	"sync"
+	"time"
+)
+
+// Bounds of failed logins, per client address (docs/SECURITY.md).
+const (
+	// DefaultMaxFailedLoginsPerIP failed logins from one address within
+	// DefaultFailedLoginWindow make the broker refuse that address's new
+	// connections for the rest of the window. A device that knows its
+	// credential never fails, so this holds back password guessing and
+	// the CPU its hashing costs, not the fleet; a venue's NAT shares one
+	// address, so the bound is well above what a room mistypes.
+	DefaultMaxFailedLoginsPerIP = 100
+	DefaultFailedLoginWindow    = 10 * time.Second
+	// maxFailureHosts bounds the addresses tracked at once. Policy when
+	// full: addresses whose window has passed are dropped; if none has,
+	// a new address is not tracked (counted, never refused) until one
+	// has.
+	maxFailureHosts = 10_000
+)
+
+// failedLogins counts failed logins per address in fixed windows.
+type failedLogins struct {
+	max    int
+	window time.Duration
+
+	mu    sync.Mutex
+	hosts map[string]*failureWindow
+}
+
+type failureWindow struct {
+	start time.Time
+	n     int
+}
+
+func newFailedLogins(max int, window time.Duration) *failedLogins {
+	return &failedLogins{max: max, window: window, hosts: map[string]*failureWindow{}}
+}
+
+// add counts a failed login from host at now.
+func (f *failedLogins) add(host string, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w, ok := f.hosts[host]
+	if !ok {
+		if len(f.hosts) >= maxFailureHosts {
+			for h, o := range f.hosts {
+				if now.Sub(o.start) >= f.window {
+					delete(f.hosts, h)
+				}
+			}
+			if len(f.hosts) >= maxFailureHosts {
+				return
+			}
+		}
+		w = &failureWindow{start: now}
+		f.hosts[host] = w
+	}
+	if now.Sub(w.start) >= f.window {
+		w.start, w.n = now, 0
+	}
+	w.n++
+}
+
+// blocked reports whether host has failed max times in its current window.
+func (f *failedLogins) blocked(host string, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w, ok := f.hosts[host]
+	if !ok {
+		return false
+	}
+	if now.Sub(w.start) >= f.window {
+		delete(f.hosts, host)
+		return false
+	}
+	return w.n >= f.max
+}
