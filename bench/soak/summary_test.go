@@ -185,7 +185,10 @@ func TestRun(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "soak.csv")
 	var summary bytes.Buffer
 	s, err := New(Config{
-		Interval: 5 * time.Millisecond, Duration: 25 * time.Millisecond,
+		// Each sample may take an interval (its timeout): 100 ms leaves room
+		// for a machine loaded by the rest of the suite (at 5 ms the
+		// /metrics answer came too late twice).
+		Interval: 100 * time.Millisecond, Duration: 500 * time.Millisecond,
 		Procs:      []Proc{{"ghost", `^no such process \d{40}$`}},
 		Dirs:       []Dir{{"data", dir}},
 		MetricsURL: serve(t, "# TYPE go_goroutines gauge\ngo_goroutines 7\n# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes 1048576\n"),
@@ -214,7 +217,7 @@ func TestRun(t *testing.T) {
 	if strings.Join(rows[0], ",") != header {
 		t.Errorf("header = %v, want %s", rows[0], header)
 	}
-	if len(rows) != 1+6 { // samples due at 0, 5, ..., 25 ms
+	if len(rows) != 1+6 { // samples due at 0, 100, ..., 500 ms
 		t.Errorf("%d samples, want 6", len(rows)-1)
 	}
 	for _, r := range rows[1:] {
