@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -154,7 +155,38 @@ func QueryHistory(ctx context.Context, conn driver.Conn, database string, q Hist
 }
 
 // History is QueryHistory on the read-only history user's connection
-// (Config.HistoryUser) and the writer's database, now.
+// (Config.HistoryUser) and the writer's database, now, run by the read
+// pool (readpool.go): at most readSlots ledger and history queries at
+// once, and identical queries asked within readCacheAge answered by one
+// (whose From and To are then up to that much older). When no slot frees
+// in time it returns an error wrapping ErrBusy.
 func (w *Writer) History(ctx context.Context, q HistoryQuery) (History, error) {
-	return QueryHistory(ctx, w.hconn, w.cfg.Database, q, time.Now())
+	a, err := w.history(ctx, q)
+	if err != nil {
+		return History{}, err
+	}
+	h := a.val.(History)
+	// a's series are shared: copy down to the points.
+	h.Series = slices.Clone(h.Series)
+	for i := range h.Series {
+		h.Series[i].Points = slices.Clone(h.Series[i].Points)
+	}
+	return h, nil
+}
+
+// history is Writer.History as the read pool shares it: the History and
+// its JSON.
+func (w *Writer) history(ctx context.Context, q HistoryQuery) (*answer, error) {
+	q, err := q.validate() // a bad query is not worth a slot
+	if err != nil {
+		return nil, err
+	}
+	key := fmt.Sprintf("%s|%d|%s|%s", q.Metric, q.Minutes, q.Region, q.DeviceType)
+	return w.reads.do(ctx, "history", key, func(ctx context.Context) (*answer, error) {
+		h, err := QueryHistory(ctx, w.hconn, w.cfg.Database, q, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		return newAnswer(h, h), nil
+	})
 }

@@ -1,13 +1,11 @@
 package storage
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,7 +21,7 @@ import (
 //     otherwise (the body says why).
 //   - GET /api/ledger[?device_prefix=P]: {"ledger":[LedgerRow...]}, per
 //     (device, boot) what ClickHouse holds; 503 with {"error":...} when
-//     ClickHouse does not answer.
+//     ClickHouse does not answer, or when it is busy (see below).
 //   - GET /api/history?metric=M[&minutes=N][&region=R][&device_type=D]:
 //     the History of metric M over the last N minutes (default 30, at
 //     most 1440) from the per-minute rollups, per region and device type,
@@ -32,8 +30,14 @@ import (
 //     "series":[{"region":"us-east","device_type":"th","points":[{"minute":<RFC 3339>,
 //     "count":120,"min":..,"max":..,"avg":..,"p50":..,"p90":..,"p95":..,"p99":..}]}]}.
 //     400 with {"error":...} for a bad parameter, 503 when ClickHouse does
-//     not answer.
+//     not answer, or when it is busy.
 //   - GET /healthz: 200 when the state is ok.
+//
+// Ledger and history answers may be up to readCacheAge old: identical
+// requests share one query. When every query slot stays taken for
+// readSlotWait, the answer is 503 {"error":"ledger busy, try again"} (or
+// history) with Retry-After: 1, counted in telemetry_storage_api_busy_total
+// (readpool.go).
 func (w *Writer) Handler() http.Handler {
 	runtime := prometheus.NewRegistry()
 	runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -65,17 +69,12 @@ func (w *Writer) serveStatus(rw http.ResponseWriter, _ *http.Request) {
 }
 
 func (w *Writer) serveLedger(rw http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	rows, err := w.Ledger(ctx, r.URL.Query().Get("device_prefix"))
+	a, err := w.ledger(r.Context(), r.URL.Query().Get("device_prefix"))
 	if err != nil {
-		writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		writeReadError(rw, err)
 		return
 	}
-	if rows == nil {
-		rows = []LedgerRow{}
-	}
-	writeJSON(rw, http.StatusOK, map[string]any{"ledger": rows})
+	writeBody(rw, http.StatusOK, a.json())
 }
 
 func (w *Writer) serveHistory(rw http.ResponseWriter, r *http.Request) {
@@ -89,22 +88,39 @@ func (w *Writer) serveHistory(rw http.ResponseWriter, r *http.Request) {
 		}
 		q.Minutes = n
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	h, err := w.History(ctx, q)
-	switch {
-	case errors.Is(err, ErrBadHistoryQuery):
+	a, err := w.history(r.Context(), q)
+	if errors.Is(err, ErrBadHistoryQuery) {
 		writeJSON(rw, http.StatusBadRequest, map[string]string{"error": err.Error()})
-	case err != nil:
-		writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
-	default:
-		writeJSON(rw, http.StatusOK, h)
+		return
 	}
+	if err != nil {
+		writeReadError(rw, err)
+		return
+	}
+	writeBody(rw, http.StatusOK, a.json())
+}
+
+// writeReadError answers a failed ledger or history query 503: busy, to
+// be tried again after Retry-After, or ClickHouse not answering.
+func writeReadError(rw http.ResponseWriter, err error) {
+	if errors.Is(err, ErrBusy) {
+		rw.Header().Set("Retry-After", busyRetryAfter)
+	}
+	writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 }
 
 func writeJSON(rw http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer"}`)
+	}
+	writeBody(rw, code, append(b, '\n'))
+}
+
+// writeBody answers code with body, JSON.
+func writeBody(rw http.ResponseWriter, code int, body []byte) {
 	rw.Header().Set("Content-Type", "application/json")
 	rw.Header().Set("Cache-Control", "no-store")
 	rw.WriteHeader(code)
-	_ = json.NewEncoder(rw).Encode(v)
+	_, _ = rw.Write(body)
 }

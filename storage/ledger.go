@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -39,23 +40,10 @@ type LedgerOptions struct {
 // rather than FINAL: duplicates not yet collapsed by merges count once
 // either way, and it reads less.
 func Ledger(ctx context.Context, conn driver.Conn, opts LedgerOptions) ([]LedgerRow, error) {
-	if opts.Database == "" {
-		opts.Database = DefaultDatabase
+	q, args, err := ledgerQuery(opts)
+	if err != nil {
+		return nil, err
 	}
-	if !identifier.MatchString(opts.Database) {
-		return nil, fmt.Errorf("ledger: database %q: want letters, digits and underscores", opts.Database)
-	}
-	q := "SELECT any(region), device, boot, uniqExact(seq), min(seq), max(seq) FROM " + opts.Database + ".readings"
-	var args []any
-	if opts.DevicePrefix != "" {
-		// Valid names have no LIKE wildcards, so the prefix needs no escaping.
-		if !protocol.ValidName(opts.DevicePrefix) {
-			return nil, fmt.Errorf("ledger: device prefix %q: want lower-case letters, digits and dashes", opts.DevicePrefix)
-		}
-		q += " WHERE device LIKE ?"
-		args = append(args, opts.DevicePrefix+"%")
-	}
-	q += " GROUP BY device, boot ORDER BY device, boot"
 	rows, err := conn.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -78,7 +66,55 @@ func Ledger(ctx context.Context, conn driver.Conn, opts LedgerOptions) ([]Ledger
 	return out, nil
 }
 
-// Ledger is the package's Ledger on the writer's connection and database.
+// ledgerQuery checks opts and returns the ledger's SQL and arguments.
+func ledgerQuery(opts LedgerOptions) (string, []any, error) {
+	if opts.Database == "" {
+		opts.Database = DefaultDatabase
+	}
+	if !identifier.MatchString(opts.Database) {
+		return "", nil, fmt.Errorf("ledger: database %q: want letters, digits and underscores", opts.Database)
+	}
+	q := "SELECT any(region), device, boot, uniqExact(seq), min(seq), max(seq) FROM " + opts.Database + ".readings"
+	var args []any
+	if opts.DevicePrefix != "" {
+		// Valid names have no LIKE wildcards, so the prefix needs no escaping.
+		if !protocol.ValidName(opts.DevicePrefix) {
+			return "", nil, fmt.Errorf("ledger: device prefix %q: want lower-case letters, digits and dashes", opts.DevicePrefix)
+		}
+		q += " WHERE device LIKE ?"
+		args = append(args, opts.DevicePrefix+"%")
+	}
+	return q + " GROUP BY device, boot ORDER BY device, boot", args, nil
+}
+
+// Ledger is the package's Ledger on the writer's database, run by its
+// read pool (readpool.go): on a read-only connection of its own, apart
+// from the inserts, at most readSlots ledger and history queries at once,
+// and identical ledgers asked within readCacheAge answered by one query.
+// When no slot frees in time it returns an error wrapping ErrBusy.
 func (w *Writer) Ledger(ctx context.Context, devicePrefix string) ([]LedgerRow, error) {
-	return Ledger(ctx, w.conn, LedgerOptions{Database: w.cfg.Database, DevicePrefix: devicePrefix})
+	a, err := w.ledger(ctx, devicePrefix)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(a.val.([]LedgerRow)), nil // a's rows are shared
+}
+
+// ledger is Writer.Ledger as the read pool shares it: the rows and their
+// JSON, {"ledger":[...]}.
+func (w *Writer) ledger(ctx context.Context, devicePrefix string) (*answer, error) {
+	opts := LedgerOptions{Database: w.cfg.Database, DevicePrefix: devicePrefix}
+	if _, _, err := ledgerQuery(opts); err != nil {
+		return nil, err // not worth a slot
+	}
+	return w.reads.do(ctx, "ledger", devicePrefix, func(ctx context.Context) (*answer, error) {
+		rows, err := Ledger(ctx, w.reads.conn, opts)
+		if err != nil {
+			return nil, err
+		}
+		if rows == nil {
+			rows = []LedgerRow{}
+		}
+		return newAnswer(rows, map[string]any{"ledger": rows}), nil
+	})
 }

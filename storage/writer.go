@@ -68,6 +68,9 @@ type Writer struct {
 	conn driver.Conn
 	// hconn is the read-only user's connection, for /api/history only.
 	hconn driver.Conn
+	// reads runs the ledger and history queries apart from the inserts,
+	// the ledger on a read-only connection of its own (readpool.go).
+	reads *readPool
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	ln    *httpserv.Listener // nil with NoListen
@@ -111,10 +114,16 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 		conn.Close()
 		return nil, err
 	}
+	if w.reads, err = newReadPool(cfg, reg); err != nil {
+		conn.Close()
+		w.hconn.Close()
+		return nil, err
+	}
 	nc, err := w.connect(cfg.Domain, cfg.NATSURL)
 	if err != nil {
 		conn.Close()
 		w.hconn.Close()
+		w.reads.close()
 		return nil, err
 	}
 	w.nc = nc
@@ -138,17 +147,19 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 // command uses it with Ledger.
 func Dial(cfg Config) (driver.Conn, error) {
 	cfg = cfg.withDefaults()
-	return dial(cfg, cfg.ClickHouseUser, cfg.ClickHousePassword, 4)
+	return dial(cfg, cfg.ClickHouseUser, cfg.ClickHousePassword, 4, nil)
 }
 
 // DialHistory is Dial as the read-only history user (Config.HistoryUser),
 // whose connection serves QueryHistory.
 func DialHistory(cfg Config) (driver.Conn, error) {
 	cfg = cfg.withDefaults()
-	return dial(cfg, cfg.HistoryUser, cfg.HistoryPassword, 2)
+	return dial(cfg, cfg.HistoryUser, cfg.HistoryPassword, readConns, nil)
 }
 
-func dial(cfg Config, user, password string, conns int) (driver.Conn, error) {
+// dial opens a pool of conns connections as user; settings go with every
+// query.
+func dial(cfg Config, user, password string, conns int, settings clickhouse.Settings) (driver.Conn, error) {
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Protocol: clickhouse.Native,
 		Addr:     []string{cfg.ClickHouseAddr},
@@ -160,6 +171,7 @@ func dial(cfg Config, user, password string, conns int) (driver.Conn, error) {
 		ReadTimeout:  30 * time.Second,
 		MaxOpenConns: conns,
 		MaxIdleConns: 2,
+		Settings:     settings,
 		ClientInfo:   clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "telemetry-storage", Version: "1"}}},
 	})
 	if err != nil {
@@ -242,6 +254,9 @@ func (w *Writer) Close() error {
 		}
 		if w.hconn != nil {
 			w.hconn.Close()
+		}
+		if w.reads != nil {
+			w.reads.close()
 		}
 		if w.ln != nil {
 			w.ln.Close() // already closed if Run served it
