@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 		return Report{}, nil, err
 	}
 	if cfg.ClickHouse == "" {
-		if cfg.ClickHouse, err = clickHouseOf(ctx, cfg.StorageURL); err != nil {
+		if cfg.ClickHouse, err = clickHouseOf(ctx, cfg.StorageURL, cfg.StorageToken); err != nil {
 			return Report{}, nil, err
 		}
 	}
@@ -321,10 +321,13 @@ func checkBroker(broker string) error {
 }
 
 // clickHouseOf asks storage's /api/status which ClickHouse it writes to.
-func clickHouseOf(ctx context.Context, storageURL string) (string, error) {
+func clickHouseOf(ctx context.Context, storageURL, token string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, storageURL+"/api/status", nil)
 	if err != nil {
 		return "", fmt.Errorf("storage URL %q: %w", storageURL, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {

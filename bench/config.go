@@ -46,6 +46,9 @@ type Config struct {
 	// /metrics is also the pipeline process's when ProcessMetrics is
 	// empty.
 	StorageURL string
+	// StorageToken is storage's --api-token: a storage service on another
+	// machine answers /api/status only with it.
+	StorageToken string
 	// MetricsURLs are the /metrics of the pipeline's parts whose backlogs
 	// the run samples (broker, ingest, storage); default DemoMetricsURL,
 	// the demo's dashboard, which serves them all.

@@ -84,7 +84,10 @@ type Config struct {
 	// StorageURL is the base URL of the storage service's HTTP API, for
 	// example http://127.0.0.1:8081. Empty means storage is off, and the
 	// page says so with StorageOffReason.
-	StorageURL       string
+	StorageURL string
+	// StorageToken is storage's --api-token, sent as a bearer token: a
+	// storage service on another machine answers /api/* only with it.
+	StorageToken     string
 	StorageOffReason string
 	// StoragePoll is how often StorageURL/api/status is asked.
 	StoragePoll time.Duration

@@ -106,6 +106,7 @@ func (d *Dashboard) fetchHistory(ctx context.Context, metric string, minutes int
 	if err != nil {
 		return History{}, http.StatusInternalServerError, fmt.Errorf("history request: %w", err)
 	}
+	setBearer(req, d.cfg.StorageToken)
 	resp, err := d.httpc.Do(req)
 	if err != nil {
 		return History{}, http.StatusBadGateway, fmt.Errorf("storage does not answer: %w", err)

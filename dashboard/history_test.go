@@ -2,10 +2,12 @@ package dashboard
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -108,4 +110,39 @@ func TestHistoryProxy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStorageTokenIsSent: with StorageToken set (compose, where storage
+// is another machine to it), the status poll and the history proxy send
+// it as a bearer token; storage's API answers other machines only with it.
+func TestStorageTokenIsSent(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]string{} // path: Authorization
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Get("Authorization")
+		mu.Unlock()
+		if r.URL.Path == "/api/history" {
+			io.WriteString(w, historyJSON)
+			return
+		}
+		io.WriteString(w, `{"state":"ok"}`)
+	}))
+	t.Cleanup(srv.Close)
+	_, base := startDashboard(t, Config{NATSURL: "nats://" + closedAddr(t), StorageURL: srv.URL, StorageToken: "a-reader-token", StoragePoll: 50 * time.Millisecond})
+	resp, err := http.Get(base + "/api/history?metric=temperature_c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitFor(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range []string{"/api/status", "/api/history"} {
+			if got := seen[p]; got != "Bearer a-reader-token" {
+				return fmt.Errorf("%s asked with Authorization %q, want the bearer token", p, got)
+			}
+		}
+		return nil
+	})
 }

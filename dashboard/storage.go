@@ -33,7 +33,7 @@ func (d *Dashboard) pollStorage(ctx context.Context) {
 	defer t.Stop()
 	var lastState string
 	for {
-		st := fetchStorage(ctx, client, url)
+		st := fetchStorage(ctx, client, url, d.cfg.StorageToken)
 		if ctx.Err() != nil {
 			return
 		}
@@ -64,7 +64,7 @@ func (d *Dashboard) pollStorage(ctx context.Context) {
 
 // fetchStorage gets one status. Anything but a JSON status, whatever the
 // HTTP code, means the service is offline as far as the page is concerned.
-func fetchStorage(ctx context.Context, client *http.Client, url string) StorageState {
+func fetchStorage(ctx context.Context, client *http.Client, url, token string) StorageState {
 	offline := func(format string, args ...any) StorageState {
 		return StorageState{State: StorageOffline, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -72,6 +72,7 @@ func fetchStorage(ctx context.Context, client *http.Client, url string) StorageS
 	if err != nil {
 		return offline("bad storage URL: %v", err)
 	}
+	setBearer(req, token)
 	resp, err := client.Do(req)
 	if err != nil {
 		return offline("storage at %s does not answer: %v", url, err)
@@ -166,4 +167,11 @@ func linkStatesDiffer(a, b []ReplicationLag) bool {
 		}
 	}
 	return false
+}
+
+// setBearer adds storage's API token to req, when there is one.
+func setBearer(req *http.Request, token string) {
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 }

@@ -122,6 +122,11 @@ type Config struct {
 	// /api/ledger. Port 0 picks a free port (see Addr); NoListen serves
 	// nothing.
 	Listen string
+	// APIToken, if set, lets a reader on another machine use /api/*:
+	// it sends Authorization: Bearer <APIToken>. Without it /api/*
+	// answers only requests from this machine (loopback); /healthz and
+	// /metrics answer everyone.
+	APIToken string
 }
 
 // Fallback is a region the writer can consume from instead of its own.

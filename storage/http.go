@@ -1,15 +1,19 @@
 package storage
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 )
 
@@ -42,10 +46,37 @@ func (w *Writer) Handler() http.Handler {
 	runtime := prometheus.NewRegistry()
 	runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := httpserv.Mux(prometheus.Gatherers{w.reg, runtime}, w.healthy)
-	mux.HandleFunc("GET /api/status", w.serveStatus)
-	mux.HandleFunc("GET /api/ledger", w.serveLedger)
-	mux.HandleFunc("GET /api/history", w.serveHistory)
+	mux.Handle("GET /api/status", w.readers(http.HandlerFunc(w.serveStatus)))
+	mux.Handle("GET /api/ledger", w.readers(http.HandlerFunc(w.serveLedger)))
+	mux.Handle("GET /api/history", w.readers(http.HandlerFunc(w.serveHistory)))
 	return mux
+}
+
+// readers lets a request through to next when it comes from this machine
+// (a loopback address) or carries Config.APIToken as a bearer token; any
+// other gets 401 (403 when no token is configured) with what to do. The
+// ledger and history are the fleet's data: a storage service listening
+// beyond loopback (compose) must not hand them to anyone who can reach the
+// port.
+func (w *Writer) readers(next http.Handler) http.Handler {
+	token := w.cfg.APIToken
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if ip, err := netip.ParseAddr(connlimit.HostOf(r.RemoteAddr)); err == nil && ip.Unmap().IsLoopback() {
+			next.ServeHTTP(rw, r)
+			return
+		}
+		if token == "" {
+			writeJSON(rw, http.StatusForbidden, map[string]string{"error": "storage's API answers only on this machine: give storage --api-token and send it as Authorization: Bearer <token>"})
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			rw.Header().Set("WWW-Authenticate", `Bearer realm="storage"`)
+			writeJSON(rw, http.StatusUnauthorized, map[string]string{"error": "storage's API wants Authorization: Bearer <its --api-token>"})
+			return
+		}
+		next.ServeHTTP(rw, r)
+	})
 }
 
 func (w *Writer) healthy() error {

@@ -47,6 +47,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	cli.SecretVar(fs, &cfg.ClickHousePassword, "clickhouse-password", deploy.DemoClickHouseReaderPassword, "password of --clickhouse-user (default: the public demo default)")
 	natsFlag := fs.String("nats", "", "region=URL,... of every region's NATS, to read READINGS and DEADLETTER (default: the demo's, as its dashboard user)")
 	fs.StringVar(&cfg.StorageURL, "storage-url", bench.DemoStorageURL, "storage's HTTP API: which ClickHouse it writes to, and (its /metrics) the pipeline process's CPU and memory")
+	cli.SecretVar(fs, &cfg.StorageToken, "storage-token", "", "storage's --api-token, for a storage service on another machine (its API answers only on loopback without it)")
 	metrics := fs.String("metrics", bench.DemoMetricsURL, "comma-separated /metrics URLs of the pipeline's parts (broker, ingest, storage), sampled for what queues at each stage; the demo's dashboard serves them all")
 	fs.StringVar(&cfg.ProcessMetrics, "process-metrics", "", "/metrics URL of the process whose CPU and memory to report (default: --storage-url's /metrics, the demo's process); none: report none")
 	streamHops := fs.Bool("stream-hops", true, "time the hops to JetStream, to the other regions and to the dashboard's feed, by reading READINGS in every region (three more consumers on the pipeline's servers, whose CPU counts in the pipeline's)")

@@ -23,6 +23,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	allowedHosts := fs.String("allowed-hosts", "", "comma-separated host names (no scheme, no port) besides IP addresses and localhost that the dashboard answers to, e.g. a DNS name on the venue network; any other Host is refused (DNS-rebinding guard)")
 	allowedOrigins := fs.String("allowed-origins", "", "comma-separated origins (https://host[:port]) of pages besides the dashboard's own that may open its websocket, e.g. behind a reverse proxy")
 	fs.StringVar(&cfg.StorageURL, "storage-url", "http://127.0.0.1:8081", "base URL of the storage service's HTTP API; empty: storage is off")
+	cli.SecretVar(fs, &cfg.StorageToken, "storage-token", "", "storage's --api-token, for a storage service on another machine (its API answers only on loopback without it)")
 	regionURLs := fs.String("nats-regions", "", "region=URL for other regions' servers, to measure replication lag even when a region is cut off from the hub (default: ask through --nats), and to read READINGS from, in --regions order, while --region's server is gone")
 	fs.DurationVar(&cfg.FailoverAfter, "failover-after", dashboard.DefaultFailoverAfter, "how long --region may be unusable before reading from another region, and must answer again before moving back")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

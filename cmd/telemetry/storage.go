@@ -27,6 +27,7 @@ func runStorage(args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.AckWait, "ack-wait", storage.DefaultAckWait, "how long JetStream waits for an acknowledgement before delivering a reading again")
 	fs.BoolVar(&cfg.CheckAll, "check-all", false, "look every reading up in ClickHouse before inserting it, not only redelivered ones (one more query per batch)")
 	fs.StringVar(&cfg.Listen, "listen", storage.DefaultListen, "address of the HTTP API, /metrics and /healthz")
+	cli.SecretVar(fs, &cfg.APIToken, "api-token", "", "lets readers on other machines use /api/* with Authorization: Bearer <token>; without it /api/* answers only on this machine (/healthz and /metrics answer everyone)")
 	fallbacks := fs.String("nats-fallback", "", "region=URL,... other regions to consume from, in order, while --region's server is gone (every region holds every reading)")
 	fs.DurationVar(&cfg.FailoverAfter, "failover-after", storage.DefaultFailoverAfter, "how long a region may be unusable before moving to the next, and must answer again before moving back home")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
