@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,12 +88,23 @@ func (d *Dashboard) serveHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h, code, err := d.fetchHistory(r.Context(), metric, minutes)
+	if errors.Is(err, errStorageBusy) {
+		// Storage is up, its query slots were taken (storage's read
+		// pool): not offline; the page asks again on its next round.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, historyError{State: "busy", Error: "history busy, try again: " + err.Error()})
+		return
+	}
 	if err != nil {
 		writeJSON(w, code, historyError{State: StorageOffline, Error: "history unavailable: storage offline: " + err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, h)
 }
+
+// errStorageBusy: storage answered 503 with Retry-After, its history
+// queries all taken (storage.ErrBusy).
+var errStorageBusy = errors.New("storage busy")
 
 // fetchHistory asks the storage service. On error it returns the status
 // the dashboard should answer with.
@@ -129,6 +141,9 @@ func (d *Dashboard) fetchHistory(ctx context.Context, metric string, minutes int
 		}
 		if len(msg) > 200 {
 			msg = msg[:200] + "…"
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" {
+			return History{}, http.StatusServiceUnavailable, fmt.Errorf("%w: %s", errStorageBusy, msg)
 		}
 		return History{}, http.StatusBadGateway, fmt.Errorf("storage answered %s: %s", resp.Status, msg)
 	}

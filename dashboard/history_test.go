@@ -146,3 +146,27 @@ func TestStorageTokenIsSent(t *testing.T) {
 		return nil
 	})
 }
+
+// TestHistoryBusyIsNotOffline: storage answering 503 with Retry-After (its
+// history queries all taken) is passed on as busy, not as storage offline.
+func TestHistoryBusyIsNotOffline(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":"history busy, try again"}`)
+	}))
+	t.Cleanup(srv.Close)
+	_, base := startDashboard(t, Config{NATSURL: "nats://" + closedAddr(t), StorageURL: srv.URL})
+	resp, err := http.Get(base + "/api/history?metric=temperature_c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e historyError
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || e.State != "busy" {
+		t.Errorf("busy storage: %s, Retry-After %q, state %q (%s); want 503, 1, busy", resp.Status, resp.Header.Get("Retry-After"), e.State, e.Error)
+	}
+}
