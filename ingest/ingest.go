@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -553,7 +554,7 @@ func (in *Ingest) count(j *job, duplicate bool) {
 			in.metrics.dlDups.Inc()
 		}
 	case duplicate:
-		in.metrics.duplicates.Inc()
+		in.metrics.duplicate(deviceOf(j.msg.Subject))
 	default:
 		in.metrics.accepted.Inc()
 	}
@@ -568,4 +569,10 @@ func (in *Ingest) Close() error {
 		}
 	})
 	return in.closeErr
+}
+
+// deviceOf is the device-id of a reading's subject,
+// telemetry.<region>.<device-type>.<device-id>.
+func deviceOf(subject string) string {
+	return subject[strings.LastIndexByte(subject, '.')+1:]
 }

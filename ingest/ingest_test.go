@@ -146,6 +146,11 @@ func TestValidReadingsReachJetStreamOnceWithTheirIdentity(t *testing.T) {
 		}
 		return nil
 	})
+	// Counted on the device too: a reading forged with a real one's
+	// identity would show up there.
+	if got := in.DuplicatesOf("th-00001"); got != 10 {
+		t.Errorf("th-00001's duplicates %d, want 10", got)
+	}
 	if got := streamMsgs(t, js, stream.ReadingsStream); got != n {
 		t.Fatalf("READINGS holds %d, want %d (duplicates must collapse)", got, n)
 	}

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -14,7 +15,13 @@ type Metrics struct {
 	redelivered prometheus.Counter
 	accepted    prometheus.Counter
 	duplicates  prometheus.Counter
-	rejected    *prometheus.CounterVec
+	// dupDevices counts duplicates by device: a forged reading that takes
+	// a real one's identity first shows up as the real one's duplicate,
+	// on its device. Bounded: see maxDuplicateDevices.
+	dupDevices *prometheus.CounterVec
+	dupMu      sync.Mutex
+	dupCount   map[string]uint64 // the devices with a series
+	rejected   *prometheus.CounterVec
 	// dlDups: dead letters DEADLETTER already held.
 	dlDups      prometheus.Counter
 	isolated    prometheus.Counter
@@ -38,6 +45,9 @@ func newMetrics(region string) *Metrics {
 			Name: "telemetry_ingest_accepted_total", Help: "Valid readings stored in READINGS.", ConstLabels: labels}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_ingest_duplicates_total", Help: "Readings JetStream already held (same device, boot, seq).", ConstLabels: labels}),
+		dupDevices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "telemetry_ingest_duplicates_by_device_total", Help: "Readings JetStream already held, by device: resends, redeliveries, or a reading forged with a real one's identity. The first 1,000 devices with one get a series; the rest count under device=\"other\".", ConstLabels: labels}, []string{"device"}),
+		dupCount: map[string]uint64{},
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "telemetry_ingest_rejected_total", Help: "Payloads rejected, by reason (the protocol's, or publish_failed and internal_error): every rejection, redelivered messages included; those whose dead letter DEADLETTER already held are also in deadletter_duplicates_total.", ConstLabels: labels}, []string{"reason"}),
 		dlDups: prometheus.NewCounter(prometheus.CounterOpts{
@@ -71,7 +81,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	cs := append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.rejected, m.dlDups, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
+	cs := append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.dupDevices, m.rejected, m.dlDups, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
 	if m.blocked != nil {
 		cs = append(cs, m.blocked)
 	}
@@ -120,6 +130,32 @@ func safeHeader(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// maxDuplicateDevices bounds the series of
+// telemetry_ingest_duplicates_by_device_total: one per device that had a
+// duplicate, up to this many; later devices count under "other".
+const maxDuplicateDevices = 1000
+
+// duplicate counts a reading JetStream already held for device.
+func (m *Metrics) duplicate(device string) {
+	m.duplicates.Inc()
+	m.dupMu.Lock()
+	if _, ok := m.dupCount[device]; ok || len(m.dupCount) < maxDuplicateDevices {
+		m.dupCount[device]++
+	} else {
+		device = "other"
+	}
+	m.dupMu.Unlock()
+	m.dupDevices.WithLabelValues(device).Inc()
+}
+
+// DuplicatesOf is how many of device's readings JetStream already held (0
+// for a device counted under "other").
+func (in *Ingest) DuplicatesOf(device string) uint64 {
+	in.metrics.dupMu.Lock()
+	defer in.metrics.dupMu.Unlock()
+	return in.metrics.dupCount[device]
 }
 
 // Stats is a snapshot of ingest's counters.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +158,53 @@ func TestNineAttacksOnTheDemo(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a reading under a used identity counts as its device's duplicate", func(t *testing.T) {
+		// The forger is refused above; were a device's own credential
+		// stolen, a reading sent under an identity already stored
+		// (device, boot, seq) is suppressed by JetStream and counted on
+		// its device. A device of its own, th-90001, so as not to take
+		// the fleet's th-00001's session.
+		user, password := testharness.DeviceLogin("us-east", "thermostat", "th-90001")
+		cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID("th-90001").
+			SetUsername(user).SetPassword(password).SetAutoReconnect(false).SetConnectRetry(false))
+		if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("th-90001 with its own credential: %v", tok.Error())
+		}
+		defer cl.Disconnect(50)
+		series := regexp.MustCompile(`telemetry_ingest_duplicates_by_device_total\{device="th-90001",region="us-east"\} (\d+)`)
+		counted := func() (int, error) {
+			resp, err := http.Get(url + "/metrics")
+			if err != nil {
+				return 0, err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			n := 0
+			if m := series.FindSubmatch(b); m != nil {
+				n, _ = strconv.Atoi(string(m[1]))
+			}
+			return n, nil
+		}
+		reading := func(celsius float64) string {
+			return fmt.Sprintf(`{"v":1,"device":"th-90001","boot":7,"seq":1,"ts":%d,"metrics":{"temperature_c":%g}}`, time.Now().UnixMilli(), celsius)
+		}
+		for i, r := range []string{reading(21.5), reading(99.9)} {
+			if tok := cl.Publish("telemetry/us-east/thermostat/th-90001", 1, false, r); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatalf("publishing reading %d: %v", i, tok.Error())
+			}
+		}
+		testharness.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+			n, err := counted()
+			if err != nil {
+				return err
+			}
+			if n != 1 {
+				return fmt.Errorf("th-90001's duplicates on /metrics: %d, want 1", n)
+			}
+			return nil
+		})
+	})
 
 	t.Run("8 a rebound page opens the live feed", func(t *testing.T) {
 		host := "rebind.example:" + url[strings.LastIndexByte(url, ':')+1:]
