@@ -63,18 +63,7 @@ func slowSubscriberHoldsPublishersBack(t *testing.T, filter string) {
 
 	// The device is held back once the subscriber has highWater messages
 	// it has not acknowledged, and it stays held.
-	testharness.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if b.PublishersHeld() == 0 {
-			return fmt.Errorf("no publisher held back")
-		}
-		return nil
-	})
-	acked := 0
-	for _, tok := range toks {
-		if tok.WaitTimeout(0) {
-			acked++
-		}
-	}
+	acked := heldBack(t, b, toks)
 	if n := held.received(); n != highWater {
 		t.Errorf("the subscriber holds %d unacknowledged messages while publishers are held, want %d", n, highWater)
 	}
@@ -93,6 +82,25 @@ func slowSubscriberHoldsPublishersBack(t *testing.T, filter string) {
 	if d := b.InflightDropped(); d != 0 {
 		t.Errorf("the broker dropped %d messages", d)
 	}
+}
+
+// heldBack waits until the broker holds a publisher back and returns how
+// many of toks it had acknowledged by then.
+func heldBack(t *testing.T, b *broker.Broker, toks []mqtt.Token) int {
+	t.Helper()
+	testharness.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if b.PublishersHeld() == 0 {
+			return fmt.Errorf("no publisher held back")
+		}
+		return nil
+	})
+	acked := 0
+	for _, tok := range toks {
+		if tok.WaitTimeout(0) {
+			acked++
+		}
+	}
+	return acked
 }
 
 // heldSubscriber is a subscriber's handler that holds every message
@@ -237,18 +245,7 @@ func TestResumedSubscriberStillHoldsPublishersBack(t *testing.T) {
 	}
 
 	publish(messages)
-	testharness.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if b.PublishersHeld() == 0 {
-			return fmt.Errorf("no publisher held back")
-		}
-		return nil
-	})
-	acked := 0
-	for _, tok := range toks {
-		if tok.WaitTimeout(0) {
-			acked++
-		}
-	}
+	acked := heldBack(t, b, toks)
 	if acked > before+highWater {
 		t.Errorf("the broker acknowledged %d publishes to a subscriber that acknowledged none, want at most %d", acked, before+highWater)
 	}
