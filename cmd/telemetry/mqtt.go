@@ -93,22 +93,11 @@ func fleetPasswd(cfg devices.Config, base string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading --base: %w", err)
 		}
-		if _, err := broker.ParsePasswords(b); err != nil {
-			return nil, fmt.Errorf("--base %s: %w", base, err)
-		}
 		file = b
 	}
 	users, err := devices.Usernames(cfg)
 	if err != nil {
 		return nil, err
 	}
-	passwords := make(map[string]string, len(users))
-	for _, u := range users {
-		passwords[u] = devicecred.Password(cfg.FleetSecret, u)
-	}
-	lines, err := broker.PasswordFile(passwords)
-	if err != nil {
-		return nil, err
-	}
-	return append(file, lines...), nil
+	return broker.FleetPasswordFile(file, cfg.FleetSecret, users)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
 // TestCommittedPasswordFileHasTheDemoDefaults checks deploy/mosquitto/passwd,
@@ -166,5 +167,30 @@ func TestInsecureOnlyOnLoopback(t *testing.T) {
 		if err := (Config{Listen: c.listen}).Validate(); err != nil {
 			t.Errorf("%s without insecure: %v", c.listen, err)
 		}
+	}
+}
+
+func TestFleetPasswordFile(t *testing.T) {
+	const secret = "a-fleet-secret-for-this-test"
+	user := devicecred.Username("us-east", "thermostat", "th-00001")
+	file, err := FleetPasswordFile(deploy.MosquittoPasswd, secret, []string{user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := ParsePasswords(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pw.Check(user, devicecred.Password(secret, user)) || !pw.Check(deploy.MQTTIngestUser, deploy.DemoMQTTIngestPassword) {
+		t.Errorf("the file does not let the device and the base's users in: %v", pw.Users())
+	}
+	if pw.Check(user, devicecred.Password("another-fleet-secret", user)) {
+		t.Error("a password of another secret passes")
+	}
+	if _, err := FleetPasswordFile(nil, secret, []string{"ingest"}); err == nil {
+		t.Error("a service user accepted as a device")
+	}
+	if _, err := FleetPasswordFile([]byte("device:device\n"), secret, nil); err == nil {
+		t.Error("a base with a plain-text password accepted")
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
 // Mosquitto 2.0's password hash, as mosquitto_passwd writes it:
@@ -154,4 +156,26 @@ func PasswordFile(users map[string]string) ([]byte, error) {
 		fmt.Fprintf(&b, "%s:%s\n", u, h)
 	}
 	return b.Bytes(), nil
+}
+
+// FleetPasswordFile returns base, a Mosquitto password file (may be
+// empty), followed by a line for each device user name of users with its
+// password under the fleet secret (internal/devicecred): what Mosquitto,
+// which knows no fleet secret, needs to let the fleet in.
+func FleetPasswordFile(base []byte, secret string, users []string) ([]byte, error) {
+	if _, err := ParsePasswords(base); err != nil {
+		return nil, fmt.Errorf("base password file: %w", err)
+	}
+	passwords := make(map[string]string, len(users))
+	for _, u := range users {
+		if _, ok := devicecred.Parse(u); !ok {
+			return nil, fmt.Errorf("user %q is not a device's <region>/<device-type>/<device-id>", u)
+		}
+		passwords[u] = devicecred.Password(secret, u)
+	}
+	lines, err := PasswordFile(passwords)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]byte(nil), base...), lines...), nil
 }
