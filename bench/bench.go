@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/internal/redact"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -326,9 +327,7 @@ func clickHouseOf(ctx context.Context, storageURL, token string) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("storage URL %q: %w", storageURL, err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
+	httpserv.SetBearer(req, token)
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
 		return "", fmt.Errorf("%w: storage does not answer at %s (%v): start the demo first (make demo), or give --storage-url or --clickhouse", ErrNothingListens, redact.URL(storageURL), err)

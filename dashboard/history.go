@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
 )
 
 // The page's history charts come from the storage service's per-minute
@@ -118,7 +120,7 @@ func (d *Dashboard) fetchHistory(ctx context.Context, metric string, minutes int
 	if err != nil {
 		return History{}, http.StatusInternalServerError, fmt.Errorf("history request: %w", err)
 	}
-	setBearer(req, d.cfg.StorageToken)
+	httpserv.SetBearer(req, d.cfg.StorageToken)
 	resp, err := d.httpc.Do(req)
 	if err != nil {
 		return History{}, http.StatusBadGateway, fmt.Errorf("storage does not answer: %w", err)

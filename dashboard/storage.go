@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
 )
 
 // storageStatus is the JSON of the storage service's GET /api/status.
@@ -72,7 +74,7 @@ func fetchStorage(ctx context.Context, client *http.Client, url, token string) S
 	if err != nil {
 		return offline("bad storage URL: %v", err)
 	}
-	setBearer(req, token)
+	httpserv.SetBearer(req, token)
 	resp, err := client.Do(req)
 	if err != nil {
 		return offline("storage at %s does not answer: %v", url, err)
@@ -167,11 +169,4 @@ func linkStatesDiffer(a, b []ReplicationLag) bool {
 		}
 	}
 	return false
-}
-
-// setBearer adds storage's API token to req, when there is one.
-func setBearer(req *http.Request, token string) {
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
 }

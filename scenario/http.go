@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
 )
 
 // OffMessage is what the presenter API answers when the demo runs without
@@ -59,9 +60,8 @@ func Handler(r *Runner, token string) http.Handler {
 		}
 		writeError(w, status, err.Error())
 	})
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(req.Header.Get("Authorization")), want) != 1 {
+		if !httpserv.HasBearer(req, token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="telemetry presenter"`)
 			writeError(w, http.StatusUnauthorized, "the presenter API needs the header Authorization: Bearer <the demo's --presenter-token>")
 			return
@@ -116,7 +116,7 @@ func (c Client) do(ctx context.Context, method, path string, out any) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
+	httpserv.SetBearer(req, c.Token)
 	hc := c.HTTP
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}

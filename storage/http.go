@@ -1,14 +1,12 @@
 package storage
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -69,8 +67,7 @@ func (w *Writer) readers(next http.Handler) http.Handler {
 			writeJSON(rw, http.StatusForbidden, map[string]string{"error": "storage's API answers only on this machine: give storage --api-token and send it as Authorization: Bearer <token>"})
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !httpserv.HasBearer(r, token) {
 			rw.Header().Set("WWW-Authenticate", `Bearer realm="storage"`)
 			writeJSON(rw, http.StatusUnauthorized, map[string]string{"error": "storage's API wants Authorization: Bearer <its --api-token>"})
 			return

@@ -5,6 +5,7 @@ package httpserv
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -114,4 +115,17 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 		return fmt.Errorf("shutting down http on %s: %w", ln.Addr(), err)
 	}
 	return nil
+}
+
+// HasBearer reports, in constant time, whether r carries
+// Authorization: Bearer <token>. An empty token is never carried.
+func HasBearer(r *http.Request, token string) bool {
+	return token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) == 1
+}
+
+// SetBearer sends token as req's bearer token, when there is one.
+func SetBearer(req *http.Request, token string) {
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 }
