@@ -1,15 +1,17 @@
-# The targets a newcomer guesses. `make demo` and `make test` install what
-# they need first (scripts/deps.sh).
+# The targets a newcomer guesses. `make demo` needs only Go: its broker and
+# NATS are embedded, and it uses a ClickHouse installed on the machine when
+# there is one (else storage is off, and it says so). `make test` installs
+# what the tests need first (scripts/deps.sh).
 
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: demo test deps deps-test bench lint build fuzz
+.PHONY: demo test deps-test bench lint build fuzz
 
 # The demo runs as a built binary, not under `go run`: `go run` exits 1
 # whenever it is interrupted, so Ctrl-C ended every demo with "make: ***
 # [demo] Error 1" although the demo itself stopped cleanly and exited 0.
-demo: deps build
+demo: build
 	./bin/telemetry demo
 
 # The last line runs, without the race detector, the one test in which
@@ -19,11 +21,8 @@ test: deps-test
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 	$(GO) test -count=1 -run TestCloseWhileClientsJoin ./internal/broker/
 
-deps:
-	./scripts/deps.sh demo
-
 deps-test:
-	./scripts/deps.sh test
+	./scripts/deps.sh
 
 build:
 	$(GO) build -o bin/telemetry ./cmd/telemetry

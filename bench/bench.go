@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -146,9 +147,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 	g.Go(func() error { smp.run(sctx); return nil })
 	pctx, stopProgress := context.WithCancel(ctx)
 	g.Go(func() error { fleet.Progress(pctx, progress, time.Second); return nil })
+	prefix := fleet.Config().IDPrefix
+	dupsBefore := suppressedByDevice(ctx, smp.pipeline, prefix)
 	runErr := fleet.Run(ctx)
 	stopProgress()
 	rep, err = account(ctx, cfg, fleet, conn, dls, skews, hops, progress)
+	rep.Duplicates.ByDevice = since(suppressedByDevice(ctx, smp.pipeline, prefix), dupsBefore)
 	stopSampling()
 	g.Wait()
 	if runErr != nil {
@@ -341,6 +345,31 @@ func clickHouseOf(ctx context.Context, storageURL, token string) (string, error)
 		return "", fmt.Errorf("storage at %s does not say which ClickHouse it writes to (state %q): give --clickhouse", storageURL, st.State)
 	}
 	return st.ClickHouse, nil
+}
+
+// suppressedByDevice reads ingest's duplicates by device, for the devices
+// whose id starts with prefix; nil when the metrics cannot be read.
+func suppressedByDevice(ctx context.Context, src metricsSource, prefix string) map[string]uint64 {
+	mfs, err := src(ctx)
+	if err != nil {
+		return nil
+	}
+	return byLabel(mfs, "telemetry_ingest_duplicates_by_device_total", "device", func(d string) bool { return strings.HasPrefix(d, prefix) })
+}
+
+// since is what each counter gained from before to after, counters that
+// gained nothing left out; nil when after is unknown.
+func since(after, before map[string]uint64) map[string]uint64 {
+	if after == nil {
+		return nil
+	}
+	out := map[string]uint64{}
+	for k, v := range after {
+		if d := v - min(v, before[k]); d > 0 {
+			out[k] = d
+		}
+	}
+	return out
 }
 
 // sumSources reads several /metrics endpoints as one: the parts of a

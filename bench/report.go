@@ -97,7 +97,13 @@ type DuplicateReport struct {
 	Sent               uint64  `json:"sent"`
 	Resent             uint64  `json:"resent"`
 	SuppressedByStream *uint64 `json:"suppressed_by_stream"`
-	UnmergedRows       uint64  `json:"unmerged_rows"`
+	// ByDevice is what JetStream suppressed during the run for each of the
+	// run's devices that had one (ingest's
+	// telemetry_ingest_duplicates_by_device_total): resends, duplicates
+	// sent on purpose, or someone else's reading forged with the device's
+	// identity. Nil when the pipeline's metrics cannot be read.
+	ByDevice     map[string]uint64 `json:"suppressed_by_device,omitempty"`
+	UnmergedRows uint64            `json:"unmerged_rows"`
 }
 
 // BehaviourReport counts the device behaviours of the run.
@@ -177,6 +183,19 @@ func (r Report) Write(w io.Writer) error {
 		fmt.Fprintf(&b, "; %d suppressed by JetStream", *r.Duplicates.SuppressedByStream)
 	}
 	fmt.Fprintf(&b, "; %d rows not yet merged in ClickHouse (FINAL hides them)\n", r.Duplicates.UnmergedRows)
+	if by := r.Duplicates.ByDevice; len(by) > 0 {
+		fmt.Fprintf(&b, "    suppressed by device (%d devices):", len(by))
+		for i, d := range topCounts(by, 10) {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %s %d", d, by[d])
+		}
+		if len(by) > 10 {
+			b.WriteString(", ... (see --json)")
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "  behaviours         %d reboots (%d boots), %d reordered, clock skew up to %d ms, %d connections lost\n",
 		r.Behaviours.Reboots, r.Behaviours.Boots, r.Behaviours.Reordered, r.Behaviours.ClockSkewMs, r.Behaviours.ConnectionsLost)
 	h := r.Hostile
@@ -262,4 +281,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// topCounts is the keys of m with the n largest counts, largest first,
+// ties by name.
+func topCounts(m map[string]uint64, n int) []string {
+	keys := sortedKeys(m)
+	sort.SliceStable(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] })
+	return keys[:min(n, len(keys))]
 }

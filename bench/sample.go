@@ -192,3 +192,21 @@ func bottleneck(r Report) string {
 	}
 	return fmt.Sprintf("%s peaked at %d messages (%.1f s of readings)", stage, worst, float64(worst)/rate)
 }
+
+// byLabel reads a counter family by one label's value, keeping the values
+// keep accepts; nil when there is no such family.
+func byLabel(mfs map[string]*dto.MetricFamily, name, label string, keep func(string) bool) map[string]uint64 {
+	mf, ok := mfs[name]
+	if !ok {
+		return nil
+	}
+	out := map[string]uint64{}
+	for _, m := range mf.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == label && keep(lp.GetValue()) {
+				out[lp.GetValue()] += uint64(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return out
+}

@@ -46,7 +46,7 @@ func (stageTarget) Stored(context.Context, []scenario.SeqRange) ([]uint64, error
 func (stageTarget) StoredSeqs(context.Context, []scenario.SeqRange) ([][]uint64, error) {
 	return nil, errors.New("no fleet")
 }
-func (stageTarget) Suppressed() (uint64, bool) { return 0, false }
+func (stageTarget) Suppressed() (map[string]uint64, bool) { return nil, false }
 
 func (s stageTarget) Witness(ctx context.Context, w scenario.Witness) (scenario.Ledger, error) {
 	select {

@@ -277,9 +277,24 @@ func WriteResult(w io.Writer, res Result) {
 		if l.Resent > 0 || l.Duplicates != nil {
 			fmt.Fprintf(&b, "  duplicates         %d resent by devices", l.Resent)
 			if l.Duplicates != nil {
-				fmt.Fprintf(&b, "; %d suppressed by JetStream (all devices, since each ingest started)", *l.Duplicates)
+				fmt.Fprintf(&b, "; %d suppressed by JetStream", *l.Duplicates)
 			}
 			b.WriteString("\n")
+			devs := make([]string, 0, len(l.DuplicatesByDevice))
+			for d := range l.DuplicatesByDevice {
+				devs = append(devs, d)
+			}
+			sort.Slice(devs, func(i, j int) bool {
+				a, b := l.DuplicatesByDevice[devs[i]], l.DuplicatesByDevice[devs[j]]
+				return a > b || a == b && devs[i] < devs[j]
+			})
+			for i, d := range devs {
+				if i == 10 {
+					fmt.Fprintf(&b, "    ... %d more devices (see the JSON)\n", len(devs)-10)
+					break
+				}
+				fmt.Fprintf(&b, "    %-16s %d suppressed\n", d, l.DuplicatesByDevice[d])
+			}
 		}
 		if l.Unconfirmed > 0 {
 			fmt.Fprintf(&b, "  unconfirmed        %d (sent without a PUBACK, not stored: not owed)\n", l.Unconfirmed)

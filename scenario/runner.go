@@ -349,6 +349,7 @@ func (r *Runner) execute(ctx context.Context, res Result) {
 	step := func(text string) { r.record(res.Run, req.Name, EventStep, text) }
 	r.record(res.Run, req.Name, EventStart, describe(req))
 	start, haveFleet := r.target.Fleet()
+	dupsBefore, _ := r.target.Suppressed()
 
 	type ledgerOrErr struct {
 		l   Ledger
@@ -401,8 +402,8 @@ func (r *Runner) execute(ctx context.Context, res Result) {
 	if fleet != nil || witnesses != nil {
 		l := combine(fleet, witnesses)
 		if fleet != nil && witnesses == nil {
-			if n, ok := r.target.Suppressed(); ok {
-				l.Duplicates = &n
+			if after, ok := r.target.Suppressed(); ok {
+				l.DuplicatesByDevice, l.Duplicates = gained(after, dupsBefore)
 			}
 		}
 		res.Ledger = &l
@@ -591,4 +592,19 @@ func summarize(res Result) string {
 		return s + "; PROBLEMS: " + fmt.Sprint(l.Problems)
 	}
 	return s
+}
+
+// gained is what each device's counter gained from before to after (a
+// counter that restarted from 0 counts from there), devices that gained
+// nothing left out, and the sum.
+func gained(after, before map[string]uint64) (map[string]uint64, *uint64) {
+	out := map[string]uint64{}
+	var sum uint64
+	for d, v := range after {
+		if n := v - min(v, before[d]); n > 0 {
+			out[d] = n
+			sum += n
+		}
+	}
+	return out, &sum
 }

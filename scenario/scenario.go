@@ -183,10 +183,12 @@ type Ledger struct {
 	// Missing are the first runs of lost or unconfirmed readings.
 	Missing []SeqRange `json:"missing"`
 	// Resent readings went out again after a witness reconnected;
-	// Duplicates is what JetStream suppressed, all devices, since each
-	// ingest started (nil when unknown).
-	Resent     uint64  `json:"resent"`
-	Duplicates *uint64 `json:"duplicates_suppressed,omitempty"`
+	// Duplicates is what JetStream suppressed during the scenario, all
+	// devices, and DuplicatesByDevice the same by device: resends, or a
+	// reading forged with a real one's identity (nil when unknown).
+	Resent             uint64            `json:"resent"`
+	Duplicates         *uint64           `json:"duplicates_suppressed,omitempty"`
+	DuplicatesByDevice map[string]uint64 `json:"duplicates_by_device,omitempty"`
 	// Reboots began a boot within the window; Boots are the (device,
 	// boot) pairs counted.
 	Reboots   uint64  `json:"reboots"`
@@ -306,7 +308,9 @@ type Target interface {
 	// StoredSeqs lists, for each range, the seqs of its readings in
 	// ClickHouse, ascending.
 	StoredSeqs(ctx context.Context, ranges []SeqRange) ([][]uint64, error)
-	// Suppressed is how many duplicate readings JetStream suppressed, all
-	// devices, since each ingest started; ok is false when unknown.
-	Suppressed() (n uint64, ok bool)
+	// Suppressed is how many duplicate readings JetStream suppressed, by
+	// device, since each ingest started (ingest's
+	// telemetry_ingest_duplicates_by_device_total); ok is false when
+	// unknown.
+	Suppressed() (byDevice map[string]uint64, ok bool)
 }

@@ -29,6 +29,9 @@ type recordingTarget struct {
 	// fleet, if set, is the pipeline's own devices; without it the
 	// target has none.
 	fleet *fakeFleet
+	// suppressedCalls counts Suppressed: th-00001's duplicates grow by 3
+	// at each call, th-00002's stay at 1.
+	suppressedCalls uint64
 }
 
 func (t *recordingTarget) call(s string) error {
@@ -89,7 +92,12 @@ func (t *recordingTarget) StoredSeqs(_ context.Context, ranges []SeqRange) ([][]
 	return t.fleet.stored(ranges), nil
 }
 
-func (t *recordingTarget) Suppressed() (uint64, bool) { return 7, true }
+func (t *recordingTarget) Suppressed() (map[string]uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.suppressedCalls++
+	return map[string]uint64{"th-00001": 3 * t.suppressedCalls, "th-00002": 1}, true
+}
 
 func newTestRunner(t *testing.T, target Target) *Runner {
 	t.Helper()

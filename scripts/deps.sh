@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the demo and the tests need and is not a Go module:
-# Mosquitto (tests' MQTT broker, and mosquitto_pub to try the protocol by
-# hand), ClickHouse (storage) and, for `deps.sh test`, Chromium (the
-# dashboard's browser test). On Debian or
+# Installs what the tests need and is not a Go module: Mosquitto (tests'
+# MQTT broker, and mosquitto_pub to try the protocol by hand), ClickHouse
+# (storage) and Chromium (the dashboard's browser tests). `make test` runs
+# it; `make demo` does not (the demo needs only Go). On Debian or
 # Ubuntu it uses apt-get (as root, or through sudo); elsewhere it says what to
 # install. Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -11,9 +11,7 @@ need=()
 command -v go >/dev/null || { echo "deps: Go 1.26 or newer is required: https://go.dev/doc/install" >&2; exit 1; }
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
 command -v clickhouse-server >/dev/null || command -v clickhouse >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
-if [ "${1:-demo}" = test ]; then
-  command -v chromium >/dev/null || need+=(chromium)
-fi
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: everything present"
@@ -22,7 +20,7 @@ fi
 
 if ! command -v apt-get >/dev/null; then
   echo "deps: missing ${need[*]}; this is not a Debian/Ubuntu machine, so install them with your package manager" >&2
-  echo "      (macOS: brew install mosquitto clickhouse). The demo runs without ClickHouse; the tests need both." >&2
+  echo "      (macOS: brew install mosquitto clickhouse chromium). The tests need all three." >&2
   exit 1
 fi
 sudo=""

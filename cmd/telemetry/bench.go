@@ -15,6 +15,7 @@ import (
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/pipeline"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -86,29 +87,31 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *inProcess {
 		dir := *dataDir
 		if dir == "" {
-			dir = filepath.Join(tempDir(), fmt.Sprintf("telemetry-bench-%d", time.Now().UnixNano()))
+			dir = filepath.Join(os.TempDir(), fmt.Sprintf("telemetry-bench-%d", time.Now().UnixNano()))
 			defer os.RemoveAll(dir)
 		}
-		pctx, pcancel := context.WithCancel(gctx)
-		defer pcancel()
-		p, err := startPipeline(pctx, g, pipelineConfig{
-			regions: cfg.Fleet.Regions, topo: stream.DefaultTopology(cfg.Fleet.Regions), mqtt: "127.0.0.1:0", dataDir: dir,
-			mqttPerAddress: max(broker.DefaultMaxConnsPerIP, cfg.Fleet.Devices+len(cfg.Fleet.Regions)),
-			clickhouse:     cfg.ClickHouse, storageListen: "127.0.0.1:0", requireStore: true,
-			mqttAuth: mqttAuth{fleetSecret: cfg.Fleet.FleetSecret},
-		}, func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) }, log)
+		p, err := pipeline.New(gctx, pipeline.Config{
+			Regions: cfg.Fleet.Regions, Topology: stream.DefaultTopology(cfg.Fleet.Regions), MQTT: "127.0.0.1:0", DataDir: dir,
+			MQTTPerAddress: max(broker.DefaultMaxConnsPerIP, cfg.Fleet.Devices+len(cfg.Fleet.Regions)),
+			ClickHouse:     cfg.ClickHouse, StorageListen: "127.0.0.1:0", RequireStorage: true,
+			Auth: pipeline.MQTTAuth{FleetSecret: cfg.Fleet.FleetSecret},
+			Say:  func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) },
+		}, log)
 		if err != nil {
 			return err
 		}
-		defer p.close()
-		cfg.Fleet.Broker = p.broker.URL()
+		pctx, pcancel := context.WithCancel(gctx)
+		ran := make(chan struct{})
+		g.Go(func() error { defer close(ran); return p.Run(pctx) })
+		defer func() { pcancel(); <-ran; p.Close() }()
+		cfg.Fleet.Broker = p.BrokerURL()
 		cfg.NATS = map[string]string{}
 		for _, r := range cfg.Fleet.Regions {
-			cfg.NATS[r] = p.nats.URLAs(r, "dashboard")
+			cfg.NATS[r] = p.NATS().URLAs(r, "dashboard")
 		}
-		cfg.Gatherer = p.gatherers
+		cfg.Gatherer = p.Gatherer()
 		select {
-		case cfg.ClickHouse = <-p.chAddr:
+		case cfg.ClickHouse = <-p.StorageUp():
 		case <-gctx.Done():
 			return g.Wait()
 		}

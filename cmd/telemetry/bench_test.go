@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/telemetry-demo/telemetry/bench"
@@ -59,6 +60,18 @@ func TestBenchAgainstDemoWithChaos(t *testing.T) {
 	}
 	if rep.Behaviours.Reboots == 0 || rep.Behaviours.Boots <= rep.Devices || rep.Duplicates.Sent == 0 || rep.Behaviours.Reordered == 0 {
 		t.Errorf("behaviours %+v, duplicates %+v: want reboots, duplicates and reordering", rep.Behaviours, rep.Duplicates)
+	}
+	// Each duplicate sent on purpose reaches JetStream as a copy of an
+	// acknowledged reading and is counted for its device.
+	var suppressed uint64
+	for d, n := range rep.Duplicates.ByDevice {
+		if !strings.HasPrefix(d, rep.IDPrefix) {
+			t.Errorf("duplicates of %s reported: not one of the run's devices (%s*)", d, rep.IDPrefix)
+		}
+		suppressed += n
+	}
+	if d := rep.Duplicates; suppressed < d.Sent || suppressed > d.Sent+d.Resent {
+		t.Errorf("suppressed by device %v (%d in all): want between the %d sent on purpose and that plus the %d resent", d.ByDevice, suppressed, d.Sent, d.Resent)
 	}
 	for _, hop := range []string{bench.HopIngest, bench.HopStored, bench.HopJetStream, bench.HopFeed} {
 		if got := rep.Latency[hop].Count; got != rep.Stored {

@@ -48,8 +48,8 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	if _, ok := urls[cfg.Domain]; !ok {
 		urls[cfg.Domain] = cfg.NATSURL
 	}
-	lag := stream.NewLagCollector(regionStatus(urls, cfg.Regions), stream.StatusInterval)
-	cfg.Replication = replicationFor(lag.Statuses, cfg.Regions)
+	lag := stream.NewLagCollector(stream.StatusOf(urls, cfg.Regions), stream.StatusInterval)
+	cfg.Replication = dashboard.ReplicationFrom(lag.Statuses, cfg.Regions)
 	cfg.Alerts = stream.AlertsFrom(lag.Statuses)
 	lagReg := prometheus.NewRegistry()
 	lagReg.MustRegister(lag)
@@ -64,14 +64,14 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	}
 	defer d.Close()
 	var exposed []string
-	if !isLoopback(d.Addr()) {
-		exposed = demoNATSPasswords(slices.Sorted(maps.Values(urls))...)
+	if !cli.IsLoopback(d.Addr()) {
+		exposed = cli.DemoNATSPasswords(slices.Sorted(maps.Values(urls))...)
 	}
-	for _, n := range exposure("the dashboard", d.Addr(), "set your own passwords", exposed) {
-		if n.warn {
-			log.Warn(n.text)
+	for _, n := range cli.Exposure("the dashboard", d.Addr(), "set your own passwords", exposed) {
+		if n.Warn {
+			log.Warn(n.Text)
 		} else {
-			log.Info(n.text)
+			log.Info(n.Text)
 		}
 	}
 	ctx, stop := cli.SignalContext(log)

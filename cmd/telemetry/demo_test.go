@@ -22,6 +22,7 @@ import (
 	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/pipeline"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -30,16 +31,16 @@ import (
 // console.
 func startDemo(t *testing.T, clickhouse string) *testharness.SyncBuffer {
 	t.Helper()
-	return startDemoWith(t, demoFlags{
-		mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
-		clickhouse: clickhouse, dataDir: t.TempDir(), devices: 9, rate: 90, seed: 1,
+	return startDemoWith(t, pipeline.DemoConfig{
+		MQTT: "127.0.0.1:0", Listen: "127.0.0.1:0", StorageListen: "127.0.0.1:0",
+		ClickHouse: clickhouse, DataDir: t.TempDir(), Devices: 9, Rate: 90, Seed: 1,
 	})
 }
 
 // startDemoWith runs the demo with f in the default regions until the
 // test ends, checking that it stops cleanly then, and returns its console,
 // which it logs if the test failed.
-func startDemoWith(t *testing.T, f demoFlags) *testharness.SyncBuffer {
+func startDemoWith(t *testing.T, f pipeline.DemoConfig) *testharness.SyncBuffer {
 	t.Helper()
 	out, stop := launchDemo(t, f)
 	t.Cleanup(func() {
@@ -56,18 +57,19 @@ func startDemoWith(t *testing.T, f demoFlags) *testharness.SyncBuffer {
 // the demo, waits up to 60 s for it to return, fails the test if it
 // returned an error, and says how long the stop took. The test's end
 // stops it too.
-func launchDemo(t *testing.T, f demoFlags) (*testharness.SyncBuffer, func() time.Duration) {
+func launchDemo(t *testing.T, f pipeline.DemoConfig) (*testharness.SyncBuffer, func() time.Duration) {
 	t.Helper()
 	out := &testharness.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	topo := stream.DefaultTopology(stream.DefaultRegions)
-	if f.streamBudget > 0 {
-		topo.ReadingsMaxBytes = f.streamBudget
+	if f.Regions == nil {
+		f.Regions = stream.DefaultRegions
 	}
-	go func() {
-		done <- demo(ctx, f, stream.DefaultRegions, topo, map[string]int{}, out, slog.New(slog.DiscardHandler))
-	}()
+	d, err := pipeline.NewDemo(f, out, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- d.Run(ctx) }()
 	var once sync.Once
 	var took time.Duration
 	stop := func() time.Duration {
@@ -244,14 +246,19 @@ func TestUnknownCommandAndBadFlagFail(t *testing.T) {
 // touching anything: the first keeps running, its stream whole.
 func TestSecondDemoOnTheSameDataDirRefuses(t *testing.T) {
 	dir := t.TempDir()
-	f := demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
-		clickhouse: "none", dataDir: dir, devices: 3, rate: 30, seed: 1}
+	f := pipeline.DemoConfig{MQTT: "127.0.0.1:0", Listen: "127.0.0.1:0", StorageListen: "127.0.0.1:0",
+		ClickHouse: "none", DataDir: dir, Devices: 3, Rate: 30, Seed: 1}
 	out := startDemoWith(t, f)
 	url := consoleValue(t, out, dashboardLine)
 	before := waitAllRegionsMoving(t, url)
 
+	f.Regions = stream.DefaultRegions
+	second, err := pipeline.NewDemo(f, io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	err := demo(context.Background(), f, stream.DefaultRegions, stream.DefaultTopology(stream.DefaultRegions), map[string]int{}, io.Discard, slog.New(slog.DiscardHandler))
+	err = second.Run(context.Background())
 	took := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "data dir in use") || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
 		t.Fatalf("second demo: %v; want refused, naming the running demo", err)
@@ -277,12 +284,12 @@ func TestSecondDemoOnTheSameDataDirRefuses(t *testing.T) {
 // were); with --fresh it starts from nothing and every region reads 0.
 func TestFreshDemoStartsFromZero(t *testing.T) {
 	dir := t.TempDir()
-	f := demoFlags{mqtt: "127.0.0.1:0", listen: "127.0.0.1:0", storageListen: "127.0.0.1:0",
-		clickhouse: "none", dataDir: dir, devices: 3, rate: 30, seed: 1}
+	f := pipeline.DemoConfig{MQTT: "127.0.0.1:0", Listen: "127.0.0.1:0", StorageListen: "127.0.0.1:0",
+		ClickHouse: "none", DataDir: dir, Devices: 3, Rate: 30, Seed: 1}
 	natsLine := regexp.MustCompile(`NATS region us-east\s+nats://\S+@(\S+)`)
 	// run starts a demo with f, waits until the page shows every region's
 	// dead letters, and returns its rejected counts after calling during.
-	run := func(f demoFlags, during func(out *testharness.SyncBuffer)) map[string]uint64 {
+	run := func(f pipeline.DemoConfig, during func(out *testharness.SyncBuffer)) map[string]uint64 {
 		t.Helper()
 		out, stop := launchDemo(t, f)
 		defer stop()
@@ -332,7 +339,7 @@ func TestFreshDemoStartsFromZero(t *testing.T) {
 	if again := run(f, nil); again["us-east"] < first["us-east"] {
 		t.Errorf("restarted on its data dir, us-east's rejected count went from %d to %d", first["us-east"], again["us-east"])
 	}
-	f.fresh = true
+	f.Fresh = true
 	for region, n := range run(f, nil) {
 		if n != 0 {
 			t.Errorf("--fresh: %s starts with %d rejected, want 0", region, n)

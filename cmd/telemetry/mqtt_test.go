@@ -14,7 +14,6 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
-	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
@@ -26,37 +25,6 @@ func TestDemoInsecureOnlyOnLoopback(t *testing.T) {
 		code := run([]string{"demo", "--insecure", "--mqtt", addr, "--data-dir", t.TempDir()}, &out, &errb)
 		if code == 0 || !strings.Contains(errb.String(), "loopback") || !strings.Contains(errb.String(), "--insecure") {
 			t.Errorf("demo --insecure --mqtt %s: exit %d, stderr %q; want a failure naming loopback and --insecure", addr, code, errb.String())
-		}
-	}
-}
-
-// TestDemoMQTTPasswords: the demo's broker runs from the repository's
-// password file with the demo defaults, and from a file of its own with the
-// passwords a presenter gives.
-func TestDemoMQTTPasswords(t *testing.T) {
-	file, err := mqttAuth{}.passwd()
-	if err != nil || file != nil {
-		t.Fatalf("default passwords: file %q, %v; want the repository's (nil)", file, err)
-	}
-	file, err = mqttAuth{ingestPassword: "i-secret"}.passwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw, err := broker.ParsePasswords(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		user, password string
-		ok             bool
-	}{
-		{deploy.MQTTIngestUser, "i-secret", true},
-		{deploy.MQTTHealthUser, deploy.MQTTHealthPassword, true},
-		{deploy.MQTTIngestUser, deploy.DemoMQTTIngestPassword, false},
-		{"device", "device", false}, // the old shared fleet user
-	} {
-		if got := pw.Check(c.user, c.password); got != c.ok {
-			t.Errorf("%s with %q: %v, want %v", c.user, c.password, got, c.ok)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"cmp"
@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,67 +31,75 @@ import (
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
-// pipelineConfig is the in-process pipeline that demo and bench --demo run:
+// Config is the in-process pipeline that the demo and bench --demo run:
 // everything but the devices and the dashboard.
-type pipelineConfig struct {
-	regions   []string
-	topo      stream.Topology
-	natsPorts map[string]int
-	mqtt      string
-	// mqttPerAddress bounds the broker's connections from one address
+type Config struct {
+	Regions   []string
+	Topology  stream.Topology
+	NATSPorts map[string]int // client port by region; 0 or missing: a free one
+	MQTT      string         // the embedded broker's address
+	// MQTTPerAddress bounds the broker's connections from one address
 	// (0: broker.DefaultMaxConnsPerIP).
-	mqttPerAddress int
-	mqttAuth       mqttAuth
-	dataDir        string
-	clickhouse     string // address of a running ClickHouse; empty: find one
-	storageListen  string
-	requireStore   bool // fail instead of running without storage
-	// chUsers are storage's ClickHouse users and passwords (the writer's
-	// and the history's); zero fields are the demo users of
+	MQTTPerAddress int
+	Auth           MQTTAuth
+	DataDir        string
+	// ClickHouse is the address of a running ClickHouse; empty: start one
+	// found on PATH, or run without storage; "none": without storage.
+	ClickHouse     string
+	StorageListen  string
+	RequireStorage bool // fail instead of running without storage
+	// ClickHouseUsers are storage's ClickHouse users and passwords (the
+	// writer's and the history's); zero fields are the demo users of
 	// deploy/clickhouse/users.d/telemetry.xml.
-	chUsers storage.Config
+	ClickHouseUsers storage.Config
+	// Say writes one line of progress for the console; nil: none.
+	Say func(format string, args ...any)
 }
 
-// mqttAuth is how clients log in to the embedded broker: devices with
+// MQTTAuth is how clients log in to the embedded broker: devices with
 // the credential the fleet secret gives each (internal/devicecred), the
 // service users of deploy/mosquitto/passwd, with other passwords when
 // given.
-type mqttAuth struct {
-	insecure bool // anonymous clients too (loopback only)
-	// fleetSecret is the devices' secret, ingestPassword ingest's
+type MQTTAuth struct {
+	Insecure bool // anonymous clients too (loopback only)
+	// FleetSecret is the devices' secret, IngestPassword ingest's
 	// password; empty: the demo defaults.
-	fleetSecret, ingestPassword string
+	FleetSecret, IngestPassword string
 }
 
 // passwd is the broker's password file: the repository's, or one made for
 // another password.
-func (a mqttAuth) passwd() ([]byte, error) {
-	in := cmp.Or(a.ingestPassword, deploy.DemoMQTTIngestPassword)
+func (a MQTTAuth) passwd() ([]byte, error) {
+	in := cmp.Or(a.IngestPassword, deploy.DemoMQTTIngestPassword)
 	if in == deploy.DemoMQTTIngestPassword {
 		return nil, nil // deploy.MosquittoPasswd
 	}
 	return broker.PasswordFile(map[string]string{deploy.MQTTIngestUser: in, deploy.MQTTHealthUser: deploy.MQTTHealthPassword})
 }
 
-// pipeline is a running in-process pipeline. Its long-running parts run in
-// the errgroup given to startPipeline and stop with its context.
-type pipeline struct {
+// Pipeline is an in-process pipeline: New starts its servers, Run runs its
+// long-running parts until its context ends, Close releases the rest.
+type Pipeline struct {
+	cfg        Config
+	log        *slog.Logger
 	home       string // the region storage and the dashboard read from
 	nats       *stream.Embedded
 	broker     *broker.Broker
-	mqttAuth   mqttAuth               // how clients log in to broker
 	ingests    map[string]*ingestSlot // by region
+	mender     *stream.Mender
 	gatherers  *gatherers
-	storageURL string // empty when storage is off
-	storageOff string // why storage is off
+	storageLn  net.Listener // storage's API; nil when storage is off
+	storageAPI *lateHandler
+	chArgv     []string // how to start ClickHouse, when the pipeline does
+	storageURL string   // empty when storage is off
+	storageOff string   // why storage is off
 	// status reports the regions' streams and replication lag.
 	status func(context.Context) []stream.RegionStatus
 	// chAddr receives the ClickHouse address once storage is up.
 	chAddr chan string
-	stop   context.CancelFunc
 
 	// fleet is the demo's own devices, whose every reading a scenario's
-	// ledger counts; nil until attachFleet.
+	// ledger counts; nil until AttachFleet.
 	fleet atomic.Pointer[devices.Fleet]
 
 	mu        sync.Mutex
@@ -99,84 +108,115 @@ type pipeline struct {
 	ch        *chserver.Server // the ClickHouse the pipeline started, if any
 }
 
+// Home is the region storage and the dashboard read from: the first.
+func (p *Pipeline) Home() string { return p.home }
+
+// NATS is the pipeline's regions.
+func (p *Pipeline) NATS() *stream.Embedded { return p.nats }
+
+// BrokerURL is the embedded broker's address for MQTT clients.
+func (p *Pipeline) BrokerURL() string { return p.broker.URL() }
+
+// StorageURL is storage's HTTP API, empty when storage is off; StorageOff
+// then says why.
+func (p *Pipeline) StorageURL() string { return p.storageURL }
+
+// StorageOff says why storage is off; empty when it runs.
+func (p *Pipeline) StorageOff() string { return p.storageOff }
+
+// Gatherer serves the metrics of every part: one /metrics for the demo.
+func (p *Pipeline) Gatherer() prometheus.Gatherer { return p.gatherers }
+
+// AddGatherer adds another part's metrics to Gatherer.
+func (p *Pipeline) AddGatherer(g prometheus.Gatherer) { p.gatherers.add(g) }
+
+// Status reports every region's streams and replication, sampled every
+// stream.StatusInterval.
+func (p *Pipeline) Status(ctx context.Context) []stream.RegionStatus { return p.status(ctx) }
+
+// StorageUp delivers the ClickHouse address once storage runs (once).
+func (p *Pipeline) StorageUp() <-chan string { return p.chAddr }
+
 // clickhouse returns the ClickHouse address once storage is up, and the
 // server when the pipeline started it.
-func (p *pipeline) clickhouse() (string, *chserver.Server) {
+func (p *Pipeline) clickhouse() (string, *chserver.Server) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.storeAddr, p.ch
 }
 
-// attachFleet hands the scenarios the fleet that publishes through the
+// AttachFleet hands the scenarios the fleet that publishes through the
 // pipeline, so that their ledgers count every reading of it.
-func (p *pipeline) attachFleet(f *devices.Fleet) { p.fleet.Store(f) }
+func (p *Pipeline) AttachFleet(f *devices.Fleet) { p.fleet.Store(f) }
 
-// storageConfig is storage's configuration (ClickHouse address and users)
+// StorageConfig is storage's configuration (ClickHouse address and users)
 // once storage is up: what to dial ClickHouse with as the writer does.
-func (p *pipeline) storageConfig() storage.Config {
+func (p *Pipeline) StorageConfig() storage.Config {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.storeCfg
 }
 
-// demoDrainTimeout is how long the demo's storage keeps trying to store
+// DrainTimeout is how long the in-process storage keeps trying to store
 // its last batch when stopped; an insert takes milliseconds when
 // ClickHouse is up.
-const demoDrainTimeout = 2 * time.Second
+const DrainTimeout = 2 * time.Second
 
-func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig, say func(string, ...any), log *slog.Logger) (*pipeline, error) {
-	ctx, cancel := context.WithCancel(parent)
-	p := &pipeline{home: cfg.regions[0], gatherers: &gatherers{}, chAddr: make(chan string, 1), stop: cancel,
+// New starts the NATS regions with the topology, the broker, each
+// region's ingest (not yet running) and storage's API listener; Run runs
+// them. When it fails, what it started is closed.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Pipeline, error) {
+	if cfg.Say == nil {
+		cfg.Say = func(string, ...any) {}
+	}
+	say := cfg.Say
+	p := &Pipeline{cfg: cfg, log: log, home: cfg.Regions[0], gatherers: &gatherers{}, chAddr: make(chan string, 1),
 		ingests: map[string]*ingestSlot{}}
-	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
-		cancel()
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			cancel()
-			p.close()
+			p.Close()
 		}
 	}()
 
 	// NATS: the hub and one JetStream domain per region.
-	nats, err := stream.StartEmbedded(stream.EmbeddedConfig{Regions: cfg.regions, ClientPorts: cfg.natsPorts, DataDir: filepath.Join(cfg.dataDir, "nats")}, log)
+	nats, err := stream.StartEmbedded(stream.EmbeddedConfig{Regions: cfg.Regions, ClientPorts: cfg.NATSPorts, DataDir: filepath.Join(cfg.DataDir, "nats")}, log)
 	if err != nil {
 		return nil, fmt.Errorf("starting NATS regions: %w (are other servers on the ports? see --nats-ports)", err)
 	}
 	p.nats = nats
-	if err := nats.Apply(ctx, cfg.topo); err != nil {
+	if err := nats.Apply(ctx, cfg.Topology); err != nil {
 		return nil, err
 	}
 	urls := map[string]string{}
-	for _, r := range cfg.regions {
+	for _, r := range cfg.Regions {
 		urls[r] = nats.URLAs(r, "dashboard")
 		say("NATS region %-9s %s", r, redact.URL(nats.URL(r)))
 	}
-	lag := stream.NewLagCollector(regionStatus(urls, cfg.regions), stream.StatusInterval)
+	lag := stream.NewLagCollector(stream.StatusOf(urls, cfg.Regions), stream.StatusInterval)
 	p.status = lag.Statuses
 	// The mender restarts a source that nats-server leaves waiting once
 	// the region it reads from is back (stream.Mender).
-	mender, err := nats.NewMender(cfg.topo, lag.Statuses, log.With("component", "mender"))
+	p.mender, err = nats.NewMender(cfg.Topology, lag.Statuses, log.With("component", "mender"))
 	if err != nil {
 		return nil, err
 	}
-	g.Go(func() error { return mender.Run(ctx) })
 	lagReg := prometheus.NewRegistry()
 	lagReg.MustRegister(lag, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "telemetry_replication_restarts_total",
 		Help: "Sources restarted because they stayed down while the region they read from answered (stream.Mender).",
-	}, func() float64 { return float64(mender.Restarts()) }), nats.Refused())
+	}, func() float64 { return float64(p.mender.Restarts()) }), nats.Refused())
 	p.gatherers.add(lagReg)
 
-	passwd, err := cfg.mqttAuth.passwd()
+	passwd, err := cfg.Auth.passwd()
 	if err != nil {
 		return nil, err
 	}
-	p.mqttAuth = cfg.mqttAuth
-	p.broker, err = broker.Start(broker.Config{Listen: cfg.mqtt, Passwd: passwd, FleetSecret: cfg.mqttAuth.fleetSecret,
-		Insecure: cfg.mqttAuth.insecure, MaxConnsPerIP: cfg.mqttPerAddress}, log)
+	p.broker, err = broker.Start(broker.Config{Listen: cfg.MQTT, Passwd: passwd, FleetSecret: cfg.Auth.FleetSecret,
+		Insecure: cfg.Auth.Insecure, MaxConnsPerIP: cfg.MQTTPerAddress}, log)
 	if errors.Is(err, broker.ErrInsecureNotLoopback) {
 		return nil, err
 	}
@@ -184,12 +224,12 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		return nil, fmt.Errorf("%w (is Mosquitto or another demo running? use --mqtt to pick another address)", err)
 	}
 	p.gatherers.add(p.broker.Registry())
-	if cfg.mqttAuth.insecure {
+	if cfg.Auth.Insecure {
 		say("MQTT IS INSECURE: anyone on this machine may publish and read without credentials (--insecure)")
 	}
 	say("MQTT broker        %s", p.broker.URL())
 
-	for _, r := range cfg.regions {
+	for _, r := range cfg.Regions {
 		// Ingest reaches the broker through a relay, so that a scenario can
 		// crash it: cutting the relay drops its connection with nothing in
 		// flight acknowledged.
@@ -199,36 +239,32 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 		}
 		slot := &ingestSlot{
 			cfg: ingest.Config{Region: r, Broker: "tcp://" + link.Addr(), NATSURL: nats.URLAs(r, stream.IngestUser(r)),
-				Password: cfg.mqttAuth.ingestPassword},
+				Password: cfg.Auth.IngestPassword},
 			link: link, reg: prometheus.NewRegistry(), log: log,
 			crash: make(chan chan error), start: make(chan chan error),
 		}
 		p.ingests[r] = slot
-		in, err := ingest.New(slot.cfg, log)
-		if err != nil {
+		if slot.in, err = ingest.New(slot.cfg, log); err != nil {
 			return nil, err
 		}
 		p.gatherers.add(slot.reg)
-		g.Go(func() error { return slot.run(ctx, in) })
 	}
 
-	// Storage, when there is a ClickHouse. Starting one takes a few seconds,
-	// so it happens beside the rest: readings wait in JetStream meanwhile.
-	chArgv := []string(nil)
-	if cfg.clickhouse == "none" {
+	// Storage, when there is a ClickHouse.
+	if cfg.ClickHouse == "none" {
 		p.storageOff = "disabled with --clickhouse none"
-		if cfg.requireStore {
+		if cfg.RequireStorage {
 			return nil, errors.New("storage is required here: drop --clickhouse none")
 		}
 		say("STORAGE IS OFF: %s. Readings still flow through NATS and the dashboard.", p.storageOff)
 		ok = true
 		return p, nil
 	}
-	if cfg.clickhouse == "" {
-		chArgv, err = chserver.Find()
+	if cfg.ClickHouse == "" {
+		p.chArgv, err = chserver.Find()
 		if errors.Is(err, chserver.ErrNotFound) {
 			p.storageOff = "no ClickHouse found (install clickhouse-server, or pass --clickhouse host:port)"
-			if cfg.requireStore {
+			if cfg.RequireStorage {
 				return nil, errors.New(p.storageOff)
 			}
 			say("STORAGE IS OFF: %s. Readings still flow through NATS and the dashboard.", p.storageOff)
@@ -240,69 +276,95 @@ func startPipeline(parent context.Context, g *errgroup.Group, cfg pipelineConfig
 	}
 	// Storage's HTTP API is bound now, so that its address is known to the
 	// dashboard before ClickHouse is up; it answers "starting" until then.
-	ln, err := httpserv.Listen(cfg.storageListen, httpserv.ServiceLimits, log)
+	ln, err := httpserv.Listen(cfg.StorageListen, httpserv.ServiceLimits, log)
 	if err != nil {
 		return nil, fmt.Errorf("storage API: %w (use --storage-listen to pick another address)", err)
 	}
+	p.storageLn = ln
 	apiReg := prometheus.NewRegistry()
 	prometheus.WrapRegistererWith(prometheus.Labels{"listener": "storage_api"}, apiReg).MustRegister(ln.Refused)
 	p.gatherers.add(apiReg)
-	api := &lateHandler{}
-	g.Go(func() error { return httpserv.Serve(ctx, ln, api, log) })
+	p.storageAPI = &lateHandler{}
 	p.storageURL = "http://" + ln.Addr().String()
-	g.Go(func() error {
-		addr := cfg.clickhouse
-		if addr == "" {
-			dir := filepath.Join(cfg.dataDir, "clickhouse")
-			say("starting ClickHouse (%s), data in %s ...", chArgv[0], dir)
-			srv, err := chserver.Start(ctx, chserver.Options{Argv: chArgv, Dir: dir, Logger: log})
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("starting ClickHouse: %w", err)
-			}
-			defer srv.Stop()
-			addr = srv.Addr()
-			p.mu.Lock()
-			p.ch = srv
-			p.mu.Unlock()
-		}
-		stCfg := storage.Config{NATSURL: nats.URLAs(p.home, "storage"), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen,
-			ClickHouseUser: cfg.chUsers.ClickHouseUser, ClickHousePassword: cfg.chUsers.ClickHousePassword,
-			HistoryUser: cfg.chUsers.HistoryUser, HistoryPassword: cfg.chUsers.HistoryPassword,
-			// Ctrl-C stops the demo within 3 s even with ClickHouse down
-			// (a scenario's outage): the batch in hand goes back to
-			// JetStream, which keeps it for the next start.
-			DrainTimeout: demoDrainTimeout}
-		for _, r := range cfg.regions {
-			if r != p.home {
-				stCfg.Fallbacks = append(stCfg.Fallbacks, storage.Fallback{Region: r, NATSURL: nats.URLAs(r, "storage")})
-			}
-		}
-		st, err := storage.New(stCfg, log)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		api.set(st.Handler())
-		p.gatherers.add(st.Registry())
-		say("storage            ClickHouse %s, status at %s/api/status", addr, p.storageURL)
-		p.mu.Lock()
-		p.storeAddr = addr
-		p.storeCfg = stCfg
-		p.mu.Unlock()
-		p.chAddr <- addr
-		return st.Run(ctx)
-	})
 	ok = true
 	return p, nil
 }
 
-// close releases what startPipeline opened, after the group has stopped.
-func (p *pipeline) close() {
+// Run runs the mender, every region's ingest and storage (starting
+// ClickHouse first when the pipeline does: readings wait in JetStream
+// meanwhile) until ctx ends or one of them fails.
+func (p *Pipeline) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.mender.Run(ctx) })
 	for _, slot := range p.ingests {
+		g.Go(func() error { return slot.run(ctx) })
+	}
+	if p.storageLn != nil {
+		g.Go(func() error { return httpserv.Serve(ctx, p.storageLn, p.storageAPI, p.log) })
+		g.Go(func() error { return p.runStorage(ctx) })
+	}
+	return g.Wait()
+}
+
+// runStorage starts ClickHouse when the pipeline does, then runs storage.
+func (p *Pipeline) runStorage(ctx context.Context) error {
+	cfg, say := p.cfg, p.cfg.Say
+	addr := cfg.ClickHouse
+	if addr == "" {
+		dir := filepath.Join(cfg.DataDir, "clickhouse")
+		say("starting ClickHouse (%s), data in %s ...", p.chArgv[0], dir)
+		srv, err := chserver.Start(ctx, chserver.Options{Argv: p.chArgv, Dir: dir, Logger: p.log})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("starting ClickHouse: %w", err)
+		}
+		defer srv.Stop()
+		addr = srv.Addr()
+		p.mu.Lock()
+		p.ch = srv
+		p.mu.Unlock()
+	}
+	stCfg := storage.Config{NATSURL: p.nats.URLAs(p.home, "storage"), Domain: p.home, ClickHouseAddr: addr, Listen: storage.NoListen,
+		ClickHouseUser: cfg.ClickHouseUsers.ClickHouseUser, ClickHousePassword: cfg.ClickHouseUsers.ClickHousePassword,
+		HistoryUser: cfg.ClickHouseUsers.HistoryUser, HistoryPassword: cfg.ClickHouseUsers.HistoryPassword,
+		// Ctrl-C stops the demo within 3 s even with ClickHouse down
+		// (a scenario's outage): the batch in hand goes back to
+		// JetStream, which keeps it for the next start.
+		DrainTimeout: DrainTimeout}
+	for _, r := range cfg.Regions {
+		if r != p.home {
+			stCfg.Fallbacks = append(stCfg.Fallbacks, storage.Fallback{Region: r, NATSURL: p.nats.URLAs(r, "storage")})
+		}
+	}
+	st, err := storage.New(stCfg, p.log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	p.storageAPI.set(st.Handler())
+	p.gatherers.add(st.Registry())
+	say("storage            ClickHouse %s, status at %s/api/status", addr, p.storageURL)
+	p.mu.Lock()
+	p.storeAddr = addr
+	p.storeCfg = stCfg
+	p.mu.Unlock()
+	p.chAddr <- addr
+	return st.Run(ctx)
+}
+
+// Close releases what New opened, once Run has returned (or was never
+// called).
+func (p *Pipeline) Close() {
+	for _, slot := range p.ingests {
+		if slot.in != nil {
+			slot.in.Close()
+		}
 		slot.link.Close()
+	}
+	if p.storageLn != nil {
+		p.storageLn.Close()
 	}
 	if p.broker != nil {
 		p.broker.Close()
@@ -316,7 +378,8 @@ func (p *pipeline) close() {
 // scenario may crash the running one and later start a fresh one.
 type ingestSlot struct {
 	cfg  ingest.Config
-	link *stream.Link // between ingest and the broker
+	in   *ingest.Ingest // the next or running instance; nil while down
+	link *stream.Link   // between ingest and the broker
 	reg  *prometheus.Registry
 	log  *slog.Logger
 	// crash and start carry requests from the scenarios to run; each
@@ -325,8 +388,10 @@ type ingestSlot struct {
 	start chan chan error
 }
 
-// run runs in, and its successors, until ctx is cancelled.
-func (s *ingestSlot) run(ctx context.Context, in *ingest.Ingest) error {
+// run runs the slot's ingest, and its successors, until ctx is cancelled.
+// Each instance is closed when it stops.
+func (s *ingestSlot) run(ctx context.Context) error {
+	in := s.in
 	for {
 		s.reg.MustRegister(in.Metrics())
 		ictx, icancel := context.WithCancel(ctx)
@@ -338,6 +403,7 @@ func (s *ingestSlot) run(ctx context.Context, in *ingest.Ingest) error {
 		case err := <-done:
 			icancel()
 			in.Close()
+			s.in = nil
 			return fmt.Errorf("ingest %s stopped on its own: %w", s.cfg.Region, err)
 		case reply = <-s.crash:
 			// The connection goes first, so that nothing in flight is
@@ -348,6 +414,7 @@ func (s *ingestSlot) run(ctx context.Context, in *ingest.Ingest) error {
 		icancel()
 		err := <-done
 		in.Close()
+		s.in = nil
 		s.reg.Unregister(in.Metrics())
 		if reply == nil {
 			return err
@@ -363,6 +430,7 @@ func (s *ingestSlot) run(ctx context.Context, in *ingest.Ingest) error {
 			}
 			s.link.Heal()
 			in, err = ingest.New(s.cfg, s.log)
+			s.in = in
 			reply <- err
 		}
 	}
@@ -422,5 +490,3 @@ func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusServiceUnavailable)
 	io.WriteString(w, `{"state":"starting","error":"ClickHouse is starting"}`)
 }
-
-func tempDir() string { return os.TempDir() }
