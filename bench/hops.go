@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -189,4 +190,17 @@ func MergeLogs(logs ...io.Reader) (map[string]*hdrhistogram.Histogram, error) {
 		}
 	}
 	return out, nil
+}
+
+// WriteLogFile writes WriteLog's histograms to a new file at path.
+func (hs *Hops) WriteLogFile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("histogram log: %w", err)
+	}
+	if err := hs.WriteLog(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -74,6 +74,14 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Defaults of Config's bounds, for the flags of `telemetry ingest` too.
+const (
+	DefaultMaxInflight    = 1024
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultMaxAttempts    = 3
+	DefaultDrainTimeout   = 10 * time.Second
+)
+
 func (c *Config) setDefaults() {
 	if c.Username == "" {
 		c.Username = deploy.MQTTIngestUser
@@ -91,10 +99,10 @@ func (c *Config) setDefaults() {
 		c.Group = "ingest-" + c.Region
 	}
 	if c.MaxInflight == 0 {
-		c.MaxInflight = 1024
+		c.MaxInflight = DefaultMaxInflight
 	}
 	if c.PublishTimeout == 0 {
-		c.PublishTimeout = 5 * time.Second
+		c.PublishTimeout = DefaultPublishTimeout
 	}
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = 50 * time.Millisecond
@@ -103,10 +111,10 @@ func (c *Config) setDefaults() {
 		c.MaxRetryBackoff = time.Second
 	}
 	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 3
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 10 * time.Second
+		c.DrainTimeout = DefaultDrainTimeout
 	}
 	if c.MaxPacketSize == 0 {
 		c.MaxPacketSize = 1 << 20

@@ -62,6 +62,10 @@ type DemoConfig struct {
 	AllowedOrigins, AllowedHosts []string
 	// Profiling serves Go's profiles on Listen.
 	Profiling bool
+
+	// natsPorts holds --nats-ports until SetFlagDefaults reads it into
+	// NATSPorts (it needs --regions, which may come later).
+	natsPorts string
 }
 
 // Demo is a configured demo; Run runs it.

@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/ingest"
@@ -489,4 +490,50 @@ func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	io.WriteString(w, `{"state":"starting","error":"ClickHouse is starting"}`)
+}
+
+// Bench runs bench.Run against a pipeline of its own (`telemetry bench
+// --demo`), its data in dataDir (a temporary directory when empty), and
+// stops it. The fleet shares the process, so cfg's process metrics are
+// not read; progress lines go to progress.
+func Bench(ctx context.Context, cfg bench.Config, dataDir string, progress io.Writer, log *slog.Logger) (bench.Report, *bench.Hops, error) {
+	if dataDir == "" {
+		dataDir = filepath.Join(os.TempDir(), fmt.Sprintf("telemetry-bench-%d", time.Now().UnixNano()))
+		defer os.RemoveAll(dataDir)
+	}
+	p, err := New(ctx, Config{
+		Regions: cfg.Fleet.Regions, Topology: stream.DefaultTopology(cfg.Fleet.Regions), MQTT: "127.0.0.1:0", DataDir: dataDir,
+		MQTTPerAddress: max(broker.DefaultMaxConnsPerIP, cfg.Fleet.Devices+len(cfg.Fleet.Regions)),
+		ClickHouse:     cfg.ClickHouse, StorageListen: "127.0.0.1:0", RequireStorage: true,
+		Auth: MQTTAuth{FleetSecret: cfg.Fleet.FleetSecret},
+		Say:  func(f string, a ...any) { fmt.Fprintf(progress, "bench: "+f+"\n", a...) },
+	}, log)
+	if err != nil {
+		return bench.Report{}, nil, err
+	}
+	defer p.Close()
+	// The bench stops when the pipeline does, and the pipeline when the
+	// bench is done.
+	pctx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { err := p.Run(pctx); stop(); ran <- err }()
+	rep, hops, err := func() (bench.Report, *bench.Hops, error) {
+		select {
+		case cfg.ClickHouse = <-p.StorageUp():
+		case <-pctx.Done():
+			return bench.Report{}, nil, errors.New("the pipeline stopped before storage was up")
+		}
+		cfg.Fleet.Broker = p.BrokerURL()
+		cfg.NATS = map[string]string{}
+		for _, r := range cfg.Fleet.Regions {
+			cfg.NATS[r] = p.nats.URLAs(r, "dashboard")
+		}
+		cfg.Gatherer = p.gatherers
+		return bench.Run(pctx, cfg, progress, log)
+	}()
+	stop()
+	if perr := <-ran; perr != nil {
+		err = errors.Join(err, fmt.Errorf("pipeline: %w", perr))
+	}
+	return rep, hops, err
 }

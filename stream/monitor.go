@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -33,4 +34,27 @@ func StatusOf(urls map[string]string, regions []string) func(context.Context) []
 		}
 		return Status(ctx, rs, regions)
 	}
+}
+
+// StatusOnce connects to the regions through urls (one reachable region is
+// enough), reads their Status and listens a heartbeat interval for each
+// region's ingest: `telemetry stream status`. A region whose ingest is not
+// heard is shown without its ingest's line.
+func StatusOnce(ctx context.Context, urls map[string]string, regions []string) ([]RegionStatus, error) {
+	rs, conns, err := Connect(urls, regions)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	st := Status(ctx, rs, regions)
+	beats, err := HearIngest(ctx, conns[0], HeartbeatInterval+500*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	WithIngest(st, beats)
+	return st, nil
 }

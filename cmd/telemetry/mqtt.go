@@ -33,12 +33,12 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := cli.NewFlagSet("mqtt "+what, mqttSynopsis, stderr)
 	var cfg devices.Config
-	var regions, base, out string
+	var base, out string
 	switch what {
 	case "credential":
 		cli.SecretVar(fs, &cfg.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "the fleet secret (default: the public demo default)")
 	case "passwd", "-h", "--help", "help":
-		fleetFlags(fs, &cfg, &regions, devices.DefaultDevices, "")
+		cfg.RegisterFlags(fs, devices.DefaultDevices, "")
 		fs.StringVar(&base, "base", "", "a Mosquitto password file whose lines come first (the service users: deploy/mosquitto/passwd)")
 		fs.StringVar(&out, "out", "", "write the file here (mode 0600) instead of to stdout")
 		if what != "passwd" {
@@ -69,7 +69,6 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	cfg.Regions = cli.SplitList(regions)
 	file, err := fleetPasswd(cfg, base)
 	if err != nil {
 		return err

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -33,7 +32,7 @@ Scenarios:
 		fmt.Fprintf(&b, "  %s\n      %s\n", strings.TrimSpace(s.Name+" "+s.Args), s.Summary)
 	}
 	b.WriteString(`
-The token can also come from TELEMETRY_PRESENTER_TOKEN, as for the demo.
+The token is the demo's: --presenter-token, or TELEMETRY_PRESENTER_TOKEN.
 In compose, scenarios are commands to type instead: see docs/PRESENTER.md.`)
 	return b.String()
 }
@@ -41,7 +40,8 @@ In compose, scenarios are commands to type instead: see docs/PRESENTER.md.`)
 func runScenario(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("scenario", scenarioSynopsis(), stderr)
 	demoURL := fs.String("demo-url", "http://127.0.0.1:8080", "the demo's dashboard address")
-	token := fs.String("token", "", "the demo's --presenter-token (default: TELEMETRY_PRESENTER_TOKEN)")
+	var token string
+	cli.SecretVar(fs, &token, "presenter-token", "", "the demo's --presenter-token (or TELEMETRY_PRESENTER_TOKEN, as for the demo)")
 	window := fs.Duration("duration", 0, "how long the fault lasts (0: the demo's --scenario-duration)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up waiting for the ledger after this long")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -60,9 +60,6 @@ func runScenario(args []string, stdout, stderr io.Writer) error {
 	if err := cli.Parse(fs, nil); err != nil {
 		return err
 	}
-	if *token == "" {
-		*token = os.Getenv(cli.EnvName("presenter-token"))
-	}
 	if len(pos) == 0 {
 		fs.Usage()
 		return errUsage
@@ -72,15 +69,15 @@ func runScenario(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w (see telemetry scenario --help)", err)
 	}
 	req.Window = *window
-	if *token == "" {
-		return errors.New("no token: give --token, the one the demo was started with (--presenter-token), or set TELEMETRY_PRESENTER_TOKEN")
+	if token == "" {
+		return errors.New("no token: give --presenter-token, the one the demo was started with, or set TELEMETRY_PRESENTER_TOKEN")
 	}
 
 	ctx, stop := cli.SignalContext(slog.New(slog.DiscardHandler))
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	c := scenario.Client{URL: *demoURL, Token: *token}
+	c := scenario.Client{URL: *demoURL, Token: token}
 	run, err := c.Start(ctx, req)
 	if err != nil {
 		return err

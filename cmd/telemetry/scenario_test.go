@@ -113,7 +113,7 @@ func TestEveryScenarioEndsWithNothingLost(t *testing.T) {
 		t.Run(c.args[0], func(t *testing.T) {
 			var out, errb bytes.Buffer
 			args := append([]string{"scenario"}, c.args...)
-			args = append(args, "--demo-url", url, "--token", testToken, "--json")
+			args = append(args, "--demo-url", url, "--presenter-token", testToken, "--json")
 			code := run(args, &out, &errb)
 			t.Logf("telemetry %s:\n%s", strings.Join(c.args, " "), errb.String())
 			var res scenario.Result

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/telemetry-demo/telemetry/internal/cli"
@@ -25,9 +24,13 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 		status, args = true, args[1:]
 	}
 	fs := cli.NewFlagSet("stream", streamSynopsis, stderr)
-	regions := fs.String("regions", strings.Join(stream.DefaultRegions, ","), "the regions, in order")
-	urls := fs.String("nats", "us-east=nats://telemetry:telemetry@127.0.0.1:4222,eu-west=nats://telemetry:telemetry@127.0.0.1:4223,ap-south=nats://telemetry:telemetry@127.0.0.1:4224",
-		"region=URL for each region's NATS server (apply); status needs only one reachable region")
+	var rs []string
+	cli.ListVar(fs, &rs, "regions", stream.DefaultRegions, "the regions, in order")
+	byRegion := map[string]string{}
+	for i, r := range stream.DefaultRegions {
+		byRegion[r] = fmt.Sprintf("nats://telemetry:telemetry@127.0.0.1:%d", 4222+i)
+	}
+	cli.RegionURLsVar(fs, &byRegion, "nats", "region=URL for each region's NATS server (apply); status needs only one reachable region")
 	asJSON := fs.Bool("json", false, "status: print JSON")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	var budget int64
@@ -35,20 +38,24 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	rs := cli.SplitList(*regions)
 	topo := stream.DefaultTopology(rs)
 	topo.ReadingsMaxBytes = budget
 	if err := topo.Validate(); err != nil {
 		return err
 	}
-	byRegion, err := parseRegionURLs(*urls)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if status {
-		return streamStatus(ctx, stdout, rs, byRegion, *asJSON)
+		st, err := stream.StatusOnce(ctx, byRegion, rs)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		return stream.WriteStatus(stdout, st)
 	}
 	for _, r := range rs {
 		if _, ok := byRegion[r]; !ok {
@@ -63,43 +70,4 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, topo.Budget().Describe(150, 5000))
 	return nil
-}
-
-func streamStatus(ctx context.Context, stdout io.Writer, regions []string, urls map[string]string, asJSON bool) error {
-	rs, conns, err := stream.Connect(urls, regions)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
-	}()
-	st := stream.Status(ctx, rs, regions)
-	// Each live ingest beats once a second; a region not heard is shown
-	// without its ingest's line.
-	beats, err := stream.HearIngest(ctx, conns[0], stream.HeartbeatInterval+500*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	stream.WithIngest(st, beats)
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	return stream.WriteStatus(stdout, st)
-}
-
-// parseRegionURLs reads "region=url,region=url".
-func parseRegionURLs(s string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, item := range cli.SplitList(s) {
-		r, u, ok := strings.Cut(item, "=")
-		if !ok || r == "" || u == "" {
-			return nil, fmt.Errorf("--nats item %q: want region=nats://host:port", item)
-		}
-		out[r] = u
-	}
-	return out, nil
 }

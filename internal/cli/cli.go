@@ -117,3 +117,9 @@ func SplitList(s string) []string {
 	}
 	return out
 }
+
+// LogLevelFlag defines --log-level, the same for every subcommand, with
+// default def; Logger takes its value.
+func LogLevelFlag(fs *flag.FlagSet, def string) *string {
+	return fs.String("log-level", def, "debug, info, warn or error")
+}
