@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 
-
 	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/cli"
