@@ -15,7 +15,8 @@ demo: build
 	./bin/telemetry demo
 
 # The last line runs, without the race detector, the one test in which
-# mochi races with itself (internal/broker/close_norace_test.go).
+# mochi races with itself (internal/broker/close_norace_test.go,
+# mochi-mqtt/server#541).
 test: deps-test
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)

@@ -21,6 +21,7 @@ import (
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/internal/redact"
+	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -184,9 +185,9 @@ func account(ctx context.Context, cfg Config, fleet *devices.Fleet, conn driver.
 	rep := Report{
 		Devices: st.Devices, IDPrefix: fc.IDPrefix, Boot: fc.Boot,
 		TargetRate: fc.Rate, PublishSecs: st.Elapsed.Seconds(), RampUpSecs: fc.RampUp.Seconds(),
-		Sent: st.Sent, Acked: st.Acked, Skipped: st.Skipped,
+		Counts: ledger.Counts{Sent: st.Sent, Acked: st.Acked}, Skipped: st.Skipped,
 		RejectedReadings: map[string]uint64{}, DeadLettered: map[string]uint64{},
-		Missing: []MissingRange{}, Problems: []string{},
+		Missing: []ledger.Range{}, Problems: []string{},
 		Duplicates: DuplicateReport{Sent: st.Duplicates, Resent: st.Resent},
 		Behaviours: BehaviourReport{
 			Reboots: st.Reboots, Boots: len(sent), Reordered: st.Reordered,

@@ -11,6 +11,7 @@ import (
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // The local demo's addresses and users (telemetry demo's defaults): what a
@@ -86,7 +87,7 @@ func (c Config) withDefaults() Config {
 		c.Fleet.Broker = DemoBroker
 	}
 	if len(c.Fleet.Regions) == 0 {
-		c.Fleet.Regions = devices.DefaultRegions
+		c.Fleet.Regions = stream.DefaultRegions
 	}
 	if c.ClickHouseUser == "" {
 		c.ClickHouseUser, c.ClickHousePassword = deploy.ClickHouseReaderUser, deploy.DemoClickHouseReaderPassword
@@ -114,7 +115,7 @@ func (c Config) withDefaults() Config {
 // dashboard reads), then any others in name order.
 func (c Config) watched() []string {
 	var out []string
-	for _, r := range devices.DefaultRegions {
+	for _, r := range stream.DefaultRegions {
 		if _, ok := c.NATS[r]; ok {
 			out = append(out, r)
 		}

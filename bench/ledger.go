@@ -8,6 +8,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/storage"
 )
 
@@ -33,28 +34,24 @@ func ledgerFor(ctx context.Context, conn driver.Conn, prefix string, boots map[u
 }
 
 // missingRanges lists the runs of seq in 1..last that are not stored.
-func missingRanges(ctx context.Context, conn driver.Conn, device string, boot, last uint64) ([]MissingRange, error) {
+func missingRanges(ctx context.Context, conn driver.Conn, device string, boot, last uint64) ([]ledger.Range, error) {
 	rows, err := conn.Query(ctx, `SELECT DISTINCT seq FROM telemetry.readings WHERE device = ? AND boot = ? ORDER BY seq`, device, boot)
 	if err != nil {
 		return nil, fmt.Errorf("listing stored readings of %s: %w", device, err)
 	}
 	defer rows.Close()
-	var out []MissingRange
-	next := uint64(1)
+	var stored []uint64
 	for rows.Next() {
 		var seq uint64
 		if err := rows.Scan(&seq); err != nil {
 			return nil, err
 		}
-		if seq > next {
-			out = append(out, MissingRange{Device: device, Boot: boot, From: next, To: min(seq-1, last)})
-		}
-		next = seq + 1
+		stored = append(stored, seq)
 	}
-	if next <= last {
-		out = append(out, MissingRange{Device: device, Boot: boot, From: next, To: last})
+	if err := rows.Err(); err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return ledger.Gaps(ledger.Range{Device: device, Boot: boot, From: 1, To: last}, stored), nil
 }
 
 // storedLatencies records, for each of the run's readings (its first

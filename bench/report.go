@@ -5,6 +5,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/telemetry-demo/telemetry/ledger"
 )
 
 // Report is the conservation ledger of one run, with what each hop took
@@ -21,17 +23,14 @@ type Report struct {
 	AchievedRate float64 `json:"achieved_rate"`
 	// StoredRate is readings stored per second, from the first publish to
 	// the last reading stored: the whole pipeline's pace.
-	StoredRate  float64 `json:"stored_rate"`
-	Sent        uint64  `json:"sent"`
-	Acked       uint64  `json:"acked"`
-	Stored      uint64  `json:"stored"`
-	Lost        uint64  `json:"lost"`
-	Unconfirmed uint64  `json:"unconfirmed"`
-	Skipped     uint64  `json:"skipped"`
+	StoredRate float64 `json:"stored_rate"`
+	// Counts are the run's readings: sent, acknowledged, stored, lost.
+	ledger.Counts
+	Skipped uint64 `json:"skipped"`
 	// RejectedReadings counts this run's readings found in DEADLETTER, by
 	// reason: valid readings the pipeline refused. Must be empty.
 	RejectedReadings map[string]uint64 `json:"rejected_readings"`
-	Missing          []MissingRange    `json:"missing"`
+	Missing          []ledger.Range    `json:"missing"`
 	DeadLettered     map[string]uint64 `json:"dead_lettered"`
 	Hostile          HostileReport     `json:"hostile"`
 	Duplicates       DuplicateReport   `json:"duplicates"`
@@ -50,14 +49,6 @@ type Report struct {
 	// can read its metrics (a separate process).
 	Pipeline *ProcessReport `json:"pipeline_process,omitempty"`
 	Problems []string       `json:"problems"`
-}
-
-// MissingRange is a run of a device's readings not found in storage.
-type MissingRange struct {
-	Device string `json:"device"`
-	Boot   uint64 `json:"boot"`
-	From   uint64 `json:"from_seq"`
-	To     uint64 `json:"to_seq"`
 }
 
 // HostileReport accounts for the hostile messages of --chaos.

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetry-demo/telemetry/devices"
-	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/redact"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -57,7 +56,6 @@ func watchReadings(ctx context.Context, region, url string, home bool, prefix st
 		return nil, fmt.Errorf("reading %s in %s: %w (is the topology applied?)", stream.ReadingsStream, region, err)
 	}
 	w := &readingsWatcher{region: region, home: home, nc: nc}
-	own := "telemetry." + region + "."
 	w.cc, err = cons.Consume(func(m jetstream.Msg) {
 		arrived := time.Now()
 		r, err := protocol.Unmarshal(m.Data())
@@ -67,7 +65,7 @@ func watchReadings(ctx context.Context, region, url string, home bool, prefix st
 		measured := time.UnixMilli(r.TS - skews[r.Device])
 		if md, err := m.Metadata(); err == nil {
 			hop := HopReplicated(region)
-			if strings.HasPrefix(m.Subject(), own) {
+			if t, err := protocol.ParseSubject(m.Subject()); err == nil && t.Region == region {
 				hop = HopJetStream
 			}
 			hops.Record(hop, md.Timestamp.Sub(measured))
@@ -165,7 +163,7 @@ func (d *deadLetters) poll(ctx context.Context) error {
 
 func (d *deadLetters) add(m jetstream.Msg) {
 	h := m.Headers()
-	dl := deadLetter{reason: h.Get(ingest.HeaderReason), detail: h.Get(ingest.HeaderDetail)}
+	dl := deadLetter{reason: h.Get(protocol.HeaderReason), detail: h.Get(protocol.HeaderDetail)}
 	if mk, ok := devices.FindChaosMarker(m.Data()); ok {
 		if mk.Run != d.run {
 			return // another fleet's

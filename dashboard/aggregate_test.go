@@ -346,30 +346,6 @@ func TestAggregatorDeadLetters(t *testing.T) {
 	})
 }
 
-func TestParseReadingSubject(t *testing.T) {
-	cases := []struct {
-		subject             string
-		region, typ, device string
-		ok                  bool
-	}{
-		{"telemetry.us-east.th.th-00042", "us-east", "th", "th-00042", true},
-		{"telemetry.us-east.th", "", "", "", false},
-		{"telemetry.us-east.th.th-1.extra", "", "", "", false},
-		{"telemetry..th.d", "", "", "", false},
-		{"telemetry.us-east..d", "", "", "", false},
-		{"deadletter.us-east.bad_json", "", "", "", false},
-		{"telemetry", "", "", "", false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.subject, func(t *testing.T) {
-			region, typ, device, ok := parseReadingSubject(tc.subject)
-			if region != tc.region || typ != tc.typ || device != tc.device || ok != tc.ok {
-				t.Errorf("got %q %q %q %v, want %q %q %q %v", region, typ, device, ok, tc.region, tc.typ, tc.device, tc.ok)
-			}
-		})
-	}
-}
-
 func TestReasonOf(t *testing.T) {
 	long := string(make([]byte, 100))
 	cases := []struct {
@@ -387,7 +363,7 @@ func TestReasonOf(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := nats.Header{}
 			if tc.header != "" {
-				h.Set(reasonHeader, tc.header)
+				h.Set(protocol.HeaderReason, tc.header)
 			}
 			if got := reasonOf(h, tc.subject); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)

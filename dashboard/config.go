@@ -49,9 +49,6 @@ var ListenerLimits = connlimit.Limits{Total: DefaultMaxConns, PerAddr: DefaultMa
 // (STALE_MS in web/app.js), after which it reconnects.
 const maxPushInterval = 5 * time.Second
 
-// DefaultRegions are the demo's regions, in display order.
-var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
-
 // Config configures a Dashboard. Zero fields take the defaults above, so a
 // test can set only what it cares about.
 type Config struct {
@@ -168,7 +165,7 @@ func (c Config) withDefaults() Config {
 		c.Domain = DefaultDomain
 	}
 	if len(c.Regions) == 0 {
-		c.Regions = slices.Clone(DefaultRegions)
+		c.Regions = slices.Clone(stream.DefaultRegions)
 	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen

@@ -21,7 +21,6 @@ import (
 const (
 	readingsStream   = "READINGS"
 	deadLetterStream = "DEADLETTER"
-	reasonHeader     = "Telemetry-Reason"
 )
 
 const (
@@ -248,12 +247,13 @@ func (d *Dashboard) setReadingsErr(s string) {
 
 // handleReading aggregates one READINGS message that arrived at now.
 func (d *Dashboard) handleReading(now time.Time, subject string, data []byte) {
-	region, deviceType, device, ok := parseReadingSubject(subject)
-	if !ok {
+	topic, err := protocol.ParseSubject(subject)
+	if err != nil {
 		d.agg.addUndecodable()
 		d.m.undecodable.Inc()
 		return
 	}
+	region, deviceType, device := topic.Region, topic.DeviceType, topic.Device
 	r, err := protocol.Unmarshal(data)
 	if err != nil {
 		d.agg.addUndecodable()
@@ -270,20 +270,6 @@ func (d *Dashboard) handleReading(now time.Time, subject string, data []byte) {
 	if d.readingsErr.Load() != nil { // a message arrived: the consumer recovered
 		d.readingsErr.Store(nil)
 	}
-}
-
-// parseReadingSubject splits telemetry.<region>.<device-type>.<device-id>.
-func parseReadingSubject(s string) (region, deviceType, device string, ok bool) {
-	rest, ok := strings.CutPrefix(s, "telemetry.")
-	if !ok {
-		return "", "", "", false
-	}
-	region, rest, _ = strings.Cut(rest, ".")
-	deviceType, device, _ = strings.Cut(rest, ".")
-	if region == "" || deviceType == "" || device == "" || strings.Contains(device, ".") {
-		return "", "", "", false
-	}
-	return region, deviceType, device, true
 }
 
 // consumeDeadLetters counts region's rejected payloads by reason, reading
@@ -394,7 +380,7 @@ func (d *Dashboard) readDeadLetters(ctx context.Context, f *feedSite, region str
 // reasonOf is the Telemetry-Reason header, or the last token of the
 // subject deadletter.<region>.<reason>.
 func reasonOf(h nats.Header, subject string) string {
-	reason := h.Get(reasonHeader)
+	reason := h.Get(protocol.HeaderReason)
 	if reason == "" {
 		reason = subject[strings.LastIndexByte(subject, '.')+1:]
 	}

@@ -139,7 +139,7 @@ func publish(t *testing.T, js jetstream.JetStream, msg *nats.Msg) {
 func deadLetter(subject, reason string) *nats.Msg {
 	m := &nats.Msg{Subject: subject, Data: []byte(`{"v":1,`), Header: nats.Header{}}
 	if reason != "" {
-		m.Header.Set(reasonHeader, reason)
+		m.Header.Set(protocol.HeaderReason, reason)
 	}
 	m.Header.Set("Telemetry-Topic", "telemetry/us-east/th/th-1")
 	return m

@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
 )
 
@@ -40,10 +41,10 @@ func (stageTarget) RestartClickHouse(ctx context.Context) error { return nil }
 
 // Fleet: no fleet of the demo's own, so every scenario runs witnesses.
 func (stageTarget) Fleet() ([]devices.DeviceSent, bool) { return nil, false }
-func (stageTarget) Stored(context.Context, []scenario.SeqRange) ([]uint64, error) {
+func (stageTarget) Stored(context.Context, []ledger.Range) ([]uint64, error) {
 	return nil, errors.New("no fleet")
 }
-func (stageTarget) StoredSeqs(context.Context, []scenario.SeqRange) ([][]uint64, error) {
+func (stageTarget) StoredSeqs(context.Context, []ledger.Range) ([][]uint64, error) {
 	return nil, errors.New("no fleet")
 }
 func (stageTarget) Suppressed() (map[string]uint64, bool) { return nil, false }
@@ -68,7 +69,7 @@ func presenterSite(t *testing.T, url string) (*Dashboard, string) {
 		NATSURL: url, Domain: "us-east", Regions: []string{"us-east", "eu-west"},
 		PushInterval: 200 * time.Millisecond, Presenter: true,
 	})
-	target := stageTarget{ledger: scenario.Ledger{Sent: 150, Acked: 150, Stored: 150, Quarantined: 150, HostileSent: 150, OK: true}}
+	target := stageTarget{ledger: scenario.Ledger{Quarantined: 150, HostileSent: 150, OK: true, Counts: ledger.Counts{Sent: 150, Acked: 150, Stored: 150}}}
 	runner, err := scenario.New(scenario.Config{
 		Regions: []string{"us-east", "eu-west"}, Window: time.Second, Lead: 100 * time.Millisecond, Tail: 100 * time.Millisecond,
 		OnEvent: func(e scenario.Event) {
@@ -217,7 +218,7 @@ func TestBrowserPresenterPanel(t *testing.T) {
 	d.MarkScenario(ScenarioEvent{Run: 100, Scenario: "kill-ingest", Kind: ScenarioStart, Text: "crashing ingest eu-west", Time: now.Add(-5 * time.Second)})
 	waitText(t, ctx, "ledger-title", "kill-ingest running", contains("kill-ingest running"))
 	waitText(t, ctx, "ledger-detail", "its phase", contains("crashing ingest eu-west"))
-	d.ShowLedger(ScenarioLedger{Run: 100, Scenario: "kill-ingest", Label: "kill-ingest eu-west", End: now, Sent: 20, Acked: 20, Stored: 17, Lost: 3})
+	d.ShowLedger(ScenarioLedger{Run: 100, Scenario: "kill-ingest", Label: "kill-ingest eu-west", End: now, Counts: ledger.Counts{Sent: 20, Acked: 20, Stored: 17, Lost: 3}})
 	waitText(t, ctx, "ledger-title", "3 LOST", contains("kill-ingest eu-west: 3 LOST"))
 	waitJS(t, ctx, `document.getElementById("ledger").className`, "red", is("ledger bad"))
 	waitText(t, ctx, "ledger-lost", "3", is("3"))
@@ -233,7 +234,7 @@ func TestBrowserPresenterPanelOff(t *testing.T) {
 	d, base := startDashboard(t, Config{NATSURL: url, Domain: "us-east", Regions: []string{"us-east"}, PushInterval: 200 * time.Millisecond})
 	d.MarkScenario(ScenarioEvent{Run: 1, Scenario: "cut-region", Kind: ScenarioStart, Text: "cutting us-east off", Time: time.Now().Add(-20 * time.Second)})
 	d.MarkScenario(ScenarioEvent{Run: 1, Scenario: "cut-region", Kind: ScenarioEnd, Text: "lost 0", Time: time.Now().Add(-5 * time.Second)})
-	d.ShowLedger(ScenarioLedger{Run: 1, Scenario: "cut-region", Label: "cut-region us-east", Sent: 7, Acked: 7, Stored: 7, OK: true})
+	d.ShowLedger(ScenarioLedger{Run: 1, Scenario: "cut-region", Label: "cut-region us-east", OK: true, Counts: ledger.Counts{Sent: 7, Acked: 7, Stored: 7}})
 	navigate(t, ctx, base+"/#token=anything")
 	waitText(t, ctx, "conn-state", `"live"`, is("live"))
 	waitText(t, ctx, "ledger-lost", "0", is("0"))

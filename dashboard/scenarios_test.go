@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/ledger"
 )
 
 // TestScenarioMarkersAndLedgerInTheSnapshot follows two scenario runs
@@ -39,7 +41,7 @@ func TestScenarioMarkersAndLedgerInTheSnapshot(t *testing.T) {
 			[]ScenarioMarker{{Run: 1, Scenario: "cut-region", Start: at(0), Phase: "eu-west cut off"}}, 0},
 		{"end and ledger", func() {
 			mark(1, ScenarioEnd, "sent 10, lost 0", 20)
-			d.ShowLedger(ScenarioLedger{Run: 1, Scenario: "cut-region", Label: "cut-region eu-west", End: at(20), Sent: 10, Acked: 10, Stored: 10, OK: true})
+			d.ShowLedger(ScenarioLedger{Run: 1, Scenario: "cut-region", Label: "cut-region eu-west", End: at(20), OK: true, Counts: ledger.Counts{Sent: 10, Acked: 10, Stored: 10}})
 		}, []ScenarioMarker{{Run: 1, Scenario: "cut-region", Start: at(0), End: at(20), Phase: "sent 10, lost 0"}}, 1},
 		{"next start hides the ledger", func() { mark(2, ScenarioStart, "cutting ap-south off", 30) },
 			[]ScenarioMarker{
@@ -53,7 +55,7 @@ func TestScenarioMarkersAndLedgerInTheSnapshot(t *testing.T) {
 			{Run: 2, Scenario: "cut-region", Start: at(30), Phase: "cutting ap-south off"},
 		}, 0},
 		{"a ledger ends its marker", func() {
-			d.ShowLedger(ScenarioLedger{Run: 2, Scenario: "cut-region", End: at(45), Sent: 5, Acked: 5, Stored: 3, Lost: 2})
+			d.ShowLedger(ScenarioLedger{Run: 2, Scenario: "cut-region", End: at(45), Counts: ledger.Counts{Sent: 5, Acked: 5, Stored: 3, Lost: 2}})
 		}, []ScenarioMarker{
 			{Run: 1, Scenario: "cut-region", Start: at(0), End: at(20), Phase: "sent 10, lost 0"},
 			{Run: 2, Scenario: "cut-region", Start: at(30), End: at(45), Phase: "cutting ap-south off"},

@@ -1,6 +1,10 @@
 package dashboard
 
-import "time"
+import (
+	"time"
+
+	"github.com/telemetry-demo/telemetry/ledger"
+)
 
 // Snapshot is everything the page shows, as served at /api/snapshot and
 // pushed on /ws. Counts are since the dashboard started, except dead
@@ -178,16 +182,13 @@ type ScenarioLedger struct {
 	Scenario string    `json:"scenario"`
 	Label    string    `json:"label"` // the request, e.g. "cut-region eu-west"
 	End      time.Time `json:"end"`
-	Sent     uint64    `json:"sent"`
-	// Acked readings were acknowledged by the broker: the pipeline owes
-	// each one.
-	Acked  uint64 `json:"acked"`
-	Stored uint64 `json:"stored"`
+	// Counts are the scenario's readings: the pipeline owes each one the
+	// broker acknowledged.
+	ledger.Counts
 	// Quarantined are dead letters (hostile messages), never dropped, of
 	// HostileSent sent.
 	Quarantined uint64 `json:"quarantined"`
 	HostileSent uint64 `json:"hostile_sent"`
-	Lost        uint64 `json:"lost"`
 	// OK is the scenario's verdict: nothing lost, every hostile message
 	// quarantined under its reason, no error. Error says why not.
 	OK    bool   `json:"ok"`

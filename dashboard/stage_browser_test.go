@@ -16,7 +16,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -150,7 +152,7 @@ func TestBrowserStageSizes(t *testing.T) {
 		// simulator sends: the card lists them.
 		for i, reason := range []string{"bad_json", "schema", "oversized", "stale", "future", "bad_topic", "spoofed"} {
 			for range i + 1 {
-				publish(t, js, deadLetter(stream.DeadLetterSubject(r, reason), reason))
+				publish(t, js, deadLetter(protocol.DeadLetterSubject(r, protocol.Reason(reason)), reason))
 			}
 		}
 	}
@@ -180,7 +182,7 @@ func TestBrowserStageSizes(t *testing.T) {
 		d.MarkScenario(ScenarioEvent{Run: i + 1, Scenario: s, Kind: ScenarioStart, Time: start})
 		d.MarkScenario(ScenarioEvent{Run: i + 1, Scenario: s, Kind: ScenarioEnd, Time: start.Add(time.Minute)})
 	}
-	d.ShowLedger(ScenarioLedger{Run: 5, Scenario: "reboot-storm", Label: "reboot-storm 30", End: now, Sent: 123456, Acked: 123456, Stored: 123456, Quarantined: 1234, OK: true})
+	d.ShowLedger(ScenarioLedger{Run: 5, Scenario: "reboot-storm", Label: "reboot-storm 30", End: now, Quarantined: 1234, OK: true, Counts: ledger.Counts{Sent: 123456, Acked: 123456, Stored: 123456}})
 	waitConsuming(t, base)
 	// Every region's readings reach the feed before the page is judged.
 	waitFor(t, 60*time.Second, func() error {

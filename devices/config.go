@@ -10,6 +10,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // Defaults used for zero fields of Config.
@@ -27,9 +28,6 @@ const (
 	DefaultDrainTimeout       = 5 * time.Second
 	DefaultKeepAlive          = 30 * time.Second
 )
-
-// DefaultRegions are the demo's regions.
-var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
 
 // MaxClockSkew bounds Config.ClockSkew: a minute inside the protocol's
 // tolerance of clocks ahead (protocol.DefaultMaxSkew).
@@ -150,7 +148,7 @@ func (c Config) withDefaults() Config {
 		c.Broker = DefaultBroker
 	}
 	if len(c.Regions) == 0 {
-		c.Regions = DefaultRegions
+		c.Regions = stream.DefaultRegions
 	}
 	if len(c.Types) == 0 {
 		c.Types = Types()

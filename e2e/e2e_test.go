@@ -224,7 +224,7 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := m.Header.Get(ingest.HeaderReason); got != string(c.reason) {
+			if got := m.Header.Get(protocol.HeaderReason); got != string(c.reason) {
 				t.Errorf("%s: hostile payload %d dead-lettered as %q, want %q", r, i, got, c.reason)
 			}
 			if string(m.Data) != string(c.payload) {

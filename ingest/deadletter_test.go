@@ -148,7 +148,7 @@ func TestHostileMessageSentTwiceIsDeadLetteredOnce(t *testing.T) {
 	}
 	for _, m := range msgs {
 		id := m.Header.Get(jetstream.MsgIDHeader)
-		if id != ingest.DeadLetterID(m.Header.Get(ingest.HeaderTopic), m.Data) {
+		if id != ingest.DeadLetterID(m.Header.Get(protocol.HeaderTopic), m.Data) {
 			t.Errorf("dead letter %s: id %s is not that of its topic and body", m.Subject, id)
 		}
 	}
@@ -197,7 +197,7 @@ func TestIsolatedMessageSentTwiceIsDeadLetteredOnce(t *testing.T) {
 		t.Errorf("dead letters by Nats-Msg-Id %v, want %v", got, want)
 	}
 	for _, m := range msgs {
-		if m.Header.Get(ingest.HeaderReason) == string(ingest.ReasonPublishFailed) && string(m.Data) != string(bigReading) {
+		if m.Header.Get(protocol.HeaderReason) == string(ingest.ReasonPublishFailed) && string(m.Data) != string(bigReading) {
 			t.Errorf("publish_failed dead letter lost its body")
 		}
 	}

@@ -204,17 +204,17 @@ func TestPoisonIsIsolatedAfterBoundedAttempts(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			m := dl[i]
-			if got := m.Header.Get(ingest.HeaderReason); got != c.reason {
+			if got := m.Header.Get(protocol.HeaderReason); got != c.reason {
 				t.Errorf("reason %q, want %q", got, c.reason)
 			}
 			if want := "deadletter.us-east." + c.reason; m.Subject != want {
 				t.Errorf("subject %q, want %q", m.Subject, want)
 			}
-			if d := m.Header.Get(ingest.HeaderDetail); !strings.Contains(d, c.detail) {
+			if d := m.Header.Get(protocol.HeaderDetail); !strings.Contains(d, c.detail) {
 				t.Errorf("detail %q does not contain %q", d, c.detail)
 			}
-			if got := m.Header.Get(ingest.HeaderOmitted); got != c.omitted {
-				t.Errorf("%s %q, want %q", ingest.HeaderOmitted, got, c.omitted)
+			if got := m.Header.Get(protocol.HeaderOmitted); got != c.omitted {
+				t.Errorf("%s %q, want %q", protocol.HeaderOmitted, got, c.omitted)
 			}
 			if string(m.Data) != string(c.body) {
 				t.Errorf("body of %d bytes, want %d", len(m.Data), len(c.body))
@@ -267,14 +267,14 @@ func TestGoldenCorpusIsDeadLetteredWithItsReason(t *testing.T) {
 	waitStored(t, js, stream.ReadingsStream, 1)
 	gotReasons := map[string]int{}
 	for _, m := range readStream(t, js, stream.DeadLetterStream) {
-		reason := m.Header.Get(ingest.HeaderReason)
+		reason := m.Header.Get(protocol.HeaderReason)
 		gotReasons[reason]++
 		if want, ok := byBody[string(m.Data)]; !ok {
 			t.Errorf("dead letter %s: body is not one of the payloads sent", reason)
 		} else if want != reason {
-			t.Errorf("payload from testdata/invalid/%s dead-lettered as %s (%s)", want, reason, m.Header.Get(ingest.HeaderDetail))
+			t.Errorf("payload from testdata/invalid/%s dead-lettered as %s (%s)", want, reason, m.Header.Get(protocol.HeaderDetail))
 		}
-		if m.Subject != "deadletter.us-east."+reason || m.Header.Get(ingest.HeaderTopic) != topic || m.Header.Get(ingest.HeaderDetail) == "" {
+		if m.Subject != "deadletter.us-east."+reason || m.Header.Get(protocol.HeaderTopic) != topic || m.Header.Get(protocol.HeaderDetail) == "" {
 			t.Errorf("dead letter %s: subject %q, headers %v", reason, m.Subject, m.Header)
 		}
 	}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -67,7 +67,7 @@ func (b *blockage) seconds(now time.Time) float64 {
 // failed.
 func blockReason(region, subject string, err error) string {
 	stream := "READINGS"
-	if strings.HasPrefix(subject, "deadletter.") {
+	if _, err := protocol.ParseSubject(subject); err != nil { // not a reading: a dead letter
 		stream = "DEADLETTER"
 	}
 	var apiErr *jetstream.APIError

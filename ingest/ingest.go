@@ -20,19 +20,6 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/mqttsub"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/redact"
-	"github.com/telemetry-demo/telemetry/stream"
-)
-
-// Headers ingest sets on JetStream messages.
-const (
-	HeaderReceived = "Telemetry-Received" // unix ms when ingest took the MQTT message
-	HeaderReason   = "Telemetry-Reason"
-	HeaderTopic    = "Telemetry-Topic"
-	HeaderDetail   = "Telemetry-Detail"
-	// HeaderOmitted is set, to the original size in bytes, on a dead letter
-	// whose body JetStream refused even in DEADLETTER: it is kept without
-	// its body rather than retried forever.
-	HeaderOmitted = "Telemetry-Omitted-Bytes"
 )
 
 // DeadLetterIDPrefix starts the Nats-Msg-Id of a dead letter of a rejected
@@ -131,12 +118,12 @@ func (j *job) release() {
 func (j *job) setReading(subject string, payload []byte, id, received string) {
 	m := j.reading
 	if m == nil {
-		m = &nats.Msg{Header: nats.Header{jetstream.MsgIDHeader: make([]string, 1), HeaderReceived: make([]string, 1)}}
+		m = &nats.Msg{Header: nats.Header{jetstream.MsgIDHeader: make([]string, 1), protocol.HeaderReceived: make([]string, 1)}}
 		j.reading = m
 	}
 	m.Subject, m.Data = subject, payload
 	m.Header[jetstream.MsgIDHeader][0] = id
-	m.Header[HeaderReceived][0] = received
+	m.Header[protocol.HeaderReceived][0] = received
 	j.msg = m
 }
 
@@ -353,7 +340,7 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 
 // oversized builds the dead letter of a payload of size bytes that the MQTT
 // client dropped for exceeding MaxPacketSize: too_large, without its body,
-// the size in HeaderOmitted. Its id hashes the topic and the size (the
+// the size in protocol.HeaderOmitted. Its id hashes the topic and the size (the
 // bytes are gone), so a redelivery collapses; so would another payload of
 // the same size on the same topic within the duplicate window, which
 // rejected_total still counts.
@@ -371,23 +358,23 @@ func (in *Ingest) oversized(topic string, size int, received time.Time) *job {
 // when one is isolated, so that a redelivery collapses in either case.
 func (in *Ingest) deadLetter(id, topic string, payload []byte, reason protocol.Reason, detail string, received time.Time) *nats.Msg {
 	return &nats.Msg{
-		Subject: stream.DeadLetterSubject(in.cfg.Region, string(reason)),
+		Subject: protocol.DeadLetterSubject(in.cfg.Region, reason),
 		Data:    payload,
 		Header: nats.Header{
-			jetstream.MsgIDHeader: {id},
-			HeaderReason:          {string(reason)},
-			HeaderTopic:           {safeHeader(topic)},
-			HeaderDetail:          {safeHeader(detail)},
-			HeaderReceived:        {strconv.FormatInt(received.UnixMilli(), 10)},
+			jetstream.MsgIDHeader:   {id},
+			protocol.HeaderReason:   {string(reason)},
+			protocol.HeaderTopic:    {safeHeader(topic)},
+			protocol.HeaderDetail:   {safeHeader(detail)},
+			protocol.HeaderReceived: {strconv.FormatInt(received.UnixMilli(), 10)},
 		},
 	}
 }
 
 // bodilessDeadLetter is the dead letter of a payload of size bytes kept
-// without its body, the size in HeaderOmitted.
+// without its body, the size in protocol.HeaderOmitted.
 func (in *Ingest) bodilessDeadLetter(id, topic string, size int, reason protocol.Reason, detail string, received time.Time) *nats.Msg {
 	m := in.deadLetter(id, topic, nil, reason, detail, received)
-	m.Header.Set(HeaderOmitted, strconv.Itoa(size))
+	m.Header.Set(protocol.HeaderOmitted, strconv.Itoa(size))
 	return m
 }
 
@@ -503,7 +490,7 @@ func (in *Ingest) result(j *job) (duplicate bool, err error) {
 // dead letter's DeadLetterID), so a redelivery of the same MQTT message
 // collapses in DEADLETTER however far it was isolated.
 func (in *Ingest) isolate(j *job, cause error) bool {
-	topic, payload := j.msg.Header.Get(HeaderTopic), j.msg.Data
+	topic, payload := j.msg.Header.Get(protocol.HeaderTopic), j.msg.Data
 	if j.mqtt.Topic != "" {
 		topic, payload = j.mqtt.Topic, j.mqtt.Payload
 	}

@@ -220,8 +220,8 @@ func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := m.Header.Get(ingest.HeaderReason); got != string(c.reason) {
-				t.Errorf("reason %q, want %q (detail %q)", got, c.reason, m.Header.Get(ingest.HeaderDetail))
+			if got := m.Header.Get(protocol.HeaderReason); got != string(c.reason) {
+				t.Errorf("reason %q, want %q (detail %q)", got, c.reason, m.Header.Get(protocol.HeaderDetail))
 			}
 			if want := "deadletter.us-east." + string(c.reason); m.Subject != want {
 				t.Errorf("subject %q, want %q", m.Subject, want)
@@ -229,7 +229,7 @@ func TestHostilePayloadsAreDeadLetteredWithTheirReason(t *testing.T) {
 			if string(m.Data) != string(c.payload) {
 				t.Errorf("body is not the original bytes")
 			}
-			if m.Header.Get(ingest.HeaderTopic) == "" || m.Header.Get(ingest.HeaderDetail) == "" {
+			if m.Header.Get(protocol.HeaderTopic) == "" || m.Header.Get(protocol.HeaderDetail) == "" {
 				t.Errorf("topic or detail header missing: %v", m.Header)
 			}
 		})
@@ -267,11 +267,11 @@ func TestMessageOverThePacketBoundIsDeadLetteredWithoutItsBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Header.Get(ingest.HeaderReason); got != string(protocol.ReasonTooLarge) {
+	if got := m.Header.Get(protocol.HeaderReason); got != string(protocol.ReasonTooLarge) {
 		t.Errorf("reason %q, want %q", got, protocol.ReasonTooLarge)
 	}
-	if got := m.Header.Get(ingest.HeaderOmitted); got != strconv.Itoa(size) {
-		t.Errorf("%s %q, want %d", ingest.HeaderOmitted, got, size)
+	if got := m.Header.Get(protocol.HeaderOmitted); got != strconv.Itoa(size) {
+		t.Errorf("%s %q, want %d", protocol.HeaderOmitted, got, size)
 	}
 	if len(m.Data) != 0 {
 		t.Errorf("dead letter keeps %d bytes of a payload over the bound", len(m.Data))

@@ -36,7 +36,7 @@ func FuzzPrepare(f *testing.F) {
 		if j.msg.Subject != "deadletter.us-east."+string(j.reason) {
 			t.Fatalf("dead letter to %q, reason %q", j.msg.Subject, j.reason)
 		}
-		for _, h := range []string{HeaderReason, HeaderTopic, HeaderDetail} {
+		for _, h := range []string{protocol.HeaderReason, protocol.HeaderTopic, protocol.HeaderDetail} {
 			v := j.msg.Header.Get(h)
 			if len(v) > 300 || strings.ContainsAny(v, "\r\n\x00") {
 				t.Fatalf("header %s unsafe: %q", h, v)

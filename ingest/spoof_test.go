@@ -76,13 +76,13 @@ func TestSpoofedDeviceIsDeadLetteredAsTopicMismatch(t *testing.T) {
 
 			waitStored(t, js, stream.DeadLetterStream, 1)
 			m := readStream(t, js, stream.DeadLetterStream)[0]
-			if got := m.Header.Get(ingest.HeaderReason); got != string(protocol.ReasonTopicMismatch) {
+			if got := m.Header.Get(protocol.HeaderReason); got != string(protocol.ReasonTopicMismatch) {
 				t.Errorf("reason %q, want %s", got, protocol.ReasonTopicMismatch)
 			}
-			if m.Subject != "deadletter.us-east.topic_mismatch" || m.Header.Get(ingest.HeaderTopic) != victimTopic || string(m.Data) != string(spoofed) {
-				t.Errorf("dead letter %s, topic %q, body %q", m.Subject, m.Header.Get(ingest.HeaderTopic), m.Data)
+			if m.Subject != "deadletter.us-east.topic_mismatch" || m.Header.Get(protocol.HeaderTopic) != victimTopic || string(m.Data) != string(spoofed) {
+				t.Errorf("dead letter %s, topic %q, body %q", m.Subject, m.Header.Get(protocol.HeaderTopic), m.Data)
 			}
-			if d := m.Header.Get(ingest.HeaderDetail); !strings.Contains(d, "th-00002") || !strings.Contains(d, "th-00001") {
+			if d := m.Header.Get(protocol.HeaderDetail); !strings.Contains(d, "th-00002") || !strings.Contains(d, "th-00001") {
 				t.Errorf("detail %q does not name both devices", d)
 			}
 			if n := streamMsgs(t, js, stream.ReadingsStream); n != 0 {

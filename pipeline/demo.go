@@ -263,8 +263,8 @@ func dashboardLedger(r scenario.Result) dashboard.ScenarioLedger {
 		OK: r.OK, Error: r.Error,
 	}
 	if r.Ledger != nil {
-		l.Sent, l.Acked, l.Stored = r.Ledger.Sent, r.Ledger.Acked, r.Ledger.Stored
-		l.Quarantined, l.HostileSent, l.Lost = r.Ledger.Quarantined, r.Ledger.HostileSent, r.Ledger.Lost
+		l.Counts = r.Ledger.Counts
+		l.Quarantined, l.HostileSent = r.Ledger.Quarantined, r.Ledger.HostileSent
 		if !r.Ledger.OK && l.Error == "" {
 			l.Error = strings.Join(r.Ledger.Problems, "; ")
 		}

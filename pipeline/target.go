@@ -16,6 +16,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
 )
@@ -171,22 +172,22 @@ func (t *Target) Witness(ctx context.Context, w scenario.Witness) (scenario.Ledg
 func ledgerOf(r bench.Report) scenario.Ledger {
 	l := scenario.Ledger{
 		Devices: r.Devices, Boot: r.Boot,
-		Sent: r.Sent, Acked: r.Acked, Stored: r.Stored, Lost: r.Lost, Unconfirmed: r.Unconfirmed,
+		Counts:        r.Counts,
 		QuarantinedBy: map[string]uint64{}, HostileSent: r.Hostile.Sent,
 		Misclassified: r.Hostile.Misclassified, HostileMissing: r.Hostile.Missing,
 		Resent: r.Duplicates.Resent, Duplicates: r.Duplicates.SuppressedByStream, DuplicatesByDevice: r.Duplicates.ByDevice,
 		Reboots: r.Behaviours.Reboots, Boots: r.Behaviours.Boots, DrainSecs: r.DrainSecs,
-		OK: r.OK, Problems: r.Problems, Missing: []scenario.SeqRange{},
+		OK: r.OK, Problems: r.Problems, Missing: []ledger.Range{},
 	}
 	for reason, n := range r.DeadLettered {
 		l.QuarantinedBy[reason] = n
 		l.Quarantined += n
 	}
 	for i, m := range r.Missing {
-		if i == scenario.MaxMissing {
+		if i == ledger.MaxMissing {
 			break
 		}
-		l.Missing = append(l.Missing, scenario.SeqRange{Device: m.Device, Boot: m.Boot, From: m.From, To: m.To})
+		l.Missing = append(l.Missing, ledger.Range{Device: m.Device, Boot: m.Boot, From: m.From, To: m.To})
 	}
 	return l
 }
@@ -218,7 +219,7 @@ type deviceBoot struct {
 // "device:boot" key), so the cost grows with the rows read, not with rows
 // times ranges as a condition per range would (2 s rather than 0.1 s for
 // 400 ranges on 18.16).
-func rangeFilter(ranges []scenario.SeqRange) (string, []any) {
+func rangeFilter(ranges []ledger.Range) (string, []any) {
 	var devs, boots []any
 	seenDev, seenBoot := map[string]bool{}, map[uint64]bool{}
 	keys := make([]string, len(ranges))
@@ -245,7 +246,7 @@ func rangeFilter(ranges []scenario.SeqRange) (string, []any) {
 // queryRanges runs query, a format of the table and the ranges' filter
 // whose rows are device, boot and a value, chunk by chunk, and returns
 // each range's value (the zero value for a range without a row).
-func queryRanges[T any](ctx context.Context, t *Target, query string, ranges []scenario.SeqRange) ([]T, error) {
+func queryRanges[T any](ctx context.Context, t *Target, query string, ranges []ledger.Range) ([]T, error) {
 	conn, err := t.dial()
 	if err != nil {
 		return nil, err
@@ -284,13 +285,13 @@ func queryRanges[T any](ctx context.Context, t *Target, query string, ranges []s
 
 // Stored counts each range's distinct readings in ClickHouse, one query
 // per ledgerChunk ranges.
-func (t *Target) Stored(ctx context.Context, ranges []scenario.SeqRange) ([]uint64, error) {
+func (t *Target) Stored(ctx context.Context, ranges []ledger.Range) ([]uint64, error) {
 	return queryRanges[uint64](ctx, t, "SELECT device, boot, uniqExact(seq) FROM %s WHERE %s GROUP BY device, boot", ranges)
 }
 
 // StoredSeqs lists each range's readings in ClickHouse. The scenario asks
 // only for the ranges not wholly stored once the pipeline has drained.
-func (t *Target) StoredSeqs(ctx context.Context, ranges []scenario.SeqRange) ([][]uint64, error) {
+func (t *Target) StoredSeqs(ctx context.Context, ranges []ledger.Range) ([][]uint64, error) {
 	seqs, err := queryRanges[[]uint64](ctx, t, "SELECT device, boot, groupUniqArray(seq) FROM %s WHERE %s GROUP BY device, boot", ranges)
 	for _, s := range seqs {
 		slices.Sort(s)

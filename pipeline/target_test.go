@@ -19,6 +19,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
+	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -194,11 +195,11 @@ func TestCutRegionCountsTheWholeFleet(t *testing.T) {
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
-	var ranges []scenario.SeqRange
+	var ranges []ledger.Range
 	for i := range 2 * ledgerChunk {
-		ranges = append(ranges, scenario.SeqRange{Device: fmt.Sprintf("gap-%05d", i), Boot: 1, From: 1, To: 10})
+		ranges = append(ranges, ledger.Range{Device: fmt.Sprintf("gap-%05d", i), Boot: 1, From: 1, To: 10})
 	}
-	ranges = append(ranges, scenario.SeqRange{Device: "gap-test", Boot: 1, From: 2, To: 10}, scenario.SeqRange{Device: "gap-test", Boot: 2, From: 1, To: 10})
+	ranges = append(ranges, ledger.Range{Device: "gap-test", Boot: 1, From: 2, To: 10}, ledger.Range{Device: "gap-test", Boot: 2, From: 1, To: 10})
 	n, err := target.Stored(ctx, ranges)
 	if err != nil {
 		t.Fatal(err)

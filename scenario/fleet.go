@@ -6,35 +6,16 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/ledger"
 )
-
-// SeqRange is readings From to To of one device in one boot.
-type SeqRange struct {
-	Device string `json:"device"`
-	Boot   uint64 `json:"boot"`
-	From   uint64 `json:"from_seq"`
-	To     uint64 `json:"to_seq"`
-}
-
-// Len is how many readings the range holds.
-func (r SeqRange) Len() uint64 {
-	if r.To < r.From {
-		return 0
-	}
-	return r.To - r.From + 1
-}
 
 // Tally counts one set of devices in a ledger: the pipeline's own fleet,
 // or the witnesses.
 type Tally struct {
 	Devices int `json:"devices"`
 	// Boots are the (device, boot) pairs with readings counted.
-	Boots       int    `json:"boots"`
-	Sent        uint64 `json:"sent"`
-	Acked       uint64 `json:"acked"`
-	Stored      uint64 `json:"stored"`
-	Lost        uint64 `json:"lost"`
-	Unconfirmed uint64 `json:"unconfirmed"`
+	Boots int `json:"boots"`
+	ledger.Counts
 }
 
 // String is the tally in one line.
@@ -50,11 +31,11 @@ func (t Tally) String() string {
 // window: the readings of the range, of which From to acked were
 // acknowledged by the broker (none when acked < From).
 type window struct {
-	SeqRange
+	ledger.Range
 	acked uint64
 }
 
-func (w window) ackedLen() uint64 { return SeqRange{From: w.From, To: w.acked}.Len() }
+func (w window) ackedLen() uint64 { return ledger.Range{From: w.From, To: w.acked}.Len() }
 
 type deviceBoot struct {
 	device string
@@ -84,7 +65,7 @@ func windows(start, end, settled []devices.DeviceSent) []window {
 	var out []window
 	for _, e := range end {
 		k := deviceBoot{e.Device, e.Boot}
-		r := SeqRange{Device: e.Device, Boot: e.Boot, From: before[k] + 1, To: e.LastSeq}
+		r := ledger.Range{Device: e.Device, Boot: e.Boot, From: before[k] + 1, To: e.LastSeq}
 		if r.Len() == 0 {
 			continue
 		}
@@ -92,27 +73,7 @@ func windows(start, end, settled []devices.DeviceSent) []window {
 		if !ok {
 			a = e.Acked
 		}
-		out = append(out, window{SeqRange: r, acked: max(min(a, r.To), r.From-1)})
-	}
-	return out
-}
-
-// gaps returns the runs of r's readings that are not among stored, the
-// seqs found in storage, ascending (seqs outside r are ignored).
-func gaps(r SeqRange, stored []uint64) []SeqRange {
-	var out []SeqRange
-	next := r.From
-	for _, seq := range stored {
-		if seq < next || seq > r.To {
-			continue
-		}
-		if seq > next {
-			out = append(out, SeqRange{Device: r.Device, Boot: r.Boot, From: next, To: seq - 1})
-		}
-		next = seq + 1
-	}
-	if next <= r.To {
-		out = append(out, SeqRange{Device: r.Device, Boot: r.Boot, From: next, To: r.To})
+		out = append(out, window{Range: r, acked: max(min(a, r.To), r.From-1)})
 	}
 	return out
 }
@@ -121,8 +82,8 @@ func gaps(r SeqRange, stored []uint64) []SeqRange {
 // scenario's window.
 type fleetCount struct {
 	Tally
-	reboots uint64     // boots begun within the window
-	missing []SeqRange // every run of readings not stored
+	reboots uint64         // boots begun within the window
+	missing []ledger.Range // every run of readings not stored
 	drain   time.Duration
 }
 
@@ -150,9 +111,9 @@ func (r *Runner) countFleet(ctx context.Context, start, end []devices.DeviceSent
 	for _, s := range start {
 		have[deviceBoot{s.Device, s.Boot}] = true
 	}
-	keys := make([]SeqRange, len(ranges))
+	keys := make([]ledger.Range, len(ranges))
 	for i, w := range ranges {
-		keys[i] = w.SeqRange
+		keys[i] = w.Range
 		fc.Sent += w.Len()
 		if !have[deviceBoot{w.Device, w.Boot}] {
 			fc.reboots++
@@ -215,7 +176,7 @@ func (r *Runner) countFleet(ctx context.Context, start, end []devices.DeviceSent
 		fc.Acked += w.ackedLen()
 		acked[deviceBoot{w.Device, w.Boot}] = w.acked
 	}
-	var short []SeqRange
+	var short []ledger.Range
 	for i, k := range keys {
 		if stored[i] < k.Len() {
 			short = append(short, k)
@@ -238,8 +199,8 @@ func (r *Runner) countFleet(ctx context.Context, start, end []devices.DeviceSent
 	for i, k := range short {
 		a := acked[deviceBoot{k.Device, k.Boot}]
 		fc.Stored += k.Len()
-		for _, g := range gaps(k, seqs[i]) {
-			owed := SeqRange{From: g.From, To: min(g.To, a)}.Len()
+		for _, g := range ledger.Gaps(k, seqs[i]) {
+			owed := ledger.Range{From: g.From, To: min(g.To, a)}.Len()
 			fc.Stored -= g.Len()
 			fc.Lost += owed
 			fc.Unconfirmed += g.Len() - owed

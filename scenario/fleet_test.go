@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/ledger"
 )
 
 func sent(device string, boot, last, acked uint64) devices.DeviceSent {
@@ -94,23 +95,6 @@ func TestWindowsPerDeviceAndBoot(t *testing.T) {
 	}
 }
 
-func TestGaps(t *testing.T) {
-	r := SeqRange{Device: "a", Boot: 1, From: 11, To: 20}
-	for _, c := range []struct {
-		stored []uint64
-		want   []SeqRange
-	}{
-		{[]uint64{11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, nil},
-		{nil, []SeqRange{{"a", 1, 11, 20}}},
-		{[]uint64{3, 9, 12, 13, 16, 20, 21}, []SeqRange{{"a", 1, 11, 11}, {"a", 1, 14, 15}, {"a", 1, 17, 19}}},
-		{[]uint64{11, 20}, []SeqRange{{"a", 1, 12, 19}}},
-	} {
-		if got := gaps(r, c.stored); !reflect.DeepEqual(got, c.want) {
-			t.Errorf("gaps(%v, %v) = %v, want %v", r, c.stored, got, c.want)
-		}
-	}
-}
-
 // fakeFleet stands in for the demo's devices: every time it is looked at,
 // each device publishes perLook more readings, of which the broker has
 // acknowledged all but the last inFlight. Storage holds each acknowledged
@@ -167,7 +151,7 @@ func (f *fakeFleet) sent() []devices.DeviceSent {
 }
 
 // stored lists each range's stored seqs.
-func (f *fakeFleet) stored(ranges []SeqRange) [][]uint64 {
+func (f *fakeFleet) stored(ranges []ledger.Range) [][]uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([][]uint64, len(ranges))
@@ -220,7 +204,7 @@ func TestTheLedgerCountsTheTargetsFleet(t *testing.T) {
 	if !res.OK || l == nil || res.Error != "" {
 		t.Fatalf("result %+v", res)
 	}
-	want := Tally{Devices: 4, Boots: 4, Sent: 12, Acked: 12, Stored: 12}
+	want := Tally{Devices: 4, Boots: 4, Counts: ledger.Counts{Sent: 12, Acked: 12, Stored: 12}}
 	if l.Fleet == nil || *l.Fleet != want {
 		t.Errorf("fleet %+v, want %+v", l.Fleet, want)
 	}
@@ -257,11 +241,11 @@ func TestTheLedgerFindsWhatTheFleetLost(t *testing.T) {
 	if l == nil {
 		t.Fatalf("no ledger: %+v", res)
 	}
-	want := Tally{Devices: 3, Boots: 3, Sent: 9, Acked: 6, Stored: 5, Lost: 1, Unconfirmed: 3}
+	want := Tally{Devices: 3, Boots: 3, Counts: ledger.Counts{Sent: 9, Acked: 6, Stored: 5, Lost: 1, Unconfirmed: 3}}
 	if l.Fleet == nil || *l.Fleet != want {
 		t.Errorf("fleet %+v, want %+v", l.Fleet, want)
 	}
-	wantMissing := []SeqRange{{"th-00001", 100, 5, 5}, {"th-00003", 100, 4, 6}}
+	wantMissing := []ledger.Range{{Device: "th-00001", Boot: 100, From: 5, To: 5}, {Device: "th-00003", Boot: 100, From: 4, To: 6}}
 	if !reflect.DeepEqual(l.Missing, wantMissing) {
 		t.Errorf("missing %+v, want %+v", l.Missing, wantMissing)
 	}
@@ -289,7 +273,7 @@ func TestTheLedgerWaitsForAcknowledgementsOfStoredReadings(t *testing.T) {
 	target := &recordingTarget{fleet: fleet}
 	r := newTestRunnerWith(t, target, Config{poll: 5 * time.Millisecond})
 	res := runScenario(t, r, Request{Name: ClickHouseOutage})
-	want := Tally{Devices: 2, Boots: 2, Sent: 6, Acked: 6, Stored: 6}
+	want := Tally{Devices: 2, Boots: 2, Counts: ledger.Counts{Sent: 6, Acked: 6, Stored: 6}}
 	if l := res.Ledger; !res.OK || l == nil || l.Fleet == nil || *l.Fleet != want {
 		t.Errorf("result %+v, ledger %+v: want fleet %+v", res, l, want)
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/ledger"
 )
 
 // Defaults used for zero fields of Config.
@@ -432,15 +434,15 @@ func needsWitnesses(req Request, haveFleet bool) bool {
 // combine is the scenario's ledger: the fleet's count and the witnesses'
 // ledger, either of which may be nil.
 func combine(fleet *fleetCount, witnesses *Ledger) Ledger {
-	l := Ledger{QuarantinedBy: map[string]uint64{}, Missing: []SeqRange{}, Problems: []string{}, OK: true}
+	l := Ledger{QuarantinedBy: map[string]uint64{}, Missing: []ledger.Range{}, Problems: []string{}, OK: true}
 	if w := witnesses; w != nil {
 		l = *w
-		l.Missing = append([]SeqRange{}, w.Missing...)
+		l.Missing = append([]ledger.Range{}, w.Missing...)
 		l.Problems = append([]string{}, w.Problems...)
 		if l.QuarantinedBy == nil {
 			l.QuarantinedBy = map[string]uint64{}
 		}
-		l.Witnesses = &Tally{Devices: w.Devices, Boots: w.Boots, Sent: w.Sent, Acked: w.Acked, Stored: w.Stored, Lost: w.Lost, Unconfirmed: w.Unconfirmed}
+		l.Witnesses = &Tally{Devices: w.Devices, Boots: w.Boots, Counts: w.Counts}
 		l.Fleet = nil
 	}
 	if f := fleet; f != nil {
@@ -449,14 +451,10 @@ func combine(fleet *fleetCount, witnesses *Ledger) Ledger {
 		l.Devices += t.Devices
 		l.Boots += t.Boots
 		l.Reboots += f.reboots
-		l.Sent += t.Sent
-		l.Acked += t.Acked
-		l.Stored += t.Stored
-		l.Lost += t.Lost
-		l.Unconfirmed += t.Unconfirmed
+		l.Counts.Add(t.Counts)
 		l.DrainSecs = max(l.DrainSecs, f.drain.Seconds())
 		for _, m := range f.missing {
-			if len(l.Missing) == MaxMissing {
+			if len(l.Missing) == ledger.MaxMissing {
 				break
 			}
 			l.Missing = append(l.Missing, m)

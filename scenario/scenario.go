@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/ledger"
 )
 
 // Names of the scenarios.
@@ -159,12 +160,10 @@ type Ledger struct {
 	// Devices counted: the fleet's and the witnesses'.
 	Devices int    `json:"devices"`
 	Boot    uint64 `json:"boot"` // the witnesses' first boot (reboots count up from it); 0 without witnesses
-	// Sent readings; Acked of them acknowledged by the broker (PUBACK):
-	// the pipeline owes every acknowledged reading.
-	Sent  uint64 `json:"sent"`
-	Acked uint64 `json:"acked"`
-	// Stored distinct readings in ClickHouse.
-	Stored uint64 `json:"stored"`
+	// Counts are every reading counted: the pipeline owes every
+	// acknowledged one (Lost must be 0); unconfirmed ones were sent without
+	// a PUBACK and not stored, so the device would send them again.
+	ledger.Counts
 	// Quarantined dead letters of the witnesses, by reason in
 	// QuarantinedBy: the hostile messages, never dropped.
 	Quarantined   uint64            `json:"quarantined"`
@@ -175,13 +174,8 @@ type Ledger struct {
 	// dead-lettered.
 	Misclassified  uint64 `json:"misclassified"`
 	HostileMissing uint64 `json:"hostile_missing"`
-	// Lost acknowledged readings not stored. Must be 0.
-	Lost uint64 `json:"lost"`
-	// Unconfirmed readings were sent without a PUBACK and not stored: the
-	// device would send them again; they are not owed.
-	Unconfirmed uint64 `json:"unconfirmed"`
 	// Missing are the first runs of lost or unconfirmed readings.
-	Missing []SeqRange `json:"missing"`
+	Missing []ledger.Range `json:"missing"`
 	// Resent readings went out again after a witness reconnected;
 	// Duplicates is what JetStream suppressed during the scenario, all
 	// devices, and DuplicatesByDevice the same by device: resends, or a
@@ -207,9 +201,6 @@ type Ledger struct {
 	OK       bool     `json:"ok"`
 	Problems []string `json:"problems"`
 }
-
-// MaxMissing bounds Ledger.Missing; the counts cover every reading.
-const MaxMissing = 20
 
 // Event kinds.
 const (
@@ -304,10 +295,10 @@ type Target interface {
 	// devices of its own. It must not block.
 	Fleet() (sent []devices.DeviceSent, ok bool)
 	// Stored counts, for each range, its distinct readings in ClickHouse.
-	Stored(ctx context.Context, ranges []SeqRange) ([]uint64, error)
+	Stored(ctx context.Context, ranges []ledger.Range) ([]uint64, error)
 	// StoredSeqs lists, for each range, the seqs of its readings in
 	// ClickHouse, ascending.
-	StoredSeqs(ctx context.Context, ranges []SeqRange) ([][]uint64, error)
+	StoredSeqs(ctx context.Context, ranges []ledger.Range) ([][]uint64, error)
 	// Suppressed is how many duplicate readings JetStream suppressed, by
 	// device, since each ingest started (ingest's
 	// telemetry_ingest_duplicates_by_device_total); ok is false when

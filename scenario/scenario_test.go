@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/ledger"
 )
 
 // The scenarios on the real pipeline are tested in cmd/telemetry
@@ -70,7 +71,7 @@ func (t *recordingTarget) Witness(ctx context.Context, w Witness) (Ledger, error
 			return Ledger{}, ctx.Err()
 		}
 	}
-	return Ledger{Devices: w.Devices, Sent: 10, Acked: 10, Stored: 10, OK: true}, nil
+	return Ledger{Devices: w.Devices, OK: true, Counts: ledger.Counts{Sent: 10, Acked: 10, Stored: 10}}, nil
 }
 
 func (t *recordingTarget) Fleet() ([]devices.DeviceSent, bool) {
@@ -80,7 +81,7 @@ func (t *recordingTarget) Fleet() ([]devices.DeviceSent, bool) {
 	return t.fleet.sent(), true
 }
 
-func (t *recordingTarget) Stored(_ context.Context, ranges []SeqRange) ([]uint64, error) {
+func (t *recordingTarget) Stored(_ context.Context, ranges []ledger.Range) ([]uint64, error) {
 	out := make([]uint64, len(ranges))
 	for i, seqs := range t.fleet.stored(ranges) {
 		out[i] = uint64(len(seqs))
@@ -88,7 +89,7 @@ func (t *recordingTarget) Stored(_ context.Context, ranges []SeqRange) ([]uint64
 	return out, nil
 }
 
-func (t *recordingTarget) StoredSeqs(_ context.Context, ranges []SeqRange) ([][]uint64, error) {
+func (t *recordingTarget) StoredSeqs(_ context.Context, ranges []ledger.Range) ([][]uint64, error) {
 	return t.fleet.stored(ranges), nil
 }
 

@@ -67,7 +67,7 @@ func startRegionLoad(t *testing.T, e *stream.Embedded, region, prefix string, de
 			msg := nats.NewMsg("telemetry." + region + ".ld." + r.Device)
 			msg.Data = protocol.AppendEncode(nil, r)
 			msg.Header.Set(jetstream.MsgIDHeader, r.ID())
-			msg.Header.Set(storage.HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
+			msg.Header.Set(protocol.HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
 			if err := poll.Until(time.Minute, 50*time.Millisecond, func() error {
 				pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer pcancel()
@@ -112,7 +112,7 @@ func waitHeld(t *testing.T, e *stream.Embedded, region, origin string, n uint64)
 		if err != nil {
 			return err
 		}
-		info, err := s.Info(ctx, jetstream.WithSubjectFilter(stream.ReadingsSubject(origin)))
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(protocol.ReadingsOf(origin)))
 		if err != nil {
 			return err
 		}

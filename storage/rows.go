@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -13,10 +12,6 @@ import (
 
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
-
-// HeaderReceived carries the unix milliseconds when ingest took a reading
-// from MQTT.
-const HeaderReceived = "Telemetry-Received"
 
 // insertColumns is the explicit column list of every insert: 18.16 needs
 // one, and stored_at takes its default. stored_ms is last: insert stamps
@@ -69,10 +64,11 @@ type readingKey struct {
 // telemetry.<region>.<device-type>.<device-id> and body a v1 payload, into
 // a reading. An error means the message can never be stored.
 func decode(subject string, body []byte, h nats.Header) (reading, error) {
-	region, deviceType, device, err := parseSubject(subject)
+	topic, err := protocol.ParseSubject(subject)
 	if err != nil {
 		return reading{}, err
 	}
+	region, deviceType, device := topic.Region, topic.DeviceType, topic.Device
 	r, err := protocol.Unmarshal(body)
 	if err != nil {
 		return reading{}, fmt.Errorf("decoding body: %w", err)
@@ -84,7 +80,7 @@ func decode(subject string, body []byte, h nats.Header) (reading, error) {
 		return reading{}, fmt.Errorf("ts %d is outside what a DateTime holds", r.TS)
 	}
 	var received uint64
-	if v := h.Get(HeaderReceived); v != "" {
+	if v := h.Get(protocol.HeaderReceived); v != "" {
 		received, _ = strconv.ParseUint(v, 10, 64) // informational: 0 if garbled
 	}
 	return reading{
@@ -121,20 +117,6 @@ func (c *columns) append(rd *reading) {
 		c.receivedMS = append(c.receivedMS, rd.received)
 	}
 	c.readings++
-}
-
-// parseSubject splits telemetry.<region>.<device-type>.<device-id>.
-func parseSubject(s string) (region, deviceType, device string, err error) {
-	parts := strings.Split(s, ".")
-	if len(parts) != 4 || parts[0] != "telemetry" {
-		return "", "", "", fmt.Errorf("subject %q is not telemetry.<region>.<device-type>.<device-id>", s)
-	}
-	for _, p := range parts[1:] {
-		if !protocol.ValidName(p) {
-			return "", "", "", fmt.Errorf("subject %q: %q is not a valid name", s, p)
-		}
-	}
-	return parts[1], parts[2], parts[3], nil
 }
 
 // insert sends the rows in one INSERT, each with stored_ms the writer's

@@ -17,7 +17,7 @@ func TestColumnsAdd(t *testing.T) {
 	ts := time.Date(2026, 11, 25, 12, 0, 0, 123e6, time.UTC).UnixMilli()
 	valid := protocol.AppendEncode(nil, protocol.Reading{Device: "th-1", Boot: 7, Seq: 3, TS: ts,
 		Metrics: []protocol.Metric{{Name: "temperature_c", Value: 21.5}, {Name: "humidity_pct", Value: 40}}})
-	hdr := nats.Header{HeaderReceived: []string{"1764100000999"}}
+	hdr := nats.Header{protocol.HeaderReceived: []string{"1764100000999"}}
 	tests := []struct {
 		name    string
 		subject string

@@ -148,7 +148,7 @@ func (e *env) publish(t *testing.T, rs []protocol.Reading, withID bool) {
 	for _, r := range rs {
 		msg := nats.NewMsg("telemetry." + region + ".th." + r.Device)
 		msg.Data = protocol.AppendEncode(nil, r)
-		msg.Header.Set(storage.HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
+		msg.Header.Set(protocol.HeaderReceived, strconv.FormatInt(time.Now().UnixMilli(), 10))
 		if withID {
 			msg.Header.Set(jetstream.MsgIDHeader, r.ID())
 		}

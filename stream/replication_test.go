@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetry-demo/telemetry/internal/poll"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
 // publisher publishes unique readings into its region at a steady pace,
@@ -525,7 +526,7 @@ func TestLinkStateFollowsACutAndAHeal(t *testing.T) {
 		t.Fatal(err)
 	}
 	lastFromEU := func() uint64 {
-		m, err := us.GetLastMsgForSubject(ctx, ReadingsSubject("eu-west"))
+		m, err := us.GetLastMsgForSubject(ctx, protocol.ReadingsOf("eu-west"))
 		if err != nil {
 			return 0
 		}

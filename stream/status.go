@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
 // RegionStatus is what one region's streams hold and how far it lags behind
@@ -214,7 +216,7 @@ func Status(ctx context.Context, rs Regions, regions []string) []RegionStatus {
 		if js, ok := rs[r]; ok {
 			if s, err := js.Stream(ctx, ReadingsStream); err == nil {
 				reachable[r] = true
-				if m, err := s.GetLastMsgForSubject(ctx, ReadingsSubject(r)); err == nil {
+				if m, err := s.GetLastMsgForSubject(ctx, protocol.ReadingsOf(r)); err == nil {
 					newest[r] = m
 				}
 			}
@@ -343,7 +345,7 @@ func lagFrom(ctx context.Context, rs Regions, here jetstream.Stream, src *Source
 		return
 	}
 	var heldSeq uint64
-	if m, err := here.GetLastMsgForSubject(ctx, ReadingsSubject(src.From)); err == nil {
+	if m, err := here.GetLastMsgForSubject(ctx, protocol.ReadingsOf(src.From)); err == nil {
 		heldSeq = sourceSeq(m.Header.Get(streamSourceHeader))
 	}
 	if heldSeq >= theirNewest.Sequence {

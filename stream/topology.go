@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
 // Stream names, the same in every region's domain.
@@ -112,13 +114,6 @@ func validRegion(r string) bool {
 	return true
 }
 
-// ReadingsSubject is the subject of region's own readings, as published by
-// its ingest.
-func ReadingsSubject(region string) string { return "telemetry." + region + ".>" }
-
-// DeadLetterSubject is the subject a payload rejected in region for reason goes to.
-func DeadLetterSubject(region, reason string) string { return "deadletter." + region + "." + reason }
-
 // ReadingsConfig is READINGS in region: its own subjects, plus a source per
 // other region filtered to that region's own subjects, so nothing loops back.
 //
@@ -138,7 +133,7 @@ func (t Topology) ReadingsConfig(region string) jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
 		Name:        ReadingsStream,
 		Description: "readings of every region; " + region + "'s own are published here, the others are sourced",
-		Subjects:    []string{ReadingsSubject(region)},
+		Subjects:    []string{protocol.ReadingsOf(region)},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      t.ReadingsMaxAge,
@@ -158,7 +153,7 @@ func (t Topology) ReadingsConfig(region string) jetstream.StreamConfig {
 
 // source is READINGS' source of other's readings.
 func (t Topology) source(other string) *jetstream.StreamSource {
-	return &jetstream.StreamSource{Name: ReadingsStream, FilterSubject: ReadingsSubject(other), Domain: other}
+	return &jetstream.StreamSource{Name: ReadingsStream, FilterSubject: protocol.ReadingsOf(other), Domain: other}
 }
 
 // DeadLetterConfig is DEADLETTER in region: rejected payloads, kept as sent.
@@ -169,7 +164,7 @@ func (t Topology) DeadLetterConfig(region string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        DeadLetterStream,
 		Description: "payloads rejected by " + region + "'s ingest, original bytes, reason in headers",
-		Subjects:    []string{"deadletter." + region + ".>"},
+		Subjects:    []string{protocol.DeadLettersOf(region)},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      t.DeadLetterMaxAge,

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetry-demo/telemetry/dashboard"
-	"github.com/telemetry-demo/telemetry/ingest"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/pipeline"
 	"github.com/telemetry-demo/telemetry/storage"
@@ -330,8 +330,8 @@ func TestFreshDemoStartsFromZero(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		msg := &nats.Msg{Subject: stream.DeadLetterSubject("us-east", "bad_json"), Data: []byte("{"), Header: nats.Header{}}
-		msg.Header.Set(ingest.HeaderReason, "bad_json")
+		msg := &nats.Msg{Subject: protocol.DeadLetterSubject("us-east", "bad_json"), Data: []byte("{"), Header: nats.Header{}}
+		msg.Header.Set(protocol.HeaderReason, "bad_json")
 		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,8 @@
 // the detector reports and that does no harm here. mochi adds each
 // connection to the wait group that its Close waits on from the
 // connection's own goroutine, so a connection accepted just before Close
-// may be added while Close already waits.
+// may be added while Close already waits (mochi-mqtt/server#541; the fix
+// proposed in mochi-mqtt/server#508 moves the Add to the acceptor).
 
 package broker_test
 

@@ -89,7 +89,7 @@ func (l *Load) publish(js jetstream.JetStream, opts LoadOptions, device string) 
 	for i, m := range opts.Metrics {
 		r.Metrics = append(r.Metrics, protocol.Metric{Name: m, Value: float64(seq) + float64(i)})
 	}
-	msg := nats.NewMsg("telemetry." + opts.Region + "." + opts.Prefix + "." + device)
+	msg := nats.NewMsg(protocol.Topic{Region: opts.Region, DeviceType: opts.Prefix, Device: device}.Subject())
 	msg.Data = protocol.AppendEncode(nil, r)
 	msg.Header.Set(jetstream.MsgIDHeader, r.ID())
 	// Not cancelled by Stop: a reading half published would be in the
