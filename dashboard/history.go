@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
+	"github.com/telemetry-demo/telemetry/storage"
 )
 
 // The page's history charts come from the storage service's per-minute
@@ -33,31 +34,6 @@ const (
 
 // metricName is the wire protocol's rule for metric names.
 var metricName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
-
-// History is the JSON of GET /api/history, as the storage service serves it:
-// per-minute aggregates of one metric by region and device type.
-type History struct {
-	Metric  string          `json:"metric"`
-	Minutes int             `json:"minutes"`
-	Series  []HistorySeries `json:"series"`
-}
-
-// HistorySeries is one region and device type's minutes, oldest first.
-type HistorySeries struct {
-	Region     string         `json:"region"`
-	DeviceType string         `json:"device_type"`
-	Points     []HistoryPoint `json:"points"`
-}
-
-// HistoryPoint aggregates one minute.
-type HistoryPoint struct {
-	Minute time.Time `json:"minute"`
-	Count  uint64    `json:"count"`
-	Avg    float64   `json:"avg"`
-	Min    float64   `json:"min"`
-	Max    float64   `json:"max"`
-	P95    float64   `json:"p95"`
-}
 
 // historyError is the body of every failed GET /api/history: State is the
 // storage state the page should show ("off", "offline", or what storage
@@ -110,7 +86,7 @@ var errStorageBusy = errors.New("storage busy")
 
 // fetchHistory asks the storage service. On error it returns the status
 // the dashboard should answer with.
-func (d *Dashboard) fetchHistory(ctx context.Context, metric string, minutes int) (History, int, error) {
+func (d *Dashboard) fetchHistory(ctx context.Context, metric string, minutes int) (storage.History, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
 	defer cancel()
 	u := strings.TrimRight(d.cfg.StorageURL, "/") + "/api/history?" + url.Values{
@@ -118,20 +94,20 @@ func (d *Dashboard) fetchHistory(ctx context.Context, metric string, minutes int
 	}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return History{}, http.StatusInternalServerError, fmt.Errorf("history request: %w", err)
+		return storage.History{}, http.StatusInternalServerError, fmt.Errorf("history request: %w", err)
 	}
 	httpserv.SetBearer(req, d.cfg.StorageToken)
 	resp, err := d.httpc.Do(req)
 	if err != nil {
-		return History{}, http.StatusBadGateway, fmt.Errorf("storage does not answer: %w", err)
+		return storage.History{}, http.StatusBadGateway, fmt.Errorf("storage does not answer: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHistoryBody+1))
 	if err != nil {
-		return History{}, http.StatusBadGateway, fmt.Errorf("reading storage's answer: %w", err)
+		return storage.History{}, http.StatusBadGateway, fmt.Errorf("reading storage's answer: %w", err)
 	}
 	if len(body) > maxHistoryBody {
-		return History{}, http.StatusBadGateway, fmt.Errorf("storage's answer is over %d bytes", maxHistoryBody)
+		return storage.History{}, http.StatusBadGateway, fmt.Errorf("storage's answer is over %d bytes", maxHistoryBody)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
@@ -145,16 +121,16 @@ func (d *Dashboard) fetchHistory(ctx context.Context, metric string, minutes int
 			msg = msg[:200] + "…"
 		}
 		if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" {
-			return History{}, http.StatusServiceUnavailable, fmt.Errorf("%w: %s", errStorageBusy, msg)
+			return storage.History{}, http.StatusServiceUnavailable, fmt.Errorf("%w: %s", errStorageBusy, msg)
 		}
-		return History{}, http.StatusBadGateway, fmt.Errorf("storage answered %s: %s", resp.Status, msg)
+		return storage.History{}, http.StatusBadGateway, fmt.Errorf("storage answered %s: %s", resp.Status, msg)
 	}
-	var h History
+	var h storage.History
 	if err := json.Unmarshal(body, &h); err != nil {
-		return History{}, http.StatusBadGateway, fmt.Errorf("storage answered without history: %w", err)
+		return storage.History{}, http.StatusBadGateway, fmt.Errorf("storage answered without history: %w", err)
 	}
 	if h.Series == nil {
-		h.Series = []HistorySeries{}
+		h.Series = []storage.Series{}
 	}
 	return h, http.StatusOK, nil
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/storage"
 )
 
 // historyJSON is what the storage service answers, in the agreed shape.
@@ -18,7 +20,7 @@ const historyJSON = `{"metric":"temperature_c","minutes":30,"series":[{"region":
 
 func TestHistoryProxy(t *testing.T) {
 	var asked string
-	storage := func(code int, body string) string {
+	serveStorage := func(code int, body string) string {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/api/history" {
 				http.NotFound(w, r)
@@ -41,11 +43,11 @@ func TestHistoryProxy(t *testing.T) {
 		asked      string // the query storage got; "" for not asked
 	}{
 		{
-			name: "forwarded", storageURL: func() string { return storage(200, historyJSON) },
+			name: "forwarded", storageURL: func() string { return serveStorage(200, historyJSON) },
 			query: "metric=temperature_c&minutes=30", code: 200, asked: "metric=temperature_c&minutes=30",
 		},
 		{
-			name: "minutes default to 30", storageURL: func() string { return storage(200, historyJSON) },
+			name: "minutes default to 30", storageURL: func() string { return serveStorage(200, historyJSON) },
 			query: "metric=temperature_c", code: 200, asked: "metric=temperature_c&minutes=30",
 		},
 		{
@@ -57,19 +59,19 @@ func TestHistoryProxy(t *testing.T) {
 			query: "metric=temperature_c", code: 502, state: StorageOffline, errHas: "history unavailable: storage offline: storage does not answer",
 		},
 		{
-			name: "storage failing", storageURL: func() string { return storage(503, `{"error":"clickhouse: connection refused"}`) },
+			name: "storage failing", storageURL: func() string { return serveStorage(503, `{"error":"clickhouse: connection refused"}`) },
 			query: "metric=temperature_c", code: 502, state: StorageOffline, errHas: "clickhouse: connection refused", asked: "metric=temperature_c&minutes=30",
 		},
 		{
-			name: "storage answering nonsense", storageURL: func() string { return storage(200, `<html>`) },
+			name: "storage answering nonsense", storageURL: func() string { return serveStorage(200, `<html>`) },
 			query: "metric=temperature_c", code: 502, state: StorageOffline, errHas: "without history", asked: "metric=temperature_c&minutes=30",
 		},
 		{
-			name: "bad metric", storageURL: func() string { return storage(200, historyJSON) },
+			name: "bad metric", storageURL: func() string { return serveStorage(200, historyJSON) },
 			query: "metric=Temp%20C", code: 400, state: "bad_request", errHas: "metric",
 		},
 		{
-			name: "bad minutes", storageURL: func() string { return storage(200, historyJSON) },
+			name: "bad minutes", storageURL: func() string { return serveStorage(200, historyJSON) },
 			query: "metric=x&minutes=0", code: 400, state: "bad_request", errHas: "minutes",
 		},
 	}
@@ -90,11 +92,11 @@ func TestHistoryProxy(t *testing.T) {
 				t.Errorf("storage asked %q, want %q", asked, tc.asked)
 			}
 			if tc.state == "" {
-				var h History
+				var h storage.History
 				if err := json.Unmarshal(rec.Body.Bytes(), &h); err != nil {
 					t.Fatal(err)
 				}
-				want := HistoryPoint{Minute: time.Date(2026, 11, 25, 21, 40, 0, 0, time.UTC), Count: 120, Avg: 21.5, Min: 19, Max: 23.5, P95: 23}
+				want := storage.Point{Minute: time.Date(2026, 11, 25, 21, 40, 0, 0, time.UTC), Count: 120, Avg: 21.5, Min: 19, Max: 23.5, P95: 23}
 				if h.Metric != "temperature_c" || len(h.Series) != 1 || h.Series[0].DeviceType != "thermostat" ||
 					len(h.Series[0].Points) != 1 || h.Series[0].Points[0] != want {
 					t.Errorf("history %+v, want the storage's", h)

@@ -150,9 +150,15 @@ var (
 // parsePubAck reads JetStream's answer to a publish: whether the message id
 // was a duplicate, or the API error. A successful PubAck is parsed by hand
 // (the server writes it as {"stream":"S",...,"seq":N} with
-// "duplicate": true when it collapsed the message); errors, which are rare,
-// go through encoding/json to keep their code and description.
+// "duplicate": true when it collapsed the message) after json.Valid has
+// checked it is one whole JSON document (a truncated answer is no
+// acknowledgement); errors, which are rare, go through encoding/json to
+// keep their code and description. FuzzParsePubAck holds the hand parse to
+// what encoding/json reads of the same bytes.
 func parsePubAck(data []byte) (duplicate bool, err error) {
+	if !json.Valid(data) {
+		return false, jetstream.ErrInvalidJSAck
+	}
 	if bytes.Contains(data, ackError) {
 		var r struct {
 			Error *jetstream.APIError `json:"error"`

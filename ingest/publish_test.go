@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"encoding/json"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -57,9 +58,24 @@ func TestParsePubAck(t *testing.T) {
 func FuzzParsePubAck(f *testing.F) {
 	f.Add([]byte(`{"stream":"READINGS","domain":"us-east","seq":17,"duplicate": true}`))
 	f.Add([]byte(`{"error":{"code":503,"err_code":10077,"description":"x"}}`))
+	f.Add([]byte(`{"stream":"x`))
+	f.Add([]byte(`{"stream":"READINGS","seq":1,"duplicate":false}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if _, err := parsePubAck(data); err == nil && len(data) <= len(ackStream) {
-			t.Fatalf("acknowledgement without a stream: %q", data)
+		dup, err := parsePubAck(data)
+		if err != nil {
+			return
+		}
+		// What it accepts, encoding/json reads as an acknowledgement of a
+		// named stream, duplicate or not alike.
+		var ack struct {
+			Stream    string `json:"stream"`
+			Duplicate bool   `json:"duplicate"`
+		}
+		if jerr := json.Unmarshal(data, &ack); jerr != nil || ack.Stream == "" {
+			t.Fatalf("accepted %q as an acknowledgement; encoding/json: %v, stream %q", data, jerr, ack.Stream)
+		}
+		if dup != ack.Duplicate {
+			t.Fatalf("%q: duplicate %v, encoding/json says %v", data, dup, ack.Duplicate)
 		}
 	})
 }

@@ -30,7 +30,7 @@ func TestColumnsAdd(t *testing.T) {
 		{name: "no received header", subject: "telemetry.us-east.th.th-1", body: valid, rows: 2},
 		{name: "subject too short", subject: "telemetry.us-east.th-1", body: valid, wantErr: "not telemetry."},
 		{name: "wrong root", subject: "deadletter.us-east.th.th-1", body: valid, wantErr: "not telemetry."},
-		{name: "bad region", subject: "telemetry.US.th.th-1", body: valid, wantErr: "not a valid name"},
+		{name: "bad region", subject: "telemetry.US.th.th-1", body: valid, wantErr: "does not match"},
 		{name: "device mismatch", subject: "telemetry.us-east.th.th-2", body: valid, wantErr: "not the subject's"},
 		{name: "bad json", subject: "telemetry.us-east.th.th-1", body: []byte(`{"v":1,`), wantErr: "bad_json"},
 		{name: "negative ts", subject: "telemetry.us-east.th.th-1",

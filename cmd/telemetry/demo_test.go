@@ -214,6 +214,37 @@ func TestDemoStoresReadingsInClickHouseFromPath(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The page's history, through the dashboard's proxy, from the real
+	// storage service: every field storage serves reaches the page.
+	testharness.CheckFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		resp, err := http.Get(url + "/api/history?metric=temperature_c&minutes=5")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("history: %s %s", resp.Status, b)
+		}
+		dec := json.NewDecoder(resp.Body)
+		dec.DisallowUnknownFields()
+		var h storage.History
+		if err := dec.Decode(&h); err != nil {
+			return fmt.Errorf("history as storage.History: %w", err)
+		}
+		if h.Metric != "temperature_c" || h.Minutes != 5 || h.From.IsZero() || !h.To.After(h.From) || len(h.Series) == 0 {
+			return fmt.Errorf("history %+v: want temperature_c over 5 minutes, with series", h)
+		}
+		for _, se := range h.Series {
+			for _, p := range se.Points {
+				if p.Count == 0 || p.Min > p.P50 || p.P50 > p.P99 || p.P99 > p.Max {
+					return fmt.Errorf("%s %s minute %v: %+v, want counted readings with min <= p50 <= p99 <= max", se.Region, se.DeviceType, p.Minute, p)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {

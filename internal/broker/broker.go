@@ -292,13 +292,14 @@ func (b *Broker) Close() error {
 		// mochi (v2.7.9) closes a listener's clients with a lookup that
 		// takes the client list's read lock twice over; a client leaving
 		// meanwhile asks for the write lock in between, and both wait for
-		// ever. Closing the listeners first, with a closer that takes the
-		// lock once, leaves mochi's Close nothing to look up.
+		// ever (mochi-mqtt/server#488, fix proposed in #489). Closing the
+		// listeners first, with a closer that takes the lock once, leaves
+		// mochi's Close nothing to look up.
 		//
 		// mochi's Close then waits for every client to leave. A client
 		// that was logging in while the clients were looked up is not
-		// disconnected and would keep it waiting, so they are looked up
-		// again until Close returns.
+		// disconnected and would keep it waiting (mochi-mqtt/server#424,
+		// #541), so they are looked up again until Close returns.
 		closed := make(chan error, 1)
 		go func() {
 			b.srv.Listeners.CloseAll(b.closeClients)

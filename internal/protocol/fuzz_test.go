@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"slices"
 	"testing"
 	"unicode/utf8"
 )
 
 // FuzzDecode checks that Decode never panics, rejects only with a known
-// reason, agrees with encoding/json on what is valid JSON, and that whatever
-// it accepts survives a round trip through AppendEncode.
+// reason, agrees with encoding/json on what is valid JSON and, for what it
+// accepts, on every value (the differential check of scan.go and
+// number.go against the standard library), and that whatever it accepts
+// survives a round trip through AppendEncode.
 func FuzzDecode(f *testing.F) {
 	for _, g := range loadGolden(f) {
 		f.Add(testTopic, g.payload)
@@ -42,6 +45,10 @@ func FuzzDecode(f *testing.F) {
 			}
 		} else if refBadJSON(payload) {
 			t.Fatalf("accepted, but the reference says it is bad JSON")
+		} else if want, err := refValues(payload); err != nil {
+			t.Fatalf("accepted, but encoding/json cannot read it: %v", err)
+		} else if got := valuesOf(r); !reflect.DeepEqual(got, want) {
+			t.Fatalf("decoded %+v, encoding/json reads %+v", got, want)
 		}
 		b := AppendEncode(nil, r)
 		r2, err := Unmarshal(b)
@@ -57,6 +64,33 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// values are a reading's fields as encoding/json reads them.
+type values struct {
+	V       int                `json:"v"`
+	Device  string             `json:"device"`
+	Boot    uint64             `json:"boot"`
+	Seq     uint64             `json:"seq"`
+	TS      int64              `json:"ts"`
+	Metrics map[string]float64 `json:"metrics"`
+}
+
+// refValues is the reference decoder of an accepted payload: what
+// encoding/json (and strconv's float parser) read from the same bytes.
+// The hand-written scanner and number parser must agree with it exactly.
+func refValues(p []byte) (values, error) {
+	var v values
+	err := json.Unmarshal(p, &v)
+	return v, err
+}
+
+func valuesOf(r Reading) values {
+	v := values{V: r.Version, Device: r.Device, Boot: r.Boot, Seq: r.Seq, TS: r.TS, Metrics: map[string]float64{}}
+	for _, m := range r.Metrics {
+		v.Metrics[m.Name] = m.Value
+	}
+	return v
 }
 
 // refBadJSON is a slow reference for what Decode calls bad_json: not UTF-8,
