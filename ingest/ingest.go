@@ -232,6 +232,9 @@ func (in *Ingest) Ready() error {
 	if !in.mq.Connected() {
 		return fmt.Errorf("ingest %s: MQTT not connected", in.cfg.Region)
 	}
+	if !in.mq.Subscribed() {
+		return fmt.Errorf("ingest %s: MQTT subscription to %s not granted (yet, or refused by the broker's ACL)", in.cfg.Region, in.cfg.Topic())
+	}
 	if why, since := in.blocked.state(time.Now()); why != "" {
 		return fmt.Errorf("ingest %s: cannot publish since %s: %s", in.cfg.Region, since.UTC().Format(time.TimeOnly), why)
 	}

@@ -191,6 +191,19 @@ func New(cfg Config, handle func(Message), log *slog.Logger) (*Client, error) {
 // Connected reports whether the client holds an accepted connection.
 func (c *Client) Connected() bool { return c.current.Load() != nil }
 
+// Subscribed reports whether the broker granted the subscription of the
+// current connection. A connection whose subscription was refused stays
+// up (messages of a session's earlier subscription still arrive) and
+// asks again every resubscribeEvery.
+func (c *Client) Subscribed() bool {
+	cn := c.current.Load()
+	return cn != nil && cn.subscribed.Load()
+}
+
+// resubscribeEvery is how often a connection whose subscription the
+// broker refused asks again (an ACL may be fixed meanwhile).
+const resubscribeEvery = 5 * time.Second
+
 // Ack sends m's PUBACK on the connection m came on. If that connection is
 // gone the PUBACK is dropped: the broker redelivers m on the next one (a
 // PUBACK sent there could acknowledge another message that reuses the
@@ -358,6 +371,8 @@ func (c *Client) read(cn *conn) error {
 			granted := p.body[2]
 			switch {
 			case granted <= 2:
+				cn.subscribed.Store(true)
+				cn.refusedAt.Store(0)
 				c.log.Info("MQTT subscribed", "filter", c.cfg.Filter, "qos", granted)
 			case granted == codeIDInUse && cn.subscribeTries < maxSubscribeTries:
 				// mochi (v2.7.9) checks a client's packet ids against the
@@ -377,7 +392,12 @@ func (c *Client) read(cn *conn) error {
 				continue
 			default:
 				err = ErrSubscribeRefused
-				c.log.Error("MQTT subscribe refused", "filter", c.cfg.Filter, "code", granted)
+				cn.subscribed.Store(false)
+				// Only the first refusal of a connection is logged; the
+				// client asks again every resubscribeEvery.
+				if cn.refusedAt.Swap(time.Now().UnixNano()) == 0 {
+					c.log.Error("MQTT subscribe refused; asking again every "+resubscribeEvery.String(), "filter", c.cfg.Filter, "code", granted)
+				}
 			}
 			if c.cfg.Subscribed != nil {
 				c.cfg.Subscribed(err)
@@ -396,6 +416,7 @@ func (c *Client) keepAlive(ctx context.Context, cn *conn, done <-chan struct{}) 
 	tick := time.NewTicker(max(every/2, 10*time.Millisecond))
 	defer tick.Stop()
 	lastPing := time.Now()
+	var resubID uint16
 	for {
 		select {
 		case <-done:
@@ -409,6 +430,14 @@ func (c *Client) keepAlive(ctx context.Context, cn *conn, done <-chan struct{}) 
 				cn.failure.Store(&err)
 				cn.Close()
 				return
+			}
+			if at := cn.refusedAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) >= resubscribeEvery {
+				cn.refusedAt.Store(now.UnixNano())
+				// Its own packet ids: subscribeID belongs to the reader.
+				resubID = resubID%0x7fff + 1
+				if cn.write(subscribePacket(0x8000+resubID, c.cfg.Filter)) != nil {
+					return // the reader sees the connection fail
+				}
 			}
 			if now.Sub(lastPing) >= every {
 				lastPing = now
@@ -459,15 +488,34 @@ type conn struct {
 	wmu          sync.Mutex // serialises writes: PUBACKs, pings, DISCONNECT
 	writeTimeout time.Duration
 	closeOnce    sync.Once
-	read         atomic.Int64 // unix nanoseconds of the last packet read
+	read         atomic.Int64 // unix nanoseconds of the last bytes read
 	busy         atomic.Bool  // the handler holds the reader
 	failure      atomic.Pointer[error]
+	// subscribed: the broker granted this connection's subscription;
+	// refusedAt (unix nanoseconds) is when it last refused it, 0 if not.
+	subscribed atomic.Bool
+	refusedAt  atomic.Int64
 }
 
 func newConn(nc net.Conn, writeTimeout time.Duration) *conn {
-	cn := &conn{Conn: nc, r: bufio.NewReaderSize(nc, 32<<10), writeTimeout: writeTimeout}
+	cn := &conn{Conn: nc, writeTimeout: writeTimeout}
+	cn.r = bufio.NewReaderSize(touchReader{cn}, 32<<10)
 	cn.touch()
 	return cn
+}
+
+// touchReader reads cn's connection and marks it alive on every byte, not
+// only on whole packets: a large PUBLISH arriving slowly is traffic, and
+// keep-alive must not take it for silence (MQTT 3.1.1, 3.1.2.10: any
+// control packet resets the timer; a packet still arriving is one).
+type touchReader struct{ cn *conn }
+
+func (t touchReader) Read(b []byte) (int, error) {
+	n, err := t.cn.Conn.Read(b)
+	if n > 0 {
+		t.cn.touch()
+	}
+	return n, err
 }
 
 func (cn *conn) touch()              { cn.read.Store(time.Now().UnixNano()) }

@@ -964,3 +964,126 @@ func TestStoppingWhileTheBrokerSendsEndsCleanly(t *testing.T) {
 		}
 	}
 }
+
+// A large PUBLISH arriving slowly is traffic, not silence: 100 KiB at about
+// 40 KiB/s with a keep-alive of 1 s takes 2.5 s, over the 1.5 s after which
+// a silent connection is dropped. It arrives whole, on the first
+// connection.
+func TestSlowLargePublishIsNotSilence(t *testing.T) {
+	const size = 100 << 10
+	topic := "tele/slow"
+	body := append([]byte{byte(len(topic) >> 8), byte(len(topic))}, topic...)
+	body = append(body, 0x12, 0x34) // packet id
+	body = append(body, bytes.Repeat([]byte("x"), size)...)
+	n := len(body)
+	packet := []byte{0x32} // PUBLISH, QoS 1
+	for {
+		b := byte(n & 0x7f)
+		n >>= 7
+		if n > 0 {
+			b |= 0x80
+		}
+		packet = append(packet, b)
+		if n == 0 {
+			break
+		}
+	}
+	packet = append(packet, body...)
+	p := listen(t, func(c net.Conn) {
+		r, ok := acceptLogin(c)
+		if !ok {
+			return
+		}
+		if kind, sub, err := readPacketFrom(r); err != nil || kind != 8 || len(sub) < 2 {
+			return
+		} else if _, err := c.Write([]byte{0x90, 0x03, sub[0], sub[1], 0x01}); err != nil {
+			return
+		}
+		go func() { // answer pings while the publish trickles
+			for {
+				kind, _, err := readPacketFrom(r)
+				if err != nil {
+					return
+				}
+				if kind == 12 {
+					_, _ = c.Write([]byte{0xd0, 0x00})
+				}
+			}
+		}()
+		for i := 0; i < len(packet); i += 1 << 10 { // 1 KiB every 25 ms
+			if _, err := c.Write(packet[i:min(i+1<<10, len(packet))]); err != nil {
+				return
+			}
+			time.Sleep(25 * time.Millisecond) // the pace of a slow link, not a wait for a condition
+		}
+	})
+	cfg := config(p.url(), "ingest-slow")
+	cfg.KeepAlive = time.Second
+	cfg.MaxPacketSize = 1 << 20
+	var got inbox
+	run(t, cfg, ackAll(t, &got))
+	got.waitCount(t, 1)
+	if m := got.all()[0]; m.Topic != topic || len(m.Payload) != size {
+		t.Errorf("message on %q with %d bytes, want %q with %d", m.Topic, len(m.Payload), topic, size)
+	}
+	if n := p.accepts.Load(); n != 1 {
+		t.Errorf("%d connections: the slow publish was taken for silence", n)
+	}
+}
+
+// A refused subscription is not a ready client: Subscribed says so while
+// the connection stays up, and the client asks again until the broker
+// grants it.
+func TestRefusedSubscriptionIsNotReady(t *testing.T) {
+	var asked atomic.Int32
+	p := listen(t, func(c net.Conn) {
+		r, ok := acceptLogin(c)
+		if !ok {
+			return
+		}
+		for {
+			kind, sub, err := readPacketFrom(r)
+			if err != nil {
+				return
+			}
+			switch kind {
+			case 8: // refused the first time, granted the second
+				code := byte(0x80)
+				if asked.Add(1) > 1 {
+					code = 0x01
+				}
+				if _, err := c.Write([]byte{0x90, 0x03, sub[0], sub[1], code}); err != nil {
+					return
+				}
+			case 12:
+				_, _ = c.Write([]byte{0xd0, 0x00})
+			}
+		}
+	})
+	var refused atomic.Int32
+	cfg := config(p.url(), "ingest-refused")
+	cfg.Subscribed = func(err error) {
+		if errors.Is(err, mqttsub.ErrSubscribeRefused) {
+			refused.Add(1)
+		}
+	}
+	r := run(t, cfg, func(*mqttsub.Client, mqttsub.Message) {})
+	testharness.CheckFor(t, wait, 10*time.Millisecond, func() error {
+		if refused.Load() == 0 {
+			return errors.New("no refusal reported yet")
+		}
+		return nil
+	})
+	if !r.Connected() || r.Subscribed() {
+		t.Errorf("after the refusal: connected %v, subscribed %v; want connected, not subscribed", r.Connected(), r.Subscribed())
+	}
+	testharness.CheckFor(t, wait, 50*time.Millisecond, func() error {
+		if !r.Subscribed() {
+			return fmt.Errorf("not subscribed after %d SUBSCRIBEs", asked.Load())
+		}
+		return nil
+	})
+	if n := p.accepts.Load(); n != 1 {
+		t.Errorf("%d connections, want the subscription asked again on the first", n)
+	}
+}
