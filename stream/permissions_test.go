@@ -195,7 +195,9 @@ func TestEachServiceUserHasOnlyItsPermissions(t *testing.T) {
 		if err != nil {
 			t.Fatalf("storage's consumer after the attempts: %v", err)
 		}
-		if after.Delivered.Consumer != before.Delivered.Consumer || after.NumPending != before.NumPending+1 {
+		// Pending grew by the probe at least: copies of other regions' readings
+		// may arrive meanwhile too.
+		if after.Delivered.Consumer != before.Delivered.Consumer || after.NumPending < before.NumPending+1 {
 			t.Fatalf("storage's consumer delivered %d (was %d), pending %d (was %d): someone else pulled", after.Delivered.Consumer, before.Delivered.Consumer, after.NumPending, before.NumPending)
 		}
 		msgs, err := cons.Fetch(int(after.NumPending), jetstream.FetchMaxWait(5*time.Second))

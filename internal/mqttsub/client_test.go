@@ -197,6 +197,21 @@ func exactlyOnce(t *testing.T, where string, got []mqttsub.Message, want []strin
 	}
 }
 
+// atLeastOnce is exactlyOnce without the duplicates: every wanted message,
+// nothing else.
+func atLeastOnce(t *testing.T, where string, got []mqttsub.Message, want []string) {
+	t.Helper()
+	var uniq []mqttsub.Message
+	seen := map[string]bool{}
+	for _, m := range got {
+		if !seen[string(m.Payload)] {
+			seen[string(m.Payload)] = true
+			uniq = append(uniq, m)
+		}
+	}
+	exactlyOnce(t, where, uniq, want)
+}
+
 func first5(s []string) []string {
 	slices.Sort(s)
 	return s[:min(len(s), 5)]
@@ -379,7 +394,12 @@ func TestUnackedMessagesAreRedeliveredAckedOnesAreNot(t *testing.T) {
 			// Mosquitto sends a resumed session's messages in order; the
 			// embedded broker may send the new one first.
 			gotC.waitCount(t, len(secondHalf)+2)
-			exactlyOnce(t, "third connection", gotC.all(), append(append([]string(nil), secondHalf...), "redeliver-end", "redeliver-end-2"))
+			// At least once: the embedded broker (mochi v2.7.9) once sent the
+			// newest message twice on this resumed session, after refusing
+			// its first SUBSCRIBE (mochi-mqtt/server#545), which QoS 1
+			// allows. What matters holds either way: every unacknowledged
+			// message again, none acknowledged before.
+			atLeastOnce(t, "third connection", gotC.all(), append(append([]string(nil), secondHalf...), "redeliver-end", "redeliver-end-2"))
 		})
 	}
 }
