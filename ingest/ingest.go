@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -544,7 +543,11 @@ func (in *Ingest) count(j *job, duplicate bool) {
 			in.metrics.dlDups.Inc()
 		}
 	case duplicate:
-		in.metrics.duplicate(deviceOf(j.msg.Subject))
+		device := "other" // never: ingest built the subject from a valid topic
+		if t, err := protocol.ParseSubject(j.msg.Subject); err == nil {
+			device = t.Device
+		}
+		in.metrics.duplicate(device)
 	default:
 		in.metrics.accepted.Inc()
 	}
@@ -559,10 +562,4 @@ func (in *Ingest) Close() error {
 		}
 	})
 	return in.closeErr
-}
-
-// deviceOf is the device-id of a reading's subject,
-// telemetry.<region>.<device-type>.<device-id>.
-func deviceOf(subject string) string {
-	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
