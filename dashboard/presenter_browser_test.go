@@ -218,8 +218,11 @@ func TestBrowserPresenterPanel(t *testing.T) {
 	d.MarkScenario(ScenarioEvent{Run: 100, Scenario: "kill-ingest", Kind: ScenarioStart, Text: "crashing ingest eu-west", Time: now.Add(-5 * time.Second)})
 	waitText(t, ctx, "ledger-title", "kill-ingest running", contains("kill-ingest running"))
 	waitText(t, ctx, "ledger-detail", "its phase", contains("crashing ingest eu-west"))
-	d.ShowLedger(ScenarioLedger{Run: 100, Scenario: "kill-ingest", Label: "kill-ingest eu-west", End: now, Counts: ledger.Counts{Sent: 20, Acked: 20, Stored: 17, Lost: 3}})
+	d.ShowLedger(ScenarioLedger{Run: 100, Scenario: "kill-ingest", Label: "kill-ingest eu-west", End: now, Counts: ledger.Counts{Sent: 20, Acked: 20, Stored: 17, Lost: 3},
+		Duplicates: 12, DuplicatedTop: []string{"th-00007 9", "th-00002 3"}})
 	waitText(t, ctx, "ledger-title", "3 LOST", contains("kill-ingest eu-west: 3 LOST"))
+	// Duplicates JetStream suppressed are shown, by device.
+	waitText(t, ctx, "ledger-detail", "the duplicates", contains("12 duplicates suppressed (th-00007 9, th-00002 3)"))
 	waitJS(t, ctx, `document.getElementById("ledger").className`, "red", is("ledger bad"))
 	waitText(t, ctx, "ledger-lost", "3", is("3"))
 	waitJS(t, ctx, markers("spark-us-east"), "both markers", is("hostile-burst,kill-ingest"))

@@ -189,6 +189,11 @@ type ScenarioLedger struct {
 	// HostileSent sent.
 	Quarantined uint64 `json:"quarantined"`
 	HostileSent uint64 `json:"hostile_sent"`
+	// Duplicates JetStream suppressed during the scenario, and the
+	// devices with the most (at most 3, most first): a resend, or a reading
+	// forged with a real one's identity, shows here instead of vanishing.
+	Duplicates    uint64   `json:"duplicates_suppressed"`
+	DuplicatedTop []string `json:"duplicated_top,omitempty"` // "device count"
 	// OK is the scenario's verdict: nothing lost, every hostile message
 	// quarantined under its reason, no error. Error says why not.
 	OK    bool   `json:"ok"`

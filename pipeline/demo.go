@@ -24,6 +24,8 @@ import (
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
+	"maps"
+	"slices"
 )
 
 // DemoConfig is `telemetry demo`: the pipeline, the dashboard, the
@@ -265,6 +267,10 @@ func dashboardLedger(r scenario.Result) dashboard.ScenarioLedger {
 	if r.Ledger != nil {
 		l.Counts = r.Ledger.Counts
 		l.Quarantined, l.HostileSent = r.Ledger.Quarantined, r.Ledger.HostileSent
+		if r.Ledger.Duplicates != nil {
+			l.Duplicates = *r.Ledger.Duplicates
+		}
+		l.DuplicatedTop = topDevices(r.Ledger.DuplicatesByDevice, 3)
 		if !r.Ledger.OK && l.Error == "" {
 			l.Error = strings.Join(r.Ledger.Problems, "; ")
 		}
@@ -284,4 +290,16 @@ func (p *Pipeline) dashboardFallbacks() []dashboard.Fallback {
 		}
 	}
 	return fb
+}
+
+// topDevices is "device count" of the n devices with the largest counts,
+// largest first, ties by name.
+func topDevices(by map[string]uint64, n int) []string {
+	devs := slices.Sorted(maps.Keys(by))
+	slices.SortStableFunc(devs, func(a, b string) int { return cmp.Compare(by[b], by[a]) })
+	var out []string
+	for _, d := range devs[:min(n, len(devs))] {
+		out = append(out, fmt.Sprintf("%s %d", d, by[d]))
+	}
+	return out
 }

@@ -454,6 +454,10 @@ function renderScenario(snap) {
     setText("ledger-lost", fmtInt(l.lost));
     let detail = fmtInt(l.acked) + " acknowledged by the broker, all owed";
     if (l.hostile_sent) detail += " · " + fmtInt(l.hostile_sent) + " hostile messages sent";
+    if (l.duplicates_suppressed) {
+      detail += " · " + fmtInt(l.duplicates_suppressed) + " duplicates suppressed";
+      if (l.duplicated_top && l.duplicated_top.length) detail += " (" + l.duplicated_top.join(", ") + ")";
+    }
     detail += " · run " + l.run + ", ended " + fmtTime(l.end);
     if (l.error) detail += " · " + l.error;
     setText("ledger-detail", detail);
