@@ -13,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
@@ -89,6 +90,17 @@ func New(cfg Config, logger *slog.Logger) (*Fleet, error) {
 // type as soon as there are enough devices.
 func (c Config) place(i int) (region, typ string) {
 	return c.Regions[i%len(c.Regions)], c.Types[(i/len(c.Regions))%len(c.Types)]
+}
+
+// PasswordFile is a Mosquitto password file for the fleet cfg makes: the
+// lines of base (the service users, may be empty), then one per device
+// with its password under cfg.FleetSecret (broker.FleetPasswordFile).
+func PasswordFile(cfg Config, base []byte) ([]byte, error) {
+	users, err := Usernames(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return broker.FleetPasswordFile(base, cfg.FleetSecret, users)
 }
 
 // Usernames lists the MQTT user name of every device of a fleet of cfg

@@ -309,3 +309,27 @@ func WriteResult(w io.Writer, res Result) {
 	}
 	io.WriteString(w, b.String())
 }
+
+// Usage is the help of `telemetry scenario`: the command, then every
+// scenario with its arguments and what it does.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString(`telemetry scenario <name> [argument] [flags]
+
+Run a failure scenario on a running demo (telemetry demo --presenter-token
+TOKEN) and print its conservation ledger when the pipeline has drained:
+sent, acknowledged, stored, quarantined, lost, over every reading the demo's
+own devices published during the scenario (and, for hostile-burst and
+reboot-storm, its witness devices'). Exits non-zero when anything was lost
+(or a hostile message was not quarantined as it should).
+
+Scenarios:
+`)
+	for _, s := range Specs() {
+		fmt.Fprintf(&b, "  %s\n      %s\n", strings.TrimSpace(s.Name+" "+s.Args), s.Summary)
+	}
+	b.WriteString(`
+The token is the demo's: --presenter-token, or TELEMETRY_PRESENTER_TOKEN.
+In compose, scenarios are commands to type instead: see docs/PRESENTER.md.`)
+	return b.String()
+}

@@ -10,25 +10,8 @@ import (
 	"github.com/telemetry-demo/telemetry/pipeline"
 )
 
-const benchSynopsis = `Run a fleet of simulated devices against a pipeline, wait until the pipeline
-has drained, then read ClickHouse and every region's DEADLETTER stream and
-print the conservation ledger: sent, acknowledged by the broker, stored
-(distinct), dead-lettered by reason (and whether each hostile message of
---chaos got the reason it should), duplicates, lost (with the missing
-(device, boot, seq) ranges); the latency of every hop as HDR histograms
-(--histogram-log writes them in HdrHistogram's log format), what queued at
-each stage and which one limited the run, and the pipeline process's CPU
-and memory. Exits non-zero when anything was lost or misclassified. See
-docs/BENCH.md.
-
-With no address flags it targets the local demo (telemetry demo, make demo)
-at its default addresses and users. --ceiling first runs the same fleet
-against a bare broker with one plain subscriber, and reports the pipeline's
-pace as a share of it. --demo starts an in-process pipeline instead (the
-fleet then shares the process, so its CPU is not reported).`
-
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("bench", benchSynopsis, stderr)
+	fs := cli.NewFlagSet("bench", bench.Usage, stderr)
 	var cfg bench.Config
 	// Enough devices that one device's in-flight window (--max-inflight)
 	// does not cap the rate: 5 readings/s each at 5,000/s.

@@ -9,7 +9,6 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
-	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
@@ -69,7 +68,15 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	file, err := fleetPasswd(cfg, base)
+	var baseLines []byte
+	if base != "" {
+		b, err := os.ReadFile(base)
+		if err != nil {
+			return fmt.Errorf("reading --base: %w", err)
+		}
+		baseLines = b
+	}
+	file, err := devices.PasswordFile(cfg, baseLines)
 	if err != nil {
 		return err
 	}
@@ -81,22 +88,4 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("writing the password file: %w", err)
 	}
 	return nil
-}
-
-// fleetPasswd is the lines of the password file base, if any, then a line
-// for every device of the fleet cfg makes.
-func fleetPasswd(cfg devices.Config, base string) ([]byte, error) {
-	var file []byte
-	if base != "" {
-		b, err := os.ReadFile(base)
-		if err != nil {
-			return nil, fmt.Errorf("reading --base: %w", err)
-		}
-		file = b
-	}
-	users, err := devices.Usernames(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return broker.FleetPasswordFile(file, cfg.FleetSecret, users)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/telemetry-demo/telemetry/bench"
@@ -15,30 +14,8 @@ import (
 	"github.com/telemetry-demo/telemetry/scenario"
 )
 
-func scenarioSynopsis() string {
-	var b strings.Builder
-	b.WriteString(`telemetry scenario <name> [argument] [flags]
-
-Run a failure scenario on a running demo (telemetry demo --presenter-token
-TOKEN) and print its conservation ledger when the pipeline has drained:
-sent, acknowledged, stored, quarantined, lost, over every reading the demo's
-own devices published during the scenario (and, for hostile-burst and
-reboot-storm, its witness devices'). Exits non-zero when anything was lost
-(or a hostile message was not quarantined as it should).
-
-Scenarios:
-`)
-	for _, s := range scenario.Specs() {
-		fmt.Fprintf(&b, "  %s\n      %s\n", strings.TrimSpace(s.Name+" "+s.Args), s.Summary)
-	}
-	b.WriteString(`
-The token is the demo's: --presenter-token, or TELEMETRY_PRESENTER_TOKEN.
-In compose, scenarios are commands to type instead: see docs/PRESENTER.md.`)
-	return b.String()
-}
-
 func runScenario(args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("scenario", scenarioSynopsis(), stderr)
+	fs := cli.NewFlagSet("scenario", scenario.Usage(), stderr)
 	demoURL := fs.String("demo-url", "http://127.0.0.1:8080", "the demo's dashboard address")
 	var token string
 	cli.SecretVar(fs, &token, "presenter-token", "", "the demo's --presenter-token (or TELEMETRY_PRESENTER_TOKEN, as for the demo)")
