@@ -153,7 +153,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 	runErr := fleet.Run(ctx)
 	stopProgress()
 	rep, err = account(ctx, cfg, fleet, conn, dls, skews, hops, progress)
-	rep.Duplicates.ByDevice = since(suppressedByDevice(ctx, smp.pipeline, prefix), dupsBefore)
+	if after := suppressedByDevice(ctx, smp.pipeline, prefix); after != nil {
+		rep.Duplicates.ByDevice = ledger.Gained(after, dupsBefore)
+	}
 	stopSampling()
 	g.Wait()
 	if runErr != nil {
@@ -356,21 +358,6 @@ func suppressedByDevice(ctx context.Context, src metricsSource, prefix string) m
 		return nil
 	}
 	return byLabel(mfs, "telemetry_ingest_duplicates_by_device_total", "device", func(d string) bool { return strings.HasPrefix(d, prefix) })
-}
-
-// since is what each counter gained from before to after, counters that
-// gained nothing left out; nil when after is unknown.
-func since(after, before map[string]uint64) map[string]uint64 {
-	if after == nil {
-		return nil
-	}
-	out := map[string]uint64{}
-	for k, v := range after {
-		if d := v - min(v, before[k]); d > 0 {
-			out[k] = d
-		}
-	}
-	return out
 }
 
 // sumSources reads several /metrics endpoints as one: the parts of a

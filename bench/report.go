@@ -176,7 +176,7 @@ func (r Report) Write(w io.Writer) error {
 	fmt.Fprintf(&b, "; %d rows not yet merged in ClickHouse (FINAL hides them)\n", r.Duplicates.UnmergedRows)
 	if by := r.Duplicates.ByDevice; len(by) > 0 {
 		fmt.Fprintf(&b, "    suppressed by device (%d devices):", len(by))
-		for i, d := range topCounts(by, 10) {
+		for i, d := range ledger.Top(by, 10) {
 			if i > 0 {
 				b.WriteString(",")
 			}
@@ -272,12 +272,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// topCounts is the keys of m with the n largest counts, largest first,
-// ties by name.
-func topCounts(m map[string]uint64, n int) []string {
-	keys := sortedKeys(m)
-	sort.SliceStable(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] })
-	return keys[:min(n, len(keys))]
 }

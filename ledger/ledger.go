@@ -7,6 +7,12 @@
 // shows the last scenario's; all three count with the types here.
 package ledger
 
+import (
+	"cmp"
+	"maps"
+	"slices"
+)
+
 // Counts is the conservation account of a set of readings.
 type Counts struct {
 	// Sent readings; Acked of them acknowledged by the broker (PUBACK):
@@ -70,4 +76,29 @@ func Gaps(r Range, stored []uint64) []Range {
 		out = append(out, Range{Device: r.Device, Boot: r.Boot, From: next, To: r.To})
 	}
 	return out
+}
+
+// Gained is what each counter of after gained since before (a counter that
+// went down, its process restarted, counts as having gained nothing), keys
+// that gained nothing left out:
+// per-device counts of a window, from two readings of a cumulative metric.
+func Gained(after, before map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range after {
+		if d := v - min(v, before[k]); d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// Top is the keys of counts with the n largest counts, largest first, ties
+// by key; all of them when n < 0.
+func Top(counts map[string]uint64, n int) []string {
+	keys := slices.Sorted(maps.Keys(counts))
+	slices.SortStableFunc(keys, func(a, b string) int { return cmp.Compare(counts[b], counts[a]) })
+	if n >= 0 {
+		keys = keys[:min(n, len(keys))]
+	}
+	return keys
 }

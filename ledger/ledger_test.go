@@ -21,3 +21,19 @@ func TestGaps(t *testing.T) {
 		}
 	}
 }
+
+func TestGainedAndTop(t *testing.T) {
+	got := Gained(map[string]uint64{"a": 5, "b": 2, "c": 1, "d": 4}, map[string]uint64{"a": 2, "b": 2, "c": 3})
+	// a gained 3, b nothing, c went down (its process restarted: nothing
+	// known gained), d is new.
+	if want := map[string]uint64{"a": 3, "d": 4}; !reflect.DeepEqual(got, want) {
+		t.Errorf("gained %v, want %v", got, want)
+	}
+	counts := map[string]uint64{"a": 1, "b": 5, "c": 5, "d": 2}
+	if got, want := Top(counts, 3), []string{"b", "c", "d"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("top 3 %v, want %v", got, want)
+	}
+	if got := Top(counts, -1); len(got) != 4 || got[3] != "a" {
+		t.Errorf("all, most first: %v", got)
+	}
+}

@@ -21,11 +21,10 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/dirlock"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
+	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
-	"maps"
-	"slices"
 )
 
 // DemoConfig is `telemetry demo`: the pipeline, the dashboard, the
@@ -295,10 +294,8 @@ func (p *Pipeline) dashboardFallbacks() []dashboard.Fallback {
 // topDevices is "device count" of the n devices with the largest counts,
 // largest first, ties by name.
 func topDevices(by map[string]uint64, n int) []string {
-	devs := slices.Sorted(maps.Keys(by))
-	slices.SortStableFunc(devs, func(a, b string) int { return cmp.Compare(by[b], by[a]) })
 	var out []string
-	for _, d := range devs[:min(n, len(devs))] {
+	for _, d := range ledger.Top(by, n) {
 		out = append(out, fmt.Sprintf("%s %d", d, by[d]))
 	}
 	return out

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
+	"github.com/telemetry-demo/telemetry/ledger"
 )
 
 // OffMessage is what the presenter API answers when the demo runs without
@@ -280,14 +281,7 @@ func WriteResult(w io.Writer, res Result) {
 				fmt.Fprintf(&b, "; %d suppressed by JetStream", *l.Duplicates)
 			}
 			b.WriteString("\n")
-			devs := make([]string, 0, len(l.DuplicatesByDevice))
-			for d := range l.DuplicatesByDevice {
-				devs = append(devs, d)
-			}
-			sort.Slice(devs, func(i, j int) bool {
-				a, b := l.DuplicatesByDevice[devs[i]], l.DuplicatesByDevice[devs[j]]
-				return a > b || a == b && devs[i] < devs[j]
-			})
+			devs := ledger.Top(l.DuplicatesByDevice, -1)
 			for i, d := range devs {
 				if i == 10 {
 					fmt.Fprintf(&b, "    ... %d more devices (see the JSON)\n", len(devs)-10)

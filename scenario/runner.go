@@ -405,7 +405,12 @@ func (r *Runner) execute(ctx context.Context, res Result) {
 		l := combine(fleet, witnesses)
 		if fleet != nil && witnesses == nil {
 			if after, ok := r.target.Suppressed(); ok {
-				l.DuplicatesByDevice, l.Duplicates = gained(after, dupsBefore)
+				l.DuplicatesByDevice = ledger.Gained(after, dupsBefore)
+				var sum uint64
+				for _, n := range l.DuplicatesByDevice {
+					sum += n
+				}
+				l.Duplicates = &sum
 			}
 		}
 		res.Ledger = &l
@@ -590,19 +595,4 @@ func summarize(res Result) string {
 		return s + "; PROBLEMS: " + fmt.Sprint(l.Problems)
 	}
 	return s
-}
-
-// gained is what each device's counter gained from before to after (a
-// counter that restarted from 0 counts from there), devices that gained
-// nothing left out, and the sum.
-func gained(after, before map[string]uint64) (map[string]uint64, *uint64) {
-	out := map[string]uint64{}
-	var sum uint64
-	for d, v := range after {
-		if n := v - min(v, before[d]); n > 0 {
-			out[d] = n
-			sum += n
-		}
-	}
-	return out, &sum
 }
