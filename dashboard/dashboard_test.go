@@ -340,7 +340,7 @@ func TestStalledClientIsDropped(t *testing.T) {
 	})
 	var dropped float64
 	for _, r := range []string{dropQueueFull, dropWriteFailed, dropPongTimeout} {
-		dropped += counterValue(t, d.hub.dropped.WithLabelValues(r))
+		dropped += float64(d.hub.dropped.Count(r))
 	}
 	if dropped != 1 {
 		t.Errorf("dropped %v clients, want 1", dropped)

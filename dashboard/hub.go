@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -27,7 +28,10 @@ type hub struct {
 	queue        int
 	writeTimeout time.Duration
 	pongWait     time.Duration
-	dropped      *prometheus.CounterVec
+	// dropped counts and logs disconnected clients, rate limited: a
+	// flood of viewers that never read, or a shutdown with 2,000 of
+	// them, is a line per reason per interval, not one per viewer.
+	dropped      *connlimit.Tally
 	clientsGauge prometheus.Gauge
 
 	mu      sync.Mutex
@@ -54,17 +58,13 @@ func newHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) *hub {
 		writeTimeout: cfg.WriteTimeout,
 		pongWait:     cfg.PongWait,
 		clients:      map[*client]struct{}{},
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "telemetry_dashboard_ws_dropped_total",
-			Help: "Websocket clients disconnected by the dashboard, by reason (queue_full, write_failed, pong_timeout, shutdown).",
-		}, []string{"reason"}),
+		dropped: connlimit.NewTally("telemetry_dashboard_ws_dropped_total",
+			"Websocket clients disconnected by the dashboard, by reason (queue_full, write_failed, pong_timeout, shutdown).",
+			"websocket client dropped", log, dropQueueFull, dropWriteFailed, dropPongTimeout, dropShutdown),
 		clientsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "telemetry_dashboard_ws_clients",
 			Help: "Websocket clients connected.",
 		}),
-	}
-	for _, r := range []string{dropQueueFull, dropWriteFailed, dropPongTimeout, dropShutdown} {
-		h.dropped.WithLabelValues(r)
 	}
 	reg.MustRegister(h.dropped, h.clientsGauge)
 	return h
@@ -133,8 +133,7 @@ func (h *hub) removeLocked(c *client, reason string) {
 		_ = c.conn.NetConn().Close()
 	}
 	if reason != "" {
-		h.dropped.WithLabelValues(reason).Inc()
-		h.log.Info("websocket client dropped", "remote", remoteAddr(c.conn), "reason", reason)
+		h.dropped.Add(reason, remoteAddr(c.conn))
 	}
 }
 

@@ -129,7 +129,7 @@ func TestStalledClientDoesNotSlowOthers(t *testing.T) {
 	if n := h.count(); n != healthy {
 		t.Errorf("%d clients registered after %d snapshots, want the %d healthy ones: the stalled one was never dropped", n, messages, healthy)
 	}
-	if got := counterValue(t, h.dropped.WithLabelValues(dropQueueFull)); got != 1 {
+	if got := h.dropped.Count(dropQueueFull); got != 1 {
 		t.Errorf("dropped{reason=queue_full} = %v, want 1 (the stalled client)", got)
 	}
 }
