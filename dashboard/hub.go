@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/telemetry-demo/telemetry/internal/connlimit"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 )
 
 // Why a websocket client was disconnected, as the reason label of

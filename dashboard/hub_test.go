@@ -4,9 +4,9 @@ import (
 	"log/slog"
 	"testing"
 
+	"bytes"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"bytes"
 	"strings"
 )
 
