@@ -20,13 +20,13 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
-	"github.com/telemetry-demo/telemetry/internal/mqttsub"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -524,10 +524,8 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // measureCeiling runs the simulator with cfg through mosq to a plain QoS 1
 // subscriber that acknowledges each message at once: the broker's own
-// ceiling. The subscriber is the MQTT client ingest uses (internal/mqttsub)
-// without ingest's batched writes, so that it costs the machine as little
-// as a subscriber can: on two shared cores a costlier one (paho's, before
-// 2026-11-26) lowers the ceiling it measures. It returns the readings per
+// ceiling. The subscriber is paho with its defaults, as ingest's client is
+// paho too, without ingest's batched writes. It returns the readings per
 // second the subscriber received, how many were sent, and the CPU per
 // reading of the broker and of this process.
 func measureCeiling(b *testing.B, mosq *testharness.Broker, cfg devices.Config, clientID string) (rate float64, sent int64, others cpuSplit) {
@@ -553,12 +551,11 @@ func measureCeiling(b *testing.B, mosq *testharness.Broker, cfg devices.Config, 
 }
 
 // ceilingSubscriber is the plain QoS 1 subscriber of the benchmarks'
-// ceiling arms: it acknowledges each reading of the fault region at once
-// and notes when the first and the last arrived.
+// ceiling arms: paho acknowledges each reading of the fault region as soon
+// as the handler returns, and the handler notes when the first and the last
+// arrived.
 type ceilingSubscriber struct {
-	sub     *mqttsub.Client
-	cancel  context.CancelFunc
-	running chan struct{}
+	client  paho.Client
 	arrived chan struct{} // a token after each message, for a waiter
 
 	mu          sync.Mutex
@@ -567,37 +564,29 @@ type ceilingSubscriber struct {
 }
 
 // startCeilingSubscriber connects to broker as clientID and returns once
-// the broker has acknowledged the subscription.
+// the broker has granted the subscription.
 func startCeilingSubscriber(broker, clientID string) (*ceilingSubscriber, error) {
-	s := &ceilingSubscriber{running: make(chan struct{}), arrived: make(chan struct{}, 1)}
-	subscribed := make(chan error, 1)
-	sub, err := mqttsub.New(mqttsub.Config{
-		Broker: broker, ClientID: clientID, CleanSession: true,
-		Username: deploy.MQTTIngestUser, Password: deploy.DemoMQTTIngestPassword,
-		Filter:     "telemetry/" + faultRegion + "/#",
-		Subscribed: func(err error) { subscribed <- err },
-	}, s.take, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil, err
+	s := &ceilingSubscriber{arrived: make(chan struct{}, 1)}
+	s.client = paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID(clientID).
+		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword).
+		SetCleanSession(true).SetConnectTimeout(time.Minute))
+	if tok := s.client.Connect(); !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
+		return nil, fmt.Errorf("connecting to %s: %v", broker, tok.Error())
 	}
-	s.sub = sub
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	go func() { defer close(s.running); sub.Run(ctx) }()
-	select {
-	case err = <-subscribed:
-	case <-time.After(time.Minute):
-		err = errors.New("no SUBACK within a minute")
-	}
-	if err != nil {
+	filter := "telemetry/" + faultRegion + "/#"
+	tok := s.client.Subscribe(filter, 1, s.take)
+	if !tok.WaitTimeout(time.Minute) || tok.Error() != nil {
 		s.stop()
-		return nil, err
+		return nil, fmt.Errorf("subscribing to %s: no SUBACK within a minute (%v)", filter, tok.Error())
+	}
+	if code := tok.(*paho.SubscribeToken).Result()[filter]; code > 2 {
+		s.stop()
+		return nil, fmt.Errorf("subscribing to %s: refused (%#x)", filter, code)
 	}
 	return s, nil
 }
 
-func (s *ceilingSubscriber) take(m mqttsub.Message) {
-	_ = s.sub.Ack(m)
+func (s *ceilingSubscriber) take(_ paho.Client, _ paho.Message) {
 	now := time.Now()
 	s.mu.Lock()
 	if s.got == 0 {
@@ -619,10 +608,7 @@ func (s *ceilingSubscriber) stats() (got int64, first, last time.Time) {
 	return s.got, s.first, s.last
 }
 
-func (s *ceilingSubscriber) stop() {
-	s.cancel()
-	<-s.running
-}
+func (s *ceilingSubscriber) stop() { s.client.Disconnect(250) }
 
 // benchBinary is the telemetry binary the benchmarks run: INGEST_BENCH_BIN,
 // or the tree's, built.

@@ -61,13 +61,6 @@ type Config struct {
 	// MQTT and is redelivered.
 	DrainTimeout time.Duration
 
-	// MaxPacketSize bounds the bytes ingest reads into memory of one MQTT
-	// packet; default 1 MiB, far above the protocol's 4 KiB payload and the
-	// brokers' own bound (Mosquitto's max_packet_size, 256 KiB). A larger
-	// message is read past, dead-lettered as too_large without its body,
-	// and acknowledged.
-	MaxPacketSize int
-
 	Limits protocol.Limits
 	// Now is the clock payloads are judged against (stale, future);
 	// default time.Now. Tests set it to replay golden payloads.
@@ -115,9 +108,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
-	}
-	if c.MaxPacketSize == 0 {
-		c.MaxPacketSize = 1 << 20
 	}
 	if c.Now == nil {
 		c.Now = time.Now

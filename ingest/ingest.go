@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/telemetry-demo/telemetry/internal/mqttsub"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/redact"
 )
@@ -70,7 +69,7 @@ const (
 
 // job is one MQTT message on its way to JetStream.
 type job struct {
-	mqtt     mqttsub.Message // zero for a job not from MQTT (tests)
+	mqtt     mqttMessage     // nil for a job not from MQTT (tests)
 	msg      *nats.Msg       // reading, or a dead letter
 	reading  *nats.Msg       // kept for the next reading when the job is recycled
 	reason   protocol.Reason // empty for a valid reading
@@ -135,7 +134,7 @@ type Ingest struct {
 
 	nc  *nats.Conn
 	pub *publisher
-	mq  *mqttsub.Client
+	mq  *mqttClient
 	// timer bounds the acker's wait for each acknowledgement; the acker
 	// alone uses it.
 	timer *time.Timer
@@ -192,29 +191,14 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 		return nil, fmt.Errorf("ingest %s: %w", cfg.Region, err)
 	}
 	in.nc = nc
-	in.mq, err = mqttsub.New(mqttsub.Config{
-		Broker:   cfg.Broker,
-		ClientID: cfg.ClientID,
-		Username: cfg.Username,
-		Password: cfg.Password,
-		// On every connection: a broker that lost the session gets the
-		// subscription back. Messages a resumed session delivers before
-		// it go to handle like any other.
-		// Keep-alive and retry intervals: the client's defaults (30 s; 1 s
-		// doubling to 5 s).
-		Filter:        cfg.Topic(),
-		MaxPacketSize: cfg.MaxPacketSize,
-		Wrap:          func(c net.Conn) net.Conn { return newBufferedConn(c) },
-		// A refused login above all would otherwise only show as "MQTT
-		// not connected" on /healthz; the client logs each distinct reason
-		// once.
-		ConnectFailed: func(error) { in.metrics.loginFailed.Inc() },
-	}, in.handle, log)
+	// A refused login above all would otherwise only show as "MQTT not
+	// connected" on /healthz; the client logs each distinct reason once.
+	in.mq, err = newMQTTClient(cfg, in.handle, in.metrics.loginFailed.Inc, log)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("ingest %s: %w", cfg.Region, err)
 	}
-	in.metrics.connected(nc.IsConnected, in.mq.Connected)
+	in.metrics.connected(nc.IsConnected, in.mq.connected)
 	in.metrics.blockedFor(func() float64 { return in.blocked.seconds(time.Now()) })
 	return in, nil
 }
@@ -228,10 +212,10 @@ func (in *Ingest) Ready() error {
 	if !in.nc.IsConnected() {
 		return fmt.Errorf("ingest %s: NATS not connected", in.cfg.Region)
 	}
-	if !in.mq.Connected() {
+	if !in.mq.connected() {
 		return fmt.Errorf("ingest %s: MQTT not connected", in.cfg.Region)
 	}
-	if !in.mq.Subscribed() {
+	if !in.mq.subscribedNow() {
 		return fmt.Errorf("ingest %s: MQTT subscription to %s not granted (yet, or refused by the broker's ACL)", in.cfg.Region, in.cfg.Topic())
 	}
 	if why, since := in.blocked.state(time.Now()); why != "" {
@@ -245,24 +229,24 @@ func (in *Ingest) Ready() error {
 // what JetStream confirmed and disconnects; the rest stays in the broker's
 // session for this client id and is redelivered when it reconnects.
 func (in *Ingest) Run(ctx context.Context) error {
-	var acker, client sync.WaitGroup
+	var acker sync.WaitGroup
 	acker.Add(1)
 	go func() { defer acker.Done(); in.ackLoop() }()
 	// The client outlives ctx: it sends the acker's last PUBACKs, then
 	// DISCONNECT.
-	mqCtx, disconnect := context.WithCancel(context.Background())
-	defer disconnect()
-	client.Add(1)
-	go func() { defer client.Done(); in.mq.Run(mqCtx) }()
-	client.Add(1)
-	go func() { defer client.Done(); in.heartbeat(mqCtx) }()
+	in.mq.connect()
+	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
+	var heartbeat sync.WaitGroup
+	heartbeat.Add(1)
+	go func() { defer heartbeat.Done(); in.heartbeat(hbCtx) }()
 
 	<-ctx.Done()
 	in.log.Info("stopping: finishing messages in flight")
 	in.stop()
 	acker.Wait()
-	disconnect()
-	client.Wait()
+	in.mq.disconnect()
+	stopHeartbeat()
+	heartbeat.Wait()
 	in.log.Info("stopped")
 	return nil
 }
@@ -278,24 +262,20 @@ func (in *Ingest) stopped() bool {
 	}
 }
 
-// handle runs on the MQTT client's reader goroutine for each message: it
-// decodes the message, publishes it asynchronously and queues it for the
-// acker. Blocking here, when MaxInflight messages await JetStream, is the
-// backpressure: the client stops reading and the broker holds the rest.
-func (in *Ingest) handle(m mqttsub.Message) {
+// handle runs on the MQTT client's router goroutine for each message, in
+// arrival order: it decodes the message, publishes it asynchronously and
+// queues it for the acker. Blocking here, when MaxInflight messages await
+// JetStream, is the backpressure: the client stops reading and the broker
+// holds the rest (mqttClient says what that costs).
+func (in *Ingest) handle(m mqttMessage) {
 	if in.stopped() {
 		return // not acknowledged: the broker redelivers it to this session
 	}
 	in.metrics.received.Inc()
-	if m.Duplicate {
+	if m.Duplicate() {
 		in.metrics.redelivered.Inc()
 	}
-	var j *job
-	if m.Omitted > 0 {
-		j = in.oversized(m.Topic, m.Omitted, in.cfg.Now())
-	} else {
-		j = in.prepare(m.Topic, m.Payload, in.cfg.Now())
-	}
+	j := in.prepare(m.Topic(), m.Payload(), in.cfg.Now())
 	j.mqtt = m
 	in.pub.publish(j)
 	in.metrics.inflight.Inc()
@@ -337,21 +317,6 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 		return j
 	}
 	j.setReading(t.Subject(), payload, reading.ID(), strconv.FormatInt(received.UnixMilli(), 10))
-	return j
-}
-
-// oversized builds the dead letter of a payload of size bytes that the MQTT
-// client dropped for exceeding MaxPacketSize: too_large, without its body,
-// the size in protocol.HeaderOmitted. Its id hashes the topic and the size (the
-// bytes are gone), so a redelivery collapses; so would another payload of
-// the same size on the same topic within the duplicate window, which
-// rejected_total still counts.
-func (in *Ingest) oversized(topic string, size int, received time.Time) *job {
-	j := newJob(received)
-	j.reason = protocol.ReasonTooLarge
-	j.detail = fmt.Sprintf("payload is %d bytes, more than the %d bytes ingest reads of one MQTT packet; body omitted", size, in.cfg.MaxPacketSize)
-	j.msg = in.bodilessDeadLetter(DeadLetterID(topic, []byte("omitted:"+strconv.Itoa(size))), topic, size, j.reason, j.detail, received)
-	j.stage = stageBodyOmitted
 	return j
 }
 
@@ -404,7 +369,11 @@ func (in *Ingest) ackLoop() {
 			// JetStream did store it.
 			continue
 		}
-		_ = in.mq.Ack(j.mqtt) // fails only with the connection: the broker redelivers
+		if j.mqtt != nil {
+			// Sent on the connection the message came on, or dropped with
+			// it: the broker then redelivers the message.
+			j.mqtt.Ack()
+		}
 		in.metrics.latency.Observe(time.Since(j.received).Seconds())
 		j.release()
 	}
@@ -493,8 +462,8 @@ func (in *Ingest) result(j *job) (duplicate bool, err error) {
 // collapses in DEADLETTER however far it was isolated.
 func (in *Ingest) isolate(j *job, cause error) bool {
 	topic, payload := j.msg.Header.Get(protocol.HeaderTopic), j.msg.Data
-	if j.mqtt.Topic != "" {
-		topic, payload = j.mqtt.Topic, j.mqtt.Payload
+	if j.mqtt != nil {
+		topic, payload = j.mqtt.Topic(), j.mqtt.Payload()
 	}
 	id := j.msg.Header.Get(jetstream.MsgIDHeader)
 	if id == "" {
