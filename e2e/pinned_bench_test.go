@@ -222,7 +222,7 @@ func (c *child) stop() {
 // BenchmarkIngestShareOfBrokerCeiling without letting the two arms compete
 // for the same two cores. The load (the simulator in this process, and
 // Mosquitto) is pinned to CPU 0 and the consumer to CPU 1: in the ceiling
-// arm a plain subscriber that acknowledges at once (internal/mqttsub, a
+// arm a plain subscriber that acknowledges at once (paho, a
 // child process), in the bridge arm `telemetry ingest` and the region's
 // JetStream server (another child process). The bridge then reaches the
 // ceiling exactly when ingest and JetStream together keep up on one core;

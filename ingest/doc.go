@@ -17,8 +17,8 @@
 //
 // Backpressure, not buffering: at most MaxInflight messages are between the
 // broker and a JetStream acknowledgement. When the queue is full the MQTT
-// handler blocks, the MQTT client (internal/mqttsub) stops reading, and
-// the broker holds the rest.
+// handler blocks, the MQTT client (paho, mqtt.go) stops reading, and the
+// broker holds the rest.
 // Transient publish failures are retried for as long as ingest runs; a
 // message JetStream refuses outright is isolated after MaxAttempts (dead-
 // lettered as publish_failed), so that it cannot stall the in-order
