@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"encoding/json"
+	"bytes"
 )
 
 func benchReading(metrics int) Reading {
@@ -107,5 +109,26 @@ func BenchmarkDecodeHostile(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkUnmarshalEncodingJSON is the library's cost of the same hop:
+// encoding/json reading the payload of BenchmarkUnmarshal into the
+// reading's fields, unknown fields refused, and nothing else of what
+// Unmarshal checks (duplicate names, depth, metric names, finite values).
+// Run both in one run:
+//
+//	go test -run '^$' -bench 'Unmarshal' -count 10 ./internal/protocol/
+func BenchmarkUnmarshalEncodingJSON(b *testing.B) {
+	payload := AppendEncode(nil, benchReading(3))
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var v values
+		d := json.NewDecoder(bytes.NewReader(payload))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&v); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

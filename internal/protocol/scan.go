@@ -61,7 +61,14 @@ type node struct {
 }
 
 // document is a scanned JSON payload: a flat tree of nodes pointing into the
-// source. It holds no pointers into the payload beyond src, which is cleared
+// source. It stands in for encoding/json, which ingest, storage and the
+// dashboard would otherwise call once per reading: measured in one run
+// (BenchmarkUnmarshal against BenchmarkUnmarshalEncodingJSON, -count 10,
+// 2026-12-07), 506 ns and 2 allocations per reading here, against 2.7 µs
+// and 20 allocations for encoding/json reading the same fields with
+// unknown fields refused and none of the other checks (5.4 times the
+// cost). FuzzDecode holds every value it accepts to what encoding/json
+// and strconv read of the same bytes. It holds no pointers into the payload beyond src, which is cleared
 // before a document goes back to the pool.
 type document struct {
 	src    []byte
