@@ -1,12 +1,12 @@
 package protocol
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
-	"encoding/json"
-	"bytes"
 )
 
 func benchReading(metrics int) Reading {
