@@ -27,6 +27,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
+	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -405,13 +406,18 @@ func metricValue(listen, name string) (float64, error) {
 // SIGKILL while devices publish, starts it again, and checks that READINGS
 // ends up with exactly the readings sent.
 func TestIngestKilledUnderLoadLosesNothing(t *testing.T) {
-	mosq := mosquittoFor(t, devices.Config{Devices: 40, Regions: []string{faultRegion}}) // runFleet's
+	for _, b := range faultBrokers {
+		t.Run(b.name, func(t *testing.T) { ingestKilledUnderLoad(t, b.start(t)) })
+	}
+}
+
+func ingestKilledUnderLoad(t *testing.T, brokerURL string) {
 	region := startRegionNATS(t)
 	bin := buildTelemetry(t)
-	in := newIngestProc(t, bin, mosq.URL(), region.URL())
+	in := newIngestProc(t, bin, brokerURL, region.URL())
 	in.Start()
 
-	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 2000, Duration: 8 * time.Second})
+	fleet, done := runFleet(t, devices.Config{Broker: brokerURL, Devices: 40, Rate: 2000, Duration: 8 * time.Second})
 	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if s := fleet.Stats(); s.Acked < 4000 {
 			return fmt.Errorf("%d readings published", s.Acked)
@@ -439,14 +445,19 @@ func TestIngestKilledUnderLoadLosesNothing(t *testing.T) {
 // publish: ingest stops taking messages (the broker holds them), its memory
 // stays flat, and once NATS is back every reading arrives exactly once.
 func TestRegionNATSDownUnderLoad(t *testing.T) {
-	mosq := mosquittoFor(t, devices.Config{Devices: 40, Regions: []string{faultRegion}}) // runFleet's
+	for _, b := range faultBrokers {
+		t.Run(b.name, func(t *testing.T) { regionNATSDownUnderLoad(t, b.start(t)) })
+	}
+}
+
+func regionNATSDownUnderLoad(t *testing.T, brokerURL string) {
 	region := startRegionNATS(t)
 	bin := buildTelemetry(t)
-	in := newIngestProc(t, bin, mosq.URL(), region.URL())
+	in := newIngestProc(t, bin, brokerURL, region.URL())
 	in.Start()
 
 	const outage = 30 * time.Second
-	fleet, done := runFleet(t, devices.Config{Broker: mosq.URL(), Devices: 40, Rate: 1000, Duration: outage + 10*time.Second})
+	fleet, done := runFleet(t, devices.Config{Broker: brokerURL, Devices: 40, Rate: 1000, Duration: outage + 10*time.Second})
 	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if s := fleet.Stats(); s.Acked < 3000 {
 			return fmt.Errorf("%d readings published", s.Acked)
@@ -623,6 +634,28 @@ func benchBinary(b *testing.B) string {
 // benchmark through mosq, given its device id prefix: INGEST_BENCH_N
 // readings (default 60000), asked for at more than the broker can take, so
 // that the devices publish as fast as their in-flight windows allow.
+// faultBrokers are the brokers the fault tests run against: real
+// Mosquitto from the repository's configuration with runFleet's devices
+// in its password file, and the embedded broker of the demo, whose auth
+// hook checks the same per-device passwords. Each starts its broker and
+// returns its URL.
+var faultBrokers = []struct {
+	name  string
+	start func(t *testing.T) string
+}{
+	{"mosquitto", func(t *testing.T) string {
+		return mosquittoFor(t, devices.Config{Devices: 40, Regions: []string{faultRegion}}).URL() // runFleet's
+	}},
+	{"embedded", func(t *testing.T) string {
+		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b.URL()
+	}},
+}
+
 // mosquittoFor starts real Mosquitto from the repository's configuration,
 // with every device of the fleets cfgs would make in its password file, as
 // `telemetry mqtt passwd` writes them.

@@ -105,11 +105,17 @@ func waitStored(t *testing.T, js jetstream.JetStream, name string, n int) {
 }
 
 // TestInstancesShareTheLoadWithoutLossOrDoubles runs two instances of one
-// region on real Mosquitto: each reading goes to exactly one of them; while
+// region, on real Mosquitto and on the embedded broker: each reading goes
+// to exactly one of them; while
 // one is down, what the broker routes to it waits in its persistent session
 // and arrives when it returns.
 func TestInstancesShareTheLoadWithoutLossOrDoubles(t *testing.T) {
-	broker := openMosquitto(t).URL()
+	for _, b := range testBrokers {
+		t.Run(b.name, func(t *testing.T) { instancesShareTheLoad(t, b.start(t)) })
+	}
+}
+
+func instancesShareTheLoad(t *testing.T, broker string) {
 	regions := testharness.Regions(t)
 	url := regions.URL("eu-west")
 	cfg := func(instance string) ingest.Config {
@@ -139,8 +145,12 @@ func TestInstancesShareTheLoadWithoutLossOrDoubles(t *testing.T) {
 	if sa.Received+sb.Received != uint64(len(want)) || sa.Duplicates+sb.Duplicates != 0 {
 		t.Fatalf("a received %d, b %d, duplicates %d+%d: want %d delivered once in all", sa.Received, sb.Received, sa.Duplicates, sb.Duplicates, len(want))
 	}
-	if sa.Accepted < 100 || sb.Accepted < 100 {
-		t.Errorf("load not shared: a accepted %d, b %d", sa.Accepted, sb.Accepted)
+	// Shared, not evenly: Mosquitto alternates; the embedded broker (mochi
+	// v2.7.9, Subscribers.SelectShared) takes the first member in Go's map
+	// order, which splits two members about 3:1 (104 to 120 of 400 for the
+	// smaller share in five runs).
+	if min(sa.Accepted, sb.Accepted) < uint64(len(want))/5 {
+		t.Errorf("load not shared: a accepted %d, b %d of %d", sa.Accepted, sb.Accepted, len(want))
 	}
 
 	// b goes away; its session stays in the broker.
@@ -149,7 +159,8 @@ func TestInstancesShareTheLoadWithoutLossOrDoubles(t *testing.T) {
 	publishReadings(t, pub, "eu-west", "th-1", next, next+399, want)
 	next += 400
 	// Mosquitto 2.0 keeps routing b's share to b's session while b is
-	// down: a gets about half, the rest waits for b.
+	// down: a gets about half, the rest waits for b. (The embedded broker
+	// may give a more.)
 	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		if got := a.Stats().Received - before; got < 150 {
 			return fmt.Errorf("a took %d of 400 while b was down", got)
