@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -147,6 +148,9 @@ type Ingest struct {
 
 	// blocked is whether publishes to JetStream succeed (health.go).
 	blocked blockage
+	// reconnected is when the NATS connection last came back (Unix
+	// nanoseconds): a publish that failed before it is retried at once.
+	reconnected atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -181,7 +185,10 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 			log.Warn("NATS disconnected", "err", err)
 			in.pub.failAll(nats.ErrDisconnected)
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			in.reconnected.Store(time.Now().UnixNano())
+			log.Info("NATS reconnected")
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("ingest %s: connecting to NATS %s: %w", cfg.Region, redact.URL(cfg.NATSURL), err)
@@ -419,6 +426,15 @@ func (in *Ingest) await(j *job) bool {
 		}
 		if drainDeadline == nil && in.stopped() {
 			drainDeadline = time.After(in.cfg.DrainTimeout)
+		}
+		if !Permanent(err) && j.sent.UnixNano() < in.reconnected.Load() {
+			// It failed with the connection that has since come back:
+			// publish it again now. Waiting out a backoff for each of the
+			// MaxInflight messages that failed during an outage kept
+			// ingest (and the broker's held publishers) back for 50 s
+			// after NATS returned (TestRegionNATSDownUnderLoad/embedded).
+			backoff = in.cfg.RetryBackoff
+			continue
 		}
 		select {
 		case <-time.After(backoff):
