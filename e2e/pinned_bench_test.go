@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -154,68 +153,15 @@ func runNATSChild() error {
 	return nil
 }
 
-// child is one of the benchmark's child processes.
-type child struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan string
-	done  chan error
-}
-
 // startChild starts this test binary in role with env, and waits for its
 // first line of output, which must be want.
-func startChild(b *testing.B, role, want string, env ...string) *child {
+func startChild(b *testing.B, role, want string, env ...string) *testharness.Child {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(append(os.Environ(), childRole+"="+role), env...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("starting the %s: %v", role, err)
-	}
-	c := &child{cmd: cmd, stdin: stdin, lines: make(chan string, 4), done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-		close(c.lines)
-		c.done <- cmd.Wait()
-	}()
-	b.Cleanup(c.stop)
-	if got := c.line(b, role); got != want {
+	c := testharness.StartChild(b, role, append([]string{childRole + "=" + role}, env...)...)
+	if got := c.Line(b); got != want {
 		b.Fatalf("%s said %q, want %q", role, got, want)
 	}
 	return c
-}
-
-// line waits for the child's next line of output.
-func (c *child) line(b *testing.B, role string) string {
-	b.Helper()
-	select {
-	case l, ok := <-c.lines:
-		if !ok {
-			b.Fatalf("the %s exited: %v", role, <-c.done)
-		}
-		return l
-	case <-time.After(2 * time.Minute):
-		b.Fatalf("nothing from the %s within 2 minutes", role)
-	}
-	return ""
-}
-
-// stop closes the child's standard input and waits for it to exit.
-func (c *child) stop() {
-	c.stdin.Close()
-	for range c.lines {
-	}
 }
 
 // BenchmarkIngestOnItsOwnCore asks the question of
@@ -281,10 +227,10 @@ func pinnedCeiling(b *testing.B, mosq *testharness.Broker, cfg devices.Config, c
 	fleet, done := runFleet(b, cfg)
 	waitFor(b, done, "devices")
 	sent := fleet.Stats().Acked
-	if _, err := fmt.Fprintln(sub.stdin, sent); err != nil {
+	if _, err := fmt.Fprintln(sub.Stdin, sent); err != nil {
 		b.Fatalf("telling the subscriber how many to expect: %v", err)
 	}
-	f := strings.Fields(sub.line(b, "subscriber"))
+	f := strings.Fields(sub.Line(b))
 	if len(f) != 3 || f[0] != "done" {
 		b.Fatalf("subscriber said %q, want done <first> <last>", strings.Join(f, " "))
 	}
@@ -293,7 +239,7 @@ func pinnedCeiling(b *testing.B, mosq *testharness.Broker, cfg devices.Config, c
 	if err1 != nil || err2 != nil || last <= first {
 		b.Fatalf("subscriber said %q", strings.Join(f, " "))
 	}
-	sub.stop()
+	sub.Stop()
 	return float64(sent) / time.Duration(last-first).Seconds(), sent
 }
 
@@ -321,7 +267,7 @@ func pinnedBridge(b *testing.B, bin string, mosq *testharness.Broker, cfg device
 	if err := pin(in.Pid(), consumerCPU); err != nil {
 		b.Fatal(err)
 	}
-	natsPid := natsChild.cmd.Process.Pid
+	natsPid := natsChild.Pid()
 	in0, err1 := procCPU(in.Pid())
 	nats0, err2 := procCPU(natsPid)
 	if err1 != nil || err2 != nil {
@@ -335,7 +281,7 @@ func pinnedBridge(b *testing.B, bin string, mosq *testharness.Broker, cfg device
 		b.Fatal(err1, err2)
 	}
 	in.Kill()
-	natsChild.stop()
+	natsChild.Stop()
 	sent = fleet.Stats().Acked
 	elapsed := last.Sub(first).Seconds()
 	return float64(sent) / elapsed, (in1 - in0).Seconds() / elapsed, (nats1 - nats0).Seconds() / elapsed, float64((in1 - in0).Microseconds()) / float64(sent), sent

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"syscall"
 	"testing"
@@ -16,6 +15,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
 // benchServerEnv makes the test binary a JetStream server for
@@ -184,24 +185,5 @@ func connect(b *testing.B, url string, opts ...nats.Option) *nats.Conn {
 // startJetStreamChild starts this test binary as a JetStream server
 // (serveJetStream) and returns its URL; it stops when b ends.
 func startJetStreamChild(b *testing.B) string {
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), benchServerEnv+"="+b.TempDir())
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-	url, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		b.Fatalf("JetStream server child: %v", err)
-	}
-	return url[:len(url)-1]
+	return testharness.StartChild(b, "JetStream server", benchServerEnv+"="+b.TempDir()).Line(b)
 }
