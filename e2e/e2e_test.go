@@ -83,7 +83,7 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 	})
 	var ingests []*ingest.Ingest
 	for _, r := range regions.Regions() {
-		in, err := ingest.New(ingest.Config{Region: r, Broker: mosq.URL(), NATSURL: regions.URL(r)}, log)
+		in, err := ingest.New(ingest.Config{Region: r, Broker: mosq.ServiceURL(), NATSURL: regions.URL(r)}, log)
 		if err != nil {
 			t.Fatal(err)
 		}

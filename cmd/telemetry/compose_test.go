@@ -96,8 +96,15 @@ func portOf(t *testing.T, path string, re *regexp.Regexp) string {
 func TestComposeAddressesAgree(t *testing.T) {
 	p, root := loadCompose(t)
 	// What each service listens on, from the very files compose mounts.
+	// Mosquitto's first listener is the devices', the one after it the
+	// services' (ingest).
+	mqttListeners := regexp.MustCompile(`(?m)^listener (\d+)`).FindAllStringSubmatch(readFile(t, filepath.Join(root, "deploy/mosquitto/mosquitto.conf")), -1)
+	if len(mqttListeners) != 2 {
+		t.Fatalf("mosquitto.conf has %d listeners, want the devices' and the services'", len(mqttListeners))
+	}
+	devicesPort, servicesPort := mqttListeners[0][1], mqttListeners[1][1]
 	listens := map[string]string{
-		"mosquitto":  portOf(t, filepath.Join(root, "deploy/mosquitto/mosquitto.conf"), regexp.MustCompile(`(?m)^listener (\d+)`)),
+		"mosquitto":  devicesPort,
 		"clickhouse": "9000", // the image's native protocol port
 	}
 	natsPort := portOf(t, filepath.Join(root, "deploy/nats/region.conf"), regexp.MustCompile(`(?m)^listen: [0-9.]+:(\d+)`))
@@ -149,7 +156,14 @@ func TestComposeAddressesAgree(t *testing.T) {
 	}
 	for _, s := range telemetryServices(p) {
 		region, _ := flagValue(s.Command, "region")
-		for _, f := range []string{"broker", "clickhouse", "storage-url"} {
+		if v, ok := flagValue(s.Command, "broker"); ok {
+			listens["mosquitto"] = devicesPort
+			if strings.HasPrefix(s.Name, "ingest") {
+				listens["mosquitto"] = servicesPort
+			}
+			check(s.Name, "broker", v, "")
+		}
+		for _, f := range []string{"clickhouse", "storage-url"} {
 			if v, ok := flagValue(s.Command, f); ok {
 				check(s.Name, f, v, "")
 			}
@@ -209,4 +223,13 @@ func TestComposeMountsTheFilesTheTestsUse(t *testing.T) {
 	if mounts == 0 {
 		t.Fatal("compose.yaml mounts no configuration at all")
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

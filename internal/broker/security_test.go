@@ -101,8 +101,8 @@ func TestOnlyKnownUsersConnect(t *testing.T) {
 		c    creds
 		id   string // client id; "" is th-00001
 		ok   bool
-		// embeddedOnly: Mosquitto does not bind a device's client id to
-		// its user name, and lets this one in.
+		// embeddedOnly: Mosquitto lets this one in, under its own user
+		// name as client id (TestDeviceCannotTakeAnotherDevicesSession).
 		embeddedOnly bool
 	}{
 		{"anonymous", creds{}, "", false, false},
@@ -133,6 +133,56 @@ func TestOnlyKnownUsersConnect(t *testing.T) {
 					}
 				})
 			}
+		})
+	}
+}
+
+// TestDeviceCannotTakeAnotherDevicesSession: a device that logs in under
+// another device's client id does not disconnect that device, which MQTT's
+// session takeover would do: the embedded broker refuses the login, and
+// Mosquitto gives the intruder its own user name as client id
+// (use_username_as_clientid on the devices' listener). The victim keeps
+// its connection and its readings arrive; on Mosquitto the intruder's own
+// readings still arrive too.
+func TestDeviceCannotTakeAnotherDevicesSession(t *testing.T) {
+	victim := deviceLogin("thermostat", "th-00002")
+	const (
+		victimTopic = "telemetry/us-east/thermostat/th-00002"
+		ownTopic    = "telemetry/us-east/thermostat/th-00001"
+	)
+	for _, b := range brokers {
+		t.Run(b.name, func(t *testing.T) {
+			addr := b.start(t)
+			ingest := subscribeAsIngest(t, addr)
+			v := mustConnect(t, addr, victim, "th-00002", nil)
+			intruder, err := connect(addr, device, "th-00002", nil)
+			switch {
+			case b.name == "embedded" && err == nil:
+				intruder.Disconnect(50)
+				t.Fatal("the embedded broker let th-00001 log in under th-00002's client id")
+			case b.name == "mosquitto" && err != nil:
+				t.Fatalf("Mosquitto refused th-00001 under another client id (%v); it should give it its own", err)
+			case b.name == "mosquitto":
+				defer intruder.Disconnect(50)
+				if err := publish(intruder, ownTopic, "own"); err != nil {
+					t.Errorf("th-00001 publishing on its own topic: %v", err)
+				}
+			}
+			if err := publish(v, victimTopic, "still here"); err != nil || !v.IsConnectionOpen() {
+				t.Fatalf("th-00002 lost its connection to the intruder: %v", err)
+			}
+			want := []string{victimTopic + " still here"}
+			if b.name == "mosquitto" {
+				want = append(want, ownTopic+" own")
+			}
+			testharness.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+				for _, m := range want {
+					if !ingest.has(m) {
+						return fmt.Errorf("ingest has not received %q", m)
+					}
+				}
+				return nil
+			})
 		})
 	}
 }

@@ -46,6 +46,7 @@ type Broker struct {
 	conf    string // the generated configuration file
 	logFile string
 	addr    string
+	ports   map[int]int // the configuration's listener ports to the test's
 
 	mu   sync.Mutex
 	proc *brokerProc // nil while stopped
@@ -143,7 +144,7 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 		if err := os.WriteFile(b.conf, conf, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		b.addr = addr
+		b.addr, b.ports = addr, ports
 		err = b.Restart()
 		if err == nil {
 			break
@@ -171,8 +172,17 @@ type mosquittoFiles struct {
 // Addr is the MQTT listener's address, 127.0.0.1:port.
 func (b *Broker) Addr() string { return b.addr }
 
-// URL is the broker URL for paho, tcp://127.0.0.1:port.
+// URL is the broker URL for paho, tcp://127.0.0.1:port: the devices'
+// listener (1883 in the configuration), where a client's id is its user
+// name.
 func (b *Broker) URL() string { return "tcp://" + b.addr }
+
+// ServiceURL is the URL of the services' listener (1884 in the
+// configuration), where several ingest instances log in as one user, each
+// with its own client id.
+func (b *Broker) ServiceURL() string {
+	return "tcp://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(b.ports[1884]))
+}
 
 // LogFile is Mosquitto's log, kept across restarts.
 func (b *Broker) LogFile() string { return b.logFile }
@@ -406,6 +416,8 @@ func rewriteMosquittoConf(conf []byte, ports map[int]int, dataDir, logFile strin
 			line = f[0] + " " + path
 		case len(f) == 2 && f[0] == "allow_anonymous" && files.open:
 			line = "allow_anonymous true"
+		case len(f) == 2 && f[0] == "use_username_as_clientid" && files.open:
+			continue // it refuses clients without a user name
 		}
 		out.WriteString(line)
 		out.WriteByte('\n')
