@@ -61,7 +61,11 @@ type mqttClient struct {
 	client paho.Client
 
 	subscribed atomic.Bool
-	// failures counts failed attempts to connect (the metric); lastFailure
+	// stopped is closed by disconnect: a subscription still being asked
+	// for stops asking.
+	stopped  chan struct{}
+	stopOnce sync.Once
+	// failed counts a failed attempt to connect (the metric); lastFailure
 	// keeps the log to one line per distinct reason.
 	failed      func()
 	mu          sync.Mutex
@@ -75,7 +79,7 @@ func newMQTTClient(cfg Config, handle func(mqttMessage), failed func(), log *slo
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("MQTT broker %q: want tcp://host:port (or ssl://)", cfg.Broker)
 	}
-	m := &mqttClient{cfg: cfg, log: log, failed: failed}
+	m := &mqttClient{cfg: cfg, log: log, failed: failed, stopped: make(chan struct{})}
 	opts := paho.NewClientOptions().
 		SetProtocolVersion(4).
 		AddBroker(cfg.Broker).
@@ -178,7 +182,11 @@ func (m *mqttClient) subscribe(c paho.Client) {
 			return
 		}
 		m.log.Error("MQTT subscription failed; asking again", "filter", filter, "err", err, "every", resubscribeEvery)
-		time.Sleep(resubscribeEvery)
+		select {
+		case <-m.stopped:
+			return
+		case <-time.After(resubscribeEvery):
+		}
 	}
 }
 
@@ -217,4 +225,7 @@ func (m *mqttClient) subscribedNow() bool { return m.connected() && m.subscribed
 
 // disconnect sends what is queued, then DISCONNECT; the broker keeps the
 // session.
-func (m *mqttClient) disconnect() { m.client.Disconnect(disconnectQuiesce) }
+func (m *mqttClient) disconnect() {
+	m.stopOnce.Do(func() { close(m.stopped) })
+	m.client.Disconnect(disconnectQuiesce)
+}
