@@ -44,10 +44,12 @@ type mqttMessage = paho.Message
 // paho calls the handler on its router goroutine, one message at a time,
 // in the order they arrived (SetOrderMatters(true)). The handler blocks when
 // MaxInflight messages await JetStream: paho then stops reading, and the
-// broker holds the rest. In the steady state the broker's own in-flight
-// window is below MaxInflight (Mosquitto's max_inflight_messages 1000,
-// the embedded broker's flow hook), so the handler does not block for
-// long. While it does (JetStream unreachable), paho's reader is held too,
+// broker holds the rest. It blocks only while JetStream is behind:
+// Mosquitto's in-flight window (max_inflight_messages 1000) is below
+// MaxInflight, and the embedded broker's flow hook lets up to 2,048 be in
+// flight, so under a burst the handler waits for JetStream's next
+// acknowledgements, milliseconds. When JetStream is unreachable for
+// longer, paho's reader is held too,
 // a PINGRESP is not read and paho drops the connection after
 // mqttKeepAlive + mqttPingTimeout (eclipse-paho/paho.mqtt.golang#208,
 // #453: a handler must not block). That loses nothing: the PUBACKs of the
