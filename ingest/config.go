@@ -126,6 +126,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ingest: shared subscription group %q: must not be empty or contain / + #", c.Group)
 	case c.Broker == "":
 		return errors.New("ingest: MQTT broker URL is required")
+	case !validBrokerURL(c.Broker):
+		return fmt.Errorf("ingest: MQTT broker %q: want tcp://host:port, or ssl://host:port for TLS", c.Broker)
 	case c.NATSURL == "":
 		return errors.New("ingest: NATS URL is required")
 	case c.MaxInflight < 1:

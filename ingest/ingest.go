@@ -200,11 +200,7 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 	in.nc = nc
 	// A refused login above all would otherwise only show as "MQTT not
 	// connected" on /healthz; the client logs each distinct reason once.
-	in.mq, err = newMQTTClient(cfg, in.handle, in.metrics.loginFailed.Inc, log)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("ingest %s: %w", cfg.Region, err)
-	}
+	in.mq = newMQTTClient(cfg, in.handle, in.metrics.loginFailed.Inc, log)
 	in.metrics.connected(nc.IsConnected, in.mq.connected)
 	in.metrics.blockedFor(func() float64 { return in.blocked.seconds(time.Now()) })
 	return in, nil

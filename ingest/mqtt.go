@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,13 +75,9 @@ type mqttClient struct {
 	lastFailure string
 }
 
-// newMQTTClient builds the client; connect starts it. handle gets each
-// message in arrival order.
-func newMQTTClient(cfg Config, handle func(mqttMessage), failed func(), log *slog.Logger) (*mqttClient, error) {
-	u, err := url.Parse(cfg.Broker)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("MQTT broker %q: want tcp://host:port (or ssl://)", cfg.Broker)
-	}
+// newMQTTClient builds the client for cfg, validated; connect starts it.
+// handle gets each message in arrival order.
+func newMQTTClient(cfg Config, handle func(mqttMessage), failed func(), log *slog.Logger) *mqttClient {
 	m := &mqttClient{cfg: cfg, log: log, failed: failed, stopped: make(chan struct{})}
 	opts := paho.NewClientOptions().
 		SetProtocolVersion(4).
@@ -109,11 +106,21 @@ func newMQTTClient(cfg Config, handle func(mqttMessage), failed func(), log *slo
 			log.Warn("MQTT connection lost", "err", err)
 		}).
 		SetConnectionNotificationHandler(m.notified).
-		// PUBACKs and the rest of ingest's writes leave through a
+		// paho reads through a buffer and writes in batches: a
 		// bufferedConn (conn.go).
 		SetCustomOpenConnectionFn(dialMQTT)
 	m.client = paho.NewClient(opts)
-	return m, nil
+	return m
+}
+
+// mqttSchemes are the broker URL schemes dialMQTT knows: plain TCP, then
+// TLS.
+var mqttSchemes = []string{"tcp", "mqtt", "ssl", "tls", "mqtts", "tcps"}
+
+// validBrokerURL reports whether broker is a URL dialMQTT can dial.
+func validBrokerURL(broker string) bool {
+	u, err := url.Parse(broker)
+	return err == nil && u.Host != "" && slices.Contains(mqttSchemes, u.Scheme)
 }
 
 // dialMQTT opens a connection to the broker at uri, TLS for ssl://, tls://
