@@ -1,13 +1,13 @@
 package dashboard
 
 import (
+	"bytes"
 	"log/slog"
+	"strings"
 	"testing"
 
-	"bytes"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"strings"
 )
 
 func counterValue(t *testing.T, c prometheus.Counter) float64 {

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/telemetry-demo/telemetry/internal/broker"
@@ -253,9 +256,26 @@ func (f *Fleet) connect(ctx context.Context, d *device, tries uint) error {
 			f.logError("device could not connect; retrying", d, err, "retry_in", next.Round(time.Millisecond))
 		}))
 	if err != nil {
-		return fmt.Errorf("connecting device %s to %s (is the broker running?): %w", d.id, f.cfg.Broker, err)
+		return fmt.Errorf("connecting device %s to %s (%s): %w", d.id, f.cfg.Broker, connectHint(err), err)
 	}
 	return nil
+}
+
+// connectHint says what a failed connection most likely means: nothing
+// listening, or a broker that closed the connection before answering,
+// which is how the embedded broker refuses connections beyond its bounds
+// (docs/SECURITY.md).
+func connectHint(err error) string {
+	switch {
+	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised):
+		return "the broker refused the device's login: is --fleet-secret the broker's?"
+	case errors.Is(err, packets.ErrorRefusedServerUnavailable):
+		return "the broker is busy: it takes no more clients"
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		return "the broker closed the connection before answering: it takes no more connections from this address, " +
+			"or no more clients (the demo takes 5,000 from one address: --mqtt-max-per-address)"
+	}
+	return "is the broker running?"
 }
 
 // disconnect closes the device's connection, if open or being reopened.

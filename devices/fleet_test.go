@@ -458,3 +458,26 @@ func TestFleetReportsUnreachableBroker(t *testing.T) {
 		t.Errorf("stats %+v: want nothing connected or sent", s)
 	}
 }
+
+// TestFleetSaysTheBrokerRefusedMore: a fleet larger than the embedded
+// broker takes from one address is told that the broker closed the
+// connection, and where the bound is, not asked whether the broker runs.
+func TestFleetSaysTheBrokerRefusedMore(t *testing.T) {
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxConnsPerIP: 2}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	f, err := New(Config{Broker: b.URL(), Devices: 4, Rate: 4, ConnectAttempts: 2, ConnectTimeout: 5 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	err = f.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "closed the connection before answering") || !strings.Contains(err.Error(), "--mqtt-max-per-address") {
+		t.Errorf("Run = %v, want an error saying the broker closed the connection, and the demo's bound", err)
+	}
+	if s := f.Stats(); s.Connected > 2 {
+		t.Errorf("stats %+v: more devices connected than the broker takes from one address", s)
+	}
+}
