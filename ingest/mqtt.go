@@ -47,7 +47,7 @@ type mqttMessage = paho.Message
 // MaxInflight messages await JetStream: paho then stops reading, and the
 // broker holds the rest. It blocks only while JetStream is behind:
 // Mosquitto's in-flight window (max_inflight_messages 1000) is below
-// MaxInflight, and the embedded broker's flow hook lets up to 2,048 be in
+// MaxInflight, and the embedded broker's flow hook lets up to 1,024 be in
 // flight, so under a burst the handler waits for JetStream's next
 // acknowledgements, milliseconds. When JetStream is unreachable for
 // longer, paho's reader is held too,

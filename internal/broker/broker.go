@@ -36,9 +36,14 @@ const maxInflight = 65535
 const (
 	// DefaultMaxPendingWrites is each client's outbound queue. mochi
 	// allocates it, a pointer per slot, for every connection as it is
-	// accepted: 64 KiB slots cost 512 KiB per device. 4096 is room for
-	// twice what the flow hook lets a subscriber have in flight.
-	DefaultMaxPendingWrites = 4096
+	// accepted, devices and ingest alike: 64 KiB slots cost 512 KiB per
+	// device. 2048 (16 KiB per device) is room for twice what the flow
+	// hook lets a subscriber have in flight, 1,024: ingest's own window
+	// (ingest.DefaultMaxInflight). Measured against 4096 (2026-12-07,
+	// alternated, docs/BENCH.md): 148 MiB less for the demo with 10,000
+	// devices, 100-150 MiB less at the broker's ceiling with 1,000, and
+	// the same share of the ceiling (medians 55.5 % and 54.5 %).
+	DefaultMaxPendingWrites = 2048
 	DefaultMaxClients       = 20_000
 )
 
