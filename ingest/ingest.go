@@ -398,8 +398,18 @@ func (in *Ingest) await(j *job) bool {
 			in.count(j, dup)
 			return true
 		}
-		in.blocked.failed(blockReason(in.cfg.Region, j.msg.Subject, err), time.Now())
 		j.done = nil
+		if !Permanent(err) && j.sent.UnixNano() < in.reconnected.Load() {
+			// It failed with the connection that has since come back:
+			// publish it again now, without a backoff, a log line or a
+			// blocked state of its own. Waiting out a backoff for each of
+			// the MaxInflight messages that failed during an outage kept
+			// ingest (and the broker's held publishers) back for 50 s
+			// after NATS returned (TestRegionNATSDownUnderLoad/embedded).
+			in.metrics.errors.WithLabelValues("publish").Inc()
+			continue
+		}
+		in.blocked.failed(blockReason(in.cfg.Region, j.msg.Subject, err), time.Now())
 		if Permanent(err) {
 			in.metrics.errors.WithLabelValues("refused").Inc()
 			if refused++; refused >= in.cfg.MaxAttempts {
@@ -422,15 +432,6 @@ func (in *Ingest) await(j *job) bool {
 		}
 		if drainDeadline == nil && in.stopped() {
 			drainDeadline = time.After(in.cfg.DrainTimeout)
-		}
-		if !Permanent(err) && j.sent.UnixNano() < in.reconnected.Load() {
-			// It failed with the connection that has since come back:
-			// publish it again now. Waiting out a backoff for each of the
-			// MaxInflight messages that failed during an outage kept
-			// ingest (and the broker's held publishers) back for 50 s
-			// after NATS returned (TestRegionNATSDownUnderLoad/embedded).
-			backoff = in.cfg.RetryBackoff
-			continue
 		}
 		select {
 		case <-time.After(backoff):
