@@ -20,7 +20,9 @@
 // Topology describes the streams declaratively; Apply creates or updates them
 // idempotently. Embedded runs the hub and regions in-process for the demo and
 // tests; LeafLink cuts a region off and heals it (nats-server's own switch
-// on the region's leaf connection) while everything keeps running. Status
+// on the region's leaf connection) while everything keeps running. Its
+// servers check client logins through a gate of their own (logins.go) that
+// holds back an address that keeps failing. Status
 // says how far each region is behind each other and in which state each
 // link is; Mender restarts a link nats-server leaves waiting once the other
 // region answers again.

@@ -1,11 +1,14 @@
 package stream
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,6 +36,12 @@ type EmbeddedConfig struct {
 	DataDir string
 	// ReadyTimeout bounds how long a server may take to accept clients.
 	ReadyTimeout time.Duration
+	// MaxFailedLoginsPerIP failed logins from one address within
+	// FailedLoginWindow make every server refuse that address's logins,
+	// right password or not, until the window ends (0: the defaults of
+	// connlimit, the embedded MQTT broker's too).
+	MaxFailedLoginsPerIP int
+	FailedLoginWindow    time.Duration
 }
 
 // Validate checks the configuration without touching the network.
@@ -54,12 +63,15 @@ func (c EmbeddedConfig) Validate() error {
 // crashed and restarted server would be: its clients reconnect to the same
 // URL and its file store keeps what it had acknowledged.
 type Embedded struct {
-	hub   *server.Server
-	links map[string]*LeafLink
-	order []string
-	log   *slog.Logger
-	// refused counts failed logins, which nats-server logs a line each.
-	refused *connlimit.Tally
+	hub      *server.Server
+	leafAddr string // the hub's leaf port, host:port
+	links    map[string]*LeafLink
+	order    []string
+	log      *slog.Logger
+	// refused counts refused logins by reason; failures holds back an
+	// address that keeps failing, on every server's client port.
+	refused  *connlimit.Tally
+	failures *connlimit.Failures
 
 	mu      sync.Mutex
 	regions map[string]*server.Server  // nil value: stopped
@@ -81,6 +93,8 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 10 * time.Second
 	}
+	cfg.MaxFailedLoginsPerIP = cmp.Or(cfg.MaxFailedLoginsPerIP, connlimit.DefaultMaxFailedLoginsPerIP)
+	cfg.FailedLoginWindow = cmp.Or(cfg.FailedLoginWindow, connlimit.DefaultFailedLoginWindow)
 	confDir := filepath.Join(cfg.DataDir, "conf")
 	if err := writeConfigs(confDir); err != nil {
 		return nil, err
@@ -88,8 +102,10 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, addrs: map[string]string{},
 		links: map[string]*LeafLink{}, cut: map[string]bool{}, order: cfg.Regions, log: log,
 		refused: connlimit.NewTally("telemetry_nats_refused_total",
-			"Connections to the embedded NATS servers refused, by reason: bad_login (unknown user or wrong password).",
-			"NATS login refused", log, reasonBadLogin)}
+			"Logins to the embedded NATS servers refused, by reason: bad_login (unknown user, wrong password, a leaf user on a client port), failed_logins (the address failed too often within the window).",
+			"NATS login refused", log, reasonBadLogin, reasonFailedLogins),
+		failures: connlimit.NewFailures(cfg.MaxFailedLoginsPerIP, cfg.FailedLoginWindow)}
+	leafPassword := rand.Text()
 
 	hubOpts, err := loadConfig(confDir, "hub.conf", "")
 	if err != nil {
@@ -99,6 +115,8 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	hubOpts.LeafNode.Host, hubOpts.LeafNode.Port = "127.0.0.1", -1
 	// A region cut off must not learn another way to the hub.
 	hubOpts.LeafNode.NoAdvertise = true
+	// The demo's leaf port takes no public password (hub.conf's is).
+	hubOpts.LeafNode.Password = leafPassword
 	hub, err := e.startServer(hubOpts, cfg.ReadyTimeout, log.With("nats", "hub"))
 	if err != nil {
 		return nil, err
@@ -106,6 +124,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	e.hub = hub
 	// The server writes the port it picked back into its options.
 	leafAddr := fmt.Sprintf("127.0.0.1:%d", hubOpts.LeafNode.Port)
+	e.leafAddr = leafAddr
 
 	for _, region := range cfg.Regions {
 		e.links[region] = &LeafLink{e: e, region: region}
@@ -124,6 +143,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		for _, remote := range opts.LeafNode.Remotes {
 			for _, u := range remote.URLs {
 				u.Host = leafAddr
+				u.User = url.UserPassword(hubOpts.LeafNode.Username, leafPassword)
 			}
 		}
 		s, err := e.startServer(opts, cfg.ReadyTimeout, log.With("nats", region))
@@ -194,11 +214,13 @@ func (e *Embedded) startServer(opts *server.Options, timeout time.Duration, log 
 	if os.Getenv("STREAM_TRACE") != "" {
 		opts.Trace, opts.Debug = true, true
 	}
+	gate := newLoginGate(opts, e.failures, e.refused)
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configuring nats-server %s: %w", opts.ServerName, err)
 	}
-	s.SetLoggerV2(&slogAdapter{log: log, refused: e.refused}, opts.Debug, opts.Trace, false)
+	gate.serve(s)
+	s.SetLoggerV2(&slogAdapter{log: log, refused: e.refused, failures: e.failures}, opts.Debug, opts.Trace, false)
 	go s.Start()
 	if !s.ReadyForConnections(timeout) {
 		s.Shutdown()
@@ -481,19 +503,17 @@ func (e *Embedded) Close() error {
 	return nil
 }
 
-// reasonBadLogin is the reason of telemetry_nats_refused_total for a
-// failed login.
-const reasonBadLogin = "bad_login"
-
 // Refused counts the logins the embedded servers refused, as
 // telemetry_nats_refused_total: a collector for the demo's /metrics.
 func (e *Embedded) Refused() prometheus.Collector { return e.refused }
 
-// slogAdapter sends nats-server's log lines to slog; failed logins, a line
-// each in nats-server, go to refused: counted, and logged rate limited.
+// slogAdapter sends nats-server's log lines to slog. Failed logins, a line
+// each in nats-server, are not: a client's was counted by the loginGate, a
+// leaf connection's (at the hub) is counted here and against its address.
 type slogAdapter struct {
-	log     *slog.Logger
-	refused *connlimit.Tally
+	log      *slog.Logger
+	refused  *connlimit.Tally
+	failures *connlimit.Failures
 }
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
@@ -512,10 +532,15 @@ func (a *slogAdapter) Warnf(format string, v ...any) {
 func (a *slogAdapter) Fatalf(format string, v ...any) { a.log.Error(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	// "<ip>:<port> - cid:<n> - authentication error[ - user <u>]"
+	// "<ip>:<port> - cid:<n> - authentication error[ - user <u>]", lid:
+	// for a leaf connection.
 	if a.refused != nil && strings.Contains(msg, " - authentication error") {
-		from, _, _ := strings.Cut(msg, " - ")
-		a.refused.Add(reasonBadLogin, connlimit.HostOf(from))
+		from, rest, _ := strings.Cut(msg, " - ")
+		if strings.HasPrefix(rest, "lid:") {
+			host := connlimit.HostOf(from)
+			a.failures.Add(host, time.Now())
+			a.refused.Add(reasonBadLogin, host)
+		}
 		return
 	}
 	a.log.Error(msg)

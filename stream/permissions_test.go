@@ -3,11 +3,13 @@ package stream
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -267,6 +269,30 @@ func TestEachServiceUserHasOnlyItsPermissions(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("the demo's leaf port refuses the public leaf password", func(t *testing.T) {
+		before := e.refused.Count(reasonBadLogin)
+		intruder, err := server.NewServer(&server.Options{ServerName: "intruder", Host: "127.0.0.1", Port: -1, NoSigs: true,
+			LeafNode: server.LeafNodeOpts{ReconnectInterval: 100 * time.Millisecond, Remotes: []*server.RemoteLeafOpts{
+				{URLs: []*url.URL{{Scheme: "nats-leaf", User: url.UserPassword("leaf", "leaf"), Host: e.leafAddr}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		intruder.Start()
+		defer intruder.Shutdown()
+		checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+			if n := e.refused.Count(reasonBadLogin); n <= before {
+				return errors.New("no refused leaf login counted yet")
+			}
+			return nil
+		})
+		if n, want := e.hub.NumLeafNodes(), len(e.Regions()); n != want {
+			t.Errorf("the hub has %d leaf connections, want its %d regions' only", n, want)
+		}
+		if n := intruder.NumLeafNodes(); n != 0 {
+			t.Errorf("the intruder holds %d leaf connections to the hub", n)
+		}
 	})
 
 	// Nothing above changed the streams.

@@ -24,7 +24,7 @@ type authHook struct {
 	fleetSecret string
 	acl         *ACL
 	insecure    bool
-	failures    *failedLogins // by address; nil: not counted (NewAuthHook)
+	failures    *connlimit.Failures // by address; nil: not counted (NewAuthHook)
 
 	denied atomic.Uint64 // publishes, subscriptions and deliveries denied by the ACL
 }
@@ -61,7 +61,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if !ok && h.failures != nil {
 		// Counted before mochi answers: a client that sees the refusal
 		// and dials again finds it counted.
-		h.failures.add(connlimit.HostOf(cl.Net.Remote), time.Now())
+		h.failures.Add(connlimit.HostOf(cl.Net.Remote), time.Now())
 	}
 	return ok
 }

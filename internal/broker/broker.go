@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
@@ -90,7 +91,7 @@ type Config struct {
 	// MaxFailedLoginsPerIP failed logins from one address within
 	// FailedLoginWindow make the broker refuse that address's new
 	// connections until the window ends (defaults
-	// DefaultMaxFailedLoginsPerIP, DefaultFailedLoginWindow).
+	// connlimit.DefaultMaxFailedLoginsPerIP, connlimit.DefaultFailedLoginWindow).
 	MaxFailedLoginsPerIP int
 	FailedLoginWindow    time.Duration
 
@@ -119,14 +120,14 @@ func (c Config) Validate() error {
 		{"max connections logging in", c.MaxLoggingIn, DefaultMaxLoggingIn},
 		{"max connections logging in per address", c.MaxLoggingInPerIP, DefaultMaxLoggingInPerIP},
 		{"max connections per address", c.MaxConnsPerIP, DefaultMaxConnsPerIP},
-		{"max failed logins per address", c.MaxFailedLoginsPerIP, DefaultMaxFailedLoginsPerIP},
+		{"max failed logins per address", c.MaxFailedLoginsPerIP, connlimit.DefaultMaxFailedLoginsPerIP},
 	} {
 		if b.value < 0 {
 			return fmt.Errorf("broker: %s %d: want 1 or more (0: %d)", b.name, b.value, b.def)
 		}
 	}
 	if c.FailedLoginWindow < 0 {
-		return fmt.Errorf("broker: failed login window %v: want more than 0 (0: %v)", c.FailedLoginWindow, DefaultFailedLoginWindow)
+		return fmt.Errorf("broker: failed login window %v: want more than 0 (0: %v)", c.FailedLoginWindow, connlimit.DefaultFailedLoginWindow)
 	}
 	if c.LoginTimeout < 0 {
 		return fmt.Errorf("broker: login timeout %v: want more than 0 (0: %v)", c.LoginTimeout, DefaultLoginTimeout)
@@ -168,10 +169,10 @@ func (c *Config) setDefaults() {
 		c.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
 	if c.MaxFailedLoginsPerIP == 0 {
-		c.MaxFailedLoginsPerIP = DefaultMaxFailedLoginsPerIP
+		c.MaxFailedLoginsPerIP = connlimit.DefaultMaxFailedLoginsPerIP
 	}
 	if c.FailedLoginWindow == 0 {
-		c.FailedLoginWindow = DefaultFailedLoginWindow
+		c.FailedLoginWindow = connlimit.DefaultFailedLoginWindow
 	}
 }
 
@@ -239,7 +240,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	}
 	// The auth hook counts a failed login before its CONNACK goes out;
 	// the gate holds the address back from its next connection.
-	h.failures = newFailedLogins(cfg.MaxFailedLoginsPerIP, cfg.FailedLoginWindow)
+	h.failures = connlimit.NewFailures(cfg.MaxFailedLoginsPerIP, cfg.FailedLoginWindow)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
 	caps.MaximumInflight = uint16(cfg.maxInflight())

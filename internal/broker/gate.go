@@ -73,9 +73,9 @@ type gate struct {
 	timeout     time.Duration
 
 	ln       net.Listener
-	conns    *connlimit.Tracker // every connection, until closed
-	loggedIn *connlimit.Tracker // connections waiting for their CONNECT
-	failures *failedLogins      // by address
+	conns    *connlimit.Tracker  // every connection, until closed
+	loggedIn *connlimit.Tracker  // connections waiting for their CONNECT
+	failures *connlimit.Failures // by address
 	refused  *connlimit.Tally
 	ended    *connlimit.Tally // logged-in clients whose connection failed
 	log      *slog.Logger
@@ -87,7 +87,7 @@ type gate struct {
 
 var _ listeners.Listener = (*gate)(nil)
 
-func newGate(cfg Config, failures *failedLogins, log *slog.Logger) *gate {
+func newGate(cfg Config, failures *connlimit.Failures, log *slog.Logger) *gate {
 	return &gate{
 		id: "tcp", address: cfg.Listen, timeout: cfg.LoginTimeout,
 		conns:    connlimit.NewTracker(connlimit.Limits{Total: cfg.MaxClients + cfg.MaxLoggingIn, PerAddr: cfg.MaxConnsPerIP}),
@@ -133,7 +133,7 @@ func (g *gate) Serve(establish listeners.EstablishFn) {
 			return
 		}
 		host := connlimit.Host(c.RemoteAddr())
-		if g.failures.blocked(host, time.Now()) {
+		if g.failures.Blocked(host, time.Now()) {
 			g.refuse(c, refusedFailedLogins, host)
 			continue
 		}

@@ -1,15 +1,16 @@
-package broker
+package connlimit
 
 import (
 	"sync"
 	"time"
 )
 
-// Bounds of failed logins, per client address (docs/SECURITY.md).
+// Bounds of failed logins, per client address (docs/SECURITY.md), for
+// the embedded MQTT broker and the embedded NATS servers alike.
 const (
 	// DefaultMaxFailedLoginsPerIP failed logins from one address within
-	// DefaultFailedLoginWindow make the broker refuse that address's new
-	// connections for the rest of the window. A device that knows its
+	// DefaultFailedLoginWindow make a listener refuse that address's new
+	// logins for the rest of the window. A client that knows its
 	// credential never fails, so this holds back password guessing and
 	// the CPU its hashing costs, not the fleet; a venue's NAT shares one
 	// address, so the bound is well above what a room mistypes.
@@ -22,8 +23,10 @@ const (
 	maxFailureHosts = 10_000
 )
 
-// failedLogins counts failed logins per address in fixed windows.
-type failedLogins struct {
+// Failures counts failed logins per address in fixed windows, and says
+// which addresses have used up their window's allowance. Safe for
+// concurrent use.
+type Failures struct {
 	max    int
 	window time.Duration
 
@@ -36,12 +39,13 @@ type failureWindow struct {
 	n     int
 }
 
-func newFailedLogins(max int, window time.Duration) *failedLogins {
-	return &failedLogins{max: max, window: window, hosts: map[string]*failureWindow{}}
+// NewFailures allows max failed logins per address within each window.
+func NewFailures(max int, window time.Duration) *Failures {
+	return &Failures{max: max, window: window, hosts: map[string]*failureWindow{}}
 }
 
-// add counts a failed login from host at now.
-func (f *failedLogins) add(host string, now time.Time) {
+// Add counts a failed login from host at now.
+func (f *Failures) Add(host string, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w, ok := f.hosts[host]
@@ -65,8 +69,8 @@ func (f *failedLogins) add(host string, now time.Time) {
 	w.n++
 }
 
-// blocked reports whether host has failed max times in its current window.
-func (f *failedLogins) blocked(host string, now time.Time) bool {
+// Blocked reports whether host has failed max times in its current window.
+func (f *Failures) Blocked(host string, now time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w, ok := f.hosts[host]
