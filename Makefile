@@ -6,7 +6,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: demo test deps-test bench lint build fuzz
+.PHONY: demo test deps-test bench lint build fuzz compose-images compose-up compose-down
 
 # The demo runs as a built binary, not under `go run`: `go run` exits 1
 # whenever it is interrupted, so Ctrl-C ended every demo with "make: ***
@@ -37,3 +37,17 @@ fuzz:
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)
 	$(GO) vet $(PKGS)
+
+# The presenters' stack (compose.yaml) for real, on a Docker engine that may
+# reach no registry: compose-images builds every image compose.yaml names
+# here (scripts/compose-images.sh); compose-up installs the compose CLI when
+# missing, builds the images when missing and no registry answers, then
+# runs `docker compose up -d --wait` (docs/PRESENTER.md).
+compose-images:
+	./scripts/compose-images.sh
+
+compose-up:
+	./scripts/compose-up.sh
+
+compose-down:
+	docker compose down -v

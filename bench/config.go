@@ -22,6 +22,13 @@ const (
 	DemoMetricsURL = "http://127.0.0.1:8080/metrics"
 )
 
+// DefaultDevices and DefaultIDPrefix make the bench's fleet unless told
+// otherwise: bench-th-00001 and on, never the demo's own ids.
+const (
+	DefaultDevices  = 1000
+	DefaultIDPrefix = "bench-"
+)
+
 // DemoNATS is each region's NATS of the local demo, as the dashboard's
 // user: reading READINGS and DEADLETTER needs no more.
 var DemoNATS = map[string]string{

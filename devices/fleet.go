@@ -97,11 +97,20 @@ func (c Config) place(i int) (region, typ string) {
 
 // PasswordFile is a Mosquitto password file for the fleet cfg makes: the
 // lines of base (the service users, may be empty), then one per device
-// with its password under cfg.FleetSecret (broker.FleetPasswordFile).
-func PasswordFile(cfg Config, base []byte) ([]byte, error) {
-	users, err := Usernames(cfg)
-	if err != nil {
-		return nil, err
+// with its password under cfg.FleetSecret (broker.FleetPasswordFile), then
+// one per device of each of more (other fleets under the same secret, such
+// as a load test's).
+func PasswordFile(cfg Config, base []byte, more ...Config) ([]byte, error) {
+	var users []string
+	for _, c := range append([]Config{cfg}, more...) {
+		if c.FleetSecret != cfg.FleetSecret {
+			return nil, errors.New("password file: every fleet needs the same fleet secret")
+		}
+		u, err := Usernames(c)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, u...)
 	}
 	return broker.FleetPasswordFile(base, cfg.FleetSecret, users)
 }

@@ -15,7 +15,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var cfg bench.Config
 	// Enough devices that one device's in-flight window (--max-inflight)
 	// does not cap the rate: 5 readings/s each at 5,000/s.
-	cfg.Fleet.RegisterFlags(fs, 1000, "bench-")
+	cfg.Fleet.RegisterFlags(fs, bench.DefaultDevices, bench.DefaultIDPrefix)
 	fs.StringVar(&cfg.ClickHouse, "clickhouse", "", "ClickHouse native address the pipeline stores to; empty: the one storage's /api/status names (--storage-url)")
 	fs.StringVar(&cfg.ClickHouseUser, "clickhouse-user", deploy.ClickHouseReaderUser, "ClickHouse user that reads what was stored; the read-only one is enough")
 	cli.SecretVar(fs, &cfg.ClickHousePassword, "clickhouse-password", deploy.DemoClickHouseReaderPassword, "password of --clickhouse-user (default: the public demo default)")

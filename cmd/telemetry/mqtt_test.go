@@ -33,11 +33,12 @@ func TestDemoInsecureOnlyOnLoopback(t *testing.T) {
 // writes for a fleet lets real Mosquitto, which knows no fleet secret, take
 // every device of that fleet, each only as itself; a device credential
 // from `telemetry mqtt credential` logs in by hand; one made with another
-// secret does not.
+// secret does not. With --bench-devices, the first devices of the bench's
+// fleet get in too, and none beyond them.
 func TestMQTTPasswdLetsTheFleetIn(t *testing.T) {
 	base := filepath.Join(testharness.RepoRoot(t), "deploy/mosquitto/passwd")
 	var out, errb bytes.Buffer
-	if code := run([]string{"mqtt", "passwd", "--devices", "6", "--base", base}, &out, &errb); code != 0 {
+	if code := run([]string{"mqtt", "passwd", "--devices", "6", "--bench-devices", "3", "--base", base}, &out, &errb); code != 0 {
 		t.Fatalf("mqtt passwd: exit %d: %s", code, errb.String())
 	}
 	file := out.Bytes()
@@ -86,5 +87,12 @@ func TestMQTTPasswdLetsTheFleetIn(t *testing.T) {
 	}
 	if err := login(deploy.DemoFleetSecret, "us-east/thermostat/th-99999", "th-99999"); err == nil {
 		t.Error("a device not in the file logged in")
+	}
+	// The bench's fleet of three: one device per region.
+	if err := login(deploy.DemoFleetSecret, "ap-south/thermostat/bench-th-00003", "bench-th-00003"); err != nil {
+		t.Errorf("the bench's third device with its credential: %v", err)
+	}
+	if err := login(deploy.DemoFleetSecret, "us-east/vibration/bench-vb-00004", "bench-vb-00004"); err == nil {
+		t.Error("the bench's fourth device logged in, beyond --bench-devices 3")
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -10,15 +11,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 )
 
 // TestPresenterComposeCommands checks the Docker commands docs/PRESENTER.md
 // tells presenters to type against compose.yaml: the services they name
 // exist, container and network names follow from the project's name, and
-// the witness (`$W`, telemetry bench in the devices service), with each
-// step's extra flags, is a valid invocation whose addresses are services
-// listening on those ports.
+// the witness (`$W`, telemetry bench on the presenter's machine), with each
+// step's extra flags, is a valid invocation whose addresses (its flags or
+// the bench's defaults) are ports compose publishes on 127.0.0.1, each of
+// the right service.
 func TestPresenterComposeCommands(t *testing.T) {
 	p, root := loadCompose(t)
 	b, err := os.ReadFile(filepath.Join(root, "docs", "PRESENTER.md"))
@@ -27,8 +30,8 @@ func TestPresenterComposeCommands(t *testing.T) {
 	}
 	doc := strings.ReplaceAll(string(b), "\\\n", " ") // join continued lines
 
-	verbs := regexp.MustCompile(`docker compose (kill|start|stop|restart|run --rm) ([a-z0-9-]+)`).FindAllStringSubmatch(doc, -1)
-	if len(verbs) < 5 {
+	verbs := regexp.MustCompile(`docker compose (kill|start|stop|restart|up -d|run --rm) ([a-z][a-z0-9-]*)`).FindAllStringSubmatch(doc, -1)
+	if len(verbs) < 4 {
 		t.Fatalf("only %d docker compose commands in PRESENTER.md", len(verbs))
 	}
 	for _, m := range verbs {
@@ -55,9 +58,9 @@ func TestPresenterComposeCommands(t *testing.T) {
 	}
 
 	// The witness and the extra flags of each step.
-	w := regexp.MustCompile(`(?m)^W="docker compose run --rm devices ([^"]+)"`).FindStringSubmatch(doc)
+	w := regexp.MustCompile(`(?m)^W="bin/telemetry ([^"]+)"`).FindStringSubmatch(doc)
 	if w == nil {
-		t.Fatal(`PRESENTER.md defines no witness W="docker compose run --rm devices ..."`)
+		t.Fatal(`PRESENTER.md defines no witness W="bin/telemetry bench ..."`)
 	}
 	base := strings.Fields(w[1])
 	invocations := [][]string{base}
@@ -76,42 +79,50 @@ func TestPresenterComposeCommands(t *testing.T) {
 		}
 	}
 
-	listens := map[string]string{
-		"mosquitto":  portOf(t, filepath.Join(root, "deploy/mosquitto/mosquitto.conf"), regexp.MustCompile(`(?m)^listener (\d+)`)),
-		"clickhouse": "9000",
+	// What compose publishes: host address -> service and the port it
+	// reaches in the container.
+	type target struct{ service, port string }
+	published := map[string]target{}
+	for name, s := range p.Services {
+		for _, pc := range s.Ports {
+			published[net.JoinHostPort(pc.HostIP, pc.Published)] = target{name, fmt.Sprint(pc.Target)}
+		}
 	}
 	natsPort := portOf(t, filepath.Join(root, "deploy/nats/region.conf"), regexp.MustCompile(`(?m)^listen: [0-9.]+:(\d+)`))
-	for name, s := range p.Services {
-		if r, ok := s.Environment["REGION"]; ok && r != nil {
-			listens[name] = natsPort
-		}
+	want := map[string]target{ // address of the witness -> what must be behind it
+		flagOr(base, "broker", bench.DemoBroker): {"mosquitto", portOf(t, filepath.Join(root, "deploy/mosquitto/mosquitto.conf"), regexp.MustCompile(`(?m)^listener (\d+)`))},
 	}
-	var addrs []string
-	for _, f := range []string{"broker", "clickhouse"} {
-		if v, ok := flagValue(base, f); ok {
-			addrs = append(addrs, v)
-		}
+	if v, ok := flagValue(base, "clickhouse"); ok {
+		want[v] = target{"clickhouse", "9000"}
+	} else {
+		t.Error("the witness has no --clickhouse: storage's /api/status would name clickhouse:9000, which this machine cannot resolve")
 	}
+	regions := bench.DemoNATS
 	if v, ok := flagValue(base, "nats"); ok {
+		regions = map[string]string{}
 		for _, item := range strings.Split(v, ",") {
-			_, u, _ := strings.Cut(item, "=")
-			addrs = append(addrs, u)
+			r, u, _ := strings.Cut(item, "=")
+			regions[r] = u
 		}
 	}
-	if len(addrs) < 5 {
-		t.Errorf("the witness names %d addresses, want the broker, ClickHouse and every region's NATS", len(addrs))
+	for r, u := range regions {
+		want[u] = target{"nats-" + r, natsPort}
 	}
-	for _, a := range addrs {
-		host, port, err := net.SplitHostPort(a)
-		if u, uerr := url.Parse(a); uerr == nil && u.Host != "" {
-			host, port, err = u.Hostname(), u.Port(), nil
+	for addr, tgt := range want {
+		hostport := addr
+		if u, err := url.Parse(addr); err == nil && u.Host != "" {
+			hostport = u.Host
 		}
-		if err != nil {
-			t.Errorf("witness address %q: %v", a, err)
-			continue
-		}
-		if want, ok := listens[host]; !ok || port != want {
-			t.Errorf("witness address %s: %s listens on %q", a, host, want)
+		if got, ok := published[hostport]; !ok || got != tgt {
+			t.Errorf("witness address %s: compose publishes %+v there, want %s's port %s", addr, got, tgt.service, tgt.port)
 		}
 	}
+}
+
+// flagOr is the value of --name in args, or def.
+func flagOr(args []string, name, def string) string {
+	if v, ok := flagValue(args, name); ok {
+		return v
+	}
+	return def
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/telemetry-demo/telemetry/internal/chserver"
@@ -43,6 +44,26 @@ func RequireClickHouse(t testing.TB) []string {
 		t.Fatalf("looking for ClickHouse: %v", err)
 	}
 	return argv
+}
+
+// RequireDocker checks that a Docker engine answers and that the docker
+// command has the compose plugin (make compose-up installs it), skipping
+// the test when either is missing, or failing it in CI.
+func RequireDocker(t testing.TB) {
+	t.Helper()
+	RequireBinary(t, "docker", "install Docker (Debian: apt-get install docker.io)")
+	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
+		missingServer(t, fmt.Sprintf("no Docker engine answers (start dockerd): %v: %s", err, lastLine(out)))
+	}
+	if out, err := exec.Command("docker", "compose", "version").CombinedOutput(); err != nil {
+		missingServer(t, fmt.Sprintf("docker has no compose plugin (scripts/compose-cli.sh installs it): %v: %s", err, lastLine(out)))
+	}
+}
+
+// lastLine is the last non-empty line of a command's output.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
 }
 
 func missingServer(t testing.TB, msg string) {

@@ -1,0 +1,296 @@
+package compose
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/telemetry-demo/telemetry/bench"
+	"github.com/telemetry-demo/telemetry/internal/testharness"
+)
+
+// project is the compose project of the test, apart from a presenter's
+// own `telemetry` stack's volumes (its published ports are compose.yaml's).
+const project = "telemetry-test"
+
+// stack runs docker compose on the repository's compose.yaml.
+type stack struct {
+	t    *testing.T
+	root string
+}
+
+// compose runs docker compose with args and returns its output.
+func (s *stack) compose(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", append([]string{"compose", "-p", project, "-f", filepath.Join(s.root, "compose.yaml")}, args...)...)
+	cmd.Dir = s.root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("docker compose %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func (s *stack) must(timeout time.Duration, args ...string) string {
+	s.t.Helper()
+	out, err := s.compose(timeout, args...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+// container is the id of service's container.
+func (s *stack) container(service string) string {
+	s.t.Helper()
+	id := strings.TrimSpace(s.must(time.Minute, "ps", "-q", service))
+	if id == "" {
+		s.t.Fatalf("no container of %s", service)
+	}
+	return id
+}
+
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// state is a container's "running networks": whether it runs, and on how
+// many networks.
+func state(t *testing.T, id string) string {
+	t.Helper()
+	return docker(t, "inspect", "-f", "{{.State.Running}} {{len .NetworkSettings.Networks}}", id)
+}
+
+// TestComposeStackForReal: compose.yaml comes up healthy from images built
+// here; a load test from the host stores every reading once; the
+// dashboard on 127.0.0.1:8080 shows every region; then each fault is done
+// to the containers under a load test, and each ledger says lost 0.
+func TestComposeStackForReal(t *testing.T) {
+	testharness.RequireDocker(t)
+	root := testharness.RepoRoot(t)
+	images := exec.Command(filepath.Join(root, "scripts", "compose-images.sh"))
+	images.Dir = root
+	if out, err := images.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/compose-images.sh: %v\n%s", err, out)
+	}
+	bin := filepath.Join(t.TempDir(), "telemetry")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/telemetry")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building telemetry: %v\n%s", err, out)
+	}
+
+	s := &stack{t: t, root: root}
+	// A stack left by an interrupted run would hold the ports.
+	s.must(3*time.Minute, "down", "-v", "--timeout", "5")
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := s.compose(time.Minute, "logs", "--no-color", "--tail", "30")
+			t.Logf("the stack's last log lines:\n%s", out)
+		}
+		if out, err := s.compose(3*time.Minute, "down", "-v", "--timeout", "5"); err != nil {
+			t.Errorf("docker compose down: %v\n%s", err, out)
+		}
+	})
+	s.must(6*time.Minute, "up", "-d", "--wait", "--wait-timeout", "300")
+
+	t.Run("a load test from the host stores every reading once", func(t *testing.T) {
+		rep := runBench(t, bin, nil, "--rate", "2000", "--duration", "60s")
+		if rep.Sent < 2000*60*99/100 {
+			t.Errorf("sent %d readings, want about %d", rep.Sent, 2000*60)
+		}
+	})
+
+	t.Run("the dashboard shows every region", func(t *testing.T) {
+		testharness.CheckFor(t, 30*time.Second, 500*time.Millisecond, func() error {
+			return everyRegionLive("http://127.0.0.1:8080/api/snapshot")
+		})
+	})
+
+	const window = 10 * time.Second
+	ingest, clickhouse, nats := s.container("ingest-eu-west"), s.container("clickhouse"), s.container("nats-eu-west")
+	faults := []struct {
+		name       string
+		apply, end func(t *testing.T)
+		// faulty is the container's state (see state) while the fault lasts.
+		id, faulty string
+	}{
+		{"ingest's container killed",
+			// The engine restarts no container it was told to kill: it
+			// stays down for the window, as in the demo's kill-ingest.
+			func(t *testing.T) { s.must(time.Minute, "kill", "-s", "SIGKILL", "ingest-eu-west") },
+			func(t *testing.T) { s.must(2*time.Minute, "up", "-d", "--wait", "ingest-eu-west") },
+			ingest, "false 1"},
+		{"ClickHouse's container killed",
+			func(t *testing.T) { s.must(time.Minute, "kill", "-s", "SIGKILL", "clickhouse") },
+			func(t *testing.T) { s.must(2*time.Minute, "up", "-d", "--wait", "clickhouse") },
+			clickhouse, "false 1"},
+		{"a region's NATS cut from its network",
+			func(t *testing.T) { docker(t, "network", "disconnect", project+"_default", nats) },
+			func(t *testing.T) { docker(t, "network", "connect", "--alias", "nats-eu-west", project+"_default", nats) },
+			nats, "true 0"},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			runBench(t, bin, func() {
+				f.apply(t)
+				if got := state(t, f.id); got != f.faulty {
+					t.Errorf("during the fault the container is %q (running, networks), want %q", got, f.faulty)
+				}
+				// The outage's length is the scenario: the fleet keeps
+				// publishing through it.
+				<-time.After(window)
+				if got := state(t, f.id); got != f.faulty {
+					t.Errorf("at the window's end the container is %q (running, networks), want %q", got, f.faulty)
+				}
+				f.end(t)
+				if got := state(t, f.id); got != "true 1" {
+					t.Errorf("after the fault the container is %q (running, networks), want \"true 1\"", got)
+				}
+			}, "--rate", "1000", "--duration", "30s")
+		})
+	}
+	t.Run("a hostile burst", func(t *testing.T) {
+		rep := runBench(t, bin, nil, "--rate", "1000", "--duration", "15s", "--chaos", "0.2")
+		if rep.Hostile.Sent == 0 || rep.Hostile.DeadLettered != rep.Hostile.Acked {
+			t.Errorf("hostile messages: sent %d, acknowledged %d, dead-lettered %d, want every acknowledged one dead-lettered",
+				rep.Hostile.Sent, rep.Hostile.Acked, rep.Hostile.DeadLettered)
+		}
+	})
+	t.Run("a reboot storm", func(t *testing.T) {
+		rep := runBench(t, bin, nil, "--rate", "1000", "--duration", "15s", "--reboots", "0.02")
+		if rep.Behaviours.Reboots == 0 {
+			t.Error("no device rebooted")
+		}
+	})
+}
+
+// connected matches the bench's progress line once the whole fleet is
+// connected: "devices 1000/1000 connected ...".
+var connected = regexp.MustCompile(`^devices (\d+)/(\d+) connected`)
+
+// runBench runs `telemetry bench` from the host against the stack with
+// extra args; during, if given, runs once the whole fleet is connected. It
+// fails the test unless the report says ok, nothing lost, and every
+// acknowledged reading stored.
+func runBench(t *testing.T, bin string, during func(), args ...string) bench.Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"bench", "--json",
+		// The stack's ClickHouse, published on loopback for this; its
+		// processes are not this machine's to sample.
+		"--clickhouse", "127.0.0.1:9000", "--process-metrics", "none"}, args...)...)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var progress bytes.Buffer
+	fleetUp := make(chan struct{})
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(stderr)
+		up := false
+		for sc.Scan() {
+			line := sc.Text()
+			progress.WriteString(line + "\n")
+			if m := connected.FindStringSubmatch(line); !up && m != nil && m[1] == m[2] {
+				up = true
+				close(fleetUp)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	if during != nil {
+		select {
+		case <-fleetUp:
+			during()
+		case <-scanned:
+			// The bench ended before its fleet was up: its error follows.
+		}
+	}
+	<-scanned
+	werr := cmd.Wait()
+	var rep bench.Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("bench %v: %v; no report (%v)\n%s", args, werr, err, tail(progress.String(), 20))
+	}
+	t.Logf("bench %v: sent %d, acknowledged %d, stored %d, lost %d, drained in %.1f s",
+		args, rep.Sent, rep.Acked, rep.Stored, rep.Lost, rep.DrainSecs)
+	if !rep.OK || werr != nil || rep.Lost != 0 || rep.Stored != rep.Acked || rep.Acked == 0 {
+		t.Errorf("bench %v: ok %v (exit %v), sent %d, acknowledged %d, stored %d, lost %d, problems %v, missing %v\n%s",
+			args, rep.OK, werr, rep.Sent, rep.Acked, rep.Stored, rep.Lost, rep.Problems, rep.Missing, tail(progress.String(), 20))
+	}
+	return rep
+}
+
+// everyRegionLive checks the dashboard's snapshot: every region of the
+// stack with readings in the last window, reachable, its ingest heard.
+func everyRegionLive(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	var snap struct {
+		Regions []struct {
+			Region    string  `json:"region"`
+			Rate      float64 `json:"rate"`
+			Reachable bool    `json:"reachable"`
+			Ingest    struct {
+				Heard time.Time `json:"heard"`
+			} `json:"ingest"`
+		} `json:"regions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+		return fmt.Errorf("decoding the snapshot: %w", err)
+	}
+	want := map[string]bool{"us-east": true, "eu-west": true, "ap-south": true}
+	for _, r := range snap.Regions {
+		switch {
+		case r.Rate <= 0:
+			return fmt.Errorf("%s: no readings in the last window", r.Region)
+		case !r.Reachable:
+			return fmt.Errorf("%s: not reachable", r.Region)
+		case time.Since(r.Ingest.Heard) > 10*time.Second:
+			return fmt.Errorf("%s: ingest last heard %v", r.Region, r.Ingest.Heard)
+		}
+		delete(want, r.Region)
+	}
+	if len(want) > 0 {
+		return fmt.Errorf("regions missing from the page: %v", want)
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
