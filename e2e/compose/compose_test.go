@@ -145,7 +145,9 @@ func TestComposeStackForReal(t *testing.T) {
 			clickhouse, "false 1"},
 		{"a region's NATS cut from its network",
 			func(t *testing.T) { docker(t, "network", "disconnect", project+"_default", nats) },
-			func(t *testing.T) { docker(t, "network", "connect", "--alias", "nats-eu-west", project+"_default", nats) },
+			func(t *testing.T) {
+				docker(t, "network", "connect", "--alias", "nats-eu-west", project+"_default", nats)
+			},
 			nats, "true 0"},
 	}
 	for _, f := range faults {
