@@ -78,6 +78,7 @@ type Embedded struct {
 	opts    map[string]*server.Options // what each region's server runs with now
 	addrs   map[string]string          // client host:port, kept across a stop
 	cut     map[string]bool            // regions whose leaf connection is cut
+	gates   map[string]*loginGate      // each server's, by server name
 	conns   []*nats.Conn               // the stream manager's, closed with the servers
 }
 
@@ -100,7 +101,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		return nil, err
 	}
 	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, addrs: map[string]string{},
-		links: map[string]*LeafLink{}, cut: map[string]bool{}, order: cfg.Regions, log: log,
+		links: map[string]*LeafLink{}, cut: map[string]bool{}, gates: map[string]*loginGate{}, order: cfg.Regions, log: log,
 		refused: connlimit.NewTally("telemetry_nats_refused_total",
 			"Logins to the embedded NATS servers refused, by reason: bad_login (unknown user, wrong password, a leaf user on a client port), failed_logins (the address failed too often within the window).",
 			"NATS login refused", log, reasonBadLogin, reasonFailedLogins),
@@ -214,12 +215,17 @@ func (e *Embedded) startServer(opts *server.Options, timeout time.Duration, log 
 	if os.Getenv("STREAM_TRACE") != "" {
 		opts.Trace, opts.Debug = true, true
 	}
-	gate := newLoginGate(opts, e.failures, e.refused)
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configuring nats-server %s: %w", opts.ServerName, err)
 	}
+	// The gate goes in after NewServer has built nats-server's own user
+	// table, before any client can connect: a configuration reload (a
+	// region's cut) looks every client's user up in that table, and
+	// without one it would close every client as one whose user is gone.
+	gate := newLoginGate(opts, e.failures, e.refused)
 	gate.serve(s)
+	e.gates[opts.ServerName] = gate
 	s.SetLoggerV2(&slogAdapter{log: log, refused: e.refused, failures: e.failures}, opts.Debug, opts.Trace, false)
 	go s.Start()
 	if !s.ReadyForConnections(timeout) {
@@ -399,7 +405,13 @@ func (e *Embedded) setCut(region string, cut bool) {
 	if s := e.regions[region]; s != nil && s.Running() {
 		opts := e.opts[region].Clone()
 		setLeafDisabled(opts, cut)
-		if err := s.ReloadOptions(opts); err != nil {
+		// A reload checks every client's login again, through the gate:
+		// the clients are in already, so no throttle applies to them.
+		gate := e.gates[region]
+		gate.rechecking.Store(true)
+		err := s.ReloadOptions(opts)
+		gate.rechecking.Store(false)
+		if err != nil {
 			e.log.Error("cutting or healing a region's link", "region", region, "cut", cut, "err", err)
 			return
 		}

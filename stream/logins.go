@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -35,6 +36,9 @@ type loginGate struct {
 	users    map[string]*server.User // by name, as parsed from the config
 	failures *connlimit.Failures     // shared by every server of the demo
 	refused  *connlimit.Tally
+	// rechecking is set while a configuration reload checks the clients
+	// already in: neither held back nor counted as failures.
+	rechecking atomic.Bool
 
 	mu  sync.Mutex
 	srv *server.Server // set once the server exists, for its accounts
@@ -42,6 +46,7 @@ type loginGate struct {
 
 // newLoginGate takes over client logins from opts: its users stay in opts
 // for the gate to read, and nats-server no longer checks them itself.
+// Install it on a server's options after NewServer, before Start.
 func newLoginGate(opts *server.Options, failures *connlimit.Failures, refused *connlimit.Tally) *loginGate {
 	g := &loginGate{users: map[string]*server.User{}, failures: failures, refused: refused}
 	for _, u := range opts.Users {
@@ -64,6 +69,13 @@ func (g *loginGate) serve(s *server.Server) {
 func (g *loginGate) Check(c server.ClientAuthentication) bool {
 	host := connlimit.Host(c.RemoteAddress())
 	now := time.Now()
+	if g.rechecking.Load() {
+		user := g.authenticate(c)
+		if user != nil {
+			c.RegisterUser(user)
+		}
+		return user != nil
+	}
 	if g.failures.Blocked(host, now) {
 		g.refused.Add(reasonFailedLogins, host)
 		return false

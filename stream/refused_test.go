@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,4 +112,31 @@ func TestBadLoginsToARegionAreCountedThenHeldBack(t *testing.T) {
 		nc.Close()
 		return nil
 	})
+}
+
+// TestCutKeepsTheRegionsClients: cutting a region off (a configuration
+// reload of its server) and healing it leaves the clients logged in to
+// that region connected: nothing of the region's own work stops. With the
+// login gate installed before nats-server had built its user table, the
+// reload closed every one of them.
+func TestCutKeepsTheRegionsClients(t *testing.T) {
+	e, err := stream.StartEmbedded(stream.EmbeddedConfig{Regions: stream.DefaultRegions, DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var dropped atomic.Int32
+	nc, err := nats.Connect(e.URLAs("eu-west", "dashboard"), nats.DisconnectErrHandler(func(*nats.Conn, error) { dropped.Add(1) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	e.Link("eu-west").Cut()
+	e.Link("eu-west").Heal()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dropped.Load(); n != 0 || nc.Stats().Reconnects != 0 {
+		t.Errorf("the region's client was dropped %d times (%d reconnects) by the cut and heal, want never", n, nc.Stats().Reconnects)
+	}
 }
