@@ -225,6 +225,10 @@ func (d *Dashboard) Addr() string { return d.ln.Addr().String() }
 // request's Host first (CheckHost).
 func (d *Dashboard) Handler() http.Handler { return d.handler }
 
+// Handle serves h at pattern beside the page, behind the same Host check
+// (a presenter API, for one). Call it before Run.
+func (d *Dashboard) Handle(pattern string, h http.Handler) { d.mux.Handle(pattern, h) }
+
 // Registry holds the dashboard's own metrics.
 func (d *Dashboard) Registry() *prometheus.Registry { return d.reg }
 

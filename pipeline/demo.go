@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/control"
 	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
@@ -21,7 +21,6 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/dirlock"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
-	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -174,19 +173,9 @@ func (d *Demo) Run(ctx context.Context) error {
 	if f.PresenterToken != "" {
 		target := NewTarget(p, log)
 		defer target.Close()
-		runner, err = scenario.New(scenario.Config{
-			Regions: regions, Window: f.ScenarioWindow, Lead: f.ScenarioLead, Tail: f.ScenarioLead,
-			OnEvent: func(e scenario.Event) {
-				say("scenario %s (run %d) %s: %s", e.Scenario, e.Run, e.Kind, e.Text)
-				dash.MarkScenario(dashboard.ScenarioEvent{Run: e.Run, Scenario: e.Scenario, Kind: e.Kind, Text: e.Text, Time: e.Time})
-			},
-			OnResult: func(r scenario.Result) {
-				dash.ShowLedger(dashboardLedger(r))
-				var b strings.Builder
-				scenario.WriteResult(&b, r)
-				say("%s", strings.TrimRight(b.String(), "\n"))
-			},
-		}, target, log)
+		scfg := scenario.Config{Regions: regions, Window: f.ScenarioWindow, Lead: f.ScenarioLead, Tail: f.ScenarioLead}
+		control.OnDashboard(&scfg, dash, say)
+		runner, err = scenario.New(scfg, target, log)
 		if err != nil {
 			return stop(err)
 		}
@@ -258,27 +247,6 @@ func (c DemoConfig) PublicDefaults() []string {
 }
 
 // dashboardLedger is what the dashboard shows of a finished scenario.
-func dashboardLedger(r scenario.Result) dashboard.ScenarioLedger {
-	l := dashboard.ScenarioLedger{
-		Run: r.Run, Scenario: r.Request.Name, Label: r.Request.String(), End: r.End,
-		OK: r.OK, Error: r.Error,
-	}
-	if r.Ledger != nil {
-		l.Counts = r.Ledger.Counts
-		l.Quarantined, l.HostileSent = r.Ledger.Quarantined, r.Ledger.HostileSent
-		if r.Ledger.Duplicates != nil {
-			l.Duplicates = *r.Ledger.Duplicates
-		}
-		l.DuplicatedTop = topDevices(r.Ledger.DuplicatesByDevice, 3)
-		if !r.Ledger.OK && l.Error == "" {
-			l.Error = strings.Join(r.Ledger.Problems, "; ")
-		}
-	} else if l.Error == "" {
-		l.Error = "no ledger"
-	}
-	return l
-}
-
 // dashboardFallbacks are the regions other than home, in display order, for
 // the dashboard to read from when home's server is gone.
 func (p *Pipeline) dashboardFallbacks() []dashboard.Fallback {
@@ -289,16 +257,6 @@ func (p *Pipeline) dashboardFallbacks() []dashboard.Fallback {
 		}
 	}
 	return fb
-}
-
-// topDevices is "device count" of the n devices with the largest counts,
-// largest first, ties by name.
-func topDevices(by map[string]uint64, n int) []string {
-	var out []string
-	for _, d := range ledger.Top(by, n) {
-		out = append(out, fmt.Sprintf("%s %d", d, by[d]))
-	}
-	return out
 }
 
 // DemoUsage is the help of `telemetry demo`.

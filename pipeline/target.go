@@ -5,16 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/telemetry-demo/telemetry/bench"
+	"github.com/telemetry-demo/telemetry/control"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
@@ -35,9 +34,6 @@ type Target struct {
 
 // NewTarget is the scenarios' target on p.
 func NewTarget(p *Pipeline, log *slog.Logger) *Target { return &Target{p: p, log: log} }
-
-// witnessPrefix tells the scenarios' witness devices from the demo's.
-const witnessPrefix = "scn-"
 
 func (t *Target) Check(req scenario.Request) error {
 	if t.p.storageOff != "" {
@@ -147,49 +143,15 @@ func (t *Target) Witness(ctx context.Context, w scenario.Witness) (scenario.Ledg
 	}
 	sc := t.p.StorageConfig()
 	regions := t.p.nats.Regions()
-	boot := uint64(time.Now().UnixNano())
 	cfg := bench.Config{
-		Fleet: devices.Config{
-			Broker: t.p.BrokerURL(), FleetSecret: t.p.cfg.Auth.FleetSecret,
-			Regions: regions, Devices: w.Devices, Rate: w.Rate, Duration: w.Duration,
-			Chaos: w.Chaos, Reboots: w.Reboots, Seed: int64(boot),
-			IDPrefix: witnessPrefix, // also the devices' MQTT client ids: apart from the demo's fleet
-		},
+		Fleet:      devices.Config{Broker: t.p.BrokerURL(), FleetSecret: t.p.cfg.Auth.FleetSecret, Regions: regions},
 		ClickHouse: addr, ClickHouseUser: sc.HistoryUser, ClickHousePassword: sc.HistoryPassword,
-		NATS: map[string]string{}, DrainTimeout: 60 * time.Second, Gatherer: t.p.gatherers,
+		NATS: map[string]string{}, Gatherer: t.p.gatherers,
 	}
 	for _, r := range regions {
 		cfg.NATS[r] = t.p.nats.URLAs(r, "dashboard") // reads only
 	}
-	rep, _, err := bench.Run(ctx, cfg, io.Discard, t.log)
-	if err != nil {
-		return scenario.Ledger{}, err
-	}
-	return ledgerOf(rep), nil
-}
-
-// ledgerOf is the scenario's view of a bench report.
-func ledgerOf(r bench.Report) scenario.Ledger {
-	l := scenario.Ledger{
-		Devices: r.Devices, Boot: r.Boot,
-		Counts:        r.Counts,
-		QuarantinedBy: map[string]uint64{}, HostileSent: r.Hostile.Sent,
-		Misclassified: r.Hostile.Misclassified, HostileMissing: r.Hostile.Missing,
-		Resent: r.Duplicates.Resent, Duplicates: r.Duplicates.SuppressedByStream, DuplicatesByDevice: r.Duplicates.ByDevice,
-		Reboots: r.Behaviours.Reboots, Boots: r.Behaviours.Boots, DrainSecs: r.DrainSecs,
-		OK: r.OK, Problems: r.Problems, Missing: []ledger.Range{},
-	}
-	for reason, n := range r.DeadLettered {
-		l.QuarantinedBy[reason] = n
-		l.Quarantined += n
-	}
-	for i, m := range r.Missing {
-		if i == ledger.MaxMissing {
-			break
-		}
-		l.Missing = append(l.Missing, ledger.Range{Device: m.Device, Boot: m.Boot, From: m.From, To: m.To})
-	}
-	return l
+	return control.RunWitness(ctx, cfg, w, t.log)
 }
 
 // Fleet reports the demo's own devices, once the demo has attached them.

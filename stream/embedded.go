@@ -198,7 +198,8 @@ func loadConfig(dir, name, region string) (*server.Options, error) {
 			return nil, fmt.Errorf("reading %s: %w", path, err)
 		}
 		path = filepath.Join(dir, "region-"+region+".conf")
-		b = append([]byte(fmt.Sprintf("REGION = %q\n", region)), b...)
+		// The hub's address is set below, on the parsed options.
+		b = append([]byte(fmt.Sprintf("REGION = %q\nHUB_LEAF_URL = \"nats-leaf://leaf:leaf@127.0.0.1:7422\"\n", region)), b...)
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			return nil, fmt.Errorf("writing %s: %w", path, err)
 		}

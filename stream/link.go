@@ -13,7 +13,9 @@ import (
 // refuses new ones until Heal, while both ends keep running. The demo puts
 // one in each ingest's MQTT connection (the kill-ingest scenario), tests in
 // other connections they fail on purpose. A region's link to the hub is
-// cut by nats-server itself instead (LeafLink).
+// cut by nats-server itself instead (LeafLink), except in compose, where
+// the relay service (package control) holds a Link in each connection a
+// scenario cuts.
 type Link struct {
 	region string
 	target string
@@ -29,17 +31,28 @@ type Link struct {
 
 // NewLink listens on a free loopback port and relays to target.
 func NewLink(region, target string, log *slog.Logger) (*Link, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("link %s: listening: %w", region, err)
-	}
-	l := &Link{region: region, target: target, ln: ln, log: log, conns: map[net.Conn]struct{}{}}
-	l.wg.Add(1)
-	go l.accept()
-	return l, nil
+	return ListenLink(region, "127.0.0.1:0", target, log)
 }
 
-// Addr is where the region's leaf connection should dial.
+// ServeLink relays each connection ln accepts to target; name says which
+// link it is in its log lines. Closing the Link closes ln.
+func ServeLink(name string, ln net.Listener, target string, log *slog.Logger) *Link {
+	l := &Link{region: name, target: target, ln: ln, log: log, conns: map[net.Conn]struct{}{}}
+	l.wg.Add(1)
+	go l.accept()
+	return l
+}
+
+// ListenLink listens on listen and relays each connection to target.
+func ListenLink(name, listen, target string, log *slog.Logger) (*Link, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: listening on %s: %w", name, listen, err)
+	}
+	return ServeLink(name, ln, target, log), nil
+}
+
+// Addr is where the link's clients dial.
 func (l *Link) Addr() string { return l.ln.Addr().String() }
 
 // Cut severs the link until Heal.
@@ -53,7 +66,7 @@ func (l *Link) Cut() {
 	for c := range l.conns {
 		c.Close()
 	}
-	l.log.Warn("region link cut", "region", l.region)
+	l.log.Warn("link cut", "link", l.region)
 }
 
 // Heal lets the region reconnect.
@@ -64,7 +77,7 @@ func (l *Link) Heal() {
 		return
 	}
 	l.cut = false
-	l.log.Info("region link healed", "region", l.region)
+	l.log.Info("link healed", "link", l.region)
 }
 
 // IsCut reports whether the link is cut.

@@ -15,6 +15,7 @@ import (
 	composecli "github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/telemetry-demo/telemetry/control"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
@@ -128,9 +129,42 @@ func TestComposeAddressesAgree(t *testing.T) {
 		}
 	}
 
+	listens["nats-hub"] = portOf(t, filepath.Join(root, "deploy/nats/hub.conf"), regexp.MustCompile(`(?m)^listen: [0-9.]+:(\d+)`))
+	hubLeafPort := portOf(t, filepath.Join(root, "deploy/nats/hub.conf"), regexp.MustCompile(`(?m)^  listen: [0-9.]+:(\d+)`))
+
+	// The relay's links, by the port each listens on: a connection to
+	// relay:<port> goes on to that link's target.
+	relayLinks := map[string]control.LinkSpec{}
+	if s, ok := p.Services["relay"]; ok {
+		v, _ := flagValue(s.Command, "links")
+		links, err := control.ParseLinks(v)
+		if err != nil {
+			t.Fatalf("relay --links: %v", err)
+		}
+		for _, l := range links {
+			_, port, err := net.SplitHostPort(l.Listen)
+			if err != nil {
+				t.Fatalf("relay link %s: %v", l.Name, err)
+			}
+			relayLinks[port] = l
+		}
+	}
+
 	// Each service connects to NATS as its own least-privileged user.
 	natsUser := map[string]string{"stream-setup": "telemetry", "storage": "storage", "dashboard": "dashboard",
-		"ingest-us-east": "ingest-us-east", "ingest-eu-west": "ingest-eu-west", "ingest-ap-south": "ingest-ap-south"}
+		"ingest-us-east": "ingest-us-east", "ingest-eu-west": "ingest-eu-west", "ingest-ap-south": "ingest-ap-south", "relay": "relay"}
+	// The relay's link a connection must take: the one a scenario cuts.
+	wantLink := func(service, flag string) string {
+		switch {
+		case flag == "broker" && strings.HasPrefix(service, "ingest-"):
+			return service
+		case flag == "clickhouse" && service == "storage":
+			return control.ClickHouseLink
+		case flag == "HUB_LEAF_URL":
+			return "leaf-" + service
+		}
+		return ""
+	}
 	check := func(service, flag, rawURL, wantRegion string) {
 		t.Helper()
 		u, err := url.Parse(rawURL)
@@ -142,6 +176,20 @@ func TestComposeAddressesAgree(t *testing.T) {
 			u = &url.URL{Host: net.JoinHostPort(host, port)}
 		}
 		host, port := u.Hostname(), u.Port()
+		if link := wantLink(service, flag); link != "" {
+			l, ok := relayLinks[port]
+			if host != "relay" || !ok || l.Name != link {
+				t.Errorf("%s --%s points at %s:%s, want the relay's link %s (a scenario cuts it)", service, flag, host, port, link)
+				return
+			}
+			host, port, _ = net.SplitHostPort(l.Target)
+			if flag == "HUB_LEAF_URL" {
+				if host != "nats-hub" || port != hubLeafPort {
+					t.Errorf("the relay's link %s goes to %s, want nats-hub:%s, the hub's leaf port", link, l.Target, hubLeafPort)
+				}
+				return
+			}
+		}
 		want, ok := listens[host]
 		if !ok {
 			t.Errorf("%s --%s points at %s, which is not a service that listens", service, flag, host)
@@ -153,6 +201,14 @@ func TestComposeAddressesAgree(t *testing.T) {
 		if wantRegion != "" && regionOf[host] != wantRegion {
 			t.Errorf("%s --%s: region %s's server is %s (REGION=%s)", service, flag, wantRegion, host, regionOf[host])
 		}
+	}
+	for name, r := range regionOf {
+		u := p.Services[name].Environment["HUB_LEAF_URL"]
+		if u == nil {
+			t.Errorf("%s: no HUB_LEAF_URL, the leaf connection region.conf makes", name)
+			continue
+		}
+		check(r, "HUB_LEAF_URL", *u, "")
 	}
 	for _, s := range telemetryServices(p) {
 		region, _ := flagValue(s.Command, "region")

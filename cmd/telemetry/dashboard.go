@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/telemetry-demo/telemetry/control"
 	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 )
@@ -14,11 +15,14 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	var cfg dashboard.Config
 	var regionURLs map[string]string
 	cfg.RegisterFlags(fs, &regionURLs)
+	var presenter control.Presenter
+	presenter.RegisterFlags(fs)
 	logLevel := cli.LogLevelFlag(fs, "info")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	urls := cfg.Standalone(regionURLs)
+	cfg.Presenter = presenter.On()
 	log, err := cli.Logger(*logLevel)
 	if err != nil {
 		return err
@@ -41,5 +45,10 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	}
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
+	stopScenarios, err := presenter.Start(ctx, d, cfg.Regions, urls, log)
+	if err != nil {
+		return err
+	}
+	defer stopScenarios()
 	return d.Run(ctx)
 }

@@ -28,6 +28,7 @@ func commands() []command {
 		{"dashboard", "the web dashboard", runDashboard},
 		{"bench", "end-to-end load test with a conservation report", runBench},
 		{"scenario", "run a failure scenario on a running demo and print its ledger", runScenario},
+		{"relay", "the links a scenario cuts in compose, cut and healed on signed requests", runRelay},
 		{"mqtt", "devices' MQTT credentials: one device's, or a Mosquitto password file for a fleet", runMQTT},
 	}
 }

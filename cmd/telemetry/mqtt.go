@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/telemetry-demo/telemetry/bench"
+	"github.com/telemetry-demo/telemetry/control"
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/cli"
@@ -21,12 +22,13 @@ secret, and may publish only on telemetry/<that>.
   telemetry mqtt credential [--fleet-secret S] us-east/thermostat/th-90001
       prints the user name and password of one device, to try the protocol
       by hand (mosquitto_pub -u <user> -P <password> -i th-90001 ...).
-  telemetry mqtt passwd [--devices N --regions ... --id-prefix P] [--bench-devices N] [--base F] [--out F]
+  telemetry mqtt passwd [--devices N --regions ... --id-prefix P] [--bench-devices N] [--witness-devices N] [--base F] [--out F]
       writes a Mosquitto password file line for every device of that fleet
       (the flags of telemetry devices), after the lines of --base: Mosquitto
       knows no fleet secret, so it needs each device's line. --bench-devices
       adds the first N devices of telemetry bench's fleet (bench-*, every
-      region), so that a load test can run against that Mosquitto.`
+      region), so that a load test can run against that Mosquitto;
+      --witness-devices those of the scenarios' witnesses (scn-*).`
 
 func runMQTT(args []string, stdout, stderr io.Writer) error {
 	what := ""
@@ -36,7 +38,7 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("mqtt "+what, mqttSynopsis, stderr)
 	var cfg devices.Config
 	var base, out string
-	var benchDevices int
+	var benchDevices, witnessDevices int
 	switch what {
 	case "credential":
 		cli.SecretVar(fs, &cfg.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "the fleet secret (default: the public demo default)")
@@ -45,6 +47,7 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&base, "base", "", "a Mosquitto password file whose lines come first (the service users: deploy/mosquitto/passwd)")
 		fs.StringVar(&out, "out", "", "write the file here (mode 0600) instead of to stdout")
 		fs.IntVar(&benchDevices, "bench-devices", 0, "also a line for each of the first N devices of telemetry bench's fleet (ids bench-*, every region)")
+		fs.IntVar(&witnessDevices, "witness-devices", 0, "also a line for each of the first N witness devices of the presenter's scenarios (ids scn-*, every region)")
 		if what != "passwd" {
 			fs.Usage()
 			return flag.ErrHelp
@@ -84,6 +87,9 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	var more []devices.Config
 	if benchDevices > 0 {
 		more = append(more, devices.Config{Devices: benchDevices, IDPrefix: bench.DefaultIDPrefix, FleetSecret: cfg.FleetSecret})
+	}
+	if witnessDevices > 0 {
+		more = append(more, devices.Config{Devices: witnessDevices, IDPrefix: control.WitnessPrefix, FleetSecret: cfg.FleetSecret})
 	}
 	file, err := devices.PasswordFile(cfg, baseLines, more...)
 	if err != nil {

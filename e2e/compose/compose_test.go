@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -23,6 +24,10 @@ import (
 // own `telemetry` stack's volumes (its published ports are compose.yaml's).
 const project = "telemetry-test"
 
+// token is the presenter token the stack gets, as a presenter gives it:
+// TELEMETRY_PRESENTER_TOKEN in compose's environment.
+const token = "compose-test-presenter-token"
+
 // stack runs docker compose on the repository's compose.yaml.
 type stack struct {
 	t    *testing.T
@@ -35,6 +40,7 @@ func (s *stack) compose(timeout time.Duration, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", append([]string{"compose", "-p", project, "-f", filepath.Join(s.root, "compose.yaml")}, args...)...)
 	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "TELEMETRY_PRESENTER_TOKEN="+token)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("docker compose %s: %w\n%s", strings.Join(args, " "), err, out)
@@ -168,6 +174,38 @@ func TestComposeStackForReal(t *testing.T) {
 					t.Errorf("after the fault the container is %q (running, networks), want \"true 1\"", got)
 				}
 			}, "--rate", "1000", "--duration", "30s")
+		})
+	}
+	// The presenter's way: each scenario from `telemetry scenario` (the
+	// panel's API), done by the relay, its ledger from witness devices.
+	for _, sc := range []struct {
+		args []string
+		link string // the relay's link it cuts
+	}{
+		{[]string{"cut-region", "eu-west"}, "leaf-eu-west"},
+		{[]string{"kill-ingest", "ap-south"}, "ingest-ap-south"},
+		{[]string{"clickhouse-outage"}, "clickhouse"},
+		{[]string{"hostile-burst", "200"}, ""},
+		{[]string{"reboot-storm", "20"}, ""},
+	} {
+		t.Run("scenario "+strings.Join(sc.args, " "), func(t *testing.T) {
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, append(append([]string{"scenario"}, sc.args...),
+				"--presenter-token", token, "--duration", "8s")...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "OK: nothing lost") {
+				t.Fatalf("telemetry scenario %v: %v\n%s", sc.args, err, out)
+			}
+			if sc.link == "" {
+				return
+			}
+			logs := s.must(time.Minute, "logs", "--no-color", "--since", start.Format(time.RFC3339), "relay")
+			for _, what := range []string{"link cut", "link healed"} {
+				if !regexp.MustCompile(`msg="` + what + `".* link=` + sc.link + `\b`).MatchString(logs) {
+					t.Errorf("the relay's log since the scenario began has no %q of %s:\n%s", what, sc.link, logs)
+				}
+			}
 		})
 	}
 	t.Run("a hostile burst", func(t *testing.T) {
