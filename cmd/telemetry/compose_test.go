@@ -289,3 +289,33 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestComposeNetworks: every service is on the internal network, the one
+// with no way out of the machine; only a service whose ports this machine
+// reaches is also on edge, and each of those ports is published on
+// 127.0.0.1 only.
+func TestComposeNetworks(t *testing.T) {
+	p, _ := loadCompose(t)
+	if n, ok := p.Networks["internal"]; !ok || !n.Internal {
+		t.Errorf("compose.yaml's network internal: %+v, want one marked internal", n)
+	}
+	if len(p.Services) < 10 {
+		t.Fatalf("only %d services in compose.yaml", len(p.Services))
+	}
+	for name, s := range p.Services {
+		if _, ok := s.Networks["internal"]; !ok {
+			t.Errorf("%s is not on the internal network: %v", name, s.Networks)
+		}
+		if _, onEdge := s.Networks["edge"]; onEdge != (len(s.Ports) > 0) {
+			t.Errorf("%s: on edge %v with %d published ports; edge is for published ports only", name, onEdge, len(s.Ports))
+		}
+		if len(s.Networks) > 2 {
+			t.Errorf("%s is on %d networks: %v", name, len(s.Networks), s.Networks)
+		}
+		for _, pc := range s.Ports {
+			if pc.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes port %s on %q, want 127.0.0.1 only", name, pc.Published, pc.HostIP)
+			}
+		}
+	}
+}

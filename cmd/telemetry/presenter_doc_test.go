@@ -45,8 +45,8 @@ func TestPresenterComposeCommands(t *testing.T) {
 		t.Fatalf("only %d docker network commands in PRESENTER.md", len(network))
 	}
 	for _, m := range network {
-		if want := p.Name + "_default"; m[2] != want {
-			t.Errorf("%q: the project's network is %s", m[0], want)
+		if want := p.Name + "_internal"; m[2] != want {
+			t.Errorf("%q: the network the services reach each other on is %s", m[0], want)
 		}
 		svc, ok := strings.CutSuffix(strings.TrimPrefix(m[3], p.Name+"-"), "-1")
 		if _, exists := p.Services[svc]; !ok || !exists || !strings.HasPrefix(m[3], p.Name+"-") {
