@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"regexp"
 	"runtime"
@@ -129,15 +127,7 @@ func ledgerNow(t *testing.T, url string) map[string]storage.LedgerRow {
 		Ledger []storage.LedgerRow `json:"ledger"`
 	}
 	testharness.CheckFor(t, 30*time.Second, 500*time.Millisecond, func() error {
-		resp, err := http.Get(url)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		if err := testharness.GetJSON(url, &body); err != nil {
 			return err
 		}
 		if len(body.Ledger) == 0 {

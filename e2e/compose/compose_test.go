@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -340,14 +339,6 @@ func runBench(t *testing.T, bin string, during func(), args ...string) bench.Rep
 // everyRegionLive checks the dashboard's snapshot: every region of the
 // stack with readings in the last window, reachable, its ingest heard.
 func everyRegionLive(url string) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
 	var snap struct {
 		Regions []struct {
 			Region    string  `json:"region"`
@@ -358,8 +349,8 @@ func everyRegionLive(url string) error {
 			} `json:"ingest"`
 		} `json:"regions"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
-		return fmt.Errorf("decoding the snapshot: %w", err)
+	if err := testharness.GetJSON(url, &snap); err != nil {
+		return fmt.Errorf("the snapshot: %w", err)
 	}
 	want := map[string]bool{"us-east": true, "eu-west": true, "ap-south": true}
 	for _, r := range snap.Regions {
