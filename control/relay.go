@@ -12,8 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/telemetry-demo/telemetry/internal/connlimit"
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -226,4 +228,27 @@ func (r *Relay) Close() error {
 		errs = append(errs, l.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Serve runs a relay of cfg until ctx is cancelled, with its /metrics and
+// /healthz on listen: `telemetry relay`.
+func Serve(ctx context.Context, cfg RelayConfig, listen string, log *slog.Logger) error {
+	ln, err := httpserv.Listen(listen, httpserv.ServiceLimits, log)
+	if err != nil {
+		return err
+	}
+	r, err := NewRelay(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer r.Close()
+	if cfg.Token == "" {
+		log.Warn("no presenter token: the relay relays, and refuses every request to cut a link")
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.Run(ctx) })
+	mux := httpserv.Mux(httpserv.Registry(append(r.Collectors(), ln.Refused)...), r.Ready)
+	g.Go(func() error { return httpserv.Serve(ctx, ln, mux, log) })
+	return g.Wait()
 }

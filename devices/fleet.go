@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,6 +114,32 @@ func PasswordFile(cfg Config, base []byte, more ...Config) ([]byte, error) {
 		users = append(users, u...)
 	}
 	return broker.FleetPasswordFile(base, cfg.FleetSecret, users)
+}
+
+// WritePasswordFile writes PasswordFile(cfg, the lines of the file base,
+// more...) to the file out (mode 0600), or to stdout when out is empty;
+// base may be empty too (`telemetry mqtt passwd`).
+func WritePasswordFile(cfg Config, base, out string, stdout io.Writer, more ...Config) error {
+	var lines []byte
+	if base != "" {
+		b, err := os.ReadFile(base)
+		if err != nil {
+			return fmt.Errorf("reading the base password file: %w", err)
+		}
+		lines = b
+	}
+	file, err := PasswordFile(cfg, lines, more...)
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		_, err = stdout.Write(file)
+		return err
+	}
+	if err := os.WriteFile(out, file, 0o600); err != nil {
+		return fmt.Errorf("writing the password file: %w", err)
+	}
+	return nil
 }
 
 // Usernames lists the MQTT user name of every device of a fleet of cfg

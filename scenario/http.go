@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/ledger"
 )
@@ -326,4 +327,40 @@ Scenarios:
 The token is the demo's: --presenter-token, or TELEMETRY_PRESENTER_TOKEN.
 In compose, scenarios are commands to type instead: see docs/PRESENTER.md.`)
 	return b.String()
+}
+
+// Report starts req, writes each event to progress as it happens, then the
+// result to out (as JSON with asJSON), and returns an error wrapping
+// bench.ErrLost when readings were lost, bench.ErrMisclassified when a
+// hostile message was not quarantined as it should: `telemetry scenario`.
+func (c Client) Report(ctx context.Context, req Request, asJSON bool, out, progress io.Writer) error {
+	run, err := c.Start(ctx, req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "scenario %s: run %d started on %s; the ledger follows once the pipeline has drained\n", req, run, c.URL)
+	res, err := c.Wait(ctx, run, 500*time.Millisecond, func(e Event) {
+		fmt.Fprintf(progress, "  %s  %-5s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, e.Text)
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for run %d: %w", run, err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		WriteResult(out, res)
+	}
+	switch {
+	case res.Ledger != nil && res.Ledger.Lost > 0:
+		return fmt.Errorf("%w: %d acknowledged readings are not in ClickHouse", bench.ErrLost, res.Ledger.Lost)
+	case res.Error != "":
+		return errors.New(res.Error)
+	case !res.OK:
+		return fmt.Errorf("%w: %v", bench.ErrMisclassified, res.Ledger.Problems)
+	}
+	return nil
 }

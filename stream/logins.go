@@ -67,8 +67,6 @@ func (g *loginGate) serve(s *server.Server) {
 // nats-server with "Authorization Violation" and one log line, which
 // slogAdapter drops: it was counted here, with its reason.
 func (g *loginGate) Check(c server.ClientAuthentication) bool {
-	host := connlimit.Host(c.RemoteAddress())
-	now := time.Now()
 	if g.rechecking.Load() {
 		user := g.authenticate(c)
 		if user != nil {
@@ -76,6 +74,10 @@ func (g *loginGate) Check(c server.ClientAuthentication) bool {
 		}
 		return user != nil
 	}
+	// A connection closed meanwhile has no address (nil): its login is
+	// checked all the same, its failure counted against none.
+	host := connlimit.Host(c.RemoteAddress())
+	now := time.Now()
 	if g.failures.Blocked(host, now) {
 		g.refused.Add(reasonFailedLogins, host)
 		return false

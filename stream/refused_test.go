@@ -140,3 +140,46 @@ func TestCutKeepsTheRegionsClients(t *testing.T) {
 		t.Errorf("the region's client was dropped %d times (%d reconnects) by the cut and heal, want never", n, nc.Stats().Reconnects)
 	}
 }
+
+// TestCutWhileClientsLeave: a region cut and healed again and again while
+// its clients log out. Each cut is a configuration reload that checks
+// every client's login again, through the gate; a client closing meanwhile
+// has no address any more, and the gate, taking it for one, crashed the
+// whole process. (Clients logging in during a reload are left out: that
+// races inside nats-server itself, gate or not, see ARCHITECTURE.md.)
+func TestCutWhileClientsLeave(t *testing.T) {
+	e, err := stream.StartEmbedded(stream.EmbeddedConfig{Regions: stream.DefaultRegions, DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	const clients = 300
+	conns := make([]*nats.Conn, clients)
+	for i := range conns {
+		if conns[i], err = nats.Connect(e.URLAs("eu-west", "dashboard"), nats.NoReconnect()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	cuts := 0
+	for done := false; !done; cuts++ {
+		select {
+		case <-left:
+			done = true
+		default:
+		}
+		e.Link("eu-west").Cut()
+		e.Link("eu-west").Heal()
+	}
+	nc, err := nats.Connect(e.URLAs("eu-west", "dashboard"), nats.NoReconnect())
+	if err != nil {
+		t.Fatalf("a login after %d clients left during %d cuts: %v", clients, cuts, err)
+	}
+	nc.Close()
+}

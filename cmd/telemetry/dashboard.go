@@ -36,13 +36,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 	if !cli.IsLoopback(d.Addr()) {
 		exposed = cli.DemoNATSPasswords(slices.Sorted(maps.Values(urls))...)
 	}
-	for _, n := range cli.Exposure("the dashboard", d.Addr(), "set your own passwords", exposed) {
-		if n.Warn {
-			log.Warn(n.Text)
-		} else {
-			log.Info(n.Text)
-		}
-	}
+	cli.LogNotices(log, cli.Exposure("the dashboard", d.Addr(), "set your own passwords", exposed))
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	stopScenarios, err := presenter.Start(ctx, d, cfg.Regions, urls, log)

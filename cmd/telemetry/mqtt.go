@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/control"
@@ -76,14 +75,6 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	var baseLines []byte
-	if base != "" {
-		b, err := os.ReadFile(base)
-		if err != nil {
-			return fmt.Errorf("reading --base: %w", err)
-		}
-		baseLines = b
-	}
 	var more []devices.Config
 	if benchDevices > 0 {
 		more = append(more, devices.Config{Devices: benchDevices, IDPrefix: bench.DefaultIDPrefix, FleetSecret: cfg.FleetSecret})
@@ -91,16 +82,5 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	if witnessDevices > 0 {
 		more = append(more, devices.Config{Devices: witnessDevices, IDPrefix: control.WitnessPrefix, FleetSecret: cfg.FleetSecret})
 	}
-	file, err := devices.PasswordFile(cfg, baseLines, more...)
-	if err != nil {
-		return err
-	}
-	if out == "" {
-		_, err = stdout.Write(file)
-		return err
-	}
-	if err := os.WriteFile(out, file, 0o600); err != nil {
-		return fmt.Errorf("writing the password file: %w", err)
-	}
-	return nil
+	return devices.WritePasswordFile(cfg, base, out, stdout, more...)
 }

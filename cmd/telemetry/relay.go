@@ -3,11 +3,8 @@ package main
 import (
 	"io"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/telemetry-demo/telemetry/control"
 	"github.com/telemetry-demo/telemetry/internal/cli"
-	"github.com/telemetry-demo/telemetry/internal/httpserv"
 )
 
 func runRelay(args []string, _, stderr io.Writer) error {
@@ -29,24 +26,7 @@ func runRelay(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := httpserv.Listen(*listen, httpserv.ServiceLimits, log)
-	if err != nil {
-		return err
-	}
-	r, err := control.NewRelay(cfg, log)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer r.Close()
-	if cfg.Token == "" {
-		log.Warn("no --presenter-token: the relay relays, and refuses every request to cut a link")
-	}
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.Run(ctx) })
-	mux := httpserv.Mux(httpserv.Registry(append(r.Collectors(), ln.Refused)...), r.Ready)
-	g.Go(func() error { return httpserv.Serve(ctx, ln, mux, log) })
-	return g.Wait()
+	return control.Serve(ctx, cfg, *listen, log)
 }

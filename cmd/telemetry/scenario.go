@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
-	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/scenario"
 )
@@ -55,33 +53,5 @@ func runScenario(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	c := scenario.Client{URL: *demoURL, Token: token}
-	run, err := c.Start(ctx, req)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "scenario %s: run %d started on %s; the ledger follows once the pipeline has drained\n", req, run, *demoURL)
-	res, err := c.Wait(ctx, run, 500*time.Millisecond, func(e scenario.Event) {
-		fmt.Fprintf(stderr, "  %s  %-5s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, e.Text)
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for run %d: %w", run, err)
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return err
-		}
-	} else {
-		scenario.WriteResult(stdout, res)
-	}
-	switch {
-	case res.Ledger != nil && res.Ledger.Lost > 0:
-		return fmt.Errorf("%w: %d acknowledged readings are not in ClickHouse", bench.ErrLost, res.Ledger.Lost)
-	case res.Error != "":
-		return errors.New(res.Error)
-	case !res.OK:
-		return fmt.Errorf("%w: %v", bench.ErrMisclassified, res.Ledger.Problems)
-	}
-	return nil
+	return c.Report(ctx, req, *asJSON, stdout, stderr)
 }

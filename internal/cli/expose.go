@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -63,4 +64,15 @@ func DemoNATSPasswords(urls ...string) []string {
 		}
 	}
 	return out
+}
+
+// LogNotices logs each notice, a warning where it says so.
+func LogNotices(log *slog.Logger, notices []Notice) {
+	for _, n := range notices {
+		if n.Warn {
+			log.Warn(n.Text)
+		} else {
+			log.Info(n.Text)
+		}
+	}
 }

@@ -133,3 +133,22 @@ func TestListenClosesConnectionsBeyondTheLimit(t *testing.T) {
 	}
 	second.Close()
 }
+
+// TestHostOfEveryKindOfAddress: the key of the per-address limits, for a
+// TCP address, a "host:port" string, and none at all (nats-server hands a
+// connection closed meanwhile to the login gate without one), which must
+// not panic.
+func TestHostOfEveryKindOfAddress(t *testing.T) {
+	for _, c := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4222}, "192.0.2.7"},
+		{&net.UnixAddr{Name: "/tmp/x.sock", Net: "unix"}, "/tmp/x.sock"},
+		{nil, ""},
+	} {
+		if got := connlimit.Host(c.addr); got != c.want {
+			t.Errorf("Host(%v) = %q, want %q", c.addr, got, c.want)
+		}
+	}
+}

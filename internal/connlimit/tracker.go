@@ -67,8 +67,11 @@ func (t *Tracker) Held() int {
 }
 
 // Host is the IP of a connection's remote address, the key of the
-// per-address limits.
+// per-address limits; "" for none (a connection already closed).
 func Host(addr net.Addr) string {
+	if addr == nil {
+		return ""
+	}
 	if tcp, ok := addr.(*net.TCPAddr); ok {
 		return tcp.IP.String()
 	}
