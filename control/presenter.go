@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -49,32 +50,36 @@ func (p Presenter) On() bool { return p.Token != "" }
 // d. urls is each region's NATS URL as the dashboard user. Without a
 // token the API answers that it is off. Call it before d.Run.
 func (p Presenter) Start(ctx context.Context, d *dashboard.Dashboard, regions []string, urls map[string]string, log *slog.Logger) (stop func(), err error) {
-	if !p.On() {
-		off := scenario.Handler(nil, "")
-		d.Handle("GET /api/scenario", off)
-		d.Handle("POST /api/scenario/", off)
-		return func() {}, nil
+	api, stop := scenario.Handler(nil, ""), func() {}
+	if p.On() {
+		if api, stop, err = p.run(ctx, d, regions, urls, log); err != nil {
+			return nil, err
+		}
 	}
+	// With methods, as the page's own routes are ("GET /" would conflict
+	// with a pattern for every method).
+	d.Handle("GET /api/scenario", api)
+	d.Handle("POST /api/scenario/", api)
+	return stop, nil
+}
+
+// run starts the scenarios' runner on the relay and returns its API.
+func (p Presenter) run(ctx context.Context, d *dashboard.Dashboard, regions []string, urls map[string]string, log *slog.Logger) (http.Handler, func(), error) {
 	target, err := NewTarget(TargetConfig{Regions: regions, NATS: urls, Token: p.Token, Witness: bench.Config{
 		Fleet:      devices.Config{Broker: p.Broker, FleetSecret: p.FleetSecret, Regions: regions},
 		ClickHouse: p.ClickHouse, ClickHouseUser: p.ClickHouseUser, ClickHousePassword: p.ClickHousePassword,
 		NATS: urls, ProcessMetrics: "none",
 	}}, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := scenario.Config{Regions: regions, Window: p.Window}
 	OnDashboard(&cfg, d, func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) })
 	runner, err := scenario.New(cfg, target, log)
 	if err != nil {
 		target.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	api := scenario.Handler(runner, p.Token)
-	// With methods, as the page's own routes are ("GET /" would conflict
-	// with a pattern for every method).
-	d.Handle("GET /api/scenario", api)
-	d.Handle("POST /api/scenario/", api)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -82,7 +87,7 @@ func (p Presenter) Start(ctx context.Context, d *dashboard.Dashboard, regions []
 			log.Error("scenarios stopped", "err", err)
 		}
 	}()
-	return func() {
+	return scenario.Handler(runner, p.Token), func() {
 		runner.Close()
 		<-done
 		target.Close()

@@ -65,14 +65,15 @@ func newMsg(token string, req Request, now time.Time) (*nats.Msg, error) {
 	}
 	m := nats.NewMsg(RelaySubject)
 	m.Data = body
-	m.Header.Set(SignatureHeader, sign(token, body))
+	m.Header.Set(SignatureHeader, hex.EncodeToString(mac(token, body)))
 	return m, nil
 }
 
-func sign(token string, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(token))
-	mac.Write(body)
-	return hex.EncodeToString(mac.Sum(nil))
+// mac is the signature of body: HMAC-SHA256 keyed with token.
+func mac(token string, body []byte) []byte {
+	h := hmac.New(sha256.New, []byte(token))
+	h.Write(body)
+	return h.Sum(nil)
 }
 
 // verifier checks requests: signature, freshness, no replay.
@@ -104,7 +105,7 @@ func (v *verifier) check(m *nats.Msg, now time.Time) (Request, error) {
 		return req, errNoToken
 	}
 	got, err := hex.DecodeString(m.Header.Get(SignatureHeader))
-	if err != nil || !hmac.Equal(got, mustHex(sign(v.token, m.Data))) {
+	if err != nil || !hmac.Equal(got, mac(v.token, m.Data)) {
 		return req, errSignature
 	}
 	if err := json.Unmarshal(m.Data, &req); err != nil || req.Nonce == "" {
@@ -125,11 +126,6 @@ func (v *verifier) check(m *nats.Msg, now time.Time) (Request, error) {
 	v.seen[req.Nonce] = struct{}{}
 	v.order = append(v.order, req.Nonce)
 	return req, nil
-}
-
-func mustHex(s string) []byte {
-	b, _ := hex.DecodeString(s)
-	return b
 }
 
 func marshal(v any) []byte {

@@ -67,25 +67,25 @@ func (g *loginGate) serve(s *server.Server) {
 // nats-server with "Authorization Violation" and one log line, which
 // slogAdapter drops: it was counted here, with its reason.
 func (g *loginGate) Check(c server.ClientAuthentication) bool {
-	if g.rechecking.Load() {
-		user := g.authenticate(c)
-		if user != nil {
-			c.RegisterUser(user)
-		}
-		return user != nil
-	}
-	// A connection closed meanwhile has no address (nil): its login is
-	// checked all the same, its failure counted against none.
-	host := connlimit.Host(c.RemoteAddress())
+	// A reload checks the clients already in: no address is held back or
+	// counted. A connection closed meanwhile has no address (nil): its
+	// login is checked all the same, its failure counted against none.
+	recheck := g.rechecking.Load()
+	var host string
 	now := time.Now()
-	if g.failures.Blocked(host, now) {
-		g.refused.Add(reasonFailedLogins, host)
-		return false
+	if !recheck {
+		host = connlimit.Host(c.RemoteAddress())
+		if g.failures.Blocked(host, now) {
+			g.refused.Add(reasonFailedLogins, host)
+			return false
+		}
 	}
 	user := g.authenticate(c)
 	if user == nil {
-		g.failures.Add(host, now)
-		g.refused.Add(reasonBadLogin, host)
+		if !recheck {
+			g.failures.Add(host, now)
+			g.refused.Add(reasonBadLogin, host)
+		}
 		return false
 	}
 	c.RegisterUser(user)
