@@ -238,7 +238,14 @@ func startRegionNATS(t testing.TB) *regionNATS {
 	t.Cleanup(n.Stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := stream.ApplyRegion(ctx, n.URL(), faultRegion, stream.DefaultTopology([]string{faultRegion})); err != nil {
+	// A reading JetStream stored as the server stopped, unacknowledged, is
+	// published again once it is back: a window longer than the 30 s
+	// outage of TestRegionNATSDownUnderLoad collapses that copy in
+	// READINGS, which its check of READINGS needs. With the default window
+	// (30 s) ClickHouse would collapse it (stream.DefaultDuplicateWindow).
+	topo := stream.DefaultTopology([]string{faultRegion})
+	topo.DuplicateWindow = 2 * time.Minute
+	if err := stream.ApplyRegion(ctx, n.URL(), faultRegion, topo); err != nil {
 		t.Fatal(err)
 	}
 	return n

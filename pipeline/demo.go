@@ -32,11 +32,14 @@ type DemoConfig struct {
 	Regions []string
 	// StreamBudget is READINGS' byte limit in each region; 0:
 	// stream.DefaultReadingsBudget.
-	StreamBudget   int64
-	NATSPorts      map[string]int
-	MQTT           string
-	MQTTPerAddress int // 0: broker.DefaultMaxConnsPerIP
-	Auth           MQTTAuth
+	StreamBudget int64
+	// DuplicateWindow is the streams' duplicate window; 0:
+	// stream.DefaultDuplicateWindow.
+	DuplicateWindow time.Duration
+	NATSPorts       map[string]int
+	MQTT            string
+	MQTTPerAddress  int // 0: broker.DefaultMaxConnsPerIP
+	Auth            MQTTAuth
 	// Listen is the dashboard's address, with the presenter API beside it.
 	Listen          string
 	StorageListen   string
@@ -89,6 +92,7 @@ func NewDemo(cfg DemoConfig, out io.Writer, log *slog.Logger) (*Demo, error) {
 	}
 	topo := stream.DefaultTopology(cfg.Regions)
 	topo.ReadingsMaxBytes = cmp.Or(cfg.StreamBudget, topo.ReadingsMaxBytes)
+	topo.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, topo.DuplicateWindow)
 	if err := topo.Validate(); err != nil {
 		return nil, err
 	}

@@ -35,6 +35,7 @@ func (c *DemoConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "demo-data", "where NATS and a demo-started ClickHouse keep their data")
 	fs.BoolVar(&c.Fresh, "fresh", false, "start from nothing: empty --data-dir first (streams, dead letters, a demo-started ClickHouse's readings and history), so that every count on the page starts at 0; refused while another demo uses the dir")
 	cli.BytesVar(fs, &c.StreamBudget, "stream-budget", stream.DefaultReadingsBudget, "bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones, so this is how long storage may be away before readings it did not store are dropped, counted")
+	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", stream.DefaultDuplicateWindow, "how long JetStream remembers a reading's id to drop a second copy (at least 100ms); every region holds the ids of every region's readings of that long in memory, so at a load test's rate a shorter one saves memory and CPU, and a copy re-sent later is left to ClickHouse (docs/ARCHITECTURE.md)")
 	fs.IntVar(&c.Devices, "devices", 30, "simulated devices, spread over the regions")
 	fs.Float64Var(&c.Rate, "rate", 150, "readings per second across the fleet")
 	fs.Int64Var(&c.Seed, "seed", 1, "seed of the simulated sensors")

@@ -42,6 +42,7 @@ type Topology struct {
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered, in READINGS
 	// and DEADLETTER alike, to collapse re-sent readings and redelivered
 	// dead letters. It must not exceed either stream's max age.
+	// DefaultDuplicateWindow says what it costs and what it covers.
 	DuplicateWindow time.Duration
 
 	// DeadLetterMaxAge and DeadLetterMaxBytes bound DEADLETTER the same
@@ -59,13 +60,36 @@ type Topology struct {
 // (Budget).
 const DefaultReadingsBudget = 1 << 30
 
+// DefaultDuplicateWindow is the default DuplicateWindow: 30 s.
+//
+// What it covers: a copy re-sent by the pipeline itself (ingest publishing
+// again a reading JetStream stored but did not acknowledge, the broker
+// redelivering to a restarted ingest, a device re-sending after it
+// reconnected) follows its first copy by the length of the outage that
+// caused it. Within the window JetStream keeps one copy; after it both
+// reach storage, where ClickHouse's ReplacingMergeTree keeps one (FINAL
+// counts it once) and storage's --check-all drops it before the insert.
+//
+// What it costs: every region remembers every reading's id for the window,
+// its own and the ones it sources (nats-server applies the window to
+// sourced messages too), as several small objects per id in the Go heap.
+// At 5,000 readings/s, measured: after 3 minutes of load the demo with a
+// 2-minute window took 1,444 MiB and with 30 s 732 MiB, and the marking
+// of those ids by Go's collector made every hop's tail slower (PUBACK p99
+// 353 against 87 ms; docs/BENCH.md, "The duplicate window"). nats-server
+// issue #8485 reports the same growth with the number of ids.
+const DefaultDuplicateWindow = 30 * time.Second
+
+// minDuplicateWindow is the shortest window nats-server accepts.
+const minDuplicateWindow = 100 * time.Millisecond
+
 // DefaultTopology returns the limits used by the demo and compose.
 func DefaultTopology(regions []string) Topology {
 	return Topology{
 		Regions:            regions,
 		ReadingsMaxAge:     24 * time.Hour,
 		ReadingsMaxBytes:   DefaultReadingsBudget,
-		DuplicateWindow:    2 * time.Minute,
+		DuplicateWindow:    DefaultDuplicateWindow,
 		DeadLetterMaxAge:   7 * 24 * time.Hour,
 		DeadLetterMaxBytes: 256 << 20,
 		Storage:            jetstream.FileStorage,
@@ -87,8 +111,8 @@ func (t Topology) Validate() error {
 		}
 		seen[r] = true
 	}
-	if t.DuplicateWindow <= 0 {
-		return errors.New("topology: duplicate window must be positive")
+	if t.DuplicateWindow < minDuplicateWindow {
+		return fmt.Errorf("topology: duplicate window %v is shorter than nats-server's minimum %v", t.DuplicateWindow, minDuplicateWindow)
 	}
 	if t.ReadingsMaxBytes < minBudget {
 		return fmt.Errorf("topology: READINGS budget %d bytes is below the minimum of %d", t.ReadingsMaxBytes, minBudget)

@@ -33,13 +33,13 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 	cli.RegionURLsVar(fs, &byRegion, "nats", "region=URL for each region's NATS server (apply); status needs only one reachable region")
 	asJSON := fs.Bool("json", false, "status: print JSON")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
-	var budget int64
-	cli.BytesVar(fs, &budget, "stream-budget", stream.DefaultReadingsBudget, "apply: bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones")
+	topo := stream.DefaultTopology(nil)
+	cli.BytesVar(fs, &topo.ReadingsMaxBytes, "stream-budget", stream.DefaultReadingsBudget, "apply: bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones")
+	fs.DurationVar(&topo.DuplicateWindow, "duplicate-window", stream.DefaultDuplicateWindow, "apply: how long JetStream remembers a reading's id to drop a second copy (at least 100ms; see telemetry demo --help)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	topo := stream.DefaultTopology(rs)
-	topo.ReadingsMaxBytes = budget
+	topo.Regions = rs
 	if err := topo.Validate(); err != nil {
 		return err
 	}

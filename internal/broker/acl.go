@@ -181,19 +181,22 @@ func substitute(pattern, clientID, user string) (string, bool) {
 // filterCovers reports whether rule, a topic filter, matches every topic
 // that t matches: t is a topic name or itself a filter with + and #.
 func filterCovers(rule, t string) bool {
-	r, s := strings.Split(rule, "/"), strings.Split(t, "/")
 	// Wildcards at the start do not match topics starting with $ ($SYS).
-	if strings.HasPrefix(t, "$") && (r[0] == "+" || r[0] == "#") {
+	if first, _, _ := strings.Cut(rule, "/"); strings.HasPrefix(t, "$") && (first == "+" || first == "#") {
 		return false
 	}
-	for i, rl := range r {
+	// Level by level, without splitting: this runs for every message.
+	tDone := false // every level of t compared
+	for {
+		rl, rrest, rmore := strings.Cut(rule, "/")
 		if rl == "#" {
 			return true // the rest, or nothing: a/# covers a
 		}
-		if i == len(s) {
+		if tDone {
 			return false
 		}
-		switch sl := s[i]; {
+		sl, srest, smore := strings.Cut(t, "/")
+		switch {
 		case sl == "#":
 			return false // t goes deeper than rule allows
 		case rl == "+":
@@ -201,6 +204,9 @@ func filterCovers(rule, t string) bool {
 		case sl == "+" || rl != sl:
 			return false
 		}
+		if !rmore {
+			return !smore
+		}
+		rule, t, tDone = rrest, srest, !smore
 	}
-	return len(r) == len(s)
 }
