@@ -95,12 +95,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 
 	// A boot of its own tells this run's readings from everything else.
 	cfg.Fleet.Boot = uint64(time.Now().UnixNano())
-	interval := time.Duration(float64(cfg.Fleet.Devices) / cfg.Fleet.Rate * float64(time.Second))
-	if cfg.Fleet.Devices == 0 || cfg.Fleet.Rate <= 0 {
-		interval = 0
-	}
-	hops = NewHops(interval)
+	hops = NewHops(deviceInterval(cfg.Fleet))
 	cfg.Fleet.AckLatency = func(d time.Duration) { hops.Record(HopAck, d) }
+	// With agents the fleet is built here (its devices, skews and chaos
+	// cases are the union of the agents' parts) and run there.
 	fleet, err := devices.New(cfg.Fleet, log)
 	if err != nil {
 		return Report{}, nil, err
@@ -146,13 +144,25 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 	sctx, stopSampling := context.WithCancel(ctx)
 	var g errgroup.Group
 	g.Go(func() error { smp.run(sctx); return nil })
-	pctx, stopProgress := context.WithCancel(ctx)
-	g.Go(func() error { fleet.Progress(pctx, progress, time.Second); return nil })
 	prefix := fleet.Config().IDPrefix
 	dupsBefore := suppressedByDevice(ctx, smp.pipeline, prefix)
-	runErr := fleet.Run(ctx)
-	stopProgress()
-	rep, err = account(ctx, cfg, fleet, conn, dls, skews, hops, progress)
+	var ran ranFleet = fleet
+	var agents []AgentReport
+	var runErr error
+	if len(cfg.Agents) > 0 {
+		ran, agents, runErr = runAgents(ctx, cfg, fleet, hops, progress)
+	} else {
+		pctx, stopProgress := context.WithCancel(ctx)
+		g.Go(func() error { fleet.Progress(pctx, progress, time.Second); return nil })
+		runErr = fleet.Run(ctx)
+		stopProgress()
+	}
+	byDevice := map[string]ledger.Counts{}
+	if runErr == nil {
+		rep, err = account(ctx, cfg, ran, conn, dls, skews, hops, progress, byDevice)
+		countAgents(agents, byDevice)
+		rep.Agents = agents
+	}
 	if after := suppressedByDevice(ctx, smp.pipeline, prefix); after != nil {
 		rep.Duplicates.ByDevice = ledger.Gained(after, dupsBefore)
 	}
@@ -178,8 +188,20 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, log *slog.Logger) 
 	return rep, hops, nil
 }
 
-// account waits for the pipeline to drain and builds the ledger.
-func account(ctx context.Context, cfg Config, fleet *devices.Fleet, conn driver.Conn, dls []*deadLetters, skews map[string]int64, hops *Hops, progress io.Writer) (Report, error) {
+// ranFleet is what account reads of a fleet that has run: a
+// devices.Fleet, or the parts agents ran, merged (agentsRun).
+type ranFleet interface {
+	Config() devices.Config
+	Stats() devices.Stats
+	Sent() []devices.DeviceSent
+	Hostile() []devices.DeviceHostile
+	PublishStart() time.Time
+	ChaosCase(index int, n uint64) int
+}
+
+// account waits for the pipeline to drain and builds the ledger; byDevice
+// gets each device's counts.
+func account(ctx context.Context, cfg Config, fleet ranFleet, conn driver.Conn, dls []*deadLetters, skews map[string]int64, hops *Hops, progress io.Writer, byDevice map[string]ledger.Counts) (Report, error) {
 	fc := fleet.Config()
 	st := fleet.Stats()
 	sent := fleet.Sent()
@@ -254,23 +276,30 @@ func account(ctx context.Context, cfg Config, fleet *devices.Fleet, conn driver.
 
 	for _, d := range sent {
 		row := stored[deviceBoot{d.Device, d.Boot}]
-		rep.Stored += row.Readings
-		if row.Readings == d.LastSeq && (d.LastSeq == 0 || row.MinSeq == 1 && row.MaxSeq == d.LastSeq) {
-			continue
-		}
-		ranges, err := missingRanges(ctx, conn, d.Device, d.Boot, d.LastSeq)
-		if err != nil {
-			return rep, err
-		}
-		for _, r := range ranges {
-			rep.Missing = append(rep.Missing, r)
-			for seq := r.From; seq <= r.To; seq++ {
-				if seq <= d.Acked {
-					rep.Lost++
-				} else {
-					rep.Unconfirmed++
+		c := ledger.Counts{Stored: row.Readings}
+		if row.Readings != d.LastSeq || d.LastSeq != 0 && (row.MinSeq != 1 || row.MaxSeq != d.LastSeq) {
+			ranges, err := missingRanges(ctx, conn, d.Device, d.Boot, d.LastSeq)
+			if err != nil {
+				return rep, err
+			}
+			for _, r := range ranges {
+				rep.Missing = append(rep.Missing, r)
+				for seq := r.From; seq <= r.To; seq++ {
+					if seq <= d.Acked {
+						c.Lost++
+					} else {
+						c.Unconfirmed++
+					}
 				}
 			}
+		}
+		rep.Stored += c.Stored
+		rep.Lost += c.Lost
+		rep.Unconfirmed += c.Unconfirmed
+		if byDevice != nil {
+			cur := byDevice[d.Device]
+			cur.Add(c)
+			byDevice[d.Device] = cur
 		}
 	}
 

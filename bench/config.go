@@ -74,6 +74,11 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Ceiling runs the same fleet against a bare broker first.
 	Ceiling bool
+	// Agents are the URLs of `telemetry bench --agent` processes that run
+	// the fleet, each a disjoint range of its devices; empty: this process
+	// runs it. AgentToken is their --agent-token.
+	Agents     []string
+	AgentToken string
 	// SkipStreamHops leaves out the hops timed by reading READINGS in
 	// every region (jetstream, replicated-*, feed): their consumers are
 	// the bench's own, and they cost the pipeline's servers CPU (docs/BENCH.md).
@@ -151,6 +156,16 @@ func (c Config) Validate() error {
 			return fmt.Errorf("bench: no NATS URL for region %s: give --nats %s=nats://host:port,...", r, r)
 		}
 	}
+	if len(c.Agents) > 0 {
+		switch {
+		case c.Ceiling:
+			return errors.New("bench: --ceiling runs the fleet in this process: not with --agents")
+		case len(c.AgentToken) < MinAgentToken:
+			return fmt.Errorf("bench: --agents needs the agents' --agent-token (at least %d bytes)", MinAgentToken)
+		case c.Fleet.Devices > 0 && c.Fleet.Devices < len(c.Agents):
+			return fmt.Errorf("bench: %d devices for %d agents: want at least one device each", c.Fleet.Devices, len(c.Agents))
+		}
+	}
 	if c.DrainTimeout < 0 {
 		return fmt.Errorf("bench: drain timeout %v: want 0 or more", c.DrainTimeout)
 	}
@@ -173,4 +188,10 @@ With no address flags it targets the local demo (telemetry demo, make demo)
 at its default addresses and users. --ceiling first runs the same fleet
 against a bare broker with one plain subscriber, and reports the pipeline's
 pace as a share of it. --demo starts an in-process pipeline instead (the
-fleet then shares the process, so its CPU is not reported).`
+fleet then shares the process, so its CPU is not reported).
+
+--agent waits for a coordinator and runs the part of a fleet it asks for;
+--agents URL,... is that coordinator: it splits the fleet over the agents
+in disjoint ranges of devices, starts them together and merges their
+ledgers and histograms into one report (docs/BENCH.md, "One fleet over
+several machines").`

@@ -103,7 +103,7 @@ func unmergedRows(ctx context.Context, conn driver.Conn, prefix string, run uint
 
 // accountHostile checks every hostile message the fleet sent against what
 // the DEADLETTER streams hold.
-func accountHostile(rep *Report, fleet *devices.Fleet, hostile []devices.DeviceHostile, dls []*deadLetters, run uint64) {
+func accountHostile(rep *Report, fleet ranFleet, hostile []devices.DeviceHostile, dls []*deadLetters, run uint64) {
 	cases := devices.ChaosCases()
 	for _, h := range hostile {
 		for n := uint64(1); n <= h.Sent; n++ {

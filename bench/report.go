@@ -49,6 +49,8 @@ type Report struct {
 	// can read its metrics (a separate process).
 	Pipeline *ProcessReport `json:"pipeline_process,omitempty"`
 	Problems []string       `json:"problems"`
+	// Agents are the agents' shares of a run with Config.Agents.
+	Agents []AgentReport `json:"agents,omitempty"`
 }
 
 // HostileReport accounts for the hostile messages of --chaos.
@@ -162,6 +164,10 @@ func (r Report) Write(w io.Writer) error {
 	fmt.Fprintf(&b, "  stored (distinct)  %d   (drained in %.1f s)\n", r.Stored, r.DrainSecs)
 	fmt.Fprintf(&b, "  unconfirmed        %d   (sent without PUBACK, not stored)\n", r.Unconfirmed)
 	fmt.Fprintf(&b, "  LOST               %d\n", r.Lost)
+	for i, a := range r.Agents {
+		fmt.Fprintf(&b, "    agent %d  %s  devices %d..%d: sent %d, acked %d, stored %d, lost %d\n",
+			i+1, a.URL, a.FirstDevice+1, a.FirstDevice+a.Devices, a.Sent, a.Acked, a.Stored, a.Lost)
+	}
 	for i, m := range r.Missing {
 		if i == 20 {
 			fmt.Fprintf(&b, "    ... %d more ranges (see --json)\n", len(r.Missing)-20)
@@ -229,18 +235,20 @@ func hopOrder(m map[string]Percentiles) []string {
 		switch {
 		case hop == HopAck:
 			return 0
-		case hop == HopIngest:
+		case strings.HasPrefix(hop, HopAck+"-agent-"):
 			return 1
-		case hop == HopJetStream:
+		case hop == HopIngest:
 			return 2
-		case strings.HasPrefix(hop, "replicated-"):
+		case hop == HopJetStream:
 			return 3
-		case hop == HopFeed:
+		case strings.HasPrefix(hop, "replicated-"):
 			return 4
-		case hop == HopStored:
+		case hop == HopFeed:
 			return 5
+		case hop == HopStored:
+			return 6
 		}
-		return 6
+		return 7
 	}
 	hops := sortedKeys(m)
 	sort.SliceStable(hops, func(i, j int) bool { return rank(hops[i]) < rank(hops[j]) })
@@ -251,6 +259,8 @@ func hopTitle(hop string) string {
 	switch {
 	case hop == HopAck:
 		return "-> broker PUBACK"
+	case strings.HasPrefix(hop, HopAck+"-agent-"):
+		return "   of agent " + strings.TrimPrefix(hop, HopAck+"-agent-")
 	case hop == HopIngest:
 		return "-> ingest"
 	case hop == HopJetStream:

@@ -60,6 +60,11 @@ type Config struct {
 	Types []string
 	// Devices is how many devices to simulate.
 	Devices int
+	// FirstDevice is the index of the first of them in a larger fleet
+	// (default 0): a fleet split over several processes gives each a
+	// disjoint range, and device i of the range is, in id, region, type,
+	// sensor and behaviours, device FirstDevice+i of the whole fleet.
+	FirstDevice int
 	// Rate is the total readings per second across the fleet.
 	Rate float64
 	// Duration is how long to publish; 0 publishes until the context is
@@ -221,6 +226,9 @@ func (c Config) Validate() error {
 	}
 	if c.Devices < 0 || c.Devices > MaxDevices {
 		bad("devices %d: want 1 to %d", c.Devices, MaxDevices)
+	}
+	if c.FirstDevice < 0 || c.FirstDevice+c.Devices > MaxDevices {
+		bad("first device %d: want 0 to %d less the devices", c.FirstDevice, MaxDevices)
 	}
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		bad("rate %v: want a positive number of readings per second", c.Rate)

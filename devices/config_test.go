@@ -2,6 +2,7 @@ package devices
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,37 @@ func TestNewDefaultsBootToNow(t *testing.T) {
 	}
 	if err := f.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestSplitFleetIsTheWholeFleet: ranges of a fleet (FirstDevice), as bench
+// agents run them, hold the very devices of the whole fleet, skew and all.
+func TestSplitFleetIsTheWholeFleet(t *testing.T) {
+	whole := Config{Broker: "tcp://127.0.0.1:1", Devices: 10, Rate: 10, ClockSkew: time.Second, Boot: 7, Seed: 3}
+	wf, err := New(whole, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wf.Devices()
+	var got []DeviceInfo
+	for _, r := range [][2]int{{0, 4}, {4, 3}, {7, 3}} {
+		part := whole
+		part.FirstDevice, part.Devices = r[0], r[1]
+		pf, err := New(part, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, pf.Devices()...)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the parts' devices\n%v\nwant the whole fleet's\n%v", got, want)
+	}
+	if want[9].ClockSkew == 0 && want[8].ClockSkew == 0 {
+		t.Errorf("no clock skew drawn: the comparison proves little")
+	}
+	bad := whole
+	bad.FirstDevice = -1
+	if err := bad.Validate(); err == nil {
+		t.Error("a negative first device is accepted")
 	}
 }

@@ -78,8 +78,8 @@ func New(cfg Config, logger *slog.Logger) (*Fleet, error) {
 	}
 	f.metrics = newMetrics(f)
 	for i := range f.devices {
-		region, typ := cfg.place(i)
-		d := newDeviceWith(cfg.IDPrefix, i, region, typ, cfg.Boot, cfg.Seed)
+		region, typ := cfg.place(cfg.FirstDevice + i)
+		d := newDeviceWith(cfg.IDPrefix, cfg.FirstDevice+i, region, typ, cfg.Boot, cfg.Seed)
 		if cfg.ClockSkew > 0 {
 			d.skew = time.Duration((2*d.rng.Float64() - 1) * float64(cfg.ClockSkew)).Round(time.Millisecond)
 		}
@@ -152,8 +152,8 @@ func Usernames(cfg Config) ([]string, error) {
 	cfg = cfg.withDefaults()
 	out := make([]string, cfg.Devices)
 	for i := range out {
-		region, typ := cfg.place(i)
-		out[i] = devicecred.Username(region, typ, deviceID(cfg.IDPrefix, typ, i))
+		region, typ := cfg.place(cfg.FirstDevice + i)
+		out[i] = devicecred.Username(region, typ, deviceID(cfg.IDPrefix, typ, cfg.FirstDevice+i))
 	}
 	return out, nil
 }

@@ -151,7 +151,7 @@ func (f *Fleet) Sent() []DeviceSent {
 
 // DeviceInfo describes one simulated device.
 type DeviceInfo struct {
-	Index                int // in fleet order
+	Index                int // in the whole fleet: FirstDevice and on
 	Device, Region, Type string
 	Topic                string
 	// ClockSkew is how far the device's clock is off (Config.ClockSkew):
@@ -163,7 +163,7 @@ type DeviceInfo struct {
 func (f *Fleet) Devices() []DeviceInfo {
 	out := make([]DeviceInfo, len(f.devices))
 	for i, d := range f.devices {
-		out[i] = DeviceInfo{Index: i, Device: d.id, Region: d.region, Type: d.typ, Topic: d.topic, ClockSkew: d.skew}
+		out[i] = DeviceInfo{Index: d.index, Device: d.id, Region: d.region, Type: d.typ, Topic: d.topic, ClockSkew: d.skew}
 	}
 	return out
 }
@@ -172,7 +172,7 @@ func (f *Fleet) Devices() []DeviceInfo {
 // messages 1 to Sent, of which 1 to Acked were acknowledged by the broker.
 // Fleet.ChaosCase tells which case message n is.
 type DeviceHostile struct {
-	Index       int // in fleet order, as in ChaosMarker
+	Index       int // in the whole fleet (FirstDevice and on), as in ChaosMarker
 	Device      string
 	Region      string
 	Sent, Acked uint64
@@ -184,7 +184,7 @@ func (f *Fleet) Hostile() []DeviceHostile {
 	out := make([]DeviceHostile, len(f.devices))
 	for i, d := range f.devices {
 		acked := d.hostileAcked.Load()
-		out[i] = DeviceHostile{Index: i, Device: d.id, Region: d.region, Sent: d.hostileSent.Load(), Acked: acked}
+		out[i] = DeviceHostile{Index: d.index, Device: d.id, Region: d.region, Sent: d.hostileSent.Load(), Acked: acked}
 	}
 	return out
 }

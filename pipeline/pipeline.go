@@ -497,6 +497,9 @@ func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // stops it. The fleet shares the process, so cfg's process metrics are
 // not read; progress lines go to progress.
 func Bench(ctx context.Context, cfg bench.Config, dataDir string, progress io.Writer, log *slog.Logger) (bench.Report, *bench.Hops, error) {
+	if len(cfg.Fleet.Regions) == 0 {
+		cfg.Fleet.Regions = stream.DefaultRegions
+	}
 	if dataDir == "" {
 		dataDir = filepath.Join(os.TempDir(), fmt.Sprintf("telemetry-bench-%d", time.Now().UnixNano()))
 		defer os.RemoveAll(dataDir)

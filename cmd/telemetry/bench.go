@@ -30,13 +30,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	inProcess := fs.Bool("demo", false, "run against an in-process pipeline instead of a running one")
 	dataDir := fs.String("data-dir", "", "with --demo: where NATS and ClickHouse keep data (default: a temporary directory)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "give up waiting for storage after this long without progress")
+	var agent bench.AgentFlags
+	agent.Register(fs, &cfg)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	logLevel := cli.LogLevelFlag(fs, "warn")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
-	}
-	if cfg.Fleet.Duration <= 0 {
-		cfg.Fleet.Duration = bench.DefaultDuration
 	}
 	cfg.MetricsURLs = cli.SplitList(*metrics)
 	cfg.SkipStreamHops = !*streamHops
@@ -49,6 +48,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 
 	var rep bench.Report
 	var hops *bench.Hops
+	if agent.Serve {
+		return agent.Run(ctx, cfg.Fleet, cfg.AgentToken, stderr, log)
+	}
 	if *inProcess {
 		rep, hops, err = pipeline.Bench(ctx, cfg, *dataDir, stderr, log)
 	} else {
