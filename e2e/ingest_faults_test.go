@@ -38,13 +38,17 @@ import (
 const faultRegion = "us-east"
 
 // buildTelemetry builds the telemetry binary into a temporary directory.
-func buildTelemetry(t testing.TB) string {
+func buildTelemetry(t testing.TB) string { return goBuild(t, "./cmd/telemetry", "telemetry") }
+
+// goBuild builds pkg, of this module or one it requires (at the version
+// go.mod requires), into a temporary directory as name.
+func goBuild(t testing.TB, pkg, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "telemetry")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/telemetry")
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = testharness.RepoRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/telemetry: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
 }
@@ -332,10 +336,10 @@ func readingsCount(js jetstream.JetStream) (uint64, error) {
 // checkFleetStoredOnce waits for the fleet to finish, then fails unless
 // the region's READINGS holds each reading the fleet sent exactly once and
 // nothing else. It returns how many readings that is.
-func checkFleetStoredOnce(t testing.TB, region *regionNATS, fleet *devices.Fleet, done <-chan error) int {
+func checkFleetStoredOnce(t testing.TB, regionURL string, fleet *devices.Fleet, done <-chan error) int {
 	t.Helper()
 	waitFor(t, done, "devices")
-	js, err := jetstream.NewWithDomain(testharness.Connect(t, region.URL()), faultRegion)
+	js, err := jetstream.NewWithDomain(testharness.Connect(t, regionURL), faultRegion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,23 +357,31 @@ func checkFleetStoredOnce(t testing.TB, region *regionNATS, fleet *devices.Fleet
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	total, _ := readingsCount(js)
-	c, err := js.OrderedConsumer(ctx, stream.ReadingsStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A region's cluster may still be electing its JetStream leader.
+	var c jetstream.Consumer
+	testharness.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		var err error
+		c, err = js.OrderedConsumer(ctx, stream.ReadingsStream, jetstream.OrderedConsumerConfig{})
+		return err
+	})
 	got := map[string]int{}
 	read := uint64(0)
 	for read < total {
+		// Not answered (a cluster's leader moving) is worth another try:
+		// the ordered consumer goes on after the last message it gave.
+		transient := func(err error) bool { return errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) }
 		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
+		if err != nil && !transient(err) {
 			t.Fatal(err)
 		}
-		for m := range batch.Messages() {
-			got[m.Headers().Get(jetstream.MsgIDHeader)]++
-			read++
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			t.Fatal(err)
+		if err == nil {
+			for m := range batch.Messages() {
+				got[m.Headers().Get(jetstream.MsgIDHeader)]++
+				read++
+			}
+			if err := batch.Error(); err != nil && !transient(err) {
+				t.Fatal(err)
+			}
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("read %d of %d messages of READINGS", read, total)
@@ -446,7 +458,7 @@ func ingestKilledUnderLoad(t *testing.T, b faultBroker) {
 		return nil
 	})
 	in.Start()
-	n := checkFleetStoredOnce(t, region, fleet, done)
+	n := checkFleetStoredOnce(t, region.URL(), fleet, done)
 	dups, err1 := metricValue(in.listen, "telemetry_ingest_duplicates_total")
 	redelivered, err2 := metricValue(in.listen, "telemetry_ingest_redelivered_total")
 	if err1 != nil || err2 != nil {
@@ -521,7 +533,7 @@ func regionNATSDownUnderLoad(t *testing.T, b faultBroker) {
 		t.Errorf("ingest RSS grew by %.1f MiB during the outage after the pipeline filled", mib(growth))
 	}
 
-	n := checkFleetStoredOnce(t, region, fleet, done)
+	n := checkFleetStoredOnce(t, region.URL(), fleet, done)
 	t.Logf("%d readings, all in READINGS once after NATS returned", n)
 }
 

@@ -73,7 +73,7 @@ func twoOfEachStage(t *testing.T, b faultBroker) {
 		return nil
 	})
 	ingests[1].Start()
-	n := checkFleetStoredOnce(t, region, fleet, done)
+	n := checkFleetStoredOnce(t, region.URL(), fleet, done)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -53,6 +53,11 @@ type Topology struct {
 
 	// Storage is file or memory; tests and the demo use file.
 	Storage jetstream.StorageType
+
+	// Replicas is how many servers of a region's cluster hold each
+	// stream: 1 (the default) for a region of one server, 3 for a
+	// cluster of three, which keeps the streams through one server's loss.
+	Replicas int
 }
 
 // DefaultReadingsBudget is READINGS' default byte limit in each region:
@@ -117,6 +122,9 @@ func (t Topology) Validate() error {
 	if t.ReadingsMaxBytes < minBudget {
 		return fmt.Errorf("topology: READINGS budget %d bytes is below the minimum of %d", t.ReadingsMaxBytes, minBudget)
 	}
+	if t.Replicas < 0 || t.Replicas > 5 {
+		return fmt.Errorf("topology: %d replicas: want 1 to 5 (JetStream's limit)", t.Replicas)
+	}
 	for _, age := range []time.Duration{t.ReadingsMaxAge, t.DeadLetterMaxAge} {
 		if age > 0 && age < t.DuplicateWindow {
 			return fmt.Errorf("topology: duplicate window %v is longer than a stream's max age %v", t.DuplicateWindow, age)
@@ -164,7 +172,7 @@ func (t Topology) ReadingsConfig(region string) jetstream.StreamConfig {
 		MaxBytes:    t.ReadingsMaxBytes,
 		Duplicates:  t.DuplicateWindow,
 		Storage:     t.Storage,
-		Replicas:    1,
+		Replicas:    max(t.Replicas, 1),
 	}
 	for _, other := range t.Regions {
 		if other == region {
@@ -195,7 +203,7 @@ func (t Topology) DeadLetterConfig(region string) jetstream.StreamConfig {
 		MaxBytes:    t.DeadLetterMaxBytes,
 		Duplicates:  t.DuplicateWindow,
 		Storage:     t.Storage,
-		Replicas:    1,
+		Replicas:    max(t.Replicas, 1),
 	}
 }
 

@@ -35,6 +35,7 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	topo := stream.DefaultTopology(nil)
 	cli.BytesVar(fs, &topo.ReadingsMaxBytes, "stream-budget", stream.DefaultReadingsBudget, "apply: bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones")
+	fs.IntVar(&topo.Replicas, "replicas", 1, "apply: servers of each region's cluster that hold each stream (3 for a cluster of three)")
 	fs.DurationVar(&topo.DuplicateWindow, "duplicate-window", stream.DefaultDuplicateWindow, "apply: how long JetStream remembers a reading's id to drop a second copy (at least 100ms; see telemetry demo --help)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err

@@ -56,15 +56,26 @@ func (r *regionURLs) Set(s string) error {
 	return nil
 }
 
-// ParseRegionURLs reads region=URL,... into a map.
+// ParseRegionURLs reads region=URL,... into a map. A region of several
+// servers lists them all: region=URL,URL,...; an item that names no
+// region is one more server of the region before it, and the region's
+// value is its URLs joined by commas, as nats.go takes them.
 func ParseRegionURLs(s string) (map[string]string, error) {
 	out := map[string]string{}
+	last := ""
 	for _, item := range SplitList(s) {
 		r, u, ok := strings.Cut(item, "=")
-		if !ok || r == "" || u == "" {
+		if ok && strings.Contains(r, "://") || !ok {
+			if last == "" || !strings.Contains(item, "://") {
+				return nil, fmt.Errorf("item %q: want region=nats://host:port (then more servers of that region: ,nats://host:port)", item)
+			}
+			out[last] += "," + item
+			continue
+		}
+		if r == "" || u == "" {
 			return nil, fmt.Errorf("item %q: want region=nats://host:port", item)
 		}
-		out[r] = u
+		out[r], last = u, r
 	}
 	return out, nil
 }
