@@ -293,14 +293,10 @@ func account(ctx context.Context, cfg Config, fleet ranFleet, conn driver.Conn, 
 				}
 			}
 		}
-		rep.Stored += c.Stored
-		rep.Lost += c.Lost
-		rep.Unconfirmed += c.Unconfirmed
-		if byDevice != nil {
-			cur := byDevice[d.Device]
-			cur.Add(c)
-			byDevice[d.Device] = cur
-		}
+		rep.Counts.Add(c)
+		cur := byDevice[d.Device]
+		cur.Add(c)
+		byDevice[d.Device] = cur
 	}
 
 	accountHostile(&rep, fleet, hostile, dls, fc.Boot)
