@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -146,10 +147,11 @@ func (p AgentPart) fleetConfig(own devices.Config) devices.Config {
 
 // Agent runs parts of a fleet on a coordinator's request, one at a time.
 type Agent struct {
-	own   devices.Config
-	token string
-	log   *slog.Logger
-	busy  sync.Mutex
+	own     devices.Config
+	token   string
+	log     *slog.Logger
+	busy    sync.Mutex
+	running atomic.Pointer[devices.Fleet] // the part running now, for GET /progress
 }
 
 // NewAgent returns an agent whose devices log in to own.Broker (empty:
@@ -163,17 +165,27 @@ func NewAgent(own devices.Config, token string, log *slog.Logger) (*Agent, error
 }
 
 // ServeHTTP answers POST /run: it runs the part the body asks for and
-// answers with its AgentResult once the part has run.
+// answers with its AgentResult once the part has run; and GET /progress:
+// the devices.Stats of the part running now (204 when none runs).
 func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
-	case r.URL.Path != "/run":
+	case r.URL.Path != "/run" && r.URL.Path != "/progress":
 		http.NotFound(w, r)
 		return
-	case r.Method != http.MethodPost:
-		http.Error(w, "POST a run", http.StatusMethodNotAllowed)
-		return
 	case !httpserv.HasBearer(r, a.token):
-		http.Error(w, "a run needs the agent's token", http.StatusUnauthorized)
+		http.Error(w, "the agent's token is required", http.StatusUnauthorized)
+		return
+	case r.URL.Path == "/progress" && r.Method == http.MethodGet:
+		f := a.running.Load()
+		if f == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(f.Stats())
+		return
+	case r.URL.Path != "/run" || r.Method != http.MethodPost:
+		http.Error(w, "POST /run, GET /progress", http.StatusMethodNotAllowed)
 		return
 	}
 	var p AgentPart
@@ -221,6 +233,8 @@ func (a *Agent) run(ctx context.Context, cfg devices.Config, startAt time.Time) 
 		return AgentResult{Error: "the coordinator went away before the start"}
 	}
 	res := AgentResult{}
+	a.running.Store(fleet)
+	defer a.running.Store(nil)
 	if err := fleet.Run(ctx); err != nil {
 		res.Error = fmt.Sprintf("running the fleet: %v", err)
 	}
@@ -291,7 +305,11 @@ func runAgents(ctx context.Context, cfg Config, whole *devices.Fleet, hops *Hops
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	pctx, stopProgress := context.WithCancel(gctx)
+	go agentsProgress(pctx, cfg.Agents, cfg.AgentToken, progress)
+	err := g.Wait()
+	stopProgress()
+	if err != nil {
 		return nil, nil, err
 	}
 	run := &agentsRun{whole: whole}
@@ -441,4 +459,55 @@ func (a *AgentFlags) Run(ctx context.Context, own devices.Config, token string, 
 		return err
 	}
 	return ServeAgent(ctx, a.Listen, agent, stderr, log)
+}
+
+// agentsProgress prints, every second until ctx ends, the agents' fleet as
+// one: what they answer on GET /progress, added up.
+func agentsProgress(ctx context.Context, agents []string, token string, w io.Writer) {
+	client := &http.Client{Timeout: time.Second}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var prev devices.Stats
+	prevAt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var cur devices.Stats
+		answered := 0
+		for _, base := range agents {
+			if st, ok := agentProgress(ctx, client, base, token); ok {
+				cur = addStats(cur, st)
+				answered++
+			}
+		}
+		now := time.Now()
+		secs := now.Sub(prevAt).Seconds()
+		fmt.Fprintf(w, "agents %d/%d running  devices %d/%d connected  sent %.0f/s  acked %.0f/s  in flight %d  skipped %d  errors %d  connections lost %d\n",
+			answered, len(agents), cur.Connected, cur.Devices,
+			float64(cur.Sent+cur.Hostile-prev.Sent-prev.Hostile)/secs, float64(cur.Acked+cur.HostileAcked-prev.Acked-prev.HostileAcked)/secs,
+			cur.InFlight, cur.Skipped, cur.Errors, cur.ConnectionsLost)
+		prev, prevAt = cur, now
+	}
+}
+
+// agentProgress asks one agent for the stats of the part it runs.
+func agentProgress(ctx context.Context, client *http.Client, base, token string) (devices.Stats, bool) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/progress", nil)
+	if err != nil {
+		return devices.Stats{}, false
+	}
+	httpserv.SetBearer(req, token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return devices.Stats{}, false
+	}
+	defer resp.Body.Close()
+	var st devices.Stats
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st) != nil {
+		return devices.Stats{}, false
+	}
+	return st, true
 }

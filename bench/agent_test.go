@@ -118,6 +118,10 @@ func TestAgentsMergeIntoOneReport(t *testing.T) {
 		t.Errorf("want every reading stored and every hostile message dead-lettered as expected:\n%s", out.String())
 	}
 
+	// While they ran, the coordinator showed them as one fleet.
+	if !regexp.MustCompile(`agents 3/3 running  devices 31/31 connected  sent [1-9]`).MatchString(progress.String()) {
+		t.Errorf("no progress line of the three agents' 31 devices sending:\n%s", progress.String())
+	}
 	if len(rep.Agents) != len(urls) {
 		t.Fatalf("%d agents in the report, want %d", len(rep.Agents), len(urls))
 	}
@@ -192,6 +196,8 @@ func TestAgentRefusesWhatItShouldNot(t *testing.T) {
 		{"wrong token", "POST", "/run", "Bearer " + strings.Repeat("x", len(token)), valid, http.StatusUnauthorized},
 		{"token as a query", "POST", "/run?token=" + token, "", valid, http.StatusUnauthorized},
 		{"GET", "GET", "/run", "Bearer " + token, "", http.StatusMethodNotAllowed},
+		{"progress without the token", "GET", "/progress", "", "", http.StatusUnauthorized},
+		{"progress while nothing runs", "GET", "/progress", "Bearer " + token, "", http.StatusNoContent},
 		{"elsewhere", "POST", "/debug/pprof/", "Bearer " + token, valid, http.StatusNotFound},
 		{"unknown field", "POST", "/run", "Bearer " + token, `{"devices":1,"command":"rm -rf /"}`, http.StatusBadRequest},
 		{"too large", "POST", "/run", "Bearer " + token, `{"id_prefix":"` + strings.Repeat("a", 70<<10) + `"}`, http.StatusBadRequest},
