@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -20,19 +21,55 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
-func loadCompose(t *testing.T) (*types.Project, string) {
+// loadCompose loads compose.yaml, and the override files named after it.
+func loadCompose(t *testing.T, overrides ...string) (*types.Project, string) {
 	t.Helper()
 	root := testharness.RepoRoot(t)
-	opts, err := composecli.NewProjectOptions([]string{filepath.Join(root, "compose.yaml")},
-		composecli.WithWorkingDirectory(root), composecli.WithName("telemetry"))
+	files := []string{filepath.Join(root, "compose.yaml")}
+	for _, o := range overrides {
+		files = append(files, filepath.Join(root, o))
+	}
+	opts, err := composecli.NewProjectOptions(files, composecli.WithWorkingDirectory(root), composecli.WithName("telemetry"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := opts.LoadProject(context.Background())
 	if err != nil {
-		t.Fatalf("compose.yaml does not load: %v", err)
+		t.Fatalf("%v do not load: %v", files, err)
 	}
 	return p, root
+}
+
+// TestComposeScaleAddsASecondOfEach: compose.scale.yaml adds, in every
+// region, an ingest whose command is the first's with its own instance,
+// and a storage writer whose command is storage's, each on the internal
+// network only and valid (TestComposeStackForReal runs it).
+func TestComposeScaleAddsASecondOfEach(t *testing.T) {
+	base, _ := loadCompose(t)
+	p, _ := loadCompose(t, "compose.scale.yaml")
+	cli.CheckFlagsOnly = true
+	defer func() { cli.CheckFlagsOnly = false }()
+	for _, name := range []string{"ingest-us-east", "ingest-eu-west", "ingest-ap-south", "storage"} {
+		first, second := base.Services[name], p.Services[name+"-2"]
+		if second.Name == "" {
+			t.Errorf("compose.scale.yaml has no %s-2", name)
+			continue
+		}
+		want := slices.Clone(first.Command)
+		if strings.HasPrefix(name, "ingest-") {
+			want = slices.Insert(want, 2, "--instance=2")
+		}
+		if !slices.Equal(second.Command, want) {
+			t.Errorf("%s-2 runs %q, want %q: the first's, with an instance of its own", name, second.Command, want)
+		}
+		if nets := slices.Sorted(maps.Keys(second.Networks)); !slices.Equal(nets, []string{"internal"}) || len(second.Ports) != 0 {
+			t.Errorf("%s-2 is on %v with ports %v, want the internal network only", name, nets, second.Ports)
+		}
+		var out, errb bytes.Buffer
+		if code := run(second.Command, &out, &errb); code != 0 {
+			t.Errorf("%s-2's command is not a valid invocation (exit %d): %s", name, code, errb.String())
+		}
+	}
 }
 
 // telemetryServices are the services that run our image.

@@ -30,17 +30,23 @@ const project = "telemetry-test"
 // TELEMETRY_PRESENTER_TOKEN in compose's environment.
 const token = "compose-test-presenter-token"
 
-// stack runs docker compose on the repository's compose.yaml.
+// stack runs docker compose on the repository's compose.yaml and the
+// override files in files (compose.scale.yaml, once the test scales out).
 type stack struct {
-	t    *testing.T
-	root string
+	t     *testing.T
+	root  string
+	files []string
 }
 
 // compose runs docker compose with args and returns its output.
 func (s *stack) compose(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", append([]string{"compose", "-p", project, "-f", filepath.Join(s.root, "compose.yaml")}, args...)...)
+	base := []string{"compose", "-p", project}
+	for _, f := range append([]string{"compose.yaml"}, s.files...) {
+		base = append(base, "-f", filepath.Join(s.root, f))
+	}
+	cmd := exec.CommandContext(ctx, "docker", append(base, args...)...)
 	cmd.Dir = s.root
 	cmd.Env = append(os.Environ(), "TELEMETRY_PRESENTER_TOKEN="+token)
 	out, err := cmd.CombinedOutput()
@@ -268,6 +274,32 @@ func TestComposeStackForReal(t *testing.T) {
 		if rep.Behaviours.Reboots == 0 {
 			t.Error("no device rebooted")
 		}
+	})
+	// compose.scale.yaml on the running stack: a second ingest in every
+	// region and a second writer join, and under load one of each is
+	// killed. The writer stays dead (the other takes over its messages
+	// after the ack wait); the ingest comes back to its broker session,
+	// where its share of the readings waited.
+	t.Run("scaled out, one ingest and one writer killed", func(t *testing.T) {
+		s.files = append(s.files, "compose.scale.yaml")
+		s.must(3*time.Minute, "up", "-d", "--wait", "--wait-timeout", "120")
+		second := map[string]string{}
+		for _, svc := range []string{"ingest-us-east-2", "ingest-eu-west-2", "ingest-ap-south-2", "storage-2"} {
+			second[svc] = s.container(svc)
+			if got := state(t, second[svc]); got != "true 1" {
+				t.Fatalf("%s is %q (running, networks), want running on the internal network", svc, got)
+			}
+		}
+		runBench(t, bin, func() {
+			s.must(time.Minute, "kill", "-s", "SIGKILL", "ingest-eu-west-2", "storage-2")
+			for _, svc := range []string{"ingest-eu-west-2", "storage-2"} {
+				if got := state(t, second[svc]); got != "false 1" {
+					t.Errorf("killed, %s is %q, want stopped", svc, got)
+				}
+			}
+			<-time.After(window)
+			s.must(2*time.Minute, "up", "-d", "--wait", "ingest-eu-west-2")
+		}, "--rate", "1000", "--duration", "30s")
 	})
 }
 
