@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Go module: Mosquitto (tests'
 # MQTT broker, and mosquitto_pub to try the protocol by hand), ClickHouse
-# (storage) and Chromium (the dashboard's browser tests). `make test` runs
+# (storage), ZooKeeper (a replicated ClickHouse's coordinator, which the
+# cluster tests start) and Chromium (the dashboard's browser tests). `make test` runs
 # it; `make demo` does not (the demo needs only Go). On Debian or
 # Ubuntu it uses apt-get (as root, or through sudo); elsewhere it says what to
 # install. Safe to run again: it installs only what is missing.
@@ -12,6 +13,7 @@ command -v go >/dev/null || { echo "deps: Go 1.26 or newer is required: https://
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
 command -v clickhouse-server >/dev/null || command -v clickhouse >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
 command -v chromium >/dev/null || need+=(chromium)
+[ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || need+=(zookeeper)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: everything present"
@@ -20,7 +22,8 @@ fi
 
 if ! command -v apt-get >/dev/null; then
   echo "deps: missing ${need[*]}; this is not a Debian/Ubuntu machine, so install them with your package manager" >&2
-  echo "      (macOS: brew install mosquitto clickhouse chromium). The tests need all three." >&2
+  echo "      (macOS: brew install mosquitto clickhouse chromium zookeeper). The tests need all four;" >&2
+  echo "      ZooKeeper is looked for as Debian installs it, /usr/share/java/zookeeper.jar." >&2
   exit 1
 fi
 sudo=""

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/telemetry-demo/telemetry/deploy"
@@ -52,8 +54,18 @@ type Config struct {
 	Durable string
 
 	// ClickHouseAddr is host:port of ClickHouse's native protocol (the HTTP
-	// protocol is not supported: clickhouse-go's fails on 18.16).
+	// protocol is not supported: clickhouse-go's fails on 18.16). For a
+	// cluster it may list several members, comma-separated: each
+	// connection goes to the first that answers.
 	ClickHouseAddr string
+	// Cluster is the name of the ClickHouse cluster (its remote_servers)
+	// that ClickHouseAddr's servers belong to, or "" for one server. With
+	// a cluster the migrations create replicated tables on every member
+	// and Distributed tables over them (migrations/cluster), and inserts
+	// wait until every shard holds its rows (insert_distributed_sync):
+	// a reading is acknowledged to JetStream only once a replica of its
+	// shard stored it.
+	Cluster string
 	// ClickHouseUser and ClickHousePassword are the writer's: it creates
 	// and migrates the schema, inserts, and reads back (deduplication, the
 	// ledger). A zero user is DefaultClickHouseUser, with
@@ -178,6 +190,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// clickHouseAddrs splits Config.ClickHouseAddr's list.
+func clickHouseAddrs(list string) []string {
+	addrs := strings.Split(list, ",")
+	for i := range addrs {
+		addrs[i] = strings.TrimSpace(addrs[i])
+	}
+	return addrs
+}
+
 // identifier is what Database may be: it is spliced into SQL.
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
@@ -187,6 +208,10 @@ func (c Config) Validate() error {
 	switch {
 	case !identifier.MatchString(c.Database):
 		return fmt.Errorf("storage: database %q: want letters, digits and underscores", c.Database)
+	case c.Cluster != "" && !identifier.MatchString(c.Cluster):
+		return fmt.Errorf("storage: cluster %q: want letters, digits and underscores", c.Cluster)
+	case slices.Contains(clickHouseAddrs(c.ClickHouseAddr), ""):
+		return fmt.Errorf("storage: ClickHouse address %q: want host:port[,host:port...]", c.ClickHouseAddr)
 	case c.BatchSize < 1:
 		return errors.New("storage: batch size must be at least 1")
 	case c.MaxAckPending < c.BatchSize:

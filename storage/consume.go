@@ -151,7 +151,7 @@ func (w *Writer) backoff() *backoff.ExponentialBackOff {
 }
 
 func (w *Writer) migrate(ctx context.Context) error {
-	applied, err := Migrate(ctx, w.conn, w.cfg.Database)
+	applied, err := MigrateCluster(ctx, w.conn, w.cfg.Database, w.cfg.Cluster)
 	if err != nil {
 		return fmt.Errorf("ClickHouse at %s: %w", w.cfg.ClickHouseAddr, err)
 	}

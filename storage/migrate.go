@@ -33,8 +33,18 @@ import (
 //   - it must run on ClickHouse 18.16 and on current releases: no
 //     DateTime64, now64, Map, TTL, toStartOfInterval or LowCardinality.
 //
-//go:embed migrations/*.sql
+// A cluster (Config.Cluster) has its own files, migrations/cluster/, whose
+// statements run ON CLUSTER {cluster} and so on every member; see their
+// first file for the layout.
+//
+//go:embed migrations/*.sql migrations/cluster/*.sql
 var migrationFiles embed.FS
+
+// Directories of the migrations, for one server and for a cluster.
+const (
+	serverMigrations  = "migrations"
+	clusterMigrations = "migrations/cluster"
+)
 
 type migration struct {
 	version    uint32
@@ -42,9 +52,9 @@ type migration struct {
 	statements []string
 }
 
-// migrations parses the embedded files.
-func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+// migrations parses the embedded files of dir.
+func migrations(dir string) ([]migration, error) {
+	names, err := fs.Glob(migrationFiles, dir+"/*.sql")
 	if err != nil {
 		return nil, err
 	}
@@ -122,39 +132,51 @@ func splitStatements(sql string) []string {
 // recorded yet, in order. Running it again does nothing. It returns the
 // versions it applied.
 func Migrate(ctx context.Context, conn driver.Conn, database string) ([]uint32, error) {
+	return MigrateCluster(ctx, conn, database, "")
+}
+
+// MigrateCluster is Migrate for a member of cluster: the database and the
+// tables are created on every member (ON CLUSTER), from the cluster's own
+// migrations. ClickHouse runs such a statement on each member through
+// ZooKeeper and waits for them all, up to its distributed_ddl_task_timeout
+// (180 s): a member down fails the migration, which the writer retries.
+// An empty cluster is Migrate.
+func MigrateCluster(ctx context.Context, conn driver.Conn, database, cluster string) ([]uint32, error) {
 	if !identifier.MatchString(database) {
 		return nil, fmt.Errorf("migrating: database %q: want letters, digits and underscores", database)
 	}
-	ms, err := migrations()
+	dir, on, engine := serverMigrations, "", "ReplacingMergeTree()"
+	if cluster != "" {
+		if !identifier.MatchString(cluster) {
+			return nil, fmt.Errorf("migrating: cluster %q: want letters, digits and underscores", cluster)
+		}
+		// Every member is a replica of one schema_migrations, so a writer
+		// that talks to another member finds the versions applied.
+		dir, on = clusterMigrations, " ON CLUSTER "+cluster
+		engine = "ReplicatedReplacingMergeTree('/clickhouse/tables/all/" + database + "/schema_migrations', '{replica}')"
+	}
+	ms, err := migrations(dir)
 	if err != nil {
 		return nil, fmt.Errorf("migrating: %w", err)
 	}
-	for _, q := range []string{
-		"CREATE DATABASE IF NOT EXISTS " + database,
-		"CREATE TABLE IF NOT EXISTS " + database + ".schema_migrations " +
-			"(version UInt32, name String, applied_at DateTime) " +
-			"ENGINE = ReplacingMergeTree() ORDER BY version",
-	} {
-		if err := conn.Exec(ctx, q); err != nil {
+	// Up to date already: nothing to create. On a cluster this matters:
+	// an ON CLUSTER statement waits for every member, so a writer started
+	// while one is down would wait for it.
+	done, err := appliedVersions(ctx, conn, database)
+	if err != nil || !appliedAll(ms, done) {
+		for _, q := range []string{
+			"CREATE DATABASE IF NOT EXISTS " + database + on,
+			"CREATE TABLE IF NOT EXISTS " + database + ".schema_migrations" + on + " " +
+				"(version UInt32, name String, applied_at DateTime) " +
+				"ENGINE = " + engine + " ORDER BY version",
+		} {
+			if err := conn.Exec(ctx, q); err != nil {
+				return nil, fmt.Errorf("migrating %s: %w", database, err)
+			}
+		}
+		if done, err = appliedVersions(ctx, conn, database); err != nil {
 			return nil, fmt.Errorf("migrating %s: %w", database, err)
 		}
-	}
-	done := map[uint32]bool{}
-	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM "+database+".schema_migrations")
-	if err != nil {
-		return nil, fmt.Errorf("migrating %s: reading applied versions: %w", database, err)
-	}
-	for rows.Next() {
-		var v uint32
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("migrating %s: reading applied versions: %w", database, err)
-		}
-		done[v] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("migrating %s: reading applied versions: %w", database, err)
 	}
 
 	var applied []uint32
@@ -163,7 +185,7 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]uint32, 
 			continue
 		}
 		for i, s := range m.statements {
-			err := conn.Exec(ctx, strings.ReplaceAll(s, "{database}", database))
+			err := conn.Exec(ctx, strings.NewReplacer("{database}", database, "{cluster}", cluster).Replace(s))
 			if err != nil && !(addColumn.MatchString(s) && columnExists(err)) {
 				return applied, fmt.Errorf("migration %s, statement %d: %w", m.name, i+1, err)
 			}
@@ -184,4 +206,34 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]uint32, 
 		applied = append(applied, m.version)
 	}
 	return applied, nil
+}
+
+// appliedVersions reads the versions recorded in database.schema_migrations.
+func appliedVersions(ctx context.Context, conn driver.Conn, database string) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM "+database+".schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("reading applied versions: %w", err)
+	}
+	defer rows.Close()
+	done := map[uint32]bool{}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("reading applied versions: %w", err)
+		}
+		done[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading applied versions: %w", err)
+	}
+	return done, nil
+}
+
+func appliedAll(ms []migration, done map[uint32]bool) bool {
+	for _, m := range ms {
+		if !done[m.version] {
+			return false
+		}
+	}
+	return true
 }

@@ -119,10 +119,15 @@ func (c *columns) append(rd *reading) {
 	c.readings++
 }
 
-// insert sends the rows in one INSERT, each with stored_ms the writer's
-// clock as they leave.
+// insert sends the rows in one INSERT into database.readings, each with
+// stored_ms the writer's clock as they leave.
 func (c *columns) insert(ctx context.Context, conn driver.Conn, database string) error {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+database+".readings "+insertColumns)
+	return c.insertInto(ctx, conn, database+".readings")
+}
+
+// insertInto is insert into table (database.table).
+func (c *columns) insertInto(ctx context.Context, conn driver.Conn, table string) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+table+" "+insertColumns)
 	if err != nil {
 		return fmt.Errorf("preparing insert: %w", err)
 	}

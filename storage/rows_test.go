@@ -126,18 +126,25 @@ func TestSplitStatements(t *testing.T) {
 }
 
 func TestEmbeddedMigrationsParse(t *testing.T) {
-	ms, err := migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ms) == 0 || ms[0].version != 1 {
-		t.Fatalf("migrations: %+v", ms)
-	}
-	for _, m := range ms {
-		for _, s := range m.statements {
-			for _, banned := range []string{"DateTime64", "now64", "Map(", "TTL", "toStartOfInterval", "LowCardinality", "ADD COLUMN IF NOT EXISTS"} {
-				if strings.Contains(s, banned) {
-					t.Errorf("migration %s uses %s, which ClickHouse 18.16 lacks", m.name, banned)
+	for _, dir := range []string{serverMigrations, clusterMigrations} {
+		ms, err := migrations(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) == 0 || ms[0].version != 1 {
+			t.Fatalf("%s: %+v", dir, ms)
+		}
+		for _, m := range ms {
+			for _, s := range m.statements {
+				for _, banned := range []string{"DateTime64", "now64", "Map(", "TTL", "toStartOfInterval", "LowCardinality", "ADD COLUMN IF NOT EXISTS"} {
+					if strings.Contains(s, banned) {
+						t.Errorf("migration %s uses %s, which ClickHouse 18.16 lacks", m.name, banned)
+					}
+				}
+				// A statement run on one member only would leave the
+				// others without the table.
+				if dir == clusterMigrations && !strings.Contains(s, " ON CLUSTER {cluster}") {
+					t.Errorf("cluster migration %s: %q lacks ON CLUSTER {cluster}", m.name, s)
 				}
 			}
 		}

@@ -27,15 +27,27 @@ const region = "us-east"
 
 // env is a real ClickHouse and a real JetStream with a READINGS stream.
 type env struct {
-	ch   *chserver.Server
+	ch   *chserver.Server // nil on a cluster
 	url  string
 	js   jetstream.JetStream
-	conn driver.Conn
+	conn driver.Conn // the writer's user; through Distributed tables on a cluster
+	// chAddr and cluster are the writer's Config.ClickHouseAddr and
+	// Config.Cluster.
+	chAddr, cluster string
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ch := testharness.ClickHouse(t)
+	e := newEnvOn(t, ch.Addr(), "")
+	e.ch = ch
+	return e
+}
+
+// newEnvOn is an env whose ClickHouse is at chAddr, a server or the
+// members of cluster.
+func newEnvOn(t *testing.T, chAddr, cluster string) *env {
+	t.Helper()
 	_, url := testharness.NATS(t, region)
 	nc := testharness.Connect(t, url)
 	js, err := jetstream.NewWithDomain(nc, region)
@@ -51,12 +63,12 @@ func newEnv(t *testing.T) *env {
 	}); err != nil {
 		t.Fatalf("creating stream: %v", err)
 	}
-	conn, err := storage.Dial(storage.Config{ClickHouseAddr: ch.Addr()})
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: chAddr, Cluster: cluster})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &env{ch: ch, url: url, js: js, conn: conn}
+	return &env{url: url, js: js, conn: conn, chAddr: chAddr, cluster: cluster}
 }
 
 // config is a writer's configuration for e, quick to flush and to retry.
@@ -64,7 +76,8 @@ func (e *env) config() storage.Config {
 	return storage.Config{
 		NATSURL:         e.url,
 		Domain:          region,
-		ClickHouseAddr:  e.ch.Addr(),
+		ClickHouseAddr:  e.chAddr,
+		Cluster:         e.cluster,
 		BatchSize:       100,
 		FlushInterval:   100 * time.Millisecond,
 		AckWait:         5 * time.Second,

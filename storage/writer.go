@@ -147,7 +147,14 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 // command uses it with Ledger.
 func Dial(cfg Config) (driver.Conn, error) {
 	cfg = cfg.withDefaults()
-	return dial(cfg, cfg.ClickHouseUser, cfg.ClickHousePassword, 4, nil)
+	var settings clickhouse.Settings
+	if cfg.Cluster != "" {
+		// An insert into a Distributed table returns once every shard's
+		// replica took its rows, not once they are queued on the server
+		// the writer talks to (that server dying would lose them).
+		settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
+	return dial(cfg, cfg.ClickHouseUser, cfg.ClickHousePassword, 4, settings)
 }
 
 // DialHistory is Dial as the read-only history user (Config.HistoryUser),
@@ -162,7 +169,7 @@ func DialHistory(cfg Config) (driver.Conn, error) {
 func dial(cfg Config, user, password string, conns int, settings clickhouse.Settings) (driver.Conn, error) {
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Protocol: clickhouse.Native,
-		Addr:     []string{cfg.ClickHouseAddr},
+		Addr:     clickHouseAddrs(cfg.ClickHouseAddr),
 		// No database: the server's default one, which the users may not
 		// be allowed to use (ClickHouse refuses the login then). Every
 		// query names its tables' database.

@@ -82,6 +82,9 @@ type Options struct {
 	// Logger gets the lifecycle events; nil discards them. The server's own
 	// log goes to files in Dir/log.
 	Logger *slog.Logger
+	// Cluster, if set, makes the server one replica of one shard of a
+	// cluster (see StartCluster); nil is a server on its own.
+	Cluster *Membership
 }
 
 // Server is a ClickHouse server process started by Start.
@@ -203,7 +206,7 @@ func mentionsPort(err error, ports ...int) bool {
 var errPortInUse = errors.New("port in use")
 
 func (s *Server) start(ctx context.Context) error {
-	conf, err := writeConfig(s.opts.Dir, s.opts.TCPPort, s.opts.HTTPPort)
+	conf, err := writeConfig(s.opts.Dir, s.opts.TCPPort, s.opts.HTTPPort, s.opts.Cluster)
 	if err != nil {
 		return fmt.Errorf("chserver: %w", err)
 	}
@@ -447,4 +450,11 @@ func tailLines(path string, from int64, n int) string {
 		out.WriteByte('\n')
 	}
 	return strings.TrimRight(out.String(), "\n")
+}
+
+// LogTail returns up to n last lines of the server's error log and of its
+// console (stdout and stderr), for a test that failed to say what the
+// server saw.
+func (s *Server) LogTail(n int) string {
+	return "error log:\n" + tailLines(s.path(errorLog), 0, n) + "\nconsole:\n" + tailLines(s.path(consoleLog), 0, n)
 }

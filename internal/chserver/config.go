@@ -120,7 +120,7 @@ func xmlEscape(s string) (string, error) {
 // writeConfig creates the directories under dir and writes config.xml,
 // users.xml, users.d/telemetry.xml and config.d/telemetry.xml there. dir
 // must be absolute. It returns the config file's path.
-func writeConfig(dir string, tcpPort, httpPort int) (string, error) {
+func writeConfig(dir string, tcpPort, httpPort int, m *Membership) (string, error) {
 	for _, d := range []string{dataDir, logDir, tmpDir, userFilesDir, schemasDir, usersDir, configDir} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
 			return "", fmt.Errorf("creating ClickHouse directory: %w", err)
@@ -156,6 +156,26 @@ func writeConfig(dir string, tcpPort, httpPort int) (string, error) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, configDir, deploy.ClickHouseServerConfigFile), deploy.ClickHouseServerConfig, 0o640); err != nil {
 		return "", fmt.Errorf("writing ClickHouse server settings: %w", err)
+	}
+	clusterPath := filepath.Join(dir, configDir, clusterFile)
+	clusterUsersPath := filepath.Join(dir, usersDir, clusterFile)
+	if m == nil {
+		for _, p := range []string{clusterPath, clusterUsersPath} {
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				return "", fmt.Errorf("removing ClickHouse cluster settings: %w", err)
+			}
+		}
+		return filepath.Join(dir, configFile), nil
+	}
+	var b bytes.Buffer
+	if err := clusterXML.Execute(&b, m); err != nil {
+		return "", fmt.Errorf("rendering ClickHouse %s: %w", clusterFile, err)
+	}
+	if err := os.WriteFile(clusterPath, b.Bytes(), 0o640); err != nil {
+		return "", fmt.Errorf("writing ClickHouse cluster settings: %w", err)
+	}
+	if err := os.WriteFile(clusterUsersPath, clusterUsersXML, 0o640); err != nil {
+		return "", fmt.Errorf("writing ClickHouse cluster settings: %w", err)
 	}
 	return filepath.Join(dir, configFile), nil
 }

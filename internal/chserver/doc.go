@@ -1,6 +1,7 @@
 // Package chserver starts and stops a real ClickHouse server as a child
 // process, with a minimal configuration and all its files under one
-// directory. `telemetry demo` uses it when no --clickhouse address is given
+// directory; or a cluster of them, shards of replicas coordinated by a
+// ZooKeeper (StartCluster, cluster.go). `telemetry demo` uses it when no --clickhouse address is given
 // and a ClickHouse binary is on PATH; the tests use it (through
 // internal/testharness) to run storage against a real database.
 //
