@@ -53,15 +53,11 @@ func BenchmarkInsert(b *testing.B) {
 				)
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
-					// 100 devices, a fresh boot per batch: every reading is new.
+					// A fresh boot per batch: every reading is new.
 					boot++
 					c.reset()
-					now := time.Now().UnixMilli()
+					benchReadings(rds, boot)
 					for j := range rds {
-						dev := fmt.Sprintf("bench-%03d", j%100)
-						rds[j] = reading{key: readingKey{device: dev, boot: boot, seq: uint64(j/100 + 1)}, region: "us-east", deviceType: "bench",
-							r: protocol.Reading{Version: 1, Device: dev, Boot: boot, Seq: uint64(j/100 + 1), TS: now - int64(size-j),
-								Metrics: []protocol.Metric{{Name: "temperature_c", Value: float64(j)}, {Name: "humidity_pct", Value: 40}, {Name: "battery_pct", Value: 90}}}}
 						ptrs[j] = &rds[j]
 						c.append(&rds[j])
 					}
@@ -185,12 +181,8 @@ func BenchmarkClusterInsert(b *testing.B) {
 				for s := range part {
 					part[s].reset()
 				}
-				now := time.Now().UnixMilli()
+				benchReadings(rds, boot)
 				for j := range rds {
-					dev := fmt.Sprintf("bench-%03d", j%100)
-					rds[j] = reading{key: readingKey{device: dev, boot: boot, seq: uint64(j/100 + 1)}, region: "us-east", deviceType: "bench",
-						r: protocol.Reading{Version: 1, Device: dev, Boot: boot, Seq: uint64(j/100 + 1), TS: now - int64(size-j),
-							Metrics: []protocol.Metric{{Name: "temperature_c", Value: float64(j)}, {Name: "humidity_pct", Value: 40}, {Name: "battery_pct", Value: 90}}}}
 					all.append(&rds[j])
 					part[(j%100)%len(part)].append(&rds[j]) // by device
 				}
@@ -221,6 +213,18 @@ func BenchmarkClusterInsert(b *testing.B) {
 				b.ReportMetric(float64(rows)/cpu.Seconds(), "rows/cpu-s")
 			}
 		})
+	}
+}
+
+// benchReadings fills rds with new readings of boot, three metrics each,
+// from 100 devices taking turns (device j%100).
+func benchReadings(rds []reading, boot uint64) {
+	now := time.Now().UnixMilli()
+	for j := range rds {
+		dev := fmt.Sprintf("bench-%03d", j%100)
+		rds[j] = reading{key: readingKey{device: dev, boot: boot, seq: uint64(j/100 + 1)}, region: "us-east", deviceType: "bench",
+			r: protocol.Reading{Version: 1, Device: dev, Boot: boot, Seq: uint64(j/100 + 1), TS: now - int64(len(rds)-j),
+				Metrics: []protocol.Metric{{Name: "temperature_c", Value: float64(j)}, {Name: "humidity_pct", Value: 40}, {Name: "battery_pct", Value: 90}}}}
 	}
 }
 

@@ -2,7 +2,6 @@ package storage_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -64,13 +63,7 @@ func TestClusterReplicaDownUnderLoad(t *testing.T) {
 	if err := victim.Restart(ctx); err != nil {
 		t.Fatalf("restarting shard 1 replica 1: %v", err)
 	}
-	sent := l.Sent()
-	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if l.Sent() < sent+1000 {
-			return errors.New("load not going on")
-		}
-		return nil
-	})
+	loadGoesOn(t, l, 1000)
 	total := l.Stop(t)
 	e.checkExactlyOnce(t, w, l, total)
 	checkReplicasConverge(ctx, t, c, total*uint64(len(metricNames)))

@@ -49,6 +49,18 @@ func (e *env) checkExactlyOnce(t *testing.T, w interface{ Status() storage.Statu
 	e.checkRollups(t, int(total))
 }
 
+// loadGoesOn waits until l has published n more readings.
+func loadGoesOn(t *testing.T, l *testharness.Load, n uint64) {
+	t.Helper()
+	sent := l.Sent()
+	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if l.Sent() < sent+n {
+			return errors.New("load not going on")
+		}
+		return nil
+	})
+}
+
 // TestClickHouseStoppedUnderLoad stops ClickHouse for 30 s while readings
 // keep arriving: the writer retries, JetStream keeps the backlog, and once
 // ClickHouse is back every reading is stored exactly once with no gap, in
@@ -99,13 +111,7 @@ func TestClickHouseStoppedUnderLoad(t *testing.T) {
 	})
 	t.Logf("outage %s: %d readings published during it; writer ok %s after restart", outage, l.Sent()-sentBefore, time.Since(restarted).Round(time.Millisecond))
 	// A little more load after the recovery, then the count.
-	sent := l.Sent()
-	testharness.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if l.Sent() < sent+200 {
-			return errors.New("load not going on")
-		}
-		return nil
-	})
+	loadGoesOn(t, l, 200)
 	total := l.Stop(t)
 	e.checkExactlyOnce(t, w, l, total)
 	t.Logf("%d readings stored exactly once; writer %+v", total, w.Status())
