@@ -339,7 +339,14 @@ func readingsCount(js jetstream.JetStream) (uint64, error) {
 func checkFleetStoredOnce(t testing.TB, regionURL string, fleet *devices.Fleet, done <-chan error) int {
 	t.Helper()
 	waitFor(t, done, "devices")
-	js, err := jetstream.NewWithDomain(testharness.Connect(t, regionURL), faultRegion)
+	return checkStoredOnceIn(t, regionURL, faultRegion, fleet)
+}
+
+// checkStoredOnceIn is checkFleetStoredOnce for a fleet that has stopped,
+// in region's READINGS.
+func checkStoredOnceIn(t testing.TB, regionURL, region string, fleet *devices.Fleet) int {
+	t.Helper()
+	js, err := jetstream.NewWithDomain(testharness.Connect(t, regionURL), region)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +357,7 @@ func checkFleetStoredOnce(t testing.TB, regionURL string, fleet *devices.Fleet, 
 			return err
 		}
 		if n < uint64(len(want)) {
-			return fmt.Errorf("READINGS holds %d of %d readings", n, len(want))
+			return fmt.Errorf("READINGS of %s holds %d of %d readings", region, n, len(want))
 		}
 		return nil
 	})
@@ -387,7 +394,7 @@ func checkFleetStoredOnce(t testing.TB, regionURL string, fleet *devices.Fleet, 
 			t.Fatalf("read %d of %d messages of READINGS", read, total)
 		}
 	}
-	testharness.CheckExactlyOnce(t, "READINGS", want, got)
+	testharness.CheckExactlyOnce(t, "READINGS of "+region, want, got)
 	return len(want)
 }
 

@@ -151,6 +151,9 @@ type Ingest struct {
 	// reconnected is when the NATS connection last came back (Unix
 	// nanoseconds): a publish that failed before it is retried at once.
 	reconnected atomic.Int64
+	// recovered is when a retried publish last succeeded (Unix
+	// nanoseconds): a publish that timed out before it is retried at once.
+	recovered atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -394,18 +397,28 @@ func (in *Ingest) await(j *job) bool {
 	for attempt := 1; ; attempt++ {
 		dup, err := in.result(j)
 		if err == nil {
+			if attempt > 1 {
+				in.recovered.Store(time.Now().UnixNano())
+			}
 			in.blocked.succeeded()
 			in.count(j, dup)
 			return true
 		}
 		j.done = nil
-		if !Permanent(err) && j.sent.UnixNano() < in.reconnected.Load() {
-			// It failed with the connection that has since come back:
-			// publish it again now, without a backoff, a log line or a
-			// blocked state of its own. Waiting out a backoff for each of
-			// the MaxInflight messages that failed during an outage kept
-			// ingest (and the broker's held publishers) back for 50 s
-			// after NATS returned (TestRegionNATSDownUnderLoad/embedded).
+		sent := j.sent.UnixNano()
+		if !Permanent(err) && (sent < in.reconnected.Load() || sent < in.recovered.Load()) {
+			// It was sent before an outage ended: the connection came
+			// back, or a retried publish went through (a stream that had
+			// no leader while its cluster elected one answers "no
+			// responders" until it has). Publish it again now, without a
+			// backoff, a log line or a blocked state of its own. Waiting
+			// out a backoff for each of the MaxInflight messages that
+			// failed during an outage kept ingest (and the broker's held
+			// publishers) back for 50 s after NATS returned
+			// (TestRegionNATSDownUnderLoad/embedded) and after READINGS's
+			// leader died in a cluster (TestReadingsLeaderKilledUnderLoad).
+			// Publishing again sets j.sent, so a message that fails again
+			// waits out its backoff.
 			in.metrics.errors.WithLabelValues("publish").Inc()
 			continue
 		}
