@@ -135,6 +135,16 @@ func (p *ingestProc) Kill() {
 	<-done
 }
 
+// Freeze stops the process (SIGSTOP) without ending it: its connections
+// stay open and nothing on them is answered.
+func (p *ingestProc) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
 // Pid is the running process's id.
 func (p *ingestProc) Pid() int {
 	p.mu.Lock()
@@ -448,6 +458,17 @@ func ingestKilledUnderLoad(t *testing.T, b faultBroker) {
 	testharness.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if s := fleet.Stats(); s.Acked < 4000 {
 			return fmt.Errorf("%d readings published", s.Acked)
+		}
+		return nil
+	})
+	// Killed between two messages, ingest would leave the broker nothing
+	// to send again (the check below): frozen first, it takes messages it
+	// cannot acknowledge while the devices go on.
+	in.Freeze()
+	frozenAt := fleet.Stats().Acked
+	testharness.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		if s := fleet.Stats(); s.Acked < frozenAt+100 {
+			return fmt.Errorf("%d readings published since ingest froze", s.Acked-frozenAt)
 		}
 		return nil
 	})
