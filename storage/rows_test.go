@@ -187,6 +187,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative batch", cfg: Config{BatchSize: -1}, wantErr: "batch size"},
 		{name: "ack wait below flush", cfg: Config{AckWait: 2 * time.Second, FlushInterval: 3 * time.Second}, wantErr: "ack wait"},
 		{name: "backoff reversed", cfg: Config{RetryBackoff: time.Second, MaxRetryBackoff: time.Millisecond}, wantErr: "backoff"},
+		{name: "cluster members", cfg: Config{ClickHouseAddr: "a:9000, b:9000", Cluster: "telemetry"}},
+		{name: "cluster injection", cfg: Config{Cluster: "c ON CLUSTER d"}, wantErr: "cluster"},
+		{name: "empty member", cfg: Config{ClickHouseAddr: "a:9000,,b:9000"}, wantErr: "ClickHouse address"},
+		{name: "trailing comma", cfg: Config{ClickHouseAddr: "a:9000,"}, wantErr: "ClickHouse address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
