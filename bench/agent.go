@@ -77,6 +77,8 @@ type AgentPart struct {
 	Reorder     float64       `json:"reorder"`
 	ClockSkew   time.Duration `json:"clock_skew"`
 	Chaos       float64       `json:"chaos"`
+	Batch       int           `json:"batch"`
+	BatchWait   time.Duration `json:"batch_wait"`
 	StartAt     time.Time     `json:"start_at"`
 }
 
@@ -124,7 +126,8 @@ func splitFleet(fc devices.Config, n int, startAt time.Time) []AgentPart {
 			Duration: fc.Duration, RampUp: fc.RampUp, QoS: fc.QoS, Seed: fc.Seed,
 			MaxInflight: fc.MaxInflight, MaxBacklog: fc.MaxBacklog, Boot: fc.Boot, IDPrefix: fc.IDPrefix,
 			Regions: fc.Regions, Types: fc.Types, Reboots: fc.Reboots, Duplicates: fc.Duplicates,
-			Reorder: fc.Reorder, ClockSkew: fc.ClockSkew, Chaos: fc.Chaos, StartAt: startAt,
+			Reorder: fc.Reorder, ClockSkew: fc.ClockSkew, Chaos: fc.Chaos, Batch: fc.Batch, BatchWait: fc.BatchWait,
+			StartAt: startAt,
 		})
 		first += size
 	}
@@ -141,7 +144,7 @@ func (p AgentPart) fleetConfig(own devices.Config) devices.Config {
 	c.FirstDevice, c.Devices, c.Rate, c.Duration, c.RampUp = p.FirstDevice, p.Devices, p.Rate, p.Duration, p.RampUp
 	c.QoS, c.Seed, c.MaxInflight, c.MaxBacklog, c.Boot, c.IDPrefix = p.QoS, p.Seed, p.MaxInflight, p.MaxBacklog, p.Boot, p.IDPrefix
 	c.Regions, c.Types, c.Reboots, c.Duplicates, c.Reorder = p.Regions, p.Types, p.Reboots, p.Duplicates, p.Reorder
-	c.ClockSkew, c.Chaos = p.ClockSkew, p.Chaos
+	c.ClockSkew, c.Chaos, c.Batch, c.BatchWait = p.ClockSkew, p.Chaos, p.Batch, p.BatchWait
 	return c
 }
 
@@ -259,12 +262,17 @@ func ServeAgent(ctx context.Context, listen string, a *Agent, stderr io.Writer, 
 	return httpserv.Serve(ctx, ln, a, log)
 }
 
-// deviceInterval is the time between two readings of one device.
+// deviceInterval is the time between two messages of one device: two
+// readings with protocol v1, a batch's worth with v2 (--batch). It is the
+// interval the histograms correct for coordinated omission with: at the
+// reading interval, the wait of a batch's first readings for its last
+// would count as a stall, and each of them would stand for readings that
+// were in fact measured.
 func deviceInterval(fc devices.Config) time.Duration {
 	if fc.Devices == 0 || fc.Rate <= 0 {
 		return 0
 	}
-	return time.Duration(float64(fc.Devices) / fc.Rate * float64(time.Second))
+	return time.Duration(float64(fc.Devices) / fc.Rate * float64(fc.ReadingsPerMessage()) * float64(time.Second))
 }
 
 // agentsRun is a run of the fleet by agents, merged: what account reads
@@ -382,6 +390,8 @@ func addStats(a, b devices.Stats) devices.Stats {
 	a.TargetRate += b.TargetRate
 	a.Elapsed = max(a.Elapsed, b.Elapsed)
 	a.Sent += b.Sent
+	a.Messages += b.Messages
+	a.Batched += b.Batched
 	a.Acked += b.Acked
 	a.InFlight += b.InFlight
 	a.Skipped += b.Skipped

@@ -156,6 +156,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("bench: no NATS URL for region %s: give --nats %s=nats://host:port,...", r, r)
 		}
 	}
+	if c.Ceiling && c.Fleet.Batch > 1 {
+		// ceiling.go counts the messages its subscriber receives as
+		// readings.
+		return fmt.Errorf("bench: --ceiling counts messages as readings: not with --batch %d (run it with --batch 1)", c.Fleet.Batch)
+	}
 	if len(c.Agents) > 0 {
 		switch {
 		case c.Ceiling:
@@ -189,6 +194,10 @@ at its default addresses and users. --ceiling first runs the same fleet
 against a bare broker with one plain subscriber, and reports the pipeline's
 pace as a share of it. --demo starts an in-process pipeline instead (the
 fleet then shares the process, so its CPU is not reported).
+
+--batch N makes the fleet publish protocol v2 batches of up to N readings;
+the ledger, the rates and the latencies stay per reading (a reading's
+latency includes its wait for its batch).
 
 --agent waits for a coordinator and runs the part of a fleet it asks for;
 --agents URL,... is that coordinator: it splits the fleet over the agents

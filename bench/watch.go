@@ -58,20 +58,25 @@ func watchReadings(ctx context.Context, region, url string, home bool, prefix st
 	w := &readingsWatcher{region: region, home: home, nc: nc}
 	w.cc, err = cons.Consume(func(m jetstream.Msg) {
 		arrived := time.Now()
-		r, err := protocol.Unmarshal(m.Data())
-		if err != nil || !strings.HasPrefix(r.Device, prefix) || r.Boot < run {
+		b, err := protocol.Unmarshal(m.Data())
+		if err != nil || !strings.HasPrefix(b.Device, prefix) || b.Boot < run {
 			return
 		}
-		measured := time.UnixMilli(r.TS - skews[r.Device])
-		if md, err := m.Metadata(); err == nil {
-			hop := HopReplicated(region)
-			if t, err := protocol.ParseSubject(m.Subject()); err == nil && t.Region == region {
-				hop = HopJetStream
-			}
-			hops.Record(hop, md.Timestamp.Sub(measured))
+		md, mdErr := m.Metadata()
+		hop := HopReplicated(region)
+		if t, err := protocol.ParseSubject(m.Subject()); err == nil && t.Region == region {
+			hop = HopJetStream
 		}
-		if home {
-			hops.Record(HopFeed, arrived.Sub(measured))
+		// Each reading of a batch has its own latency, from when it was
+		// measured.
+		for _, r := range b.Readings {
+			measured := time.UnixMilli(r.TS - skews[r.Device])
+			if mdErr == nil {
+				hops.Record(hop, md.Timestamp.Sub(measured))
+			}
+			if home {
+				hops.Record(HopFeed, arrived.Sub(measured))
+			}
 		}
 	}, jetstream.PullMaxMessages(4096), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		log.Debug("readings watcher", "region", region, "err", err)
@@ -104,7 +109,7 @@ type deadLetters struct {
 
 type deadLetter struct {
 	reason, detail string
-	reading        protocol.Reading // when the body decodes
+	batch          protocol.Batch // when the body decodes
 	decoded        bool
 }
 
@@ -174,19 +179,20 @@ func (d *deadLetters) add(m jetstream.Msg) {
 		}
 		return
 	}
-	if r, err := protocol.Unmarshal(m.Data()); err == nil {
-		dl.reading, dl.decoded = r, true
+	if b, err := protocol.Unmarshal(m.Data()); err == nil {
+		dl.batch, dl.decoded = b, true
 	}
 	d.others = append(d.others, dl)
 }
 
-// rejectedReadings counts, by reason, dead letters that are readings of
-// the run's devices and boots: valid readings the pipeline refused.
+// rejectedReadings counts, by reason, the readings in dead letters of the
+// run's devices and boots (every reading of a batch): valid readings the
+// pipeline refused.
 func (d *deadLetters) rejectedReadings(prefix string, boots map[uint64]bool) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, dl := range d.others {
-		if dl.decoded && strings.HasPrefix(dl.reading.Device, prefix) && boots[dl.reading.Boot] {
-			out[dl.reason]++
+		if dl.decoded && strings.HasPrefix(dl.batch.Device, prefix) && boots[dl.batch.Boot] {
+			out[dl.reason] += uint64(len(dl.batch.Readings))
 			d.byReason[dl.reason]++
 		}
 	}

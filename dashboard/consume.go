@@ -245,7 +245,8 @@ func (d *Dashboard) setReadingsErr(s string) {
 	d.readingsErr.Store(&s)
 }
 
-// handleReading aggregates one READINGS message that arrived at now.
+// handleReading aggregates the readings of one READINGS message (one, or
+// a v2 batch's) that arrived at now.
 func (d *Dashboard) handleReading(now time.Time, subject string, data []byte) {
 	topic, err := protocol.ParseSubject(subject)
 	if err != nil {
@@ -254,19 +255,21 @@ func (d *Dashboard) handleReading(now time.Time, subject string, data []byte) {
 		return
 	}
 	region, deviceType, device := topic.Region, topic.DeviceType, topic.Device
-	r, err := protocol.Unmarshal(data)
+	b, err := protocol.Unmarshal(data)
 	if err != nil {
 		d.agg.addUndecodable()
 		d.m.undecodable.Inc()
 		return
 	}
-	lat, known := d.agg.addReading(now, region, deviceType, device, r.TS, r.Metrics)
-	if !known {
-		d.m.other.Inc()
-		return
+	for _, r := range b.Readings {
+		lat, known := d.agg.addReading(now, region, deviceType, device, r.TS, r.Metrics)
+		if !known {
+			d.m.other.Inc()
+			continue
+		}
+		d.m.readings[region].Inc()
+		d.m.latency[region].Observe(lat.Seconds())
 	}
-	d.m.readings[region].Inc()
-	d.m.latency[region].Observe(lat.Seconds())
 	if d.readingsErr.Load() != nil { // a message arrived: the consumer recovered
 		d.readingsErr.Store(nil)
 	}

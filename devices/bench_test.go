@@ -1,26 +1,39 @@
 package devices
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
 // BenchmarkGenerate measures what a device does per reading before the
-// MQTT client: the sensor model and the v1 encoding into a reused buffer.
+// MQTT client: the sensor model and the encoding into a reused buffer, v1
+// (a message per reading) and v2 (batches of 100).
 func BenchmarkGenerate(b *testing.B) {
-	for _, typ := range Types() {
-		b.Run(typ, func(b *testing.B) {
-			d := newDevice(41, "eu-west", typ, 1764100000, 1)
-			now := time.Now()
-			buf := make([]byte, 0, 256)
-			b.ReportAllocs()
-			start := time.Now()
-			for i := 0; b.Loop(); i++ {
-				buf = d.next(buf[:0], now.Add(time.Duration(i)*time.Millisecond))
-			}
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "readings/s")
-			b.SetBytes(int64(len(buf)))
-		})
+	for _, batch := range []int{1, 100} {
+		for _, typ := range Types() {
+			b.Run(fmt.Sprintf("%s/batch-%d", typ, batch), func(b *testing.B) {
+				d := newDevice(41, "eu-west", typ, 1764100000, 1)
+				now := time.Now()
+				buf := make([]byte, 0, 256*batch)
+				b.ReportAllocs()
+				start := time.Now()
+				for i := 0; b.Loop(); i++ {
+					at := now.Add(time.Duration(i) * time.Millisecond)
+					d.read(at)
+					d.add(at, protocol.Version2)
+					if len(d.batch) == batch {
+						buf = d.encodeBatch(buf[:0], batch > 1)
+						d.cur.last.Add(uint64(batch))
+						d.resetBatch()
+					}
+				}
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "readings/s")
+				b.SetBytes(int64(len(buf) / batch))
+			})
+		}
 	}
 }
 

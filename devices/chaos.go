@@ -15,7 +15,11 @@ import (
 type ChaosCase struct {
 	Name   string
 	Reason protocol.Reason
-	gen    func(dst []byte, in *chaosInput) (topic string, payload []byte)
+	// Version is the protocol version whose schema the case breaks: a
+	// fleet sends the cases of version 2 only with Config.Batch > 1,
+	// when its devices speak v2.
+	Version int
+	gen     func(dst []byte, in *chaosInput) (topic string, payload []byte)
 }
 
 // chaosInput is what a generator builds from: the sending device, a marker
@@ -90,125 +94,125 @@ func (in *chaosInput) head(field, raw string) string {
 	return in.fields(v, device, boot, seq, ts)
 }
 
-// chaosCases are the hostile messages, built from the v1 schema: each
+// chaosCasesV1 are the hostile messages built from the v1 schema: each
 // breaks one rule. Only this file knows their layout; ChaosCases lists them.
-var chaosCases = []ChaosCase{
+var chaosCasesV1 = []ChaosCase{
 	// bad_json: not JSON, or JSON the protocol refuses to parse.
-	{"truncated", protocol.ReasonBadJSON, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "truncated", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		b := in.valid(dst, in.nowMS)
 		return in.ownTopic(), b[:len(b)-9] // cut inside the metrics
 	}},
-	{"not_json", protocol.ReasonBadJSON, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "not_json", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), fmt.Appendf(dst, `<reading id="%s" temperature="21.5"/>`, in.marker)
 	}},
-	{"trailing_garbage", protocol.ReasonBadJSON, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "trailing_garbage", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), append(in.valid(dst, in.nowMS), "}\x00"...)
 	}},
-	{"raw_control_character", protocol.ReasonBadJSON, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "raw_control_character", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		// An unescaped control character inside a string.
 		return in.ownTopic(), in.withMetrics(dst, ",\"bell\x07\":1")
 	}},
-	{"invalid_utf8", protocol.ReasonBadJSON, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "invalid_utf8", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, ",\"temp\xff\xfe\":1")
 	}},
-	{"deep_nesting", protocol.ReasonBadJSON, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "deep_nesting", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"x":`+strings.Repeat("[", 200)+"1"+strings.Repeat("]", 200))
 	}},
-	{"duplicate_field", protocol.ReasonBadJSON, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "duplicate_field", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("", "")+`,"seq":1`)
 	}},
 
 	// bad_version: v missing, of another type, or unknown.
-	{"unknown_version", protocol.ReasonBadVersion, func(dst []byte, in *chaosInput) (string, []byte) {
-		return in.ownTopic(), in.withHead(dst, in.head("v", "2"))
+	{Name: "unknown_version", Reason: protocol.ReasonBadVersion, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.withHead(dst, in.head("v", "3"))
 	}},
-	{"version_as_string", protocol.ReasonBadVersion, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "version_as_string", Reason: protocol.ReasonBadVersion, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("v", `"1"`))
 	}},
-	{"version_fraction", protocol.ReasonBadVersion, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "version_fraction", Reason: protocol.ReasonBadVersion, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("v", "1.5"))
 	}},
-	{"version_missing", protocol.ReasonBadVersion, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "version_missing", Reason: protocol.ReasonBadVersion, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.fields("", in.dev(), in.u(in.boot), in.u(in.seq), in.i(in.nowMS)))
 	}},
 
 	// bad_field: wrong types, out of range, missing, unknown, odd names.
-	{"seq_as_string", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "seq_as_string", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("seq", in.q(in.u(in.seq))))
 	}},
-	{"seq_zero", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "seq_zero", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("seq", "0"))
 	}},
-	{"boot_negative", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "boot_negative", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("boot", "-1"))
 	}},
-	{"boot_overflow", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "boot_overflow", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("boot", "18446744073709551616"))
 	}},
-	{"ts_fraction", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "ts_fraction", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("ts", in.i(in.nowMS)+".5"))
 	}},
-	{"seq_missing", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "seq_missing", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.fields("1", in.dev(), in.u(in.boot), "", in.i(in.nowMS)))
 	}},
-	{"unknown_field", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "unknown_field", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("", "")+`,"firmware":"1.2.3"`)
 	}},
-	{"device_as_number", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "device_as_number", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("device", "42"))
 	}},
-	{"device_unicode", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "device_unicode", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("device", `"capteur-é-🌡"`))
 	}},
-	{"device_control_character", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "device_control_character", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		// Escaped, so valid JSON, but no valid name.
 		return in.ownTopic(), in.withHead(dst, in.head("device", `"th\u0000\u001b[31m"`))
 	}},
-	{"device_too_long", protocol.ReasonBadField, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "device_too_long", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("device", in.q(strings.Repeat("a", 300))))
 	}},
 
 	// topic_mismatch: a valid reading of another device.
-	{"device_not_topic", protocol.ReasonTopicMismatch, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "device_not_topic", Reason: protocol.ReasonTopicMismatch, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withHead(dst, in.head("device", `"impostor-00001"`))
 	}},
 
 	// bad_metric: values and names that break the metric rules.
-	{"value_as_string", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "value_as_string", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"temperature_c":"21.5"`)
 	}},
-	{"value_null", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "value_null", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		// What an encoder writes for NaN.
 		return in.ownTopic(), in.withMetrics(dst, `,"temperature_c":null`)
 	}},
-	{"value_out_of_range", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "value_out_of_range", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"temperature_c":1e999`)
 	}},
-	{"value_bool", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "value_bool", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"temperature_c":true`)
 	}},
-	{"value_object", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "value_object", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"temperature_c":{"value":21.5,"unit":"C"}`)
 	}},
-	{"metric_name_unicode", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "metric_name_unicode", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"température_°c":21.5`)
 	}},
-	{"metric_name_control_character", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "metric_name_control_character", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"temp\u0000\r\nX-Injected: 1":21.5`)
 	}},
-	{"metric_name_too_long", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "metric_name_too_long", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"`+strings.Repeat("t", 1000)+`":21.5`)
 	}},
-	{"metric_name_upper_case", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "metric_name_upper_case", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"Temperature":21.5`)
 	}},
-	{"metric_duplicate", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "metric_duplicate", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"temperature_c":21.5,"temperature_c":22`)
 	}},
-	{"metrics_not_object", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "metrics_not_object", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), fmt.Appendf(dst, `{%s,"metrics":%q}`, in.head("", ""), in.marker)
 	}},
-	{"too_many_metrics", protocol.ReasonBadMetric, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "too_many_metrics", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		var b strings.Builder
 		for k := range protocol.MaxMetrics {
 			fmt.Fprintf(&b, `,"m%d":%d`, k, k)
@@ -217,30 +221,30 @@ var chaosCases = []ChaosCase{
 	}},
 
 	// stale and future: ts outside the window.
-	{"ts_day_old", protocol.ReasonStale, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "ts_day_old", Reason: protocol.ReasonStale, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.valid(dst, in.nowMS-(25*time.Hour).Milliseconds())
 	}},
-	{"ts_negative", protocol.ReasonStale, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "ts_negative", Reason: protocol.ReasonStale, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.valid(dst, -1)
 	}},
-	{"ts_seconds_not_ms", protocol.ReasonStale, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "ts_seconds_not_ms", Reason: protocol.ReasonStale, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.valid(dst, in.nowMS/1000)
 	}},
-	{"ts_hour_ahead", protocol.ReasonFuture, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "ts_hour_ahead", Reason: protocol.ReasonFuture, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.valid(dst, in.nowMS+time.Hour.Milliseconds())
 	}},
-	{"ts_max", protocol.ReasonFuture, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "ts_max", Reason: protocol.ReasonFuture, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.valid(dst, 1<<63-1)
 	}},
-	{"ts_microseconds", protocol.ReasonFuture, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "ts_microseconds", Reason: protocol.ReasonFuture, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.valid(dst, in.nowMS*1000)
 	}},
 
 	// too_large: above protocol.MaxPayloadBytes, checked before parsing.
-	{"oversized", protocol.ReasonTooLarge, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "oversized", Reason: protocol.ReasonTooLarge, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"pad":"`+strings.Repeat("x", protocol.MaxPayloadBytes)+`"`)
 	}},
-	{"oversized_64k", protocol.ReasonTooLarge, func(dst []byte, in *chaosInput) (string, []byte) {
+	{Name: "oversized_64k", Reason: protocol.ReasonTooLarge, gen: func(dst []byte, in *chaosInput) (string, []byte) {
 		return in.ownTopic(), in.withMetrics(dst, `,"x":`+strings.Repeat("[", 32<<10)+strings.Repeat("]", 32<<10))
 	}},
 
@@ -251,8 +255,156 @@ var chaosCases = []ChaosCase{
 	// (ingest/spoof_test.go) and by the protocol's fuzz targets.
 }
 
+// batchHead appends the fields of a v2 batch of the device before its
+// readings, seq given raw, extra (raw JSON members, or nothing) after
+// boot, and metrics given raw.
+func (in *chaosInput) batchHead(dst []byte, seq, extra, metrics string) []byte {
+	return fmt.Appendf(dst, `{"v":2,"device":%q,"boot":%d%s,"seq":%s,"metrics":%s,"readings":[`, in.device, in.boot, extra, seq, metrics)
+}
+
+// names is the metrics of a v2 batch: the marker and temperature_c.
+func (in *chaosInput) names() string { return fmt.Sprintf(`[%q,"temperature_c"]`, in.marker) }
+
+// rowTS is the ts of row k of rows readings, a second apart up to now.
+func (in *chaosInput) rowTS(rows, k int) int64 { return in.nowMS - int64(rows-1-k)*1000 }
+
+// batch appends a v2 batch of the device, seq given raw, its metrics
+// names(), with rows valid readings [ts,1,21.5] a second apart up to now,
+// but for row k (if 0 <= k < rows), which is raw(ts of row k).
+func (in *chaosInput) batch(dst []byte, seq string, rows, k int, raw func(ts int64) string) []byte {
+	dst = in.batchHead(dst, seq, "", in.names())
+	return in.rows(dst, rows, k, raw)
+}
+
+// rows appends the readings and the end of a batch begun by batchHead.
+func (in *chaosInput) rows(dst []byte, rows, k int, raw func(ts int64) string) []byte {
+	for i := range rows {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		if i == k {
+			dst = append(dst, raw(in.rowTS(rows, i))...)
+			continue
+		}
+		dst = fmt.Appendf(dst, `[%d,1,21.5]`, in.rowTS(rows, i))
+	}
+	return append(dst, "]}"...)
+}
+
+// seqRaw is the hostile message's seq as JSON.
+func (in *chaosInput) seqRaw() string { return in.u(in.seq) }
+
+// chaosCasesV2 are the hostile messages built from the v2 schema, a batch
+// of readings: most are batches of good readings with one bad, which
+// rejects the whole batch (docs/PROTOCOL.md).
+var chaosCasesV2 = []ChaosCase{
+	// bad_json.
+	{Name: "v2_truncated", Reason: protocol.ReasonBadJSON, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		b := in.batch(dst, in.seqRaw(), 10, -1, nil)
+		return in.ownTopic(), b[:len(b)-9] // cut inside the last reading
+	}},
+
+	// bad_field: the batch's own fields and bounds, a row that is no row.
+	{Name: "v2_seq_zero", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, "0", 10, -1, nil)
+	}},
+	{Name: "v2_seq_overflow", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		// The second reading's seq would wrap around.
+		return in.ownTopic(), in.batch(dst, "18446744073709551615", 2, -1, nil)
+	}},
+	{Name: "v2_too_many_readings", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), protocol.MaxBatchReadings+1, -1, nil)
+	}},
+	{Name: "v2_readings_empty", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 0, -1, nil)
+	}},
+	{Name: "v2_with_v1_ts", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		// A v1 field in a v2 batch.
+		dst = in.batchHead(dst, in.seqRaw(), `,"ts":`+in.i(in.nowMS), in.names())
+		return in.ownTopic(), in.rows(dst, 10, -1, nil)
+	}},
+	{Name: "v2_row_not_array", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 1, func(ts int64) string {
+			return fmt.Sprintf(`{"ts":%d,"temperature_c":21.5}`, ts)
+		})
+	}},
+	{Name: "v2_ts_fraction", Reason: protocol.ReasonBadField, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 5, func(ts int64) string { return fmt.Sprintf(`[%d.5,1,21.5]`, ts) })
+	}},
+
+	// topic_mismatch.
+	{Name: "v2_device_not_topic", Reason: protocol.ReasonTopicMismatch, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		other := *in
+		other.device = "impostor-00001"
+		return in.ownTopic(), other.batch(dst, in.seqRaw(), 10, -1, nil)
+	}},
+
+	// bad_metric: one bad value or row among good ones, bad names.
+	{Name: "v2_bad_value_among_good", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		// What an encoder writes for NaN, in the seventh of ten readings.
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 6, func(ts int64) string { return fmt.Sprintf(`[%d,1,null]`, ts) })
+	}},
+	{Name: "v2_value_as_string", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 3, func(ts int64) string { return fmt.Sprintf(`[%d,1,"21.5"]`, ts) })
+	}},
+	{Name: "v2_row_too_short", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 4, func(ts int64) string { return fmt.Sprintf(`[%d,1]`, ts) })
+	}},
+	{Name: "v2_row_too_long", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 2, func(ts int64) string { return fmt.Sprintf(`[%d,1,21.5,22]`, ts) })
+	}},
+	{Name: "v2_metrics_object", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		// The v1 form of metrics in a v2 batch.
+		dst = in.batchHead(dst, in.seqRaw(), "", fmt.Sprintf(`{%q:1,"temperature_c":21.5}`, in.marker))
+		return in.ownTopic(), in.rows(dst, 10, -1, nil)
+	}},
+	{Name: "v2_metric_duplicate", Reason: protocol.ReasonBadMetric, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		dst = in.batchHead(dst, in.seqRaw(), "", fmt.Sprintf(`[%q,"temperature_c","temperature_c"]`, in.marker))
+		return in.ownTopic(), in.rows(dst, 3, 0, func(ts int64) string { return fmt.Sprintf(`[%d,1,21.5,22]`, ts) })
+	}},
+
+	// stale and future: one reading of a batch outside the window.
+	{Name: "v2_stale_inside", Reason: protocol.ReasonStale, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 5, func(ts int64) string {
+			return fmt.Sprintf(`[%d,1,21.5]`, ts-(25*time.Hour).Milliseconds())
+		})
+	}},
+	{Name: "v2_future_inside", Reason: protocol.ReasonFuture, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), 10, 8, func(ts int64) string {
+			return fmt.Sprintf(`[%d,1,21.5]`, ts+time.Hour.Milliseconds())
+		})
+	}},
+
+	// too_large: above protocol.MaxBatchBytes, checked before parsing
+	// (and above MaxBatchReadings, checked only after).
+	{Name: "v2_oversized", Reason: protocol.ReasonTooLarge, gen: func(dst []byte, in *chaosInput) (string, []byte) {
+		return in.ownTopic(), in.batch(dst, in.seqRaw(), v2OversizedRows, -1, nil)
+	}},
+}
+
+// v2OversizedRows readings of [ts,1,21.5], 23 bytes each, make more than
+// protocol.MaxBatchBytes.
+const v2OversizedRows = protocol.MaxBatchBytes/23 + 100
+
+// chaosCases are every hostile message, v1's then v2's: a case's number
+// (ChaosMarker.Case) is its index here.
+var chaosCases = func() []ChaosCase {
+	out := make([]ChaosCase, 0, len(chaosCasesV1)+len(chaosCasesV2))
+	for _, c := range chaosCasesV1 {
+		c.Version = protocol.Version1
+		out = append(out, c)
+	}
+	for _, c := range chaosCasesV2 {
+		c.Version = protocol.Version2
+		out = append(out, c)
+	}
+	return out
+}()
+
 // ChaosCases lists the hostile messages Config.Chaos sends, in the order of
-// their numbers in ChaosMarker.
+// their numbers in ChaosMarker: those of protocol v1 first, sent by every
+// fleet, then those of v2, sent also (drawn from every case) by a fleet
+// with Config.Batch > 1.
 func ChaosCases() []ChaosCase { return chaosCases }
 
 // ChaosReasons are the reasons ChaosCases covers: every protocol.Reason but
@@ -321,13 +473,24 @@ func FindChaosMarker(payload []byte) (ChaosMarker, bool) {
 }
 
 // ChaosCase returns the case of hostile message n (from 1) of the device at
-// index in fleet order: a function of Seed, index and n, so that the cases
-// of messages that never arrived are known too.
+// index in fleet order: a function of Seed, Batch, index and n, so that the
+// cases of messages that never arrived are known too.
 func (f *Fleet) ChaosCase(index int, n uint64) int {
-	return chaosCaseOf(f.cfg.Seed, index, n)
+	return chaosCaseOf(f.cfg.Seed, index, n, chaosCount(f.cfg.Batch))
 }
 
-func chaosCaseOf(seed int64, index int, n uint64) int {
+// chaosCount is how many of chaosCases a fleet of batch draws from: v1's
+// alone at 1 (the cases, and so the runs, of a v1 fleet are what they
+// were before v2), every case with v2 batches.
+func chaosCount(batch int) int {
+	if batch > 1 {
+		return len(chaosCases)
+	}
+	return len(chaosCasesV1)
+}
+
+// chaosCaseOf draws one of the first cases of chaosCases.
+func chaosCaseOf(seed int64, index int, n uint64, cases int) int {
 	x := uint64(seed) ^ uint64(index)<<40 ^ n
 	// splitmix64's finaliser spreads neighbouring inputs over every case.
 	x ^= x >> 30
@@ -335,7 +498,7 @@ func chaosCaseOf(seed int64, index int, n uint64) int {
 	x ^= x >> 27
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
-	return int(x % uint64(len(chaosCases)))
+	return int(x % uint64(cases))
 }
 
 // chaos appends hostile message n of device d to dst and returns its topic.

@@ -98,16 +98,20 @@ func TestFindChaosMarker(t *testing.T) {
 	}
 }
 
+// TestChaosCaseSpreadsOverEveryCase: a fleet draws every case it may
+// send, a v1 fleet v1's alone.
 func TestChaosCaseSpreadsOverEveryCase(t *testing.T) {
-	seen := make([]int, len(chaosCases))
-	for dev := range 10 {
-		for n := uint64(1); n <= 200; n++ {
-			seen[chaosCaseOf(7, dev, n)]++
+	for _, batch := range []int{0, 1, 2, protocol.MaxBatchReadings} {
+		seen := make([]int, len(chaosCases))
+		for dev := range 10 {
+			for n := uint64(1); n <= 300; n++ {
+				seen[chaosCaseOf(7, dev, n, chaosCount(batch))]++
+			}
 		}
-	}
-	for k, c := range seen {
-		if c == 0 {
-			t.Errorf("case %s never chosen in 2000 messages", chaosCases[k].Name)
+		for k, c := range seen {
+			if sends := batch > 1 || chaosCases[k].Version == protocol.Version1; sends != (c > 0) {
+				t.Errorf("batch %d: case %s (v%d) chosen %d times in 3000 messages", batch, chaosCases[k].Name, chaosCases[k].Version, c)
+			}
 		}
 	}
 }
@@ -150,15 +154,37 @@ func (c *rawCollector) snapshot() []rawMsg {
 }
 
 // TestFleetBehavioursAndChaos runs a fleet with every behaviour and chaos
-// on, and checks from what the broker delivered that each happened and
-// that Sent and Hostile account for everything.
+// on, speaking v1 and v2 (batches of 5), and checks from what the broker
+// delivered that each happened and that Sent and Hostile account for
+// everything.
 func TestFleetBehavioursAndChaos(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		batch   int
+		version int
+		// hostile messages of 800 reading slots: chaos 0.2 of messages,
+		// which with batches of 5 is about 0.2 / 4.2 of the slots.
+		minHostile, maxHostile uint64
+	}{
+		{"v1", 1, protocol.Version1, 100, 230},
+		{"v2 batches of 5", 5, protocol.Version2, 15, 80},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			testBehavioursAndChaos(t, tt.batch, tt.version, tt.minHostile, tt.maxHostile)
+		})
+	}
+}
+
+func testBehavioursAndChaos(t *testing.T, batch, version int, minHostile, maxHostile uint64) {
 	broker := startBroker(t)
 	c := subscribeRaw(t, broker)
 	cfg := Config{
 		Broker: broker, Devices: 6, Rate: 400, Duration: 2 * time.Second, Seed: 3,
 		IDPrefix: "bench-", Reboots: 0.02, Duplicates: 0.05, Reorder: 0.05,
 		ClockSkew: time.Minute, Chaos: 0.2, Boot: 1764100000,
+		// Batches close when full, on a reboot and at the end only, so
+		// that the behaviours drawn do not depend on timing.
+		Batch: batch, BatchWait: MaxBatchWait,
 	}
 	f, err := New(cfg, nil)
 	if err != nil {
@@ -171,15 +197,28 @@ func TestFleetBehavioursAndChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := f.Stats()
-	t.Logf("stats %+v", s)
-	if s.Sent+s.Hostile != 800 || s.Acked != s.Sent || s.HostileAcked != s.Hostile {
-		t.Fatalf("stats %+v: want 800 messages, all acknowledged", s)
+	// Due readings beyond a device's backlog are skipped, should the
+	// machine stall the run: counted, and never given a seq.
+	if s.Sent+s.Hostile+s.Skipped != 800 || s.Acked != s.Sent || s.HostileAcked != s.Hostile || s.Batched != 0 {
+		t.Fatalf("stats %+v: want 800 readings, hostile messages and skipped, all sent acknowledged, none left in a batch", s)
 	}
-	if s.Hostile < 100 || s.Hostile > 230 {
-		t.Errorf("%d hostile of 800, want about 160 (chaos 0.2)", s.Hostile)
+	if s.Hostile < minHostile || s.Hostile > maxHostile {
+		t.Errorf("%d hostile of 800, want %d to %d (chaos 0.2 of messages)", s.Hostile, minHostile, maxHostile)
+	}
+	if share := float64(s.Hostile) / float64(s.Hostile+s.Messages); share < 0.12 || share > 0.28 {
+		t.Errorf("%d hostile messages and %d of readings: a share of %.2f, want about 0.2", s.Hostile, s.Messages, share)
 	}
 	if s.Reboots == 0 || s.Duplicates == 0 || s.Reordered == 0 {
 		t.Errorf("stats %+v: want reboots, duplicates and reordered pairs", s)
+	}
+	casesOf := map[int]int{} // protocol version -> hostile messages built from it
+	for _, h := range f.Hostile() {
+		for n := uint64(1); n <= h.Sent; n++ {
+			casesOf[chaosCases[f.ChaosCase(h.Index, n)].Version]++
+		}
+	}
+	if casesOf[protocol.Version1] == 0 || (version == protocol.Version2) != (casesOf[protocol.Version2] > 0) {
+		t.Errorf("hostile messages by the version they break: %v; want v1's, and v2's only from a fleet of batches", casesOf)
 	}
 
 	type key struct {
@@ -210,7 +249,7 @@ func TestFleetBehavioursAndChaos(t *testing.T) {
 		got, gotHostile, problems, outOfOrder = map[key]int{}, map[ChaosMarker]bool{}, nil, 0
 		last := map[string]key{}
 		for _, m := range c.snapshot() {
-			_, r, err := protocol.Decode(m.topic, m.payload, time.Now(), protocol.Limits{})
+			_, b, err := protocol.Decode(m.topic, m.payload, time.Now(), protocol.Limits{})
 			if err != nil {
 				mk, ok := FindChaosMarker(m.payload)
 				if !ok || !wantHostile[mk] {
@@ -221,13 +260,18 @@ func TestFleetBehavioursAndChaos(t *testing.T) {
 				gotHostile[mk] = true
 				continue
 			}
-			k := key{r.Device, r.Boot, r.Seq}
-			got[k]++
-			if p, ok := last[r.Device]; ok && p.boot == r.Boot && r.Seq < p.seq {
-				outOfOrder++
+			if b.Version != version {
+				problems = append(problems, fmt.Sprintf("%s: protocol v%d, want v%d", m.payload, b.Version, version))
 			}
-			last[r.Device] = k
-			skews[r.Device] = r.TS - time.Now().UnixMilli()
+			for _, r := range b.Readings {
+				k := key{r.Device, r.Boot, r.Seq}
+				got[k]++
+				if p, ok := last[r.Device]; ok && p.boot == r.Boot && r.Seq < p.seq {
+					outOfOrder++
+				}
+				last[r.Device] = k
+				skews[r.Device] = r.TS - time.Now().UnixMilli()
+			}
 		}
 		return len(got) >= len(want) && len(gotHostile) >= len(wantHostile)
 	}

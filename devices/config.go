@@ -27,11 +27,23 @@ const (
 	DefaultConnectConcurrency = 32
 	DefaultDrainTimeout       = 5 * time.Second
 	DefaultKeepAlive          = 30 * time.Second
+	// DefaultBatchWait is how long the oldest reading of a partial batch
+	// waits for more (Config.BatchWait): a second, so that a device
+	// reporting every few seconds still reports at once, and a fast one
+	// fills its batch long before.
+	DefaultBatchWait = time.Second
 )
+
+// MaxBatchWait bounds Config.BatchWait: a reading held longer would show
+// as a stall on the dashboard, far inside the protocol's stale window.
+const MaxBatchWait = time.Minute
 
 // MaxClockSkew bounds Config.ClockSkew: a minute inside the protocol's
 // tolerance of clocks ahead (protocol.DefaultMaxSkew).
 const MaxClockSkew = protocol.DefaultMaxSkew - time.Minute
+
+// maxDeviceID is the longest device id the protocol allows.
+const maxDeviceID = 63
 
 // maxIDPrefix leaves room in a device id (63 characters at most) for the
 // type's prefix and the device number.
@@ -79,10 +91,24 @@ type Config struct {
 	// 2. QoS 0 is not offered: the simulator counts acknowledgements, and
 	// QoS 0 has none.
 	QoS byte
+	// Batch is how many readings a device puts in one message. 0 or 1:
+	// protocol v1, a message per reading. N > 1: protocol v2, a message
+	// carries up to N consecutive readings of one boot of its device
+	// (at most protocol.MaxBatchReadings, and the largest readings of
+	// Types must fit protocol.MaxBatchBytes). Rate stays in readings per
+	// second, so a device sends Rate/Devices/N messages a second. A
+	// partial batch is sent after BatchWait, before the device reboots,
+	// when a reading has other metric names than the batch's, and when
+	// the fleet stops: nothing measured is left unsent.
+	Batch int
+	// BatchWait bounds how long a batch's first reading waits for the
+	// batch to fill (default DefaultBatchWait, at most MaxBatchWait).
+	BatchWait time.Duration
 	// Seed makes the sensor models deterministic.
 	Seed int64
-	// MaxInflight is how many publishes of one device may await their
-	// PUBACK; at the limit the device waits (see MaxBacklog).
+	// MaxInflight is how many publishes (messages: with Batch, batches)
+	// of one device may await their PUBACK; at the limit the device waits
+	// (see MaxBacklog).
 	MaxInflight int
 	// MaxBacklog is how many due readings a waiting device may owe; due
 	// readings beyond it are skipped (never generated, so no sequence
@@ -107,9 +133,11 @@ type Config struct {
 	// previous boot still unacknowledged are published again as they are.
 	Reboots float64
 	// Duplicates: the reading is published a second time right after the
-	// first, as a device that gave up waiting for its PUBACK would.
+	// first, as a device that gave up waiting for its PUBACK would. With
+	// Batch, a chance per message: the batch is published twice.
 	Duplicates float64
 	// Reorder: the reading and the next are published in swapped order.
+	// With Batch, a chance per message: the batch and the next message.
 	Reorder float64
 	// ClockSkew, when positive, sets each device's clock off by a fixed
 	// amount drawn uniformly from -ClockSkew to +ClockSkew; readings carry
@@ -120,7 +148,9 @@ type Config struct {
 	// Chaos is the share of messages, 0 to 1, that are hostile instead of
 	// readings: payloads built from the schema to break it, each with the
 	// reason code the pipeline must dead-letter it under (see ChaosCases).
-	// They take the place of readings within Rate.
+	// A hostile message takes the place of one reading within Rate; with
+	// Batch it is drawn as a batch begins, so that it stays a share of
+	// messages, and the cases include protocol v2's.
 	Chaos float64
 
 	// Tick is how often the scheduler hands out due readings.
@@ -134,16 +164,18 @@ type Config struct {
 	// thousands of devices do not storm the broker.
 	ConnectConcurrency int
 	// DrainTimeout bounds how long devices wait, when stopping, for the
-	// PUBACKs of what they published (and, at the end of Duration, to
-	// publish what they still owe).
+	// PUBACKs of what they published (and to publish their partial
+	// batches and, at the end of Duration, what they still owe).
 	DrainTimeout time.Duration
 	// KeepAlive is the MQTT keep-alive of each client.
 	KeepAlive time.Duration
 
-	// AckLatency, if set, is called with the publish-to-PUBACK latency of
-	// every acknowledged reading (not of hostile messages), from the
-	// device's goroutine: it must be quick. The load test's histograms
-	// take them from here.
+	// AckLatency, if set, is called with the latency of every
+	// acknowledged reading (not of hostile messages) from when it was
+	// measured to its message's PUBACK, from the device's goroutine: it
+	// must be quick. A batch's PUBACK gives one value per reading, so the
+	// time a reading waited for its batch shows. The load test's
+	// histograms take them from here.
 	AckLatency func(time.Duration)
 }
 
@@ -193,6 +225,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.Batch == 0 {
+		c.Batch = 1
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = DefaultBatchWait
 	}
 	return c
 }
@@ -283,7 +321,81 @@ func (c Config) Validate() error {
 	if c.ConnectConcurrency < 0 {
 		bad("connect concurrency %d: want 1 or more", c.ConnectConcurrency)
 	}
+	if err := checkBatch(c.Batch, c.Types, typeMetrics); err != nil {
+		bad("%w", err)
+	}
+	if c.BatchWait < 0 || c.BatchWait > MaxBatchWait {
+		bad("batch wait %v: want up to %v", c.BatchWait, MaxBatchWait)
+	}
 	return errors.Join(errs...)
+}
+
+// ReadingsPerMessage is how many readings a device's message carries at
+// the steady rate: 1 with protocol v1; with Batch, the batch, or fewer when
+// a device's readings come further apart than lets BatchWait fill it. The
+// load test takes a device's messages as due every ReadingsPerMessage
+// readings when it corrects its latency histograms for coordinated
+// omission: a batch's first readings, which waited for the last, are not
+// a stall.
+func (c Config) ReadingsPerMessage() int {
+	c = c.withDefaults()
+	if c.Batch <= 1 || c.Rate <= 0 || c.Devices <= 0 {
+		return 1
+	}
+	interval := float64(c.Devices) / c.Rate // seconds between two readings of a device
+	return min(c.Batch, int(c.BatchWait.Seconds()/interval)+1)
+}
+
+// checkBatch checks a Batch against the protocol's bounds: at most
+// protocol.MaxBatchReadings readings, and a batch of the largest readings
+// of each of types (metricsOf gives their metric names) within
+// protocol.MaxBatchBytes.
+func checkBatch(batch int, types []string, metricsOf func(typ string) []string) error {
+	if batch < 0 || batch > protocol.MaxBatchReadings {
+		return fmt.Errorf("batch %d: want 1 (protocol v1, a message per reading) to %d readings per protocol v2 message (--batch)", batch, protocol.MaxBatchReadings)
+	}
+	if batch <= 1 {
+		return nil
+	}
+	for _, t := range types {
+		names := metricsOf(t)
+		if names == nil {
+			continue // an unknown type, refused on its own
+		}
+		if n := maxBatchBytes(names, batch); n > protocol.MaxBatchBytes {
+			most := batch
+			for most > 1 && maxBatchBytes(names, most) > protocol.MaxBatchBytes {
+				most--
+			}
+			return fmt.Errorf("batch %d: a batch of %d %s readings may take %d bytes, over the protocol's %d (--batch %d at most)",
+				batch, batch, t, n, protocol.MaxBatchBytes, most)
+		}
+	}
+	return nil
+}
+
+// Longest encodings, in bytes, of what a batch holds: a uint64, an int64
+// and a float64 (strconv's shortest form, as protocol.AppendEncodeBatch
+// writes it: -2.2250738585072014e-308).
+const (
+	maxUintLen  = 20
+	maxIntLen   = 20
+	maxFloatLen = 24
+)
+
+// maxBatchBytes is the longest protocol v2 encoding of n readings with the
+// metrics names: the longest device id, boot, seq, ts and values.
+func maxBatchBytes(names []string, n int) int {
+	size := len(`{"v":2,"device":"`) + maxDeviceID + len(`","boot":`) + maxUintLen + len(`,"seq":`) + maxUintLen +
+		len(`,"metrics":[`) + len(`],"readings":[`) + len(`]}`)
+	for i, name := range names {
+		if i > 0 {
+			size++
+		}
+		size += len(name) + 2
+	}
+	row := len(`[`) + maxIntLen + len(names)*(1+maxFloatLen) + len(`]`)
+	return size + n*row + (n - 1)
 }
 
 func validateBroker(broker string) error {

@@ -24,7 +24,7 @@ type device struct {
 	id, region, typ, topic string
 	user                   string // its MQTT user name (internal/devicecred)
 	sensor                 sensor
-	metrics                []protocol.Metric // reused for every reading
+	metrics                []protocol.Metric // the reading being measured, reused
 	client                 mqtt.Client
 
 	// rng draws the behaviours (reboots, duplicates, reordering, chaos),
@@ -43,7 +43,16 @@ type device struct {
 	owed atomic.Int64  // readings due but not yet published
 	kick chan struct{} // capacity 1: "owed went up"
 
-	// held is a reading generated and held back, to be published after
+	// The batch in hand: readings measured and not yet published, all of
+	// the current boot, seqs cur.last+1 on, with the metric names of the
+	// first. With Config.Batch 1 it never outlives publishNext.
+	batch      []protocol.Reading
+	batchVals  []protocol.Metric // the batch's values: batch[i].Metrics are slices of it
+	batchTimes []time.Time       // when each reading was measured (true time, not the skewed clock)
+	batchTimer *time.Timer       // set while a batch is in hand: BatchWait after its first reading
+	batchDue   bool              // the timer fired: the batch goes as soon as a ring slot is free
+
+	// held is a message generated and held back, to be published after
 	// the next (Reorder), or when the device stops; nil if none.
 	held *pending
 
@@ -61,16 +70,19 @@ type bootLog struct {
 }
 
 // pending is a published message not yet taken off the ring. Its payload is
-// kept until it is acknowledged, to be published again if the connection
-// drops first (the device's own at-least-once), and then reused for a later
-// message in the same slot.
+// kept until it is acknowledged, to be published again as it is (a batch
+// keeps its boundaries) if the connection drops first (the device's own
+// at-least-once), and then reused for a later message in the same slot.
 type pending struct {
-	buf   []byte
-	topic string
-	boot  *bootLog   // nil for a hostile message
-	tok   mqtt.Token // nil: to be published again once connected
-	acked bool
-	start time.Time // first publish
+	buf      []byte
+	topic    string
+	boot     *bootLog   // nil for a hostile message
+	readings int        // readings the message carries; 0 for a hostile one
+	tok      mqtt.Token // nil: to be published again once connected
+	acked    bool
+	// measured is when each reading was measured, the origin of its
+	// PUBACK latency; a hostile message's one entry is when it was made.
+	measured []time.Time
 }
 
 func newDevice(index int, region, typ string, boot uint64, seed int64) *device {
@@ -119,19 +131,77 @@ func (d *device) owe(k, backlog int64) (skipped int64) {
 	return skipped
 }
 
-// next generates the device's next reading, measured at now (by the
-// device's clock, skew included), and appends its v1 encoding to dst.
-func (d *device) next(dst []byte, now time.Time) []byte {
-	seq := d.cur.last.Add(1)
-	d.metrics = d.sensor.read(d.metrics[:0], now)
-	return protocol.AppendEncode(dst, protocol.Reading{
-		Version: protocol.Version1,
+// read measures the device's next reading at now into d.metrics.
+func (d *device) read(now time.Time) { d.metrics = d.sensor.read(d.metrics[:0], now) }
+
+// add appends d.metrics, measured at now, to the batch in hand as its next
+// reading, stamped by the device's clock (skew included).
+func (d *device) add(now time.Time, version int) {
+	if d.batchVals == nil {
+		d.batchVals = make([]protocol.Metric, 0, cap(d.batch)*len(d.metrics))
+	}
+	start := len(d.batchVals)
+	d.batchVals = append(d.batchVals, d.metrics...)
+	d.batch = append(d.batch, protocol.Reading{
+		Version: version,
 		Device:  d.id,
 		Boot:    d.cur.boot,
-		Seq:     seq,
+		Seq:     d.cur.last.Load() + uint64(len(d.batch)) + 1,
 		TS:      now.Add(d.skew).UnixMilli(),
-		Metrics: d.metrics,
+		Metrics: d.batchVals[start:len(d.batchVals):len(d.batchVals)],
 	})
+	d.batchTimes = append(d.batchTimes, now)
+}
+
+// encodeBatch appends the batch in hand to dst: protocol v1 for a batch
+// of one when v2 is false, else one v2 batch.
+func (d *device) encodeBatch(dst []byte, v2 bool) []byte {
+	if !v2 {
+		return protocol.AppendEncode(dst, d.batch[0])
+	}
+	return protocol.AppendEncodeBatch(dst, d.batch)
+}
+
+// resetBatch empties the batch in hand, keeping its memory, and stops its
+// timer (which, since Go 1.23, then delivers nothing stale).
+func (d *device) resetBatch() {
+	d.batch, d.batchVals, d.batchTimes = d.batch[:0], d.batchVals[:0], d.batchTimes[:0]
+	d.batchDue = false
+	if d.batchTimer != nil {
+		d.batchTimer.Stop()
+	}
+}
+
+// startBatchTimer starts the wait of a batch's first reading.
+func (d *device) startBatchTimer(wait time.Duration) {
+	if d.batchTimer == nil {
+		d.batchTimer = time.NewTimer(wait)
+		return
+	}
+	d.batchTimer.Reset(wait)
+}
+
+// batchTimerC is the channel the batch's wait ends on, or nil (blocking
+// for ever in a select) when no batch waits.
+func (d *device) batchTimerC() <-chan time.Time {
+	if len(d.batch) == 0 || d.batchDue || d.batchTimer == nil {
+		return nil
+	}
+	return d.batchTimer.C
+}
+
+// sameNames reports whether two readings have the same metric names in
+// the same order, as the readings of one v2 batch must.
+func sameNames(a, b []protocol.Metric) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name {
+			return false
+		}
+	}
+	return true
 }
 
 // reboot starts a new boot: seq from 1 again. The new boot is above the
@@ -150,10 +220,10 @@ func (d *device) chance(p float64) bool { return p > 0 && d.rng.Float64() < p }
 
 // run publishes what the device owes, at most MaxInflight unacknowledged,
 // until ctx is done or, after finish is closed, it owes nothing. Then it
-// drains: for up to DrainTimeout it waits for its last PUBACKs (and after
-// finish publishes what it still owes). When the connection drops it
-// reconnects, as soon as it has something to publish, and publishes its
-// unacknowledged readings again.
+// drains: for up to DrainTimeout it publishes its partial batch (and after
+// finish what it still owes) and waits for its last PUBACKs. When the
+// connection drops it reconnects, as soon as it has something to publish,
+// and publishes its unacknowledged messages again.
 func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
 	defer f.disconnect(d)
 	work := ctx        // bounds reconnecting: the run, then the drain
@@ -172,7 +242,7 @@ func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
 	}
 	for {
 		d.settle(f)
-		if d.size > 0 || publishing && d.owed.Load() > 0 {
+		if d.size > 0 || len(d.batch) > 0 || publishing && d.owed.Load() > 0 {
 			if !d.client.IsConnectionOpen() {
 				if err := f.connect(work, d, 0); err != nil {
 					if draining {
@@ -192,13 +262,21 @@ func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
 			for publishing && d.size < f.cfg.MaxInflight && d.owed.Load() > 0 {
 				d.publishNext(f)
 			}
+			// A partial batch goes once its first reading has waited
+			// BatchWait, and when stopping: nothing measured stays
+			// unsent. It needs a free slot; a PUBACK makes one.
+			if len(d.batch) > 0 && (d.batchDue || draining || !publishing) && d.size < f.cfg.MaxInflight {
+				d.closeBatch(f, publishing && !draining)
+			}
 		}
-		if draining && d.size == 0 && (!publishing || d.owed.Load() == 0) {
+		if draining && d.size == 0 && len(d.batch) == 0 && (!publishing || d.owed.Load() == 0) {
 			return
 		}
 		select {
 		case <-d.kick:
 		case <-d.firstUnsettled():
+		case <-d.batchTimerC():
+			d.batchDue = true
 		case <-stop:
 			stop = nil
 			publishing = false
@@ -212,29 +290,75 @@ func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
 	}
 }
 
-// publishNext publishes what the device owes next: a hostile message
-// (Chaos), or a reading, after a reboot (Reboots), followed by a duplicate
-// (Duplicates), or swapped with the one after it (Reorder). It takes one
-// owed reading.
+// publishNext takes one owed reading: a hostile message in its place
+// (Chaos, drawn when no batch is in hand, so that it is a share of
+// messages), or the reading, measured into the batch in hand, after a
+// reboot (Reboots) that first sends the batch of the old boot. A full
+// batch is published (closeBatch): with Batch 1, every reading at once.
+// It needs a free ring slot and fills at most one: a batch is sent before
+// the reading only when a reboot or a change of names ends it, which
+// leaves the reading alone in hand, short of any batch but 1's; and with
+// Batch 1 no batch is ever in hand before the reading.
 func (d *device) publishNext(f *Fleet) {
 	if d.ring == nil {
 		d.ring = make([]pending, f.cfg.MaxInflight)
+		d.batch = make([]protocol.Reading, 0, f.cfg.Batch)
 	}
 	d.owed.Add(-1)
-	if d.chance(f.cfg.Chaos) {
+	if len(d.batch) == 0 && d.chance(f.cfg.Chaos) {
 		d.publishHostile(f)
 		return
 	}
 	if d.chance(f.cfg.Reboots) {
+		if len(d.batch) > 0 {
+			d.closeBatch(f, true) // readings of one boot per batch
+		}
 		d.reboot(time.Now())
 		f.stats.reboots.Add(1)
 	}
-	first := d.generate(f)
-	if d.held == nil && d.chance(f.cfg.Reorder) {
-		d.held = first // published after the next reading
+	now := time.Now()
+	d.read(now)
+	if len(d.batch) > 0 && !sameNames(d.batch[0].Metrics, d.metrics) {
+		d.closeBatch(f, true) // one list of names per batch
+	}
+	version := protocol.Version1
+	if f.cfg.Batch > 1 {
+		version = protocol.Version2
+	}
+	d.add(now, version)
+	f.stats.batched.Add(1)
+	if len(d.batch) >= f.cfg.Batch {
+		d.closeBatch(f, true)
 		return
 	}
-	d.send(f, first)
+	if len(d.batch) == 1 {
+		d.startBatchTimer(f.cfg.BatchWait)
+	}
+}
+
+// closeBatch puts the batch in hand, encoded (protocol v1 with Batch 1,
+// else a v2 batch), in the next free ring slot and publishes it; when
+// hold allows and Reorder draws it, it is held back and published after
+// the next message instead, and when Duplicates draws it, it is published
+// twice.
+func (d *device) closeBatch(f *Fleet, hold bool) {
+	p := &d.ring[(d.head+d.size)%len(d.ring)]
+	n := len(d.batch)
+	p.buf = d.encodeBatch(p.buf[:0], f.cfg.Batch > 1)
+	p.measured = append(p.measured[:0], d.batchTimes...)
+	p.topic, p.boot, p.readings, p.acked, p.tok = d.topic, d.cur, n, false, nil
+	d.size++
+	// Counted before publishing so that acked never exceeds sent.
+	d.cur.last.Add(uint64(n))
+	f.stats.sent.Add(uint64(n))
+	f.stats.batched.Add(^uint64(n - 1))
+	f.stats.messages.Add(1)
+	d.resetBatch()
+	if hold && d.held == nil && d.chance(f.cfg.Reorder) {
+		d.held = p // published after the next message
+		return
+	}
+	d.send(f, p)
 	if d.held != nil {
 		d.send(f, d.held)
 		d.held = nil
@@ -245,30 +369,19 @@ func (d *device) publishNext(f *Fleet) {
 		// may be reused before the duplicate goes out. Its outcome is not
 		// tracked; the original's is.
 		f.stats.duplicates.Add(1)
-		d.client.Publish(first.topic, f.cfg.QoS, false, bytes.Clone(first.buf))
+		d.client.Publish(p.topic, f.cfg.QoS, false, bytes.Clone(p.buf))
 	}
-}
-
-// generate puts the next reading in the next free ring slot.
-func (d *device) generate(f *Fleet) *pending {
-	p := &d.ring[(d.head+d.size)%len(d.ring)]
-	p.start = time.Now()
-	p.buf = d.next(p.buf[:0], p.start)
-	p.topic, p.boot, p.acked, p.tok = d.topic, d.cur, false, nil
-	d.size++
-	// Counted before publishing so that acked never exceeds sent.
-	f.stats.sent.Add(1)
-	return p
 }
 
 // publishHostile puts the device's next hostile message in the next free
 // ring slot and publishes it.
 func (d *device) publishHostile(f *Fleet) {
 	p := &d.ring[(d.head+d.size)%len(d.ring)]
-	p.start = time.Now()
+	now := time.Now()
 	n := d.hostileSent.Load() + 1
-	p.topic, p.buf = f.chaos(p.buf[:0], d, n, p.start)
-	p.boot, p.acked, p.tok = nil, false, nil
+	p.topic, p.buf = f.chaos(p.buf[:0], d, n, now)
+	p.measured = append(p.measured[:0], now)
+	p.boot, p.readings, p.acked, p.tok = nil, 0, false, nil
 	d.size++
 	d.hostileSent.Store(n)
 	f.stats.hostile.Add(1)
@@ -291,9 +404,10 @@ func (d *device) republish(f *Fleet) {
 }
 
 // settle looks at the publishes that completed: a failed one is marked to be
-// published again, an acknowledged one is timed, and the acknowledged
-// readings at the head of the ring are taken off it, so that the device's
-// acked count always covers readings 1 to acked.
+// published again, an acknowledged one is timed (each of its readings from
+// when it was measured), and the acknowledged messages at the head of the
+// ring are taken off it, so that the device's acked count always covers
+// readings 1 to acked.
 func (d *device) settle(f *Fleet) {
 	for i := range d.size {
 		p := &d.ring[(d.head+i)%len(d.ring)]
@@ -314,11 +428,14 @@ func (d *device) settle(f *Fleet) {
 			p.tok = nil
 			continue
 		}
-		lat := time.Since(p.start)
-		f.stats.latency.record(lat)
-		f.metrics.ackLatency.Observe(lat.Seconds())
-		if p.boot != nil && f.cfg.AckLatency != nil {
-			f.cfg.AckLatency(lat)
+		ack := time.Now()
+		f.stats.latency.recordSince(ack, p.measured)
+		for _, m := range p.measured {
+			lat := ack.Sub(m)
+			f.metrics.ackLatency.Observe(lat.Seconds())
+			if p.boot != nil && f.cfg.AckLatency != nil {
+				f.cfg.AckLatency(lat)
+			}
 		}
 		p.tok, p.acked = nil, true
 	}
@@ -332,8 +449,8 @@ func (d *device) settle(f *Fleet) {
 			f.stats.hostileAcked.Add(1)
 			continue
 		}
-		p.boot.acked.Add(1)
-		f.stats.acked.Add(1)
+		p.boot.acked.Add(uint64(p.readings)) // one PUBACK for every reading of a batch
+		f.stats.acked.Add(uint64(p.readings))
 	}
 }
 

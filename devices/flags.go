@@ -6,6 +6,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
@@ -18,6 +19,8 @@ func (cfg *Config) RegisterFlags(fs *flag.FlagSet, numDevices int, idPrefix stri
 	cli.ListVar(fs, &cfg.Regions, "regions", stream.DefaultRegions, "regions the devices are spread over")
 	fs.IntVar(&cfg.Devices, "devices", numDevices, "number of devices (each its own MQTT connection)")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "readings per second across the fleet")
+	fs.IntVar(&cfg.Batch, "batch", 1, fmt.Sprintf("readings per message: 1 publishes protocol v1, a message per reading; N from 2 to %d publishes protocol v2 batches of up to N consecutive readings of a device (at most %d KiB a message), a partial one after waiting %v, before a reboot and when stopping; --rate stays readings per second",
+		protocol.MaxBatchReadings, protocol.MaxBatchBytes>>10, DefaultBatchWait))
 	fs.DurationVar(&cfg.Duration, "duration", 0, "how long to publish; 0 until interrupted")
 	fs.DurationVar(&cfg.RampUp, "ramp-up", 0, "raise the rate linearly from 0 over this long (part of --duration)")
 	fs.Int64Var(&cfg.Seed, "seed", 1, "seed of the simulated sensors (same seed, same readings)")

@@ -83,22 +83,24 @@ func subscribe(t *testing.T, broker string) *collector {
 	}
 	t.Cleanup(func() { client.Disconnect(100) })
 	tok := client.Subscribe("telemetry/#", 1, func(_ paho.Client, m paho.Message) {
-		topic, r, err := protocol.Decode(m.Topic(), m.Payload(), time.Now(), protocol.Limits{})
+		topic, b, err := protocol.Decode(m.Topic(), m.Payload(), time.Now(), protocol.Limits{})
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if err != nil {
 			c.problems = append(c.problems, fmt.Sprintf("%s %s: %v", m.Topic(), m.Payload(), err))
 			return
 		}
-		if c.seqs[r.Device] == nil {
-			c.seqs[r.Device] = map[uint64]int{}
+		if c.seqs[b.Device] == nil {
+			c.seqs[b.Device] = map[uint64]int{}
 		}
-		c.seqs[r.Device][r.Seq]++
-		c.topics[r.Device] = topic
-		if b, ok := c.boots[r.Device]; ok && b != r.Boot {
-			c.problems = append(c.problems, fmt.Sprintf("%s: boot %d after %d", r.Device, r.Boot, b))
+		for _, r := range b.Readings {
+			c.seqs[b.Device][r.Seq]++
 		}
-		c.boots[r.Device] = r.Boot
+		c.topics[b.Device] = topic
+		if boot, ok := c.boots[b.Device]; ok && boot != b.Boot {
+			c.problems = append(c.problems, fmt.Sprintf("%s: boot %d after %d", b.Device, b.Boot, boot))
+		}
+		c.boots[b.Device] = b.Boot
 	})
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("collector subscribing: %v", tok.Error())
@@ -207,7 +209,7 @@ func TestFleetPublishesEveryReading(t *testing.T) {
 	s := f.Stats()
 	t.Logf("stats %+v\nprogress:\n%s", s, progress.String())
 	const want = 400 // 200/s for 2 s
-	if s.Sent != want || s.Acked != want || s.Errors != 0 || s.Resent != 0 || s.Skipped != 0 || s.InFlight != 0 {
+	if s.Sent != want || s.Acked != want || s.Messages != want || s.Errors != 0 || s.Resent != 0 || s.Skipped != 0 || s.InFlight != 0 {
 		t.Errorf("stats %+v: want %d sent and acknowledged, no errors, none resent, skipped or in flight", s, want)
 	}
 	if s.Connected != 0 {
@@ -241,6 +243,8 @@ func TestFleetPublishesEveryReading(t *testing.T) {
 
 	checkMetrics(t, f, map[string]float64{
 		"telemetry_devices_published_total":      want,
+		"telemetry_devices_messages_total":       want, // v1: a message per reading
+		"telemetry_devices_batched":              0,
 		"telemetry_devices_acked_total":          want,
 		"telemetry_devices_publish_errors_total": 0,
 		"telemetry_devices_inflight":             0,
@@ -316,11 +320,20 @@ func TestFleetStopsOnCancel(t *testing.T) {
 // again what was unacknowledged, and in the end every reading sent is
 // acknowledged, with the sequence of acknowledged readings gapless.
 // (Whether the first broker passed on what it acknowledged before it
-// stopped is the broker's business, so no subscriber checks arrivals here.)
+// stopped is the broker's business, so no subscriber checks arrivals on
+// it.) With batches, what is published again is the same batches: the
+// new broker sees their boundaries unchanged.
 func TestFleetSurvivesBrokerRestart(t *testing.T) {
+	for _, batch := range []int{1, 5} {
+		t.Run(fmt.Sprintf("batch %d", batch), func(t *testing.T) { testBrokerRestart(t, batch) })
+	}
+}
+
+func testBrokerRestart(t *testing.T, batch int) {
 	g := newGate()
 	stopBroker, broker := startBrokerAt(t, "127.0.0.1:0", g)
-	f, err := New(Config{Broker: broker, Devices: 3, Rate: 60, Seed: 3, DrainTimeout: 10 * time.Second}, nil)
+	f, err := New(Config{Broker: broker, Devices: 3, Rate: 60, Seed: 3, DrainTimeout: 10 * time.Second,
+		Batch: batch, BatchWait: MaxBatchWait}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,10 +343,17 @@ func TestFleetSurvivesBrokerRestart(t *testing.T) {
 	go func() { errc <- f.Run(ctx) }()
 	waitFor(t, 10*time.Second, "20 acknowledged readings", func() bool { return f.Stats().Acked >= 20 })
 
-	// Stall the broker until every device has a reading unacknowledged,
-	// then stop it: those readings must be published again.
+	// Stall the broker until every device has a message unacknowledged,
+	// then stop it: those messages must be published again.
 	g.hold()
-	waitFor(t, 10*time.Second, "3 readings in flight", func() bool { return f.Stats().InFlight >= 3 })
+	waitFor(t, 10*time.Second, "every device with readings in flight", func() bool {
+		for _, ds := range f.Sent() {
+			if ds.Acked == ds.LastSeq {
+				return false
+			}
+		}
+		return true
+	})
 	// Stopping waits for the stalled publishes, so the gate opens only
 	// once the connections are closed and PUBACKs can no longer go out.
 	stopped := make(chan struct{})
@@ -342,6 +362,7 @@ func TestFleetSurvivesBrokerRestart(t *testing.T) {
 	g.release()
 	<-stopped
 	startBrokerAt(t, strings.TrimPrefix(broker, "tcp://"))
+	c := subscribeRaw(t, broker)
 	before := f.Stats()
 	waitFor(t, 20*time.Second, "acknowledgements from the new broker",
 		func() bool { return f.Stats().Acked >= before.Sent+20 })
@@ -350,13 +371,30 @@ func TestFleetSurvivesBrokerRestart(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	s := f.Stats()
-	t.Logf("stats %+v", s)
-	if s.InFlight != 0 || s.Acked != s.Sent || s.Errors < 3 || s.Resent != s.Errors || s.ConnectionsLost < 3 {
+	if s.InFlight != 0 || s.Acked != s.Sent || s.Errors < 3 || s.Resent != s.Errors || s.ConnectionsLost < 3 || s.Batched != 0 {
 		t.Errorf("stats %+v: want every reading sent acknowledged, 3 or more failed publishes, each resent, 3 connections lost", s)
 	}
+	sent := map[string]DeviceSent{}
 	for _, ds := range f.Sent() {
 		if ds.Acked != ds.LastSeq {
 			t.Errorf("%+v: want all acknowledged", ds)
+		}
+		sent[ds.Device] = ds
+	}
+	if batch == 1 {
+		return
+	}
+	// Batches close when full (the wait is a minute, and no device
+	// reboots) or at the end: those published again keep their bounds.
+	var msgs []batchMsg
+	waitFor(t, 10*time.Second, "the readings acknowledged by the new broker", func() bool {
+		msgs = decodeBatches(t, c)
+		return readingsIn(msgs) >= s.Acked-before.Sent
+	})
+	for _, m := range msgs {
+		b, ds := m.b, sent[m.b.Device]
+		if b.First()%uint64(batch) != 1 || len(b.Readings) != batch && b.Last() != ds.LastSeq || b.Last() > ds.LastSeq {
+			t.Errorf("%s: batch %d-%d, sent up to %d: want batches of %d from seq 1 on", b.Device, b.First(), b.Last(), ds.LastSeq, batch)
 		}
 	}
 }

@@ -14,7 +14,7 @@ func newMetrics(f *Fleet) *metrics {
 		registry: prometheus.NewRegistry(),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "telemetry_devices_ack_latency_seconds",
-			Help:    "Time from publishing a reading to its PUBACK.",
+			Help:    "Time from measuring a reading to its PUBACK: with batches, one value per reading, its wait for the batch included.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12), // 100µs to ~2.4s
 		}),
 	}
@@ -28,6 +28,8 @@ func newMetrics(f *Fleet) *metrics {
 	m.registry.MustRegister(
 		m.ackLatency,
 		counter("telemetry_devices_published_total", "Readings published, each counted once however often resent.", f.stats.sent.Load),
+		counter("telemetry_devices_messages_total", "Messages that carried the published readings: one per reading with protocol v1, one per batch with v2.", f.stats.messages.Load),
+		gauge("telemetry_devices_batched", "Readings measured into partial batches, not yet published.", func() float64 { return float64(f.stats.batched.Load()) }),
 		counter("telemetry_devices_acked_total", "Readings acknowledged by the broker (PUBACK).", f.stats.acked.Load),
 		counter("telemetry_devices_publish_errors_total", "Publish attempts that failed; the reading is published again after reconnecting.", f.stats.errors.Load),
 		counter("telemetry_devices_resent_total", "Publish attempts of readings published before.", f.stats.resent.Load),

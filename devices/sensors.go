@@ -37,6 +37,21 @@ const (
 	MetricSpeed       = "speed_kmh"
 )
 
+// typeMetrics returns the metric names, in order, of the readings of a
+// device of type typ (what a fresh sensor of the type reports: every
+// reading of a type has the same, which TestSensorRanges checks), or nil
+// for an unknown type.
+func typeMetrics(typ string) []string {
+	if _, ok := idPrefix[typ]; !ok {
+		return nil
+	}
+	var names []string
+	for _, m := range newSensor(typ, "", 0, 0).read(nil, time.Unix(0, 0)) {
+		names = append(names, m.Name)
+	}
+	return names
+}
+
 // sensor produces the measurements of one device. It is not safe for
 // concurrent use: each device owns its sensor.
 type sensor interface {

@@ -170,17 +170,62 @@ func TestDeviceReadingsDecode(t *testing.T) {
 			d := newDevice(41+i, "eu-west", typ, 1764100000, 1)
 			var buf []byte
 			for seq := uint64(1); seq <= 3; seq++ {
-				buf = d.next(buf[:0], now)
-				topic, r, err := protocol.Decode(d.topic, buf, now, protocol.Limits{})
+				d.read(now)
+				d.add(now, protocol.Version1)
+				buf = d.encodeBatch(buf[:0], false)
+				d.cur.last.Add(1)
+				d.resetBatch()
+				topic, b, err := protocol.Decode(d.topic, buf, now, protocol.Limits{})
 				if err != nil {
 					t.Fatalf("decoding %s %s: %v", d.topic, buf, err)
 				}
 				if topic.Device != d.id || topic.DeviceType != typ || topic.Region != "eu-west" {
 					t.Errorf("topic %s parsed as %+v", d.topic, topic)
 				}
-				if r.Device != d.id || r.Boot != 1764100000 || r.Seq != seq || r.TS != now.UnixMilli() {
-					t.Errorf("reading %+v: want device %s boot 1764100000 seq %d ts %d", r, d.id, seq, now.UnixMilli())
+				if b.Version != protocol.Version1 || len(b.Readings) != 1 {
+					t.Fatalf("%s: decoded as version %d with %d readings, want v1 with one", buf, b.Version, len(b.Readings))
 				}
+				if r := b.Readings[0]; r.Device != d.id || r.Boot != 1764100000 || r.Seq != seq || r.TS != now.UnixMilli() || len(r.Metrics) != len(typeMetrics(typ)) {
+					t.Errorf("reading %+v: want device %s boot 1764100000 seq %d ts %d, the metrics %v", r, d.id, seq, now.UnixMilli(), typeMetrics(typ))
+				}
+			}
+		})
+	}
+}
+
+// TestDeviceBatchesDecode: readings measured into a batch encode as one
+// v2 message that protocol.Decode takes back reading for reading, seqs
+// following the device's last.
+func TestDeviceBatchesDecode(t *testing.T) {
+	now := time.Now()
+	for i, typ := range Types() {
+		t.Run(typ, func(t *testing.T) {
+			d := newDevice(41+i, "eu-west", typ, 1764100000, 1)
+			d.cur.last.Store(16) // readings 1 to 16 went before
+			var want []protocol.Reading
+			for k := range 5 {
+				at := now.Add(time.Duration(k-5) * time.Second)
+				d.read(at)
+				want = append(want, protocol.Reading{Version: protocol.Version2, Device: d.id, Boot: 1764100000,
+					Seq: 17 + uint64(k), TS: at.UnixMilli(), Metrics: slices.Clone(d.metrics)})
+				d.add(at, protocol.Version2)
+			}
+			buf := d.encodeBatch(nil, true)
+			_, b, err := protocol.Decode(d.topic, buf, now, protocol.Limits{})
+			if err != nil {
+				t.Fatalf("decoding %s: %v", buf, err)
+			}
+			if b.Version != protocol.Version2 || b.Device != d.id || b.Boot != 1764100000 || b.First() != 17 || b.Last() != 21 {
+				t.Fatalf("%s decoded as %+v: want v2, seqs 17 to 21", buf, b)
+			}
+			for k, r := range b.Readings {
+				if !slices.Equal(r.Metrics, want[k].Metrics) || r.Seq != want[k].Seq || r.TS != want[k].TS || r.Device != want[k].Device {
+					t.Errorf("reading %d: %+v, want %+v", k, r, want[k])
+				}
+			}
+			d.resetBatch()
+			if len(d.batch) != 0 || len(d.batchVals) != 0 || len(d.batchTimes) != 0 {
+				t.Errorf("after reset the batch in hand holds %d readings, %d values, %d times", len(d.batch), len(d.batchVals), len(d.batchTimes))
 			}
 		})
 	}

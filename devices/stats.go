@@ -13,11 +13,13 @@ import (
 
 // counters are the fleet-wide counts, updated by the devices.
 type counters struct {
-	sent    atomic.Uint64 // readings published (each once, however often resent)
-	acked   atomic.Uint64 // readings acknowledged (PUBACK)
-	errors  atomic.Uint64 // publish attempts that failed
-	resent  atomic.Uint64 // publish attempts of readings published before
-	skipped atomic.Uint64 // due readings never generated (backlog full)
+	sent     atomic.Uint64 // readings published (each once, however often resent)
+	acked    atomic.Uint64 // readings acknowledged (PUBACK)
+	messages atomic.Uint64 // messages of readings published: v1 readings and v2 batches
+	batched  atomic.Uint64 // readings measured into a batch in hand, not yet published
+	errors   atomic.Uint64 // publish attempts that failed
+	resent   atomic.Uint64 // publish attempts of readings published before
+	skipped  atomic.Uint64 // due readings never generated (backlog full)
 	// connectionsLost counts connections that dropped mid-run (the device
 	// reconnects when it next has something to publish).
 	connectionsLost atomic.Uint64
@@ -35,8 +37,14 @@ type Stats struct {
 	Elapsed    time.Duration // since publishing began
 	Sent       uint64        // readings published, each counted once
 	Acked      uint64        // readings acknowledged by the broker (PUBACK)
-	InFlight   uint64        // messages (readings and hostile) sent and not yet acknowledged
+	InFlight   uint64        // readings and hostile messages sent and not yet acknowledged
 	Skipped    uint64        // due readings skipped because a device's backlog was full
+	// Messages counts the messages that carried the readings of Sent: as
+	// many as Sent with protocol v1, fewer with batches (Config.Batch).
+	Messages uint64
+	// Batched counts readings measured into partial batches and not yet
+	// published (Config.Batch); none once Run has returned.
+	Batched uint64
 	// Errors counts publish attempts that failed, mostly because the
 	// connection dropped; the device publishes such a reading again once
 	// reconnected (Resent), so an error is not a loss.
@@ -50,7 +58,9 @@ type Stats struct {
 	// Hostile messages (Config.Chaos) published, each counted once, and
 	// acknowledged by the broker. They are not counted in Sent or Acked.
 	Hostile, HostileAcked uint64
-	// Publish-to-PUBACK latency since the start.
+	// Latency from measuring a reading to its PUBACK since the start
+	// (with batches, one value per reading, its wait for the batch
+	// included); a hostile message's from its publish.
 	AckP50, AckP99, AckMax time.Duration
 }
 
@@ -89,6 +99,8 @@ func (f *Fleet) Stats() Stats {
 	s.Acked = f.stats.acked.Load()
 	s.HostileAcked = f.stats.hostileAcked.Load()
 	s.Sent = f.stats.sent.Load()
+	s.Messages = f.stats.messages.Load()
+	s.Batched = f.stats.batched.Load()
 	s.Hostile = f.stats.hostile.Load()
 	s.InFlight = s.Sent - s.Acked + s.Hostile - s.HostileAcked
 	s.Reboots = f.stats.reboots.Load()
@@ -190,8 +202,10 @@ func (f *Fleet) Hostile() []DeviceHostile {
 }
 
 // Progress writes one line to w every interval (a second when 0) until ctx
-// is done or Run has returned, then a last line: rates over the interval,
-// in flight, errors, skipped, and the ack latency of the interval.
+// is done or Run has returned, then a last line: rates over the interval
+// (with Batch, of messages too, and the readings waiting in partial
+// batches), in flight, errors, skipped, and the ack latency of the
+// interval.
 // Interval latencies are taken from the fleet, so run one Progress per
 // Fleet.
 func (f *Fleet) Progress(ctx context.Context, w io.Writer, every time.Duration) {
@@ -205,9 +219,13 @@ func (f *Fleet) Progress(ctx context.Context, w io.Writer, every time.Duration) 
 		now, cur := time.Now(), f.Stats()
 		secs := now.Sub(prevAt).Seconds()
 		p50, p99 := f.stats.latency.interval()
-		fmt.Fprintf(w, "devices %d/%d connected  sent %.0f/s  acked %.0f/s  in flight %d  skipped %d  errors %d  resent %d  connections lost %d  ack p50 %v p99 %v\n",
+		batches := ""
+		if f.cfg.Batch > 1 {
+			batches = fmt.Sprintf("  in %.0f messages/s  batched %d", float64(cur.Messages-prev.Messages)/secs, cur.Batched)
+		}
+		fmt.Fprintf(w, "devices %d/%d connected  sent %.0f/s%s  acked %.0f/s  in flight %d  skipped %d  errors %d  resent %d  connections lost %d  ack p50 %v p99 %v\n",
 			cur.Connected, cur.Devices,
-			float64(cur.Sent+cur.Hostile-prev.Sent-prev.Hostile)/secs, float64(cur.Acked+cur.HostileAcked-prev.Acked-prev.HostileAcked)/secs,
+			float64(cur.Sent+cur.Hostile-prev.Sent-prev.Hostile)/secs, batches, float64(cur.Acked+cur.HostileAcked-prev.Acked-prev.HostileAcked)/secs,
 			cur.InFlight, cur.Skipped, cur.Errors, cur.Resent, cur.ConnectionsLost, roundDuration(p50), roundDuration(p99))
 		prev, prevAt = cur, now
 	}
@@ -245,24 +263,29 @@ const (
 	latencyDigits = 2
 )
 
-// latencies records publish-to-PUBACK latencies since the start and since the
-// last interval() call. A mutex is enough: a record is tens of nanoseconds.
+// latencies records measure-to-PUBACK latencies since the start and since
+// the last interval() call. A mutex is enough: a record is tens of
+// nanoseconds.
 type latencies struct {
 	mu       sync.Mutex
 	all, cur *hdrhistogram.Histogram
 }
 
-func (l *latencies) record(d time.Duration) {
-	us := min(max(d.Microseconds(), latencyMin), latencyMax)
+// recordSince records, for each of measured, the latency from it to end:
+// one value per reading of a message.
+func (l *latencies) recordSince(end time.Time, measured []time.Time) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.all == nil {
 		l.all = hdrhistogram.New(latencyMin, latencyMax, latencyDigits)
 		l.cur = hdrhistogram.New(latencyMin, latencyMax, latencyDigits)
 	}
-	// In range by the clamp above, so RecordValue cannot fail.
-	_ = l.all.RecordValue(us)
-	_ = l.cur.RecordValue(us)
-	l.mu.Unlock()
+	for _, m := range measured {
+		us := min(max(end.Sub(m).Microseconds(), latencyMin), latencyMax)
+		// In range by the clamp above, so RecordValue cannot fail.
+		_ = l.all.RecordValue(us)
+		_ = l.cur.RecordValue(us)
+	}
 }
 
 // total returns p50, p99 and max since the start.

@@ -39,7 +39,7 @@ func hostile(region string, now time.Time) []struct {
 	}{
 		{protocol.ReasonTooLarge, topic, []byte(`{"v":1,"x":"` + strings.Repeat("A", 5000) + `"}`)},
 		{protocol.ReasonBadJSON, topic, []byte(`{"v":1,"device":`)},
-		{protocol.ReasonBadVersion, topic, []byte(`{"v":2,"device":"evil-1"}`)},
+		{protocol.ReasonBadVersion, topic, []byte(`{"v":3,"device":"evil-1"}`)},
 		// Spoofing: evil-1, logged in, speaks for another device on its
 		// own topic (the broker lets it publish nowhere else: no bad
 		// topic gets past it, see internal/broker's tests).
@@ -48,6 +48,10 @@ func hostile(region string, now time.Time) []struct {
 		{protocol.ReasonBadMetric, topic, []byte(fmt.Sprintf(`{"v":1,"device":"evil-1","boot":1,"seq":1,"ts":%d,"metrics":{"a":"1e999"}}`, now.UnixMilli()))},
 		{protocol.ReasonStale, topic, valid("evil-1", now.Add(-25*time.Hour))},
 		{protocol.ReasonFuture, topic, valid("evil-1", now.Add(10*time.Minute))},
+		// A v2 batch with one value that is not a number: the batch is
+		// dead-lettered whole (docs/PROTOCOL.md).
+		{protocol.ReasonBadMetric, topic, []byte(fmt.Sprintf(`{"v":2,"device":"evil-1","boot":7,"seq":1,"metrics":["a"],"readings":[[%d,1],[%d,"2"],[%d,3]]}`,
+			now.UnixMilli(), now.UnixMilli(), now.UnixMilli()))},
 	}
 }
 
@@ -56,13 +60,21 @@ func hostile(region string, now time.Time) []struct {
 // JetStream (replicated) -> storage -> ClickHouse, plus hostile payloads to
 // DEADLETTER.
 func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
-	// A short, fast fleet: 12 devices, 4 per region, 600 readings in all;
-	// each device, and the attacker evil-1 in each region, has its line in
-	// Mosquitto's password file (telemetry mqtt passwd).
-	fleetCfg := devices.Config{Devices: 12, Rate: 300, Duration: 2 * time.Second, Seed: 42}
-	users, err := devices.Usernames(fleetCfg)
-	if err != nil {
-		t.Fatal(err)
+	// Two short, fast fleets at once: 12 devices speaking v1 and 6
+	// gateways (gw-) sending v2 batches of 10, 4 and 2 per region, 600
+	// readings each; each device, and the attacker evil-1 in each region,
+	// has its line in Mosquitto's password file (telemetry mqtt passwd).
+	fleetCfgs := []devices.Config{
+		{Devices: 12, Rate: 300, Duration: 2 * time.Second, Seed: 42},
+		{Devices: 6, Rate: 300, Duration: 2 * time.Second, Seed: 43, Batch: 10, IDPrefix: "gw-"},
+	}
+	var users []string
+	for _, fc := range fleetCfgs {
+		u, err := devices.Usernames(fc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u...)
 	}
 	for _, r := range stream.DefaultRegions {
 		u, _ := testharness.DeviceLogin(r, "probe", "evil-1")
@@ -101,16 +113,27 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	g.Go(func() error { return st.Run(gctx) })
 
-	fleetCfg.Broker = mosq.URL()
-	fleet, err := devices.New(fleetCfg, log)
-	if err != nil {
-		t.Fatal(err)
+	var (
+		running errgroup.Group
+		fleets  []*devices.Fleet
+		sent    []devices.DeviceSent
+	)
+	for i := range fleetCfgs {
+		fleetCfgs[i].Broker = mosq.URL()
+		fleet, err := devices.New(fleetCfgs[i], log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fleet.Close() })
+		fleets = append(fleets, fleet)
+		running.Go(func() error { return fleet.Run(ctx) })
 	}
-	t.Cleanup(func() { fleet.Close() })
-	if err := fleet.Run(ctx); err != nil {
+	if err := running.Wait(); err != nil {
 		t.Fatalf("fleet: %v", err)
 	}
-	sent := fleet.Sent()
+	for _, f := range fleets {
+		sent = append(sent, f.Sent()...)
+	}
 	var total uint64
 	for _, d := range sent {
 		if d.Acked != d.LastSeq {
@@ -141,19 +164,45 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 		pub.Disconnect(100)
 	}
 
-	// Every region's READINGS holds every reading, once.
+	// Every region's READINGS holds every reading, once: the v1 fleet's
+	// one per message, the gateways' in batches of at most 10.
 	nc := testharness.Connect(t, regions.URL("us-east"))
 	for _, r := range regions.Regions() {
 		js, err := jetstream.NewWithDomain(nc, r)
 		if err != nil {
 			t.Fatal(err)
 		}
+		var (
+			held    map[string]int
+			batches int
+		)
 		testharness.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-			if n := msgs(ctx, js, stream.ReadingsStream); n != total {
-				return fmt.Errorf("%s READINGS holds %d readings, want %d", r, n, total)
+			var err error
+			if held, batches, err = readingsHeld(ctx, js); err != nil {
+				return err
+			}
+			if uint64(len(held)) != total {
+				return fmt.Errorf("%s READINGS holds %d distinct readings, want %d", r, len(held), total)
 			}
 			return nil
 		})
+		batched := 0
+		for id, n := range held {
+			if n != 1 {
+				t.Errorf("%s READINGS holds %s %d times", r, id, n)
+			}
+			if strings.HasPrefix(id, "gw-") {
+				batched++
+			}
+		}
+		if batched == 0 || batched == len(held) {
+			t.Errorf("%s READINGS holds %d readings of gateways of %d: want both fleets", r, batched, len(held))
+		}
+		// 600 readings of 6 gateways in batches of 10, the last of each
+		// boot possibly shorter.
+		if batches < batched/10 || batches >= batched/2 {
+			t.Errorf("%s READINGS holds the gateways' %d readings in %d v2 messages, want about a tenth", r, batched, batches)
+		}
 	}
 
 	// ClickHouse holds every reading exactly once: per device the stored
@@ -232,6 +281,42 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 			}
 		}
 	}
+}
+
+// readingsHeld reads READINGS through js and counts each reading it
+// holds, device:boot:seq, every reading of a v2 batch on its own, and the
+// v2 messages. A v2 batch longer than 10 readings is an error: the
+// gateways send 10 at most.
+func readingsHeld(ctx context.Context, js jetstream.JetStream) (held map[string]int, batches int, err error) {
+	s, err := js.Stream(ctx, stream.ReadingsStream)
+	if err != nil {
+		return nil, 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	held = map[string]int{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			return nil, 0, fmt.Errorf("READINGS message %d: %w", seq, err)
+		}
+		b, err := protocol.Unmarshal(m.Data)
+		if err != nil {
+			return nil, 0, fmt.Errorf("READINGS message %d: %w", seq, err)
+		}
+		if id := m.Header.Get(jetstream.MsgIDHeader); id != b.ID() || len(b.Readings) > 10 {
+			return nil, 0, fmt.Errorf("READINGS message %d: id %q of a batch of %d readings, %s", seq, id, len(b.Readings), b.ID())
+		}
+		if b.Version == protocol.Version2 {
+			batches++
+		}
+		for _, r := range b.Readings {
+			held[r.ID()]++
+		}
+	}
+	return held, batches, nil
 }
 
 func msgs(ctx context.Context, js jetstream.JetStream, name string) uint64 {

@@ -75,6 +75,7 @@ type job struct {
 	reading  *nats.Msg       // kept for the next reading when the job is recycled
 	reason   protocol.Reason // empty for a valid reading
 	detail   string          // the rejection's detail, for dead letters
+	readings int             // a valid message's readings: 1, or a v2 batch's
 	stage    stage
 	received time.Time
 
@@ -305,7 +306,7 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 			j.msg = in.deadLetter(DeadLetterID(topic, payload), topic, payload, j.reason, j.detail, received)
 		}
 	}()
-	t, reading, err := protocol.Decode(topic, payload, received, in.cfg.Limits)
+	t, batch, err := protocol.Decode(topic, payload, received, in.cfg.Limits)
 	if err != nil {
 		var rej *protocol.Rejection
 		if !errors.As(err, &rej) {
@@ -322,7 +323,9 @@ func (in *Ingest) prepare(topic string, payload []byte, received time.Time) (j *
 		j.msg = in.deadLetter(DeadLetterID(topic, payload), topic, payload, j.reason, j.detail, received)
 		return j
 	}
-	j.setReading(t.Subject(), payload, reading.ID(), strconv.FormatInt(received.UnixMilli(), 10))
+	// A batch goes to JetStream as it came, with the batch's id.
+	j.setReading(t.Subject(), payload, batch.ID(), strconv.FormatInt(received.UnixMilli(), 10))
+	j.readings = len(batch.Readings)
 	return j
 }
 
@@ -545,6 +548,7 @@ func (in *Ingest) count(j *job, duplicate bool) {
 		in.metrics.duplicate(device)
 	default:
 		in.metrics.accepted.Inc()
+		in.metrics.readings.Add(float64(j.readings))
 	}
 }
 

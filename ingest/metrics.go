@@ -14,6 +14,7 @@ type Metrics struct {
 	received    prometheus.Counter
 	redelivered prometheus.Counter
 	accepted    prometheus.Counter
+	readings    prometheus.Counter
 	duplicates  prometheus.Counter
 	// dupDevices counts duplicates by device: a forged reading that takes
 	// a real one's identity first shows up as the real one's duplicate,
@@ -42,9 +43,11 @@ func newMetrics(region string) *Metrics {
 		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telemetry_ingest_redelivered_total", Help: "MQTT messages the broker sent again (DUP flag), after a reconnect or a restart of ingest.", ConstLabels: labels}),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "telemetry_ingest_accepted_total", Help: "Valid readings stored in READINGS.", ConstLabels: labels}),
+			Name: "telemetry_ingest_accepted_total", Help: "Valid messages (a v1 reading, or a v2 batch) stored in READINGS.", ConstLabels: labels}),
+		readings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telemetry_ingest_readings_total", Help: "Readings in the messages of accepted_total: one per v1 message, a batch's count per v2 message.", ConstLabels: labels}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "telemetry_ingest_duplicates_total", Help: "Readings JetStream already held (same device, boot, seq).", ConstLabels: labels}),
+			Name: "telemetry_ingest_duplicates_total", Help: "Messages JetStream already held (same Nats-Msg-Id: device, boot, seq or a batch's seq range).", ConstLabels: labels}),
 		dupDevices: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "telemetry_ingest_duplicates_by_device_total", Help: "Readings JetStream already held, by device: resends, redeliveries, or a reading forged with a real one's identity. The first 1,000 devices with one get a series; the rest count under device=\"other\".", ConstLabels: labels}, []string{"device"}),
 		dupCount: map[string]uint64{},
@@ -81,7 +84,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	cs := append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.duplicates, m.dupDevices, m.rejected, m.dlDups, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
+	cs := append([]prometheus.Collector{m.received, m.redelivered, m.accepted, m.readings, m.duplicates, m.dupDevices, m.rejected, m.dlDups, m.isolated, m.errors, m.inflight, m.latency, m.loginFailed}, m.up...)
 	if m.blocked != nil {
 		cs = append(cs, m.blocked)
 	}
@@ -161,6 +164,8 @@ func (in *Ingest) DuplicatesOf(device string) uint64 {
 // Stats is a snapshot of ingest's counters.
 type Stats struct {
 	Received, Redelivered, Accepted, Duplicates, Isolated uint64
+	// Readings are the readings of the Accepted messages.
+	Readings uint64
 	// DeadLetterDuplicates counts rejections whose dead letter DEADLETTER
 	// already held; they are in Rejected too.
 	DeadLetterDuplicates uint64
@@ -174,6 +179,7 @@ func (in *Ingest) Stats() Stats {
 		Received:    counterValue(m.received),
 		Redelivered: counterValue(m.redelivered),
 		Accepted:    counterValue(m.accepted),
+		Readings:    counterValue(m.readings),
 		Duplicates:  counterValue(m.duplicates),
 		Isolated:    counterValue(m.isolated),
 		Rejected:    map[string]uint64{},

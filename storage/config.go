@@ -9,20 +9,24 @@ import (
 	"time"
 
 	"github.com/telemetry-demo/telemetry/deploy"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // Defaults used for zero fields of Config.
 const (
-	DefaultNATSURL         = "nats://127.0.0.1:4222"
-	DefaultDomain          = "us-east"
-	DefaultStream          = "READINGS"
-	DefaultDurable         = stream.StorageConsumer
-	DefaultClickHouseAddr  = "127.0.0.1:9000"
-	DefaultClickHouseUser  = deploy.ClickHouseWriterUser
-	DefaultHistoryUser     = deploy.ClickHouseReaderUser
-	DefaultDatabase        = "telemetry"
-	DefaultBatchSize       = 20000
+	DefaultNATSURL        = "nats://127.0.0.1:4222"
+	DefaultDomain         = "us-east"
+	DefaultStream         = "READINGS"
+	DefaultDurable        = stream.StorageConsumer
+	DefaultClickHouseAddr = "127.0.0.1:9000"
+	DefaultClickHouseUser = deploy.ClickHouseWriterUser
+	DefaultHistoryUser    = deploy.ClickHouseReaderUser
+	DefaultDatabase       = "telemetry"
+	DefaultBatchSize      = 20000
+	// MaxFetchBytes bounds one fetch, subjects and headers included
+	// (fetchBytes).
+	MaxFetchBytes          = 8 << 20
 	DefaultFlushInterval   = 500 * time.Millisecond
 	DefaultAckWait         = 30 * time.Second
 	DefaultRetryBackoff    = 100 * time.Millisecond
@@ -83,6 +87,8 @@ type Config struct {
 
 	// BatchSize is the most readings inserted at once: a backlog is
 	// caught up 20,000 at a time, where an insert costs least per row.
+	// With v2 batches it is a target: a fetch asks for BatchSize divided
+	// by the largest batch of the previous fetch, within fetchBytes.
 	// FlushInterval is the longest a reading waits for its batch to fill:
 	// half a second keeps device-to-stored under a second at load-test
 	// rates, for two inserts a second (docs/STORAGE.md). The batch is the
@@ -240,4 +246,19 @@ func (c Config) Validate() error {
 		seen[f.Region] = true
 	}
 	return nil
+}
+
+// v1MessageBytes is about what a v1 reading of a few metrics takes in
+// READINGS, subject and headers included (300 bytes for the simulator's).
+const v1MessageBytes = 400
+
+// fetchBytes bounds one fetch of a writer of batchSize readings: as many
+// bytes as batchSize v1 readings take, so that v1 fetches stay bound by
+// their count while a fetch of v2 batches (up to protocol.MaxBatchReadings
+// readings each), whose size per message the writer learns only from the
+// previous fetch, stays near batchSize readings' bytes. At least two of
+// the largest messages (a fetch cannot split one) and at most
+// MaxFetchBytes.
+func fetchBytes(batchSize int) int {
+	return min(MaxFetchBytes, max(4*protocol.MaxBatchBytes, batchSize*v1MessageBytes))
 }

@@ -38,17 +38,19 @@ func (b *batch) reset() {
 	b.copies, b.stored = 0, 0
 }
 
-// add takes message m carrying rd; a copy of a reading in hand is only
-// acknowledged with it.
-func (b *batch) add(m jetstream.Msg, rd reading) {
+// add takes message m carrying rds (one reading, or a v2 batch's); a copy
+// of a reading in hand is only acknowledged with it.
+func (b *batch) add(m jetstream.Msg, rds []reading) {
 	b.msgs = append(b.msgs, m)
-	if i, ok := b.index[rd.key]; ok {
-		b.readings[i].check = b.readings[i].check || rd.check
-		b.copies++
-		return
+	for _, rd := range rds {
+		if i, ok := b.index[rd.key]; ok {
+			b.readings[i].check = b.readings[i].check || rd.check
+			b.copies++
+			continue
+		}
+		b.index[rd.key] = len(b.readings)
+		b.readings = append(b.readings, rd)
 	}
-	b.index[rd.key] = len(b.readings)
-	b.readings = append(b.readings, rd)
 }
 
 // consume is the writer's loop: set up (migrations, consumer), then fetch a
@@ -166,10 +168,21 @@ func (w *Writer) migrate(ctx context.Context) error {
 // and counted: policy "skip poison". It stays in the stream for
 // inspection, and redelivering it would only fail again.
 func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
-	mb, err := cons.Fetch(w.cfg.BatchSize, jetstream.FetchMaxWait(w.cfg.FlushInterval))
+	// Messages carry one reading (v1) or a batch (v2): ask for as many as
+	// make BatchSize readings if they are like the previous fetch's
+	// largest.
+	n := max(1, (w.cfg.BatchSize-len(b.readings))/max(1, w.perMsg))
+	mb, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FlushInterval), jetstream.FetchMaxBytes(fetchBytes(w.cfg.BatchSize)))
 	if err != nil {
 		return fmt.Errorf("fetching from %s in %s: %w", w.cfg.Stream, w.current().region, err)
 	}
+	var scratch []reading // one message's readings
+	largest := 0
+	defer func() {
+		if largest > 0 {
+			w.perMsg = largest
+		}
+	}()
 	for m := range mb.Messages() {
 		if len(b.msgs) == 0 {
 			b.fetched = time.Now()
@@ -178,7 +191,9 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 		if mdErr == nil {
 			w.checkGap(md.Sequence.Stream)
 		}
-		rd, err := decode(m.Subject(), m.Data(), m.Headers())
+		rds, err := decode(scratch[:0], m.Subject(), m.Data(), m.Headers())
+		scratch = rds
+		largest = max(largest, len(rds))
 		if err != nil {
 			w.metrics.decodeErrors.Inc()
 			w.mu.Lock()
@@ -196,8 +211,11 @@ func (w *Writer) fetch(cons jetstream.Consumer, b *batch) error {
 		// before acknowledging (see dedupe.go).
 		// Or delivered by another region than the one it may have been
 		// stored from (see failover.go).
-		rd.check = w.cfg.CheckAll || mdErr != nil || md.NumDelivered > 1 || w.mayBeStored(&rd)
-		b.add(m, rd)
+		redelivered := w.cfg.CheckAll || mdErr != nil || md.NumDelivered > 1
+		for i := range rds {
+			rds[i].check = redelivered || w.mayBeStored(&rds[i])
+		}
+		b.add(m, rds)
 	}
 	if err := mb.Error(); err != nil {
 		return fmt.Errorf("fetching from %s: %w", w.cfg.Stream, err)

@@ -61,43 +61,52 @@ type readingKey struct {
 }
 
 // decode turns one JetStream message, subject
-// telemetry.<region>.<device-type>.<device-id> and body a v1 payload, into
-// a reading. An error means the message can never be stored.
-func decode(subject string, body []byte, h nats.Header) (reading, error) {
+// telemetry.<region>.<device-type>.<device-id> and body a v1 reading or a
+// v2 batch, into its readings, appended to dst. An error means the message
+// can never be stored, and nothing is appended: a batch is stored whole
+// or not at all, as ingest accepts it.
+func decode(dst []reading, subject string, body []byte, h nats.Header) ([]reading, error) {
 	topic, err := protocol.ParseSubject(subject)
 	if err != nil {
-		return reading{}, err
+		return dst, err
 	}
 	region, deviceType, device := topic.Region, topic.DeviceType, topic.Device
-	r, err := protocol.Unmarshal(body)
+	b, err := protocol.Unmarshal(body)
 	if err != nil {
-		return reading{}, fmt.Errorf("decoding body: %w", err)
+		return dst, fmt.Errorf("decoding body: %w", err)
 	}
-	if r.Device != device {
-		return reading{}, fmt.Errorf("body's device %q is not the subject's %q", r.Device, device)
+	if b.Device != device {
+		return dst, fmt.Errorf("body's device %q is not the subject's %q", b.Device, device)
 	}
-	if r.TS < 0 || r.TS > maxTSMillis {
-		return reading{}, fmt.Errorf("ts %d is outside what a DateTime holds", r.TS)
+	for _, r := range b.Readings {
+		if r.TS < 0 || r.TS > maxTSMillis {
+			return dst, fmt.Errorf("seq %d: ts %d is outside what a DateTime holds", r.Seq, r.TS)
+		}
 	}
 	var received uint64
 	if v := h.Get(protocol.HeaderReceived); v != "" {
 		received, _ = strconv.ParseUint(v, 10, 64) // informational: 0 if garbled
 	}
-	return reading{
-		key:    readingKey{device: device, boot: r.Boot, seq: r.Seq},
-		region: region, deviceType: deviceType,
-		r: r, received: received,
-	}, nil
+	for _, r := range b.Readings {
+		dst = append(dst, reading{
+			key:    readingKey{device: device, boot: r.Boot, seq: r.Seq},
+			region: region, deviceType: deviceType,
+			r: r, received: received,
+		})
+	}
+	return dst, nil
 }
 
-// add decodes one message and appends a row per metric; nothing is
-// appended when it cannot be decoded.
+// add decodes one message and appends a row per metric of each of its
+// readings; nothing is appended when it cannot be decoded.
 func (c *columns) add(subject string, body []byte, h nats.Header) error {
-	rd, err := decode(subject, body, h)
+	rds, err := decode(nil, subject, body, h)
 	if err != nil {
 		return err
 	}
-	c.append(&rd)
+	for i := range rds {
+		c.append(&rds[i])
+	}
 	return nil
 }
 

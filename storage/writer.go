@@ -60,7 +60,10 @@ type Status struct {
 // Writer consumes a region's READINGS stream and stores the readings in
 // ClickHouse, acknowledging each only once its rows are inserted.
 type Writer struct {
-	cfg     Config
+	cfg Config
+	// perMsg is the most readings one message of the last fetch carried;
+	// the consume loop alone uses it.
+	perMsg  int
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *metrics

@@ -12,9 +12,11 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/cli"
 )
 
-const devicesSynopsis = `Simulate a fleet of devices, each its own MQTT client, publishing protocol v1
-readings with QoS 1 at a set total rate, spread over the regions. Prints a
-progress line every second and a final report (text, or JSON with --json).`
+const devicesSynopsis = `Simulate a fleet of devices, each its own MQTT client, publishing readings with
+QoS 1 at a set total rate, spread over the regions: protocol v1, a message per
+reading, or with --batch N protocol v2, batches of up to N readings of a
+device. Prints a progress line every second and a final report (text, or JSON
+with --json); counts and latencies are of readings.`
 
 func runDevices(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("devices", devicesSynopsis, stderr)
@@ -60,8 +62,8 @@ func runDevices(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "devices %d, elapsed %s, sent %d readings + %d hostile (%.1f/s), acknowledged %d + %d, in flight %d, errors %d, resent %d, skipped %d, reboots %d, duplicates %d, reordered %d, ack latency p50 %s p99 %s\n",
-			st.Devices, st.Elapsed.Round(time.Millisecond), st.Sent, st.Hostile, float64(st.Sent+st.Hostile)/max(st.Elapsed.Seconds(), 1e-9),
+		fmt.Fprintf(stdout, "devices %d, elapsed %s, sent %d readings in %d messages + %d hostile (%.1f readings/s), acknowledged %d + %d, in flight %d, errors %d, resent %d, skipped %d, reboots %d, duplicates %d, reordered %d, ack latency p50 %s p99 %s\n",
+			st.Devices, st.Elapsed.Round(time.Millisecond), st.Sent, st.Messages, st.Hostile, float64(st.Sent+st.Hostile)/max(st.Elapsed.Seconds(), 1e-9),
 			st.Acked, st.HostileAcked, st.InFlight, st.Errors, st.Resent, st.Skipped, st.Reboots, st.Duplicates, st.Reordered, st.AckP50, st.AckP99)
 	}
 	return runErr

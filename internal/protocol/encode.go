@@ -31,11 +31,7 @@ func AppendEncode(dst []byte, r Reading) []byte {
 		}
 		dst = appendJSONString(dst, m.Name)
 		dst = append(dst, ':')
-		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
-			dst = append(dst, "null"...)
-		} else {
-			dst = strconv.AppendFloat(dst, m.Value, 'g', -1, 64)
-		}
+		dst = appendValue(dst, m.Value)
 	}
 	return append(dst, "}}"...)
 }
@@ -74,4 +70,56 @@ func appendEscaped(dst []byte, s string) []byte {
 		i++
 	}
 	return append(dst, '"')
+}
+
+// AppendEncodeBatch appends readings as one v2 batch to dst, compact:
+//
+//	{"v":2,"device":"th-00042","boot":1764100000,"seq":17,"metrics":["temperature_c"],"readings":[[1764100000123,21.5],[1764100001123,21.6]]}
+//
+// The device, boot and first seq are readings[0]'s, the names its
+// metrics'; every reading gives its values in that order, and the seqs
+// that follow are implied. It does not check that the readings agree, nor
+// the bounds (MaxBatchReadings, MaxBatchBytes); values are written as by
+// AppendEncode. It does not allocate when dst has room.
+func AppendEncodeBatch(dst []byte, readings []Reading) []byte {
+	if len(readings) == 0 {
+		return dst
+	}
+	r := readings[0]
+	dst = append(dst, `{"v":2,"device":`...)
+	dst = appendJSONString(dst, r.Device)
+	dst = append(dst, `,"boot":`...)
+	dst = strconv.AppendUint(dst, r.Boot, 10)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendUint(dst, r.Seq, 10)
+	dst = append(dst, `,"metrics":[`...)
+	for i, m := range r.Metrics {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, m.Name)
+	}
+	dst = append(dst, `],"readings":[`...)
+	for i, r := range readings {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '[')
+		dst = strconv.AppendInt(dst, r.TS, 10)
+		for _, m := range r.Metrics {
+			dst = append(dst, ',')
+			dst = appendValue(dst, m.Value)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, "]}"...)
+}
+
+// appendValue appends v in its shortest form that parses back to v, or
+// null for NaN and infinities, which Decode rejects.
+func appendValue(dst []byte, v float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return append(dst, "null"...)
+	}
+	return strconv.AppendFloat(dst, v, 'g', -1, 64)
 }

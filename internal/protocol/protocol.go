@@ -5,13 +5,20 @@ import (
 	"time"
 )
 
-// Wire protocol v1 bounds. See docs/PROTOCOL.md.
+// Wire protocol bounds. See docs/PROTOCOL.md.
 const (
-	Version1        = 1
+	Version1 = 1
+	Version2 = 2
+	// MaxPayloadBytes bounds a v1 payload, one reading.
 	MaxPayloadBytes = 4096
-	MaxMetrics      = 32
-	DefaultMaxAge   = 24 * time.Hour
-	DefaultMaxSkew  = 5 * time.Minute
+	// MaxBatchBytes bounds any payload, a v2 batch's too: a larger one is
+	// refused before it is parsed.
+	MaxBatchBytes = 64 << 10
+	// MaxBatchReadings bounds the readings of a v2 batch.
+	MaxBatchReadings = 500
+	MaxMetrics       = 32
+	DefaultMaxAge    = 24 * time.Hour
+	DefaultMaxSkew   = 5 * time.Minute
 )
 
 // Reason is the code a rejected payload is dead-lettered under.
@@ -69,6 +76,20 @@ type Reading struct {
 	TS      int64 // unix milliseconds
 	Metrics []Metric
 }
+
+// Batch is what one message carries: readings of one device and one boot
+// with consecutive seqs, Readings[i].Seq = Readings[0].Seq + i. A v1
+// message carries one reading, a v2 message up to MaxBatchReadings.
+type Batch struct {
+	Version  int
+	Device   string
+	Boot     uint64
+	Readings []Reading // never empty in a decoded batch
+}
+
+// First and Last are the seqs of the batch's first and last readings.
+func (b Batch) First() uint64 { return b.Readings[0].Seq }
+func (b Batch) Last() uint64  { return b.Readings[len(b.Readings)-1].Seq }
 
 // Limits are the time window a reading's ts must fall in, relative to now.
 type Limits struct {

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -72,10 +73,10 @@ var wantDetail = map[string]string{
 	"bad_json/leading-zero":                     "'1'",
 	"bad_json/nul-byte":                         "byte 0x00",
 	"bad_version/missing":                       "missing field v",
-	"bad_version/two":                           "unsupported version 2",
 	"bad_version/string":                        "got string",
 	"bad_version/float":                         "got \"1.0\"",
-	"bad_version/wrong-before-bad-field":        "unsupported version 2",
+	"bad_version/three":                         "unsupported version 3",
+	"bad_version/wrong-before-bad-field":        "unsupported version 3",
 	"bad_field/device-number":                   "device must be a string, got number",
 	"bad_field/device-escaped-control":          `device "th-00042\x00" does not match`,
 	"bad_field/device-unicode":                  `"th-0004\u00e9"`,
@@ -119,7 +120,7 @@ func TestDecodeGolden(t *testing.T) {
 	seenDetail := map[string]bool{}
 	for _, g := range loadGolden(t) {
 		t.Run(g.name, func(t *testing.T) {
-			topic, r, err := Decode(testTopic, g.payload, testNow, Limits{})
+			topic, b, err := Decode(testTopic, g.payload, testNow, Limits{})
 			if g.reason == "" {
 				if err != nil {
 					t.Fatalf("Decode: %v", err)
@@ -127,12 +128,13 @@ func TestDecodeGolden(t *testing.T) {
 				if want := (Topic{"us-east", "thermo", "th-00042"}); topic != want {
 					t.Errorf("topic = %+v, want %+v", topic, want)
 				}
-				if r.Version != Version1 || r.Device != "th-00042" || len(r.Metrics) == 0 {
-					t.Errorf("reading = %+v", r)
+				checkBatch(t, b)
+				if b.Version != Version1 || b.Device != "th-00042" || len(b.Readings) != 1 || len(b.Readings[0].Metrics) == 0 {
+					t.Errorf("batch = %+v, want one v1 reading of th-00042", b)
 				}
 				u, err := Unmarshal(g.payload)
-				if err != nil || !sameReading(u, r) {
-					t.Errorf("Unmarshal = %+v, %v; want %+v", u, err, r)
+				if err != nil || !sameBatch(u, b) {
+					t.Errorf("Unmarshal = %+v, %v; want %+v", u, err, b)
 				}
 				return
 			}
@@ -221,8 +223,9 @@ func TestDecodeGoldenReadings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !sameReading(got, tt.want) {
-				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			want := Batch{Version: Version1, Device: tt.want.Device, Boot: tt.want.Boot, Readings: []Reading{tt.want}}
+			if !sameBatch(got, want) {
+				t.Errorf("got  %+v\nwant %+v", got, want)
 			}
 		})
 	}
@@ -243,9 +246,41 @@ func sameReading(a, b Reading) bool {
 	return true
 }
 
+// sameBatch compares batches, floats bit for bit.
+func sameBatch(a, b Batch) bool {
+	if a.Version != b.Version || a.Device != b.Device || a.Boot != b.Boot || len(a.Readings) != len(b.Readings) {
+		return false
+	}
+	for i := range a.Readings {
+		if !sameReading(a.Readings[i], b.Readings[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkBatch asserts what every decoded batch holds: at least one reading,
+// each of the batch's version, device and boot, with consecutive seqs.
+func checkBatch(t testing.TB, b Batch) {
+	t.Helper()
+	if len(b.Readings) == 0 {
+		t.Fatalf("batch %+v has no readings", b)
+	}
+	for i, r := range b.Readings {
+		if r.Version != b.Version || r.Device != b.Device || r.Boot != b.Boot {
+			t.Fatalf("readings[%d] = %+v, not of batch v%d %s boot %d", i, r, b.Version, b.Device, b.Boot)
+		}
+		if r.Seq != b.First()+uint64(i) {
+			t.Fatalf("readings[%d] has seq %d, want %d", i, r.Seq, b.First()+uint64(i))
+		}
+	}
+}
+
 func TestDecodeOrder(t *testing.T) {
 	valid := []byte(`{"v":1,"device":"th-00042","boot":1,"seq":1,"ts":1764100000123,"metrics":{"x":1}}`)
-	big := make([]byte, MaxPayloadBytes+1)
+	big := make([]byte, MaxBatchBytes+1)
+	bigV1 := append(valid[:len(valid):len(valid)], bytes.Repeat([]byte(" "), MaxPayloadBytes+1-len(valid))...)
+	bigV2 := []byte(pad(v2With(), MaxPayloadBytes+2))
 	tests := []struct {
 		name    string
 		topic   string
@@ -253,6 +288,10 @@ func TestDecodeOrder(t *testing.T) {
 		want    Reason
 	}{
 		{"too large before bad topic", "nonsense", big, ReasonTooLarge},
+		{"v1 too large before bad topic", "nonsense", bigV1, ReasonTooLarge},
+		{"v1 too large before bad json", testTopic, append(bigV1[:len(bigV1)-1:len(bigV1)-1], '}'), ReasonTooLarge},
+		{"bad topic before a batch over 4 KiB", "nonsense", bigV2, ReasonBadTopic},
+		{"bad json of a batch over 4 KiB", testTopic, bigV2[:len(bigV2)-1], ReasonBadJSON},
 		{"bad topic before bad json", "telemetry/us-east/thermo", []byte("{"), ReasonBadTopic},
 		{"bad topic with a valid payload", "telemetry/us-east/thermo/TH-00042", valid, ReasonBadTopic},
 		{"topic mismatch", "telemetry/us-east/thermo/th-00043", valid, ReasonTopicMismatch},
@@ -267,15 +306,15 @@ func TestDecodeOrder(t *testing.T) {
 
 func TestDecodeReturnsTopicAndReading(t *testing.T) {
 	payload := []byte(`{"v":1,"device":"th-00042","boot":1,"seq":1,"ts":1,"metrics":{"x":1}}`)
-	topic, r, err := Decode(testTopic, payload, testNow, Limits{})
+	topic, b, err := Decode(testTopic, payload, testNow, Limits{})
 	checkRejection(t, err, ReasonStale)
-	if topic.Device != "th-00042" || r.ID() != "th-00042:1:1" {
-		t.Errorf("stale: topic %+v, reading %+v; want both filled in", topic, r)
+	if topic.Device != "th-00042" || len(b.Readings) != 1 || b.ID() != "th-00042:1:1" {
+		t.Errorf("stale: topic %+v, batch %+v; want both filled in", topic, b)
 	}
-	topic, r, err = Decode(testTopic, []byte("{}"), testNow, Limits{})
+	topic, b, err = Decode(testTopic, []byte("{}"), testNow, Limits{})
 	checkRejection(t, err, ReasonBadVersion)
-	if topic.Device != "th-00042" || r.Device != "" {
-		t.Errorf("bad_version: topic %+v, reading %+v; want the topic only", topic, r)
+	if topic.Device != "th-00042" || b.Device != "" || b.Readings != nil {
+		t.Errorf("bad_version: topic %+v, batch %+v; want the topic only", topic, b)
 	}
 }
 
@@ -317,17 +356,59 @@ func TestDecodeLimits(t *testing.T) {
 }
 
 func TestUnmarshalTooLarge(t *testing.T) {
-	_, err := Unmarshal(make([]byte, MaxPayloadBytes+1))
-	checkRejection(t, err, ReasonTooLarge)
+	_, err := Unmarshal(make([]byte, MaxBatchBytes+1))
+	rej := checkRejection(t, err, ReasonTooLarge)
+	if want := "payload is 65537 bytes, max 65536"; !strings.Contains(rej.Detail, want) {
+		t.Errorf("detail %q does not contain %q", rej.Detail, want)
+	}
+	v1 := AppendEncode(nil, Reading{Device: "th-00042", Boot: 1, Seq: 1, TS: 1, Metrics: []Metric{{"x", 1}}})
+	v1 = append(v1, bytes.Repeat([]byte("\n"), MaxPayloadBytes+1-len(v1))...)
+	_, err = Unmarshal(v1)
+	rej = checkRejection(t, err, ReasonTooLarge)
+	if want := "payload is 4097 bytes, max 4096"; !strings.Contains(rej.Detail, want) {
+		t.Errorf("detail %q does not contain %q", rej.Detail, want)
+	}
+	// Under MaxPayloadBytes, the same reading is accepted.
+	if _, err := Unmarshal(v1[:MaxPayloadBytes]); err != nil {
+		t.Errorf("v1 payload of %d bytes: %v", MaxPayloadBytes, err)
+	}
 }
 
 func TestDecodeHostile(t *testing.T) {
-	want := map[string]Reason{"many-fields": ReasonBadVersion, "many-escaped-fields": ReasonBadVersion,
-		"long-array": ReasonBadField, "escaped-string": ReasonBadField, "nested-metrics": ReasonBadMetric}
-	for name, payload := range hostilePayloads() {
+	want := map[string]struct {
+		reason Reason
+		detail string
+	}{
+		"many-fields":          {ReasonBadVersion, "missing field v"},
+		"many-escaped-fields":  {ReasonBadVersion, "missing field v"},
+		"long-array":           {ReasonBadField, `unknown field "x"`},
+		"escaped-string":       {ReasonBadField, `unknown field "x"`},
+		"nested-metrics":       {ReasonBadMetric, "metrics has 251 entries, max 32"},
+		"batch-many-fields":    {ReasonBadField, `unknown field "k0"`},
+		"batch-long-readings":  {ReasonBadField, "max 500"},
+		"batch-long-row":       {ReasonBadMetric, "readings[0] (seq 1): has "},
+		"batch-many-names":     {ReasonBadMetric, "max 32"},
+		"batch-late-bad-value": {ReasonBadMetric, `readings[499] (seq 500): metric "m31" value "1e999" is out of float64 range`},
+		"batch-late-stale":     {ReasonStale, "readings[499] (seq 500): ts 1 is more than 24h0m0s before now"},
+	}
+	payloads := hostilePayloads()
+	if len(payloads) != len(want) {
+		t.Errorf("%d hostile payloads, %d expectations", len(payloads), len(want))
+	}
+	for name, payload := range payloads {
 		t.Run(name, func(t *testing.T) {
+			limit := MaxPayloadBytes
+			if strings.HasPrefix(name, "batch-") {
+				limit = MaxBatchBytes
+			}
+			if len(payload) > limit || len(payload) < limit*7/10 {
+				t.Errorf("payload has %d bytes, want near the limit, %d", len(payload), limit)
+			}
 			_, _, err := Decode(testTopic, payload, testNow, Limits{})
-			checkRejection(t, err, want[name])
+			rej := checkRejection(t, err, want[name].reason)
+			if !strings.Contains(rej.Detail, want[name].detail) {
+				t.Errorf("detail %q does not contain %q", rej.Detail, want[name].detail)
+			}
 		})
 	}
 }

@@ -67,7 +67,10 @@ type node struct {
 // 2026-12-07), 506 ns and 2 allocations per reading here, against 2.7 µs
 // and 20 allocations for encoding/json reading the same fields with
 // unknown fields refused and none of the other checks (5.4 times the
-// cost). FuzzDecode holds every value it accepts to what encoding/json
+// cost). With v2 (-count 5, 2026-12-07, medians): a v1 reading 533 ns
+// and 3 allocations (the third is the batch of one it comes in), against
+// 3.6 µs for encoding/json; a reading of a v2 batch of 100, 301 ns and
+// 0.03 allocations, against 635 ns. FuzzDecode holds every value it accepts to what encoding/json
 // and strconv read of the same bytes. It holds no pointers into the payload beyond src, which is cleared
 // before a document goes back to the pool.
 type document struct {

@@ -92,6 +92,26 @@ func (r Reading) ID() string {
 	return string(b)
 }
 
+// ID is the batch's JetStream message id: a v1 reading's own ID,
+// "<device>:<boot>:<seq>", and for v2 "<device>:<boot>:<first>-<last>".
+// A batch sent again with other boundaries has another id: JetStream
+// keeps both, and storage, which deduplicates per reading, stores each
+// reading once.
+func (b Batch) ID() string {
+	if b.Version != Version2 {
+		return b.Readings[0].ID()
+	}
+	var buf [maxNameLen + 3*(1+20)]byte
+	s := append(buf[:0], b.Device...)
+	s = append(s, ':')
+	s = strconv.AppendUint(s, b.Boot, 10)
+	s = append(s, ':')
+	s = strconv.AppendUint(s, b.First(), 10)
+	s = append(s, '-')
+	s = strconv.AppendUint(s, b.Last(), 10)
+	return string(s)
+}
+
 // Time returns when the reading was measured.
 func (r Reading) Time() time.Time { return time.UnixMilli(r.TS) }
 

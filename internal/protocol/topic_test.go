@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,49 @@ func TestReadingIDAndTime(t *testing.T) {
 	r = Reading{TS: 1764100000123}
 	if got, want := r.Time(), time.Date(2025, 11, 25, 19, 46, 40, 123e6, time.UTC); !got.Equal(want) {
 		t.Errorf("Time() = %v, want %v", got, want)
+	}
+}
+
+func TestBatchID(t *testing.T) {
+	long := strings.Repeat("d", 63)
+	reading := func(dev string, boot, seq uint64) Reading { return Reading{Device: dev, Boot: boot, Seq: seq} }
+	tests := []struct {
+		name                string
+		b                   Batch
+		want                string
+		wantFirst, wantLast uint64
+	}{
+		{"v1", Batch{Version: Version1, Device: "th-00042", Boot: 1764100000,
+			Readings: []Reading{reading("th-00042", 1764100000, 17)}}, "th-00042:1764100000:17", 17, 17},
+		{"no version is v1", Batch{Readings: []Reading{reading("th-1", 2, 3)}}, "th-1:2:3", 3, 3},
+		{"v2", Batch{Version: Version2, Device: "th-00042", Boot: 1764100000,
+			Readings: []Reading{reading("th-00042", 1764100000, 17), reading("th-00042", 1764100000, 18)}},
+			"th-00042:1764100000:17-18", 17, 18},
+		{"v2 of one reading", Batch{Version: Version2, Device: "th-00042", Boot: 0,
+			Readings: []Reading{reading("th-00042", 0, 5)}}, "th-00042:0:5-5", 5, 5},
+		{"v2 longest", Batch{Version: Version2, Device: long, Boot: math.MaxUint64,
+			Readings: []Reading{reading(long, math.MaxUint64, math.MaxUint64-1), reading(long, math.MaxUint64, math.MaxUint64)}},
+			long + ":18446744073709551615:18446744073709551614-18446744073709551615", math.MaxUint64 - 1, math.MaxUint64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.b.ID(); got != tt.want {
+				t.Errorf("ID() = %q, want %q", got, tt.want)
+			}
+			if f, l := tt.b.First(), tt.b.Last(); f != tt.wantFirst || l != tt.wantLast {
+				t.Errorf("First(), Last() = %d, %d; want %d, %d", f, l, tt.wantFirst, tt.wantLast)
+			}
+		})
+	}
+	// Decoded: the v1 batch's id is its reading's, and a v2 batch names
+	// its first and last seq.
+	_, v1, err := Decode(testTopic, []byte(v1Example), testNow, Limits{})
+	if err != nil || v1.ID() != "th-00042:1764100000:17" || v1.ID() != v1.Readings[0].ID() {
+		t.Errorf("v1: ID() = %q, %v; want th-00042:1764100000:17", v1.ID(), err)
+	}
+	_, v2, err := Decode(testTopic, []byte(v2With("readings", rows(500, row))), testNow, Limits{})
+	if err != nil || v2.ID() != "th-00042:1764100000:17-516" {
+		t.Errorf("v2: ID() = %q, %v; want th-00042:1764100000:17-516", v2.ID(), err)
 	}
 }
 

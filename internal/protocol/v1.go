@@ -57,16 +57,9 @@ func (d *document) decodeV1(device string, checkDevice bool) (Reading, *Rejectio
 
 	// d.strs collects the device and the metric names, so that the reading's
 	// strings cost one allocation.
-	if d.nodes[dev].kind != kindString {
-		return Reading{}, reject(ReasonBadField, "device must be a string, got %s", d.nodes[dev].kind)
-	}
-	d.strs = d.appendString(d.strs[:0], dev)
-	devLen := len(d.strs)
-	if !validName(d.strs) {
-		return Reading{}, reject(ReasonBadField, "device %s does not match %s", quote(d.strs), namePattern)
-	}
-	if checkDevice && string(d.strs) != device {
-		return Reading{}, reject(ReasonTopicMismatch, "device %s differs from the topic's device-id %s", quote(d.strs), quote(device))
+	devLen, rej := d.device(dev, device, checkDevice)
+	if rej != nil {
+		return Reading{}, rej
 	}
 
 	m := d.nodes[metrics]
@@ -126,6 +119,22 @@ func (d *document) decodeV1(device string, checkDevice bool) (Reading, *Rejectio
 		start = end
 	}
 	return r, nil
+}
+
+// device puts the device, string node dev, at the start of d.strs and
+// returns its length; when checkDevice is set it must equal device.
+func (d *document) device(dev int, device string, checkDevice bool) (int, *Rejection) {
+	if d.nodes[dev].kind != kindString {
+		return 0, reject(ReasonBadField, "device must be a string, got %s", d.nodes[dev].kind)
+	}
+	d.strs = d.appendString(d.strs[:0], dev)
+	if !validName(d.strs) {
+		return 0, reject(ReasonBadField, "device %s does not match %s", quote(d.strs), namePattern)
+	}
+	if checkDevice && string(d.strs) != device {
+		return 0, reject(ReasonTopicMismatch, "device %s differs from the topic's device-id %s", quote(d.strs), quote(device))
+	}
+	return len(d.strs), nil
 }
 
 // appendString appends the content of string node i, unescaped.

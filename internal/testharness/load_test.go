@@ -71,7 +71,7 @@ func TestReadingsLoadHoldsWhatItCounts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", m.Subject(), err)
 			}
-			if id := m.Headers().Get(jetstream.MsgIDHeader); id != r.ID() || len(r.Metrics) != 2 || m.Subject() != "telemetry.us-east.lt."+r.Device {
+			if id := m.Headers().Get(jetstream.MsgIDHeader); id != r.ID() || len(r.Readings) != 1 || len(r.Readings[0].Metrics) != 2 || m.Subject() != "telemetry.us-east.lt."+r.Device {
 				t.Errorf("%s, Nats-Msg-Id %q: %+v", m.Subject(), id, r)
 			}
 			got[r.ID()]++
