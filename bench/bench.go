@@ -208,7 +208,7 @@ func account(ctx context.Context, cfg Config, fleet ranFleet, conn driver.Conn, 
 	hostile := fleet.Hostile()
 	rep := Report{
 		Devices: st.Devices, IDPrefix: fc.IDPrefix, Boot: fc.Boot,
-		TargetRate: fc.Rate, PublishSecs: st.Elapsed.Seconds(), RampUpSecs: fc.RampUp.Seconds(),
+		TargetRate: fc.Rate, ReadingsPerMessage: fc.ReadingsPerMessage(), PublishSecs: st.Elapsed.Seconds(), RampUpSecs: fc.RampUp.Seconds(),
 		Counts: ledger.Counts{Sent: st.Sent, Acked: st.Acked}, Skipped: st.Skipped,
 		RejectedReadings: map[string]uint64{}, DeadLettered: map[string]uint64{},
 		Missing: []ledger.Range{}, Problems: []string{},

@@ -90,7 +90,12 @@ func TestBottleneck(t *testing.T) {
 			"replication us-east<-eu-west, lag peaked at 160000 messages (40.0 s of readings)"},
 		{"storage fell behind", Report{TargetRate: 5000, AchievedRate: 5000, StoredRate: 5000,
 			Backlog: BacklogReport{Replication: map[string]uint64{"us-east<-eu-west": 100}, StoragePending: 25000}},
-			"storage, readings pending in its consumer peaked at 25000 messages (5.0 s of readings)"},
+			"storage, messages pending in its consumer peaked at 25000 messages (5.0 s of readings)"},
+		// 7,049 v2 messages of 100 readings are 7 s at 100,000/s, not the
+		// 0.07 s their count alone would say.
+		{"storage fell behind with batches", Report{TargetRate: 100000, ReadingsPerMessage: 100, AchievedRate: 100000, StoredRate: 92922,
+			Backlog: BacklogReport{Replication: map[string]uint64{"us-east<-eu-west": 26}, StoragePending: 7049}},
+			"storage, messages pending in its consumer peaked at 7049 messages (about 704900 readings, 7.6 s of readings)"},
 		{"ingest held the devices back", Report{TargetRate: 20000, AchievedRate: 11000, Skipped: 40000, StoredRate: 11000,
 			Backlog: BacklogReport{PublishersHeld: 120, IngestInflight: 3072}},
 			"ingest: the broker held up to 120 devices back because ingest had too much in flight (up to 3072 readings awaiting JetStream)"},

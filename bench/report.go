@@ -13,14 +13,19 @@ import (
 // and what limited it (--json prints it). docs/BENCH.md documents every
 // field.
 type Report struct {
-	OK           bool    `json:"ok"`
-	Devices      int     `json:"devices"`
-	IDPrefix     string  `json:"id_prefix"`
-	Boot         uint64  `json:"boot"`
-	TargetRate   float64 `json:"target_rate"`
-	PublishSecs  float64 `json:"publish_seconds"`
-	RampUpSecs   float64 `json:"ramp_up_seconds"`
-	AchievedRate float64 `json:"achieved_rate"`
+	OK         bool    `json:"ok"`
+	Devices    int     `json:"devices"`
+	IDPrefix   string  `json:"id_prefix"`
+	Boot       uint64  `json:"boot"`
+	TargetRate float64 `json:"target_rate"`
+	// ReadingsPerMessage is how many readings a device's message carried:
+	// 1 for protocol v1, about --batch for v2 (devices.Config's). The
+	// backlogs, counted by JetStream in messages, are turned into readings
+	// with it.
+	ReadingsPerMessage int     `json:"readings_per_message"`
+	PublishSecs        float64 `json:"publish_seconds"`
+	RampUpSecs         float64 `json:"ramp_up_seconds"`
+	AchievedRate       float64 `json:"achieved_rate"`
 	// StoredRate is readings stored per second, from the first publish to
 	// the last reading stored: the whole pipeline's pace.
 	StoredRate float64 `json:"stored_rate"`
@@ -129,11 +134,11 @@ type BacklogReport struct {
 	// IngestInflight is the most readings ingest had between the broker
 	// and JetStream's acknowledgement, all regions together.
 	IngestInflight float64 `json:"ingest_inflight"`
-	// Replication is, per "to<-from" pair, the most of from's readings
+	// Replication is, per "to<-from" pair, the most of from's messages
 	// that to did not hold yet.
 	Replication map[string]uint64 `json:"replication"`
-	// StoragePending is the most readings storage's consumer had not
-	// fetched yet.
+	// StoragePending is the most messages storage's consumer had not
+	// stored yet.
 	StoragePending uint64 `json:"storage_pending"`
 }
 

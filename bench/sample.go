@@ -185,12 +185,17 @@ func bottleneck(r Report) string {
 		}
 	}
 	if bl.StoragePending > worst {
-		stage, worst = "storage, readings pending in its consumer", bl.StoragePending
+		stage, worst = "storage, messages pending in its consumer", bl.StoragePending
 	}
-	if stage == "" || float64(worst)/rate < 1 {
+	// JetStream counts messages; a v2 message carries a batch.
+	readings := float64(worst) * float64(max(r.ReadingsPerMessage, 1))
+	if stage == "" || readings/rate < 1 {
 		return fmt.Sprintf("none: every stage kept up with %.0f readings/s (the largest backlog was under a second of readings)", r.TargetRate)
 	}
-	return fmt.Sprintf("%s peaked at %d messages (%.1f s of readings)", stage, worst, float64(worst)/rate)
+	if r.ReadingsPerMessage > 1 {
+		return fmt.Sprintf("%s peaked at %d messages (about %.0f readings, %.1f s of readings)", stage, worst, readings, readings/rate)
+	}
+	return fmt.Sprintf("%s peaked at %d messages (%.1f s of readings)", stage, worst, readings/rate)
 }
 
 // byLabel reads a counter family by one label's value, keeping the values

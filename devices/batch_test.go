@@ -87,16 +87,7 @@ func TestFleetPublishesBatches(t *testing.T) {
 		// their boundaries are known.
 		BatchWait: MaxBatchWait,
 	}
-	f, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	if err := f.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	f := runFleet(t, cfg)
 	s := f.Stats()
 	// Due readings beyond a device's backlog are skipped, should the
 	// machine stall the run: they never get a seq, so every check below
@@ -474,4 +465,21 @@ func TestReadingsPerMessage(t *testing.T) {
 			t.Errorf("%+v: %d readings a message, want %d", tt.cfg, got, tt.want)
 		}
 	}
+}
+
+// runFleet runs a fleet of cfg to its end, within a minute, and closes it
+// when the test ends.
+func runFleet(t *testing.T, cfg Config) *Fleet {
+	t.Helper()
+	f, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := f.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

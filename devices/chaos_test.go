@@ -2,7 +2,6 @@ package devices
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -186,16 +185,7 @@ func testBehavioursAndChaos(t *testing.T, batch, version int, minHostile, maxHos
 		// that the behaviours drawn do not depend on timing.
 		Batch: batch, BatchWait: MaxBatchWait,
 	}
-	f, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	if err := f.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	f := runFleet(t, cfg)
 	s := f.Stats()
 	// Due readings beyond a device's backlog are skipped, should the
 	// machine stall the run: counted, and never given a seq.

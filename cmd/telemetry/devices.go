@@ -12,11 +12,10 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/cli"
 )
 
-const devicesSynopsis = `Simulate a fleet of devices, each its own MQTT client, publishing readings with
-QoS 1 at a set total rate, spread over the regions: protocol v1, a message per
-reading, or with --batch N protocol v2, batches of up to N readings of a
-device. Prints a progress line every second and a final report (text, or JSON
-with --json); counts and latencies are of readings.`
+const devicesSynopsis = `Simulate a fleet of devices, each its own MQTT client, publishing readings (v1,
+or v2 batches with --batch) with QoS 1 at a set total rate, spread over the
+regions. Prints a progress line every second and a final report (text, or JSON
+with --json).`
 
 func runDevices(args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("devices", devicesSynopsis, stderr)
@@ -44,7 +43,6 @@ func runDevices(args []string, stdout, stderr io.Writer) error {
 	defer fleet.Close()
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
-
 	var wg sync.WaitGroup
 	pctx, pcancel := context.WithCancel(ctx)
 	if !*quiet {
