@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -54,15 +55,19 @@ func TestDeviceIntervalIsOfMessages(t *testing.T) {
 	}
 }
 
-// TestCeilingRefusesBatches: --ceiling counts the messages its subscriber
-// receives as readings, so it is refused with --batch above 1.
-func TestCeilingRefusesBatches(t *testing.T) {
-	cfg := Config{Ceiling: true, Fleet: devices.Config{Batch: 10}}
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--ceiling") || !strings.Contains(err.Error(), "--batch 10") {
-		t.Errorf("Validate() = %v, want --ceiling refused with --batch 10", err)
+// TestCeilingCountsTheReadingsOfBatches: with --batch the bare broker's
+// subscriber counts every reading of a batch, so that the ceiling and the
+// pipeline's rate are both in readings.
+func TestCeilingCountsTheReadingsOfBatches(t *testing.T) {
+	fc := devices.Config{Devices: 4, Rate: 400, Duration: time.Second, Batch: 10, Seed: 1}
+	if err := (Config{Ceiling: true, Fleet: fc}).Validate(); err != nil && strings.Contains(err.Error(), "--ceiling") {
+		t.Fatalf("--ceiling refused with --batch: %v", err)
 	}
-	cfg.Fleet.Batch = 1
-	if err := cfg.Validate(); err != nil {
-		t.Errorf("--ceiling with --batch 1: %v", err)
+	c, err := ceiling(t.Context(), fc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Sent != 400 || c.Received != 400 {
+		t.Errorf("ceiling sent %d readings and received %d, want 400 and 400 (in about 40 messages)", c.Sent, c.Received)
 	}
 }

@@ -14,12 +14,14 @@ import (
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/poll"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
 // ceiling runs fleet's configuration against a bare embedded broker (the
 // demo's, started on a free loopback port) with one plain subscriber
 // that acknowledges every message at once: the most readings per second
-// the broker passes on with this fleet on this machine. It runs before
+// the broker passes on with this fleet on this machine. With --batch the
+// subscriber decodes each message to count its readings, as ingest would. It runs before
 // the pipeline's arm, in the same run, so that both see the same machine.
 func ceiling(ctx context.Context, cfg devices.Config, log *slog.Logger) (*CeilingReport, error) {
 	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxConnsPerIP: broker.DefaultMaxClients, FleetSecret: cfg.FleetSecret}, log)
@@ -46,8 +48,15 @@ func ceiling(ctx context.Context, cfg devices.Config, log *slog.Logger) (*Ceilin
 			if i := strings.LastIndexByte(m.Topic(), '/'); i < 0 || !strings.HasPrefix(m.Topic()[i+1:], cfg.IDPrefix) {
 				return
 			}
+			// A v2 message carries a batch: the ceiling is in readings.
+			n := uint64(1)
+			if cfg.Batch > 1 {
+				if b, err := protocol.Unmarshal(m.Payload()); err == nil {
+					n = uint64(len(b.Readings))
+				}
+			}
 			mu.Lock()
-			received++
+			received += n
 			last = time.Now()
 			mu.Unlock()
 		})

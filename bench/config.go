@@ -156,11 +156,6 @@ func (c Config) Validate() error {
 			return fmt.Errorf("bench: no NATS URL for region %s: give --nats %s=nats://host:port,...", r, r)
 		}
 	}
-	if c.Ceiling && c.Fleet.Batch > 1 {
-		// ceiling.go counts the messages its subscriber receives as
-		// readings.
-		return fmt.Errorf("bench: --ceiling counts messages as readings: not with --batch %d (run it with --batch 1)", c.Fleet.Batch)
-	}
 	if len(c.Agents) > 0 {
 		switch {
 		case c.Ceiling:
