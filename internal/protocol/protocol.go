@@ -67,7 +67,8 @@ type Metric struct {
 	Value float64
 }
 
-// Reading is one message of a device: identified by (Device, Boot, Seq).
+// Reading is one measurement of a device, identified by (Device, Boot,
+// Seq): a v1 message's, or one of a v2 batch's.
 type Reading struct {
 	Version int
 	Device  string
