@@ -66,10 +66,7 @@ func (d *document) decodeV1(device string, checkDevice bool) (Reading, *Rejectio
 	if m.kind != kindObject {
 		return Reading{}, reject(ReasonBadMetric, "metrics must be an object, got %s", m.kind)
 	}
-	count := 0
-	for i := metrics + 1; i < int(m.next); i = int(d.nodes[i].next) {
-		count++
-	}
+	count := d.count(metrics)
 	switch {
 	case count == 0:
 		return Reading{}, reject(ReasonBadMetric, "metrics is empty")
