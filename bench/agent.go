@@ -79,6 +79,7 @@ type AgentPart struct {
 	Chaos       float64       `json:"chaos"`
 	Batch       int           `json:"batch"`
 	BatchWait   time.Duration `json:"batch_wait"`
+	Gateway     int           `json:"gateway"`
 	StartAt     time.Time     `json:"start_at"`
 }
 
@@ -110,16 +111,23 @@ type AgentReport struct {
 }
 
 // splitFleet divides fc's devices over n agents, in ranges as even as
-// they go (the first ones take the remainder), each with its share of the
-// rate, so that every device keeps the whole fleet's interval.
-func splitFleet(fc devices.Config, n int, startAt time.Time) []AgentPart {
+// they go (the first ones take the remainder) in whole units of
+// fc.SplitUnit (with gateways, whole blocks of them), each with its share
+// of the rate, so that every device keeps the whole fleet's interval.
+func splitFleet(fc devices.Config, n int, startAt time.Time) ([]AgentPart, error) {
+	unit := fc.SplitUnit()
+	units := (fc.Devices + unit - 1) / unit
+	if units < n {
+		return nil, fmt.Errorf("%d devices in blocks of %d (--gateway) cannot be split over %d agents: want more devices or fewer agents", fc.Devices, unit, n)
+	}
 	parts := make([]AgentPart, 0, n)
 	first := 0
 	for i := range n {
-		size := fc.Devices / n
-		if i < fc.Devices%n {
-			size++
+		k := units / n
+		if i < units%n {
+			k++
 		}
+		size := min(k*unit, fc.Devices-first)
 		parts = append(parts, AgentPart{
 			Broker: fc.Broker, FirstDevice: first, Devices: size,
 			Rate:     fc.Rate * float64(size) / float64(fc.Devices),
@@ -127,11 +135,11 @@ func splitFleet(fc devices.Config, n int, startAt time.Time) []AgentPart {
 			MaxInflight: fc.MaxInflight, MaxBacklog: fc.MaxBacklog, Boot: fc.Boot, IDPrefix: fc.IDPrefix,
 			Regions: fc.Regions, Types: fc.Types, Reboots: fc.Reboots, Duplicates: fc.Duplicates,
 			Reorder: fc.Reorder, ClockSkew: fc.ClockSkew, Chaos: fc.Chaos, Batch: fc.Batch, BatchWait: fc.BatchWait,
-			StartAt: startAt,
+			Gateway: fc.Gateway, StartAt: startAt,
 		})
 		first += size
 	}
-	return parts
+	return parts, nil
 }
 
 // fleetConfig is own (the agent's broker, secret and connection settings)
@@ -144,7 +152,7 @@ func (p AgentPart) fleetConfig(own devices.Config) devices.Config {
 	c.FirstDevice, c.Devices, c.Rate, c.Duration, c.RampUp = p.FirstDevice, p.Devices, p.Rate, p.Duration, p.RampUp
 	c.QoS, c.Seed, c.MaxInflight, c.MaxBacklog, c.Boot, c.IDPrefix = p.QoS, p.Seed, p.MaxInflight, p.MaxBacklog, p.Boot, p.IDPrefix
 	c.Regions, c.Types, c.Reboots, c.Duplicates, c.Reorder = p.Regions, p.Types, p.Reboots, p.Duplicates, p.Reorder
-	c.ClockSkew, c.Chaos, c.Batch, c.BatchWait = p.ClockSkew, p.Chaos, p.Batch, p.BatchWait
+	c.ClockSkew, c.Chaos, c.Batch, c.BatchWait, c.Gateway = p.ClockSkew, p.Chaos, p.Batch, p.BatchWait, p.Gateway
 	return c
 }
 
@@ -298,7 +306,10 @@ func (r *agentsRun) ChaosCase(index int, n uint64) int { return r.whole.ChaosCas
 // under its own HopAgentAck.
 func runAgents(ctx context.Context, cfg Config, whole *devices.Fleet, hops *Hops, progress io.Writer) (*agentsRun, []AgentReport, error) {
 	fc := whole.Config()
-	parts := splitFleet(fc, len(cfg.Agents), time.Now().Add(agentStartLead))
+	parts, err := splitFleet(fc, len(cfg.Agents), time.Now().Add(agentStartLead))
+	if err != nil {
+		return nil, nil, err
+	}
 	results := make([]AgentResult, len(parts))
 	fmt.Fprintf(progress, "bench: %d agents run the fleet from %s\n", len(parts), parts[0].StartAt.Format(time.RFC3339))
 	client := &http.Client{Timeout: fc.Duration + fc.RampUp + agentStartLead + agentResultMargin}
@@ -315,7 +326,7 @@ func runAgents(ctx context.Context, cfg Config, whole *devices.Fleet, hops *Hops
 	}
 	pctx, stopProgress := context.WithCancel(gctx)
 	go agentsProgress(pctx, cfg.Agents, cfg.AgentToken, progress)
-	err := g.Wait()
+	err = g.Wait()
 	stopProgress()
 	if err != nil {
 		return nil, nil, err

@@ -15,7 +15,10 @@ import (
 // and each agent's fleet runs with them.
 func TestAgentsGetTheFleetsBatch(t *testing.T) {
 	fc := devices.Config{Devices: 10, Rate: 100, Duration: time.Second, Batch: 50, BatchWait: 2 * time.Second}
-	parts := splitFleet(fc, 3, time.Now())
+	parts, err := splitFleet(fc, 3, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, p := range parts {
 		body, err := json.Marshal(p)
 		if err != nil {

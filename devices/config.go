@@ -104,6 +104,17 @@ type Config struct {
 	// BatchWait bounds how long a batch's first reading waits for the
 	// batch to fill (default DefaultBatchWait, at most MaxBatchWait).
 	BatchWait time.Duration
+	// Gateway, above 0, puts the devices behind gateways of at most
+	// Gateway devices (up to MaxGatewayDevices) each, of one region and
+	// type: one MQTT connection per gateway, logged in as the gateway
+	// (internal/devicecred), publishing for each of its devices on the
+	// device's own topic. A device behind a gateway has an id beginning
+	// with the gateway's, <prefix><type>-gw-<n>-<device number>. 0: each
+	// device has its own connection and credential. A fleet split over
+	// processes (FirstDevice) must split it at whole blocks of gateways,
+	// regions x types x Gateway devices, so that no gateway connects
+	// twice.
+	Gateway int
 	// Seed makes the sensor models deterministic.
 	Seed int64
 	// MaxInflight is how many publishes (messages: with Batch, batches)
@@ -320,6 +331,16 @@ func (c Config) Validate() error {
 	}
 	if c.ConnectConcurrency < 0 {
 		bad("connect concurrency %d: want 1 or more", c.ConnectConcurrency)
+	}
+	if c.Gateway < 0 || c.Gateway > MaxGatewayDevices {
+		bad("gateway %d: want 0 (a connection per device) to %d devices per gateway", c.Gateway, MaxGatewayDevices)
+	} else if c.Gateway > 0 {
+		if c.Gateway*c.MaxInflight > math.MaxUint16 {
+			bad("gateway %d x max inflight %d: a gateway's devices may have at most %d messages in flight on its one connection", c.Gateway, c.MaxInflight, math.MaxUint16)
+		}
+		if c.FirstDevice%c.gatewayBlock() != 0 {
+			bad("first device %d: with gateways, want a multiple of %d (regions x types x devices per gateway), so that no gateway is split", c.FirstDevice, c.gatewayBlock())
+		}
 	}
 	if err := checkBatch(c.Batch, c.Types, typeMetrics); err != nil {
 		bad("%w", err)

@@ -25,7 +25,7 @@ type device struct {
 	user                   string // its MQTT user name (internal/devicecred)
 	sensor                 sensor
 	metrics                []protocol.Metric // the reading being measured, reused
-	client                 mqtt.Client
+	link                   *link             // its MQTT connection: its own, or its gateway's
 
 	// rng draws the behaviours (reboots, duplicates, reordering, chaos),
 	// apart from the sensor's randomness so that turning a behaviour on
@@ -95,7 +95,11 @@ func deviceID(prefix, typ string, index int) string {
 }
 
 func newDeviceWith(prefix string, index int, region, typ string, boot uint64, seed int64) *device {
-	id := deviceID(prefix, typ, index)
+	return newDeviceNamed(deviceID(prefix, typ, index), index, region, typ, boot, seed)
+}
+
+// newDeviceNamed is device index of the whole fleet, whose id is id.
+func newDeviceNamed(id string, index int, region, typ string, boot uint64, seed int64) *device {
 	b := &bootLog{boot: boot}
 	return &device{
 		index:  index,
@@ -225,7 +229,7 @@ func (d *device) chance(p float64) bool { return p > 0 && d.rng.Float64() < p }
 // connection drops it reconnects, as soon as it has something to publish,
 // and publishes its unacknowledged messages again.
 func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
-	defer f.disconnect(d)
+	defer f.release(d.link)
 	work := ctx        // bounds reconnecting: the run, then the drain
 	stop := ctx.Done() // nil once handled
 	publishing := true // false once stopped: what is owed is abandoned
@@ -243,8 +247,8 @@ func (d *device) run(ctx context.Context, f *Fleet, finish <-chan struct{}) {
 	for {
 		d.settle(f)
 		if d.size > 0 || len(d.batch) > 0 || publishing && d.owed.Load() > 0 {
-			if !d.client.IsConnectionOpen() {
-				if err := f.connect(work, d, 0); err != nil {
+			if !d.link.client.IsConnectionOpen() {
+				if err := f.ensureConnected(work, d.link, 0); err != nil {
 					if draining {
 						return // what is unacknowledged stays counted in flight
 					}
@@ -369,7 +373,7 @@ func (d *device) closeBatch(f *Fleet, hold bool) {
 		// may be reused before the duplicate goes out. Its outcome is not
 		// tracked; the original's is.
 		f.stats.duplicates.Add(1)
-		d.client.Publish(p.topic, f.cfg.QoS, false, bytes.Clone(p.buf))
+		d.link.client.Publish(p.topic, f.cfg.QoS, false, bytes.Clone(p.buf))
 	}
 }
 
@@ -389,7 +393,7 @@ func (d *device) publishHostile(f *Fleet) {
 }
 
 func (d *device) send(f *Fleet, p *pending) {
-	p.tok = d.client.Publish(p.topic, f.cfg.QoS, false, p.buf)
+	p.tok = d.link.client.Publish(p.topic, f.cfg.QoS, false, p.buf)
 }
 
 // republish publishes again, in the order generated, the messages whose
@@ -424,7 +428,7 @@ func (d *device) settle(f *Fleet) {
 			// is not resent by the client (no auto-reconnect), and a
 			// clean session discards its store on connecting.
 			f.stats.errors.Add(1)
-			f.logError("publish failed; will publish again", d, err)
+			f.logError("publish failed; will publish again", d.id, err)
 			p.tok = nil
 			continue
 		}

@@ -17,10 +17,11 @@ func (cfg *Config) RegisterFlags(fs *flag.FlagSet, numDevices int, idPrefix stri
 	fs.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
 	cli.SecretVar(fs, &cfg.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "secret each device's own MQTT password is derived from; a device logs in as <region>/<type>/<id> and may publish only on its own topic (default: the public demo default; change it with the broker's)")
 	cli.ListVar(fs, &cfg.Regions, "regions", stream.DefaultRegions, "regions the devices are spread over")
-	fs.IntVar(&cfg.Devices, "devices", numDevices, "number of devices (each its own MQTT connection)")
+	fs.IntVar(&cfg.Devices, "devices", numDevices, "number of devices (each its own MQTT connection, or behind a gateway: --gateway)")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "readings per second across the fleet")
 	fs.IntVar(&cfg.Batch, "batch", 1, fmt.Sprintf("readings per message: 1 publishes protocol v1, a message per reading; N from 2 to %d publishes protocol v2 batches of up to N consecutive readings of a device (at most %d KiB a message), a partial one after waiting %v, before a reboot and when stopping; --rate stays readings per second",
 		protocol.MaxBatchReadings, protocol.MaxBatchBytes>>10, DefaultBatchWait))
+	fs.IntVar(&cfg.Gateway, "gateway", 0, fmt.Sprintf("devices per gateway: 0 gives each device its own MQTT connection and credential; N from 1 to %d puts the devices of each region and type behind gateways of N, each one MQTT connection logged in as gateway.<region>.<type>.<gateway-id> that publishes for its devices (ids <gateway-id>-<n>) on their own topics", MaxGatewayDevices))
 	fs.DurationVar(&cfg.Duration, "duration", 0, "how long to publish; 0 until interrupted")
 	fs.DurationVar(&cfg.RampUp, "ramp-up", 0, "raise the rate linearly from 0 over this long (part of --duration)")
 	fs.Int64Var(&cfg.Seed, "seed", 1, "seed of the simulated sensors (same seed, same readings)")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,7 +16,6 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
@@ -42,6 +40,7 @@ type Fleet struct {
 	cfg     Config
 	log     *slog.Logger
 	devices []*device
+	conns   []*link // the devices' connections: one each, or one per gateway
 	stats   counters
 	metrics *metrics
 
@@ -79,13 +78,14 @@ func New(cfg Config, logger *slog.Logger) (*Fleet, error) {
 	f.metrics = newMetrics(f)
 	for i := range f.devices {
 		region, typ := cfg.place(cfg.FirstDevice + i)
-		d := newDeviceWith(cfg.IDPrefix, cfg.FirstDevice+i, region, typ, cfg.Boot, cfg.Seed)
+		j := cfg.FirstDevice + i
+		d := newDeviceNamed(cfg.deviceIDAt(j, typ), j, region, typ, cfg.Boot, cfg.Seed)
 		if cfg.ClockSkew > 0 {
 			d.skew = time.Duration((2*d.rng.Float64() - 1) * float64(cfg.ClockSkew)).Round(time.Millisecond)
 		}
-		d.client = mqtt.NewClient(f.clientOptions(d))
 		f.devices[i] = d
 	}
+	f.links()
 	return f, nil
 }
 
@@ -96,80 +96,19 @@ func (c Config) place(i int) (region, typ string) {
 	return c.Regions[i%len(c.Regions)], c.Types[(i/len(c.Regions))%len(c.Types)]
 }
 
-// PasswordFile is a Mosquitto password file for the fleet cfg makes: the
-// lines of base (the service users, may be empty), then one per device
-// with its password under cfg.FleetSecret (broker.FleetPasswordFile), then
-// one per device of each of more (other fleets under the same secret, such
-// as a load test's).
-func PasswordFile(cfg Config, base []byte, more ...Config) ([]byte, error) {
-	var users []string
-	for _, c := range append([]Config{cfg}, more...) {
-		if c.FleetSecret != cfg.FleetSecret {
-			return nil, errors.New("password file: every fleet needs the same fleet secret")
-		}
-		u, err := Usernames(c)
-		if err != nil {
-			return nil, err
-		}
-		users = append(users, u...)
-	}
-	return broker.FleetPasswordFile(base, cfg.FleetSecret, users)
-}
-
-// WritePasswordFile writes PasswordFile(cfg, the lines of the file base,
-// more...) to the file out (mode 0600), or to stdout when out is empty;
-// base may be empty too (`telemetry mqtt passwd`).
-func WritePasswordFile(cfg Config, base, out string, stdout io.Writer, more ...Config) error {
-	var lines []byte
-	if base != "" {
-		b, err := os.ReadFile(base)
-		if err != nil {
-			return fmt.Errorf("reading the base password file: %w", err)
-		}
-		lines = b
-	}
-	file, err := PasswordFile(cfg, lines, more...)
-	if err != nil {
-		return err
-	}
-	if out == "" {
-		_, err = stdout.Write(file)
-		return err
-	}
-	if err := os.WriteFile(out, file, 0o600); err != nil {
-		return fmt.Errorf("writing the password file: %w", err)
-	}
-	return nil
-}
-
-// Usernames lists the MQTT user name of every device of a fleet of cfg
-// (internal/devicecred), in the fleet's order: what a broker without the
-// fleet secret, Mosquitto, needs in its password file.
-func Usernames(cfg Config) ([]string, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	out := make([]string, cfg.Devices)
-	for i := range out {
-		region, typ := cfg.place(cfg.FirstDevice + i)
-		out[i] = devicecred.Username(region, typ, deviceID(cfg.IDPrefix, typ, cfg.FirstDevice+i))
-	}
-	return out, nil
-}
-
 // Config returns the configuration in use, defaults and Boot filled in.
 func (f *Fleet) Config() Config { return f.cfg }
 
-func (f *Fleet) clientOptions(d *device) *mqtt.ClientOptions {
+func (f *Fleet) clientOptions(l *link) *mqtt.ClientOptions {
 	return mqtt.NewClientOptions().
 		AddBroker(f.cfg.Broker).
-		// The device logs in as itself (internal/devicecred): the broker
-		// lets it publish only on its own topic, and its client id must
-		// be its device id.
-		SetClientID(d.id).
-		SetUsername(d.user).
-		SetPassword(devicecred.Password(f.cfg.FleetSecret, d.user)).
+		// The device or gateway logs in as itself (internal/devicecred):
+		// the broker lets it publish only on its own topic, or its
+		// devices', and its client id must be its device id, or its user
+		// name.
+		SetClientID(l.id).
+		SetUsername(l.user).
+		SetPassword(devicecred.Password(f.cfg.FleetSecret, l.user)).
 		SetCleanSession(true).
 		SetConnectTimeout(f.cfg.ConnectTimeout).
 		SetWriteTimeout(f.cfg.ConnectTimeout).
@@ -183,7 +122,7 @@ func (f *Fleet) clientOptions(d *device) *mqtt.ClientOptions {
 		SetAutoReconnect(false).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			f.stats.connectionsLost.Add(1)
-			f.logError("device lost its connection; will reconnect", d, err)
+			f.logError("connection lost; will reconnect", l.id, err)
 		})
 }
 
@@ -204,10 +143,10 @@ func (f *Fleet) Run(ctx context.Context) error {
 	defer close(f.done)
 	defer cancel()
 
-	f.log.Info("connecting devices", "devices", len(f.devices), "broker", f.cfg.Broker)
+	f.log.Info("connecting devices", "devices", len(f.devices), "connections", len(f.conns), "broker", f.cfg.Broker)
 	if err := f.connectAll(ctx); err != nil {
-		for _, d := range f.devices {
-			f.disconnect(d)
+		for _, l := range f.conns {
+			f.disconnect(l)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -249,25 +188,25 @@ func (f *Fleet) Close() error {
 	return nil
 }
 
-// connectAll connects the devices, ConnectConcurrency at a time, and fails
-// on the first device that cannot connect within ConnectAttempts.
+// connectAll connects the devices (or gateways), ConnectConcurrency at a
+// time, and fails on the first that cannot connect within ConnectAttempts.
 func (f *Fleet) connectAll(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.cfg.ConnectConcurrency)
-	for _, d := range f.devices {
+	for _, l := range f.conns {
 		if ctx.Err() != nil {
 			break
 		}
-		g.Go(func() error { return f.connect(ctx, d, uint(f.cfg.ConnectAttempts)) })
+		g.Go(func() error { return f.ensureConnected(ctx, l, uint(f.cfg.ConnectAttempts)) })
 	}
 	return g.Wait()
 }
 
-// connect connects one device, retrying with exponential backoff up to
-// tries times (0: until ctx is done).
-func (f *Fleet) connect(ctx context.Context, d *device, tries uint) error {
+// connect connects one device or gateway, retrying with exponential
+// backoff up to tries times (0: until ctx is done).
+func (f *Fleet) connect(ctx context.Context, l *link, tries uint) error {
 	attempt := func() (struct{}, error) {
-		tok := d.client.Connect()
+		tok := l.client.Connect()
 		select {
 		case <-tok.Done():
 			return struct{}{}, tok.Error()
@@ -289,10 +228,10 @@ func (f *Fleet) connect(ctx context.Context, d *device, tries uint) error {
 		backoff.WithMaxTries(tries),
 		backoff.WithMaxElapsedTime(0),
 		backoff.WithNotify(func(err error, next time.Duration) {
-			f.logError("device could not connect; retrying", d, err, "retry_in", next.Round(time.Millisecond))
+			f.logError("could not connect; retrying", l.id, err, "retry_in", next.Round(time.Millisecond))
 		}))
 	if err != nil {
-		return fmt.Errorf("connecting device %s to %s (%s): %w", d.id, f.cfg.Broker, connectHint(err), err)
+		return fmt.Errorf("connecting %s to %s (%s): %w", l.id, f.cfg.Broker, connectHint(err), err)
 	}
 	return nil
 }
@@ -314,21 +253,21 @@ func connectHint(err error) string {
 	return "is the broker running?"
 }
 
-// disconnect closes the device's connection, if open or being reopened.
-func (f *Fleet) disconnect(d *device) {
-	if d.client.IsConnected() {
-		d.client.Disconnect(disconnectQuiesce)
+// disconnect closes a connection, if open or being reopened.
+func (f *Fleet) disconnect(l *link) {
+	if l.client.IsConnected() {
+		l.client.Disconnect(disconnectQuiesce)
 	}
 }
 
 // logError logs at most one error per errorLogEvery across the fleet, so
 // that a broker outage with thousands of devices stays readable; the
 // counters have the full story.
-func (f *Fleet) logError(msg string, d *device, err error, args ...any) {
+func (f *Fleet) logError(msg string, who string, err error, args ...any) {
 	now := time.Now().UnixNano()
 	last := f.lastErrorLog.Load()
 	if now-last < int64(errorLogEvery) || !f.lastErrorLog.CompareAndSwap(last, now) {
 		return
 	}
-	f.log.Warn(msg, append([]any{"device", d.id, "err", err}, args...)...)
+	f.log.Warn(msg, append([]any{"client", who, "err", err}, args...)...)
 }

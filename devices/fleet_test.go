@@ -325,15 +325,23 @@ func TestFleetStopsOnCancel(t *testing.T) {
 // new broker sees their boundaries unchanged.
 func TestFleetSurvivesBrokerRestart(t *testing.T) {
 	for _, batch := range []int{1, 5} {
-		t.Run(fmt.Sprintf("batch %d", batch), func(t *testing.T) { testBrokerRestart(t, batch) })
+		t.Run(fmt.Sprintf("batch %d", batch), func(t *testing.T) { testBrokerRestart(t, batch, 0) })
 	}
+	// The three devices behind one gateway share its connection: it drops
+	// once, one of them reconnects it, and each publishes its own again.
+	t.Run("gateway", func(t *testing.T) { testBrokerRestart(t, 5, 3) })
 }
 
-func testBrokerRestart(t *testing.T, batch int) {
+func testBrokerRestart(t *testing.T, batch, gateway int) {
 	g := newGate()
 	stopBroker, broker := startBrokerAt(t, "127.0.0.1:0", g)
-	f, err := New(Config{Broker: broker, Devices: 3, Rate: 60, Seed: 3, DrainTimeout: 10 * time.Second,
-		Batch: batch, BatchWait: MaxBatchWait}, nil)
+	cfg := Config{Broker: broker, Devices: 3, Rate: 60, Seed: 3, DrainTimeout: 10 * time.Second,
+		Batch: batch, BatchWait: MaxBatchWait, Gateway: gateway}
+	conns := uint64(3)
+	if gateway > 0 {
+		cfg.Regions, cfg.Types, conns = []string{"eu-west"}, []string{TypeThermostat}, 1
+	}
+	f, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +366,7 @@ func testBrokerRestart(t *testing.T, batch int) {
 	// once the connections are closed and PUBACKs can no longer go out.
 	stopped := make(chan struct{})
 	go func() { defer close(stopped); stopBroker() }()
-	waitFor(t, 10*time.Second, "every device to notice", func() bool { return f.Stats().ConnectionsLost >= 3 })
+	waitFor(t, 10*time.Second, "every connection to notice", func() bool { return f.Stats().ConnectionsLost >= conns })
 	g.release()
 	<-stopped
 	startBrokerAt(t, strings.TrimPrefix(broker, "tcp://"))
@@ -371,8 +379,8 @@ func testBrokerRestart(t *testing.T, batch int) {
 		t.Fatalf("Run: %v", err)
 	}
 	s := f.Stats()
-	if s.InFlight != 0 || s.Acked != s.Sent || s.Errors < 3 || s.Resent != s.Errors || s.ConnectionsLost < 3 || s.Batched != 0 {
-		t.Errorf("stats %+v: want every reading sent acknowledged, 3 or more failed publishes, each resent, 3 connections lost", s)
+	if s.InFlight != 0 || s.Acked != s.Sent || s.Errors < 3 || s.Resent != s.Errors || s.ConnectionsLost < conns || s.Batched != 0 {
+		t.Errorf("stats %+v: want every reading sent acknowledged, 3 or more failed publishes, each resent, %d connections lost", s, conns)
 	}
 	sent := map[string]DeviceSent{}
 	for _, ds := range f.Sent() {
@@ -399,8 +407,8 @@ func testBrokerRestart(t *testing.T, batch int) {
 	}
 }
 
-// gate holds every publish of the device clients at the broker while held,
-// as a broker that has stopped reading does.
+// gate holds every publish of the device and gateway clients at the
+// broker while held, as a broker that has stopped reading does.
 type gate struct {
 	mqtt.HookBase
 	mu   sync.Mutex
@@ -430,7 +438,10 @@ func (g *gate) ID() string { return "gate" }
 func (g *gate) Provides(b byte) bool { return b == mqtt.OnPublish }
 
 func (g *gate) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if _, device := devicecred.Parse(string(cl.Properties.Username)); device {
+	user := string(cl.Properties.Username)
+	_, device := devicecred.Parse(user)
+	_, gateway := devicecred.ParseGateway(user)
+	if device || gateway {
 		g.mu.Lock()
 		open := g.open
 		g.mu.Unlock()

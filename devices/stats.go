@@ -127,7 +127,7 @@ func (f *Fleet) Stats() Stats {
 func (f *Fleet) connected() int {
 	n := 0
 	for _, d := range f.devices {
-		if d.client.IsConnectionOpen() {
+		if d.link.client.IsConnectionOpen() {
 			n++
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/ingest"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
@@ -60,13 +61,19 @@ func hostile(region string, now time.Time) []struct {
 // JetStream (replicated) -> storage -> ClickHouse, plus hostile payloads to
 // DEADLETTER.
 func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
-	// Two short, fast fleets at once: 12 devices speaking v1 and 6
-	// gateways (gw-) sending v2 batches of 10, 4 and 2 per region, 600
-	// readings each; each device, and the attacker evil-1 in each region,
-	// has its line in Mosquitto's password file (telemetry mqtt passwd).
+	// Two short, fast fleets at once, 600 readings each: 12 devices
+	// speaking v1, each its own connection, and 18 devices behind 9
+	// gateways (gw-, two devices of one region and type each) sending v2
+	// batches of up to 10. Each device, each gateway and the attacker
+	// evil-1 in each region has its line in Mosquitto's password file, and
+	// each gateway its devices' topics in the ACL (telemetry mqtt passwd).
 	fleetCfgs := []devices.Config{
 		{Devices: 12, Rate: 300, Duration: 2 * time.Second, Seed: 42},
-		{Devices: 6, Rate: 300, Duration: 2 * time.Second, Seed: 43, Batch: 10, IDPrefix: "gw-"},
+		{Devices: 18, Rate: 300, Duration: 2 * time.Second, Seed: 43, Batch: 10, IDPrefix: "gw-", Gateway: 2},
+	}
+	acl, err := devices.ACLFile(deploy.MosquittoACL, fleetCfgs...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var users []string
 	for _, fc := range fleetCfgs {
@@ -80,7 +87,7 @@ func TestReadingsTravelFromDevicesToClickHouseExactlyOnce(t *testing.T) {
 		u, _ := testharness.DeviceLogin(r, "probe", "evil-1")
 		users = append(users, u)
 	}
-	mosq := testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Devices: users})
+	mosq := testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Devices: users, ACL: acl})
 	ch := testharness.ClickHouse(t)
 	regions := testharness.Regions(t)
 	log := slog.New(slog.DiscardHandler)

@@ -21,13 +21,15 @@ secret, and may publish only on telemetry/<that>.
   telemetry mqtt credential [--fleet-secret S] us-east/thermostat/th-90001
       prints the user name and password of one device, to try the protocol
       by hand (mosquitto_pub -u <user> -P <password> -i th-90001 ...).
-  telemetry mqtt passwd [--devices N --regions ... --id-prefix P] [--bench-devices N] [--witness-devices N] [--base F] [--out F]
+  telemetry mqtt passwd [--devices N --regions ... --id-prefix P --gateway N] [--bench-devices N --bench-gateway N] [--witness-devices N] [--base F] [--out F] [--base-acl F --acl-out F]
       writes a Mosquitto password file line for every device of that fleet
       (the flags of telemetry devices), after the lines of --base: Mosquitto
       knows no fleet secret, so it needs each device's line. --bench-devices
       adds the first N devices of telemetry bench's fleet (bench-*, every
       region), so that a load test can run against that Mosquitto;
-      --witness-devices those of the scenarios' witnesses (scn-*).`
+      --witness-devices those of the scenarios' witnesses (scn-*). Gateways
+      get a line each, and --acl-out writes the ACL: --base-acl, then each
+      gateway's devices' topics, which Mosquitto needs one by one.`
 
 func runMQTT(args []string, stdout, stderr io.Writer) error {
 	what := ""
@@ -36,16 +38,19 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := cli.NewFlagSet("mqtt "+what, mqttSynopsis, stderr)
 	var cfg devices.Config
-	var base, out string
-	var benchDevices, witnessDevices int
+	var files devices.BrokerFiles
+	var benchDevices, benchGateway, witnessDevices int
 	switch what {
 	case "credential":
 		cli.SecretVar(fs, &cfg.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "the fleet secret (default: the public demo default)")
 	case "passwd", "-h", "--help", "help":
 		cfg.RegisterFlags(fs, devices.DefaultDevices, "")
-		fs.StringVar(&base, "base", "", "a Mosquitto password file whose lines come first (the service users: deploy/mosquitto/passwd)")
-		fs.StringVar(&out, "out", "", "write the file here (mode 0600) instead of to stdout")
+		fs.StringVar(&files.BasePasswd, "base", "", "a Mosquitto password file whose lines come first (the service users: deploy/mosquitto/passwd)")
+		fs.StringVar(&files.PasswdOut, "out", "", "write the file here (mode 0600) instead of to stdout")
+		fs.StringVar(&files.BaseACL, "base-acl", "", "the Mosquitto ACL the gateways' lines follow (default: the repository's deploy/mosquitto/acl)")
+		fs.StringVar(&files.ACLOut, "acl-out", "", "also write the ACL with each gateway's lines here (mode 0600); needed with gateways")
 		fs.IntVar(&benchDevices, "bench-devices", 0, "also a line for each of the first N devices of telemetry bench's fleet (ids bench-*, every region)")
+		fs.IntVar(&benchGateway, "bench-gateway", 0, "the bench's fleet runs behind gateways of N devices (telemetry bench --gateway N)")
 		fs.IntVar(&witnessDevices, "witness-devices", 0, "also a line for each of the first N witness devices of the presenter's scenarios (ids scn-*, every region)")
 		if what != "passwd" {
 			fs.Usage()
@@ -75,12 +80,7 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	var more []devices.Config
-	if benchDevices > 0 {
-		more = append(more, devices.Config{Devices: benchDevices, IDPrefix: bench.DefaultIDPrefix, FleetSecret: cfg.FleetSecret})
-	}
-	if witnessDevices > 0 {
-		more = append(more, devices.Config{Devices: witnessDevices, IDPrefix: control.WitnessPrefix, FleetSecret: cfg.FleetSecret})
-	}
-	return devices.WritePasswordFile(cfg, base, out, stdout, more...)
+	return devices.WriteBrokerFiles(cfg, files, stdout,
+		devices.Config{Devices: benchDevices, Gateway: benchGateway, IDPrefix: bench.DefaultIDPrefix, FleetSecret: cfg.FleetSecret},
+		devices.Config{Devices: witnessDevices, IDPrefix: control.WitnessPrefix, FleetSecret: cfg.FleetSecret})
 }

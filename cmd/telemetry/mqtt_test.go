@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
@@ -95,4 +98,70 @@ func TestMQTTPasswdLetsTheFleetIn(t *testing.T) {
 	if err := login(deploy.DemoFleetSecret, "us-east/vibration/bench-vb-00004", "bench-vb-00004"); err == nil {
 		t.Error("the bench's fourth device logged in, beyond --bench-devices 3")
 	}
+}
+
+// TestMQTTPasswdLetsGatewaysIn: with --gateway, `telemetry mqtt passwd`
+// refuses to write a password file without the ACL (Mosquitto would take
+// the gateways' logins and drop all their readings), and with --acl-out
+// the two files let real Mosquitto take the gateways of the fleet and of
+// the bench's, every reading of their devices delivered.
+func TestMQTTPasswdLetsGatewaysIn(t *testing.T) {
+	base := filepath.Join(testharness.RepoRoot(t), "deploy/mosquitto/passwd")
+	var out, errb bytes.Buffer
+	if code := run([]string{"mqtt", "passwd", "--devices", "12", "--gateway", "2", "--base", base}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "--acl-out") {
+		t.Fatalf("mqtt passwd --gateway without --acl-out: exit %d, stderr %q; want a failure naming --acl-out", code, errb.String())
+	}
+	aclPath := filepath.Join(t.TempDir(), "acl")
+	out.Reset()
+	if code := run([]string{"mqtt", "passwd", "--devices", "12", "--gateway", "2", "--bench-devices", "9", "--bench-gateway", "3",
+		"--base", base, "--acl-out", aclPath}, &out, &errb); code != 0 {
+		t.Fatalf("mqtt passwd: exit %d: %s", code, errb.String())
+	}
+	acl, err := os.ReadFile(aclPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Passwd: out.Bytes(), ACL: acl})
+	var mu sync.Mutex
+	got := map[string]bool{}
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("check").
+		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber: %v", tok.Error())
+	}
+	defer sub.Disconnect(50)
+	if tok := sub.Subscribe("telemetry/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		mu.Lock()
+		got[m.Topic()+" "+string(m.Payload())] = true
+		mu.Unlock()
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribing: %v", tok.Error())
+	}
+	var messages uint64
+	for _, c := range []devices.Config{
+		{Devices: 12, Gateway: 2, Rate: 120, Duration: time.Second},
+		{Devices: 9, Gateway: 3, IDPrefix: bench.DefaultIDPrefix, Rate: 90, Duration: time.Second, Batch: 5},
+	} {
+		c.Broker = b.URL()
+		fleet, err := devices.New(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fleet.Run(context.Background()); err != nil {
+			t.Fatalf("a fleet behind gateways on Mosquitto with the generated files: %v", err)
+		}
+		s := fleet.Stats()
+		if s.Sent == 0 || s.Acked != s.Sent {
+			t.Errorf("%s fleet: %d of %d readings acknowledged, want every one", c.IDPrefix, s.Acked, s.Sent)
+		}
+		messages += s.Messages
+	}
+	testharness.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if uint64(len(got)) != messages {
+			return fmt.Errorf("%d of the gateways' %d messages delivered", len(got), messages)
+		}
+		return nil
+	})
 }

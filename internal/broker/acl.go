@@ -4,7 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"sort"
 	"strings"
+
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
 // ACL is a Mosquitto ACL file (acl_file), the rules the embedded broker
@@ -209,4 +213,42 @@ func filterCovers(rule, t string) bool {
 		}
 		rule, t, tDone = rrest, srest, !smore
 	}
+}
+
+// FleetACL returns base, a Mosquitto ACL file, followed by a block for each
+// gateway of gateways (with the ids of the devices it speaks for, each
+// beginning with the gateway's id: internal/devicecred): its user, a write
+// rule for each of its devices' topics, and a deny of telemetry/+, the
+// one-level topics where the device pattern telemetry/%u would let it
+// publish under its own name. Mosquitto cannot match the beginning of a
+// topic level, so its devices are listed one by one; the embedded broker
+// applies the gateway's rule itself and needs none of this.
+func FleetACL(base []byte, gateways map[devicecred.Gateway][]string) ([]byte, error) {
+	if _, err := ParseACL(base); err != nil {
+		return nil, fmt.Errorf("base ACL: %w", err)
+	}
+	users := make([]devicecred.Gateway, 0, len(gateways))
+	for g := range gateways {
+		users = append(users, g)
+	}
+	sort.Slice(users, func(i, j int) bool { return users[i].User() < users[j].User() })
+	out := bytes.NewBuffer(append([]byte(nil), base...))
+	if len(base) > 0 && base[len(base)-1] != '\n' {
+		out.WriteByte('\n')
+	}
+	for _, g := range users {
+		if _, ok := devicecred.ParseGateway(g.User()); !ok {
+			return nil, fmt.Errorf("gateway %+v: region, type and id must each be lower-case letters, digits and dashes", g)
+		}
+		fmt.Fprintf(out, "\n# A gateway: it publishes for these devices only (internal/devicecred).\nuser %s\n", g.User())
+		for _, id := range gateways[g] {
+			t := protocol.Topic{Region: g.Region, DeviceType: g.DeviceType, Device: id}
+			if !protocol.ValidName(id) || !g.SpeaksFor(t) {
+				return nil, fmt.Errorf("gateway %s does not speak for device %q: its id must begin with %q", g.User(), id, g.ID+"-")
+			}
+			fmt.Fprintf(out, "topic write %s\n", t)
+		}
+		out.WriteString("topic deny telemetry/+\n")
+	}
+	return out.Bytes(), nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/telemetry-demo/telemetry/internal/connlimit"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
 // authHook is the broker's login and ACL: devices by the credential the
@@ -54,6 +55,7 @@ func (h *authHook) Provides(b byte) bool {
 
 // OnConnectAuthenticate lets in a device with its own credential and its
 // device id as client id (so that no device takes another's session), a
+// gateway with its own credential and its user name as client id, a
 // service user whose password is in the password file, and a client
 // without a user name only when insecure.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -71,21 +73,36 @@ func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if t, ok := devicecred.Parse(user); ok {
 		return cl.ID == t.Device && devicecred.Check(h.fleetSecret, user, password)
 	}
+	if _, ok := devicecred.ParseGateway(user); ok {
+		return cl.ID == user && devicecred.CheckGateway(h.fleetSecret, user, password)
+	}
 	return user == "" && h.insecure || user != "" && h.passwords.Check(user, password)
 }
 
-// OnACLCheck applies the ACL file; a client without a user name is only
-// here when insecure, and may do anything.
+// OnACLCheck applies the ACL file, and to a gateway its own rule: it may
+// publish on the topics of the devices it speaks for and do nothing else
+// (internal/devicecred). A client without a user name is only here when
+// insecure, and may do anything.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	user := cl.Properties.Username
 	if len(user) == 0 && h.insecure {
 		return true
 	}
-	ok := h.acl.Allowed(cl.ID, string(user), topic, write)
+	var ok bool
+	if g, isGateway := devicecred.ParseGateway(string(user)); isGateway {
+		ok = write && gatewayMayPublish(g, topic)
+	} else {
+		ok = h.acl.Allowed(cl.ID, string(user), topic, write)
+	}
 	if !ok {
 		h.denied.Add(1)
 	}
 	return ok
+}
+
+func gatewayMayPublish(g devicecred.Gateway, topic string) bool {
+	t, err := protocol.ParseTopic(topic)
+	return err == nil && g.SpeaksFor(t)
 }
 
 // Registry holds the broker's metrics (telemetry_broker_*), to be served

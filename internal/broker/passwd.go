@@ -159,17 +159,19 @@ func PasswordFile(users map[string]string) ([]byte, error) {
 }
 
 // FleetPasswordFile returns base, a Mosquitto password file (may be
-// empty), followed by a line for each device user name of users with its
-// password under the fleet secret (internal/devicecred): what Mosquitto,
-// which knows no fleet secret, needs to let the fleet in.
+// empty), followed by a line for each device or gateway user name of users
+// with its password under the fleet secret (internal/devicecred): what
+// Mosquitto, which knows no fleet secret, needs to let the fleet in.
 func FleetPasswordFile(base []byte, secret string, users []string) ([]byte, error) {
 	if _, err := ParsePasswords(base); err != nil {
 		return nil, fmt.Errorf("base password file: %w", err)
 	}
 	passwords := make(map[string]string, len(users))
 	for _, u := range users {
-		if _, ok := devicecred.Parse(u); !ok {
-			return nil, fmt.Errorf("user %q is not a device's <region>/<device-type>/<device-id>", u)
+		_, device := devicecred.Parse(u)
+		_, gateway := devicecred.ParseGateway(u)
+		if !device && !gateway {
+			return nil, fmt.Errorf("user %q is neither a device's <region>/<device-type>/<device-id> nor a gateway's gateway.<region>.<device-type>.<gateway-id>", u)
 		}
 		passwords[u] = devicecred.Password(secret, u)
 	}

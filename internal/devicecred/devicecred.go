@@ -13,7 +13,10 @@
 //
 // The embedded broker checks a device's password against the secret
 // (internal/broker); Mosquitto, which knows no secret, gets each device's
-// line in its password file, made by `telemetry mqtt-passwd`.
+// line in its password file, made by `telemetry mqtt passwd`.
+//
+// A gateway (gateway.go) publishes for many devices over one connection,
+// with a credential of its own derived the same way.
 package devicecred
 
 import (
@@ -60,6 +63,10 @@ func Check(secret, user, password string) bool {
 	if _, ok := Parse(user); !ok {
 		return false
 	}
+	return checkPassword(secret, user, password)
+}
+
+func checkPassword(secret, user, password string) bool {
 	return hmac.Equal([]byte(Password(secret, user)), []byte(password))
 }
 

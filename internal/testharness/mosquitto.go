@@ -71,6 +71,9 @@ type MosquittoOptions struct {
 	// password file: Mosquitto knows no fleet secret, so each device the
 	// test connects needs its line, as `telemetry mqtt passwd` makes them.
 	Devices []string
+	// ACL, when set, replaces deploy/mosquitto/acl: for example that file
+	// with a gateway's lines (broker.FleetACL).
+	ACL []byte
 }
 
 // DeviceLogin is the MQTT user name and password of a device under the
@@ -129,6 +132,12 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 			t.Fatal(err)
 		}
 	}
+	if opts.ACL != nil {
+		files.acl = filepath.Join(dir, "acl")
+		if err := os.WriteFile(files.acl, opts.ACL, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b := &Broker{bin: bin, conf: filepath.Join(dir, "mosquitto.conf"), logFile: filepath.Join(dir, "mosquitto.log")}
 	// A port picked here may be taken before Mosquitto binds it: try again
 	// with another.
@@ -166,6 +175,7 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 type mosquittoFiles struct {
 	confDir string // the files' directory in the repository
 	passwd  string // replaces the password file when set
+	acl     string // replaces the ACL when set
 	open    bool   // no password file, no ACL, anonymous access
 }
 
@@ -412,6 +422,9 @@ func rewriteMosquittoConf(conf []byte, ports map[int]int, dataDir, logFile strin
 			path := filepath.Join(files.confDir, filepath.Base(f[1]))
 			if f[0] == "password_file" && files.passwd != "" {
 				path = files.passwd
+			}
+			if f[0] == "acl_file" && files.acl != "" {
+				path = files.acl
 			}
 			line = f[0] + " " + path
 		case len(f) == 2 && f[0] == "allow_anonymous" && files.open:
