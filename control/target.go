@@ -70,7 +70,21 @@ func NewTarget(cfg TargetConfig, log *slog.Logger) (*Target, error) {
 	return &Target{cfg: cfg, log: log, conns: map[string]*nats.Conn{}}, nil
 }
 
-func (t *Target) Check(scenario.Request) error { return nil }
+func (t *Target) Check(req scenario.Request) error {
+	if req.Name == scenario.StopLeader {
+		return fmt.Errorf("%w: %s stops a server of a region's NATS cluster, which the demo runs in-process (telemetry demo --nats-cluster 3); here, stop a container of compose.scale.yaml's clusters yourself", scenario.ErrUnavailable, req.Name)
+	}
+	return nil
+}
+
+// StopStreamLeader and StartServer are refused by Check.
+func (t *Target) StopStreamLeader(string) (string, error) {
+	return "", fmt.Errorf("%w: stop-leader runs on the demo only", scenario.ErrUnavailable)
+}
+
+func (t *Target) StartServer(string) error {
+	return fmt.Errorf("%w: stop-leader runs on the demo only", scenario.ErrUnavailable)
+}
 
 func (t *Target) CutRegion(region string) error  { return t.ask(ActionCut, leafLink(region), region) }
 func (t *Target) HealRegion(region string) error { return t.ask(ActionHeal, leafLink(region), region) }

@@ -34,6 +34,8 @@ func (stageTarget) Check(req scenario.Request) error {
 }
 func (stageTarget) CutRegion(string) error                      { return nil }
 func (stageTarget) HealRegion(string) error                     { return nil }
+func (stageTarget) StopStreamLeader(string) (string, error)     { return "us-east-1", nil }
+func (stageTarget) StartServer(string) error                    { return nil }
 func (stageTarget) CrashIngest(context.Context, string) error   { return nil }
 func (stageTarget) StartIngest(context.Context, string) error   { return nil }
 func (stageTarget) KillClickHouse() error                       { return nil }

@@ -36,7 +36,10 @@ type DemoConfig struct {
 	// DuplicateWindow is the streams' duplicate window; 0:
 	// stream.DefaultDuplicateWindow.
 	DuplicateWindow time.Duration
-	NATSPorts       map[string]int
+	// NATSCluster is how many servers each region runs, every stream on
+	// all of them (0 or 1: one server, streams unreplicated).
+	NATSCluster int
+	NATSPorts   map[string]int
 	MQTT            string
 	MQTTPerAddress  int // 0: broker.DefaultMaxConnsPerIP
 	Auth            MQTTAuth
@@ -93,6 +96,10 @@ func NewDemo(cfg DemoConfig, out io.Writer, log *slog.Logger) (*Demo, error) {
 	topo := stream.DefaultTopology(cfg.Regions)
 	topo.ReadingsMaxBytes = cmp.Or(cfg.StreamBudget, topo.ReadingsMaxBytes)
 	topo.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, topo.DuplicateWindow)
+	topo.Replicas = max(cfg.NATSCluster, 1)
+	if cfg.NATSCluster > stream.MaxClusterSize {
+		return nil, fmt.Errorf("--nats-cluster %d: want 1 to %d servers per region", cfg.NATSCluster, stream.MaxClusterSize)
+	}
 	if err := topo.Validate(); err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ func (c *DemoConfig) RegisterFlags(fs *flag.FlagSet) {
 	cli.SecretVar(fs, &c.Auth.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "secret every device's own MQTT password is derived from, at least 16 bytes (default: the public demo default; `telemetry mqtt-credential` prints a device's)")
 	cli.SecretVar(fs, &c.Auth.IngestPassword, "mqtt-ingest-password", deploy.DemoMQTTIngestPassword, "password of the broker's user "+deploy.MQTTIngestUser+" (default: the public demo default)")
 	fs.IntVar(&c.MQTTPerAddress, "mqtt-max-per-address", broker.DefaultMaxConnsPerIP, "MQTT connections the broker takes from one client address (a load generator's whole fleet comes from one); docs/SECURITY.md lists every bound")
+	fs.IntVar(&c.NATSCluster, "nats-cluster", 1, fmt.Sprintf("NATS servers per region (1 to %d): above 1 each region is a cluster of that many embedded servers with READINGS and DEADLETTER on every one of them, so that stopping one (the presenter's stop-leader scenario) elects another leader and loses nothing; the first server takes --nats-ports", stream.MaxClusterSize))
 	fs.StringVar(&c.natsPorts, "nats-ports", "4222,4223,4224", "NATS client port of each region, in the order of --regions")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "dashboard address")
 	fs.StringVar(&c.StorageListen, "storage-listen", "127.0.0.1:8081", "storage's HTTP address (status, history, ledger)")

@@ -184,7 +184,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Pipeline, error) {
 	}()
 
 	// NATS: the hub and one JetStream domain per region.
-	nats, err := stream.StartEmbedded(stream.EmbeddedConfig{Regions: cfg.Regions, ClientPorts: cfg.NATSPorts, DataDir: filepath.Join(cfg.DataDir, "nats")}, log)
+	// A topology replicated on N servers runs each region as a cluster of N.
+	nats, err := stream.StartEmbedded(stream.EmbeddedConfig{Regions: cfg.Regions, ClientPorts: cfg.NATSPorts, DataDir: filepath.Join(cfg.DataDir, "nats"),
+		ClusterSize: cfg.Topology.Replicas}, log)
 	if err != nil {
 		return nil, fmt.Errorf("starting NATS regions: %w (are other servers on the ports? see --nats-ports)", err)
 	}

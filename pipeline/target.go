@@ -18,6 +18,7 @@ import (
 	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
+	"github.com/telemetry-demo/telemetry/stream"
 )
 
 // Target runs the scenarios on an in-process pipeline. The ledger counts
@@ -43,6 +44,9 @@ func (t *Target) Check(req scenario.Request) error {
 	if addr == "" {
 		return fmt.Errorf("%w: ClickHouse is still starting; try again in a few seconds", scenario.ErrUnavailable)
 	}
+	if req.Name == scenario.StopLeader && len(t.p.nats.ServerNames(req.Region)) == 1 {
+		return fmt.Errorf("%w: %s is one NATS server: stopping it stops the region (start the demo with --nats-cluster 3 to run a cluster per region)", scenario.ErrUnavailable, req.Region)
+	}
 	if req.Name == scenario.ClickHouseOutage && ch == nil {
 		return fmt.Errorf("%w: the demo did not start ClickHouse (--clickhouse %s), so it cannot kill it; stop and start it yourself", scenario.ErrUnavailable, addr)
 	}
@@ -57,6 +61,17 @@ func (t *Target) CutRegion(region string) error {
 	l.Cut()
 	return nil
 }
+
+// StopStreamLeader stops the server of region that leads READINGS.
+func (t *Target) StopStreamLeader(region string) (string, error) {
+	name := t.p.nats.StreamLeader(region, stream.ReadingsStream)
+	if name == "" {
+		return "", fmt.Errorf("no server of %s leads its readings right now (an election?)", region)
+	}
+	return name, t.p.nats.StopServer(name)
+}
+
+func (t *Target) StartServer(name string) error { return t.p.nats.StartServer(name) }
 
 func (t *Target) HealRegion(region string) error {
 	l := t.p.nats.Link(region)

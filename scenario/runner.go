@@ -425,7 +425,7 @@ func (r *Runner) execute(ctx context.Context, res Result) {
 // isFault reports whether the scenario breaks a part of the pipeline and
 // mends it, rather than sending devices of its own.
 func isFault(name string) bool {
-	return name == CutRegion || name == KillIngest || name == ClickHouseOutage
+	return name == CutRegion || name == KillIngest || name == ClickHouseOutage || name == StopLeader
 }
 
 // needsWitnesses reports whether req runs witness devices. Hostile-burst
@@ -545,6 +545,23 @@ func (r *Runner) fault(ctx context.Context, req Request, step func(string)) erro
 		}
 		step("ingest " + req.Region + " started again")
 		return nil
+	case StopLeader:
+		if err := wait(r.cfg.Lead); err != nil {
+			return err
+		}
+		name, err := r.target.StopStreamLeader(req.Region)
+		if err != nil {
+			return fmt.Errorf("stopping the leader of %s's readings: %w", req.Region, err)
+		}
+		step(name + ", the leader of " + req.Region + "'s readings, stopped: another server takes over")
+		werr := wait(req.Window)
+		// Started even when interrupted: a server left down would
+		// outlive the scenario.
+		if err := r.target.StartServer(name); err != nil {
+			return errors.Join(werr, fmt.Errorf("starting %s again: %w", name, err))
+		}
+		step(name + " started again: it catches up")
+		return werr
 	case ClickHouseOutage:
 		if err := wait(r.cfg.Lead); err != nil {
 			return err
@@ -571,6 +588,8 @@ func describe(req Request) string {
 		return fmt.Sprintf("cutting %s off for %v", req.Region, req.Window)
 	case KillIngest:
 		return fmt.Sprintf("crashing ingest %s for %v", req.Region, req.Window)
+	case StopLeader:
+		return fmt.Sprintf("stopping the leader of %s's readings for %v", req.Region, req.Window)
 	case ClickHouseOutage:
 		return fmt.Sprintf("ClickHouse outage of %v", req.Window)
 	case HostileBurst:

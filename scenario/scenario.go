@@ -19,6 +19,7 @@ const (
 	ClickHouseOutage = "clickhouse-outage"
 	HostileBurst     = "hostile-burst"
 	RebootStorm      = "reboot-storm"
+	StopLeader       = "stop-leader"
 )
 
 // Spec describes one scenario, for usage texts and the presenter API.
@@ -34,6 +35,7 @@ var specs = []Spec{
 	{ClickHouseOutage, "", "kill ClickHouse (SIGKILL) for the window, then restart it; readings wait in JetStream and storage catches up"},
 	{HostileBurst, "[count]", "publish about count hostile messages (default 300) among valid readings; each is quarantined under its reason, none is lost"},
 	{RebootStorm, "[devices]", "that many devices (default 30) reboot again and again over the window, each reboot a new boot with seq from 1"},
+	{StopLeader, "<region>", "stop the NATS server that leads the region's READINGS (a region of several servers: telemetry demo --nats-cluster 3) for the window, then start it again; another server leads within seconds, nothing is lost, and the server catches up"},
 }
 
 // Specs lists the scenarios.
@@ -285,6 +287,10 @@ type Target interface {
 	// it again on the same data and waits until it answers.
 	KillClickHouse() error
 	RestartClickHouse(ctx context.Context) error
+	// StopStreamLeader stops the server leading region's READINGS, as a
+	// crash would, and returns its name; StartServer starts it again.
+	StopStreamLeader(region string) (server string, err error)
+	StartServer(name string) error
 	// Witness runs the witness devices, waits for the pipeline to drain
 	// and returns their conservation ledger.
 	Witness(ctx context.Context, w Witness) (Ledger, error)

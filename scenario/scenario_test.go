@@ -51,7 +51,11 @@ func (t *recordingTarget) Calls() []string {
 func (t *recordingTarget) Check(Request) error       { return t.checkErr }
 func (t *recordingTarget) CutRegion(r string) error  { return t.call("cut " + r) }
 func (t *recordingTarget) HealRegion(r string) error { return t.call("heal " + r) }
-func (t *recordingTarget) KillClickHouse() error     { return t.call("kill clickhouse") }
+func (t *recordingTarget) StopStreamLeader(r string) (string, error) {
+	return r + "-2", t.call("stop the leader of " + r)
+}
+func (t *recordingTarget) StartServer(name string) error { return t.call("start " + name) }
+func (t *recordingTarget) KillClickHouse() error         { return t.call("kill clickhouse") }
 func (t *recordingTarget) RestartClickHouse(context.Context) error {
 	return t.call("restart clickhouse")
 }
@@ -137,6 +141,7 @@ func TestScenariosActOnTheTargetInOrder(t *testing.T) {
 		{Request{Name: CutRegion, Region: "eu-west"}, witness, []string{"cut eu-west", "heal eu-west"}},
 		{Request{Name: KillIngest, Region: "us-east"}, witness, []string{"crash ingest us-east", "start ingest us-east"}},
 		{Request{Name: ClickHouseOutage}, witness, []string{"kill clickhouse", "restart clickhouse"}},
+		{Request{Name: StopLeader, Region: "us-east"}, witness, []string{"stop the leader of us-east", "start us-east-2"}},
 		{Request{Name: HostileBurst, Count: 30, Window: 300 * time.Millisecond}, "witness 4 devices 200/s for 300ms chaos 0.5 reboots 0", nil},
 		{Request{Name: RebootStorm}, fmt.Sprintf("witness %d devices %d/s for 30ms chaos 0 reboots %v", DefaultStormDevices, 2*DefaultStormDevices, stormReboots), nil},
 	}

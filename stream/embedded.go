@@ -42,7 +42,18 @@ type EmbeddedConfig struct {
 	// connlimit, the embedded MQTT broker's too).
 	MaxFailedLoginsPerIP int
 	FailedLoginWindow    time.Duration
+	// ClusterSize is how many servers each region runs (0 or 1: one).
+	// Above 1 they are a cluster, <region>-1 to <region>-N, joined by
+	// routes on free loopback ports, one JetStream domain, each server a
+	// leaf node of the hub; ClientPorts then gives the first server's
+	// port. Streams on them are replicated as the topology says
+	// (Topology.Replicas), and a region's URL lists every server.
+	ClusterSize int
 }
+
+// MaxClusterSize bounds EmbeddedConfig.ClusterSize: JetStream replicates
+// a stream on at most five servers.
+const MaxClusterSize = 5
 
 // Validate checks the configuration without touching the network.
 func (c EmbeddedConfig) Validate() error {
@@ -52,14 +63,19 @@ func (c EmbeddedConfig) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("embedded nats: data dir is required")
 	}
+	if c.ClusterSize < 0 || c.ClusterSize > MaxClusterSize {
+		return fmt.Errorf("embedded nats: cluster of %d servers: want 1 to %d (JetStream's most replicas)", c.ClusterSize, MaxClusterSize)
+	}
 	return nil
 }
 
-// Embedded is a hub and one JetStream server per region, in-process. Each
-// region's leaf connection to the hub can be cut and healed (LeafLink).
+// Embedded is a hub and one JetStream server per region, or a cluster of
+// them (EmbeddedConfig.ClusterSize), in-process. Each region's leaf
+// connection to the hub can be cut and healed (LeafLink).
 //
-// A region's server can be stopped and started again (StopRegion,
-// StartRegion, RestartRegion) on the same client port and store, as a
+// A region's servers can be stopped and started again (StopRegion,
+// StartRegion, RestartRegion), and so can one server of a cluster
+// (StopServer, StartServer), on the same client port and store, as a
 // crashed and restarted server would be: its clients reconnect to the same
 // URL and its file store keeps what it had acknowledged.
 type Embedded struct {
@@ -74,12 +90,18 @@ type Embedded struct {
 	failures *connlimit.Failures
 
 	mu      sync.Mutex
-	regions map[string]*server.Server  // nil value: stopped
-	opts    map[string]*server.Options // what each region's server runs with now
-	addrs   map[string]string          // client host:port, kept across a stop
-	cut     map[string]bool            // regions whose leaf connection is cut
-	gates   map[string]*loginGate      // each server's, by server name
-	conns   []*nats.Conn               // the stream manager's, closed with the servers
+	members map[string][]*member  // each region's servers, in order
+	cut     map[string]bool       // regions whose leaf connection is cut
+	gates   map[string]*loginGate // each server's, by server name
+	conns   []*nats.Conn          // the stream manager's, closed with the servers
+}
+
+// member is one server of a region.
+type member struct {
+	name string         // the server's name: the region's, or <region>-<i> in a cluster
+	s    *server.Server // nil: stopped
+	opts *server.Options
+	addr string // client host:port, kept across a stop
 }
 
 // StartEmbedded starts the hub and the regions from deploy/nats's files and
@@ -100,7 +122,7 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	if err := writeConfigs(confDir); err != nil {
 		return nil, err
 	}
-	e := &Embedded{regions: map[string]*server.Server{}, opts: map[string]*server.Options{}, addrs: map[string]string{},
+	e := &Embedded{members: map[string][]*member{},
 		links: map[string]*LeafLink{}, cut: map[string]bool{}, gates: map[string]*loginGate{}, order: cfg.Regions, log: log,
 		refused: connlimit.NewTally("telemetry_nats_refused_total",
 			"Logins to the embedded NATS servers refused, by reason: bad_login (unknown user, wrong password, a leaf user on a client port), failed_logins (the address failed too often within the window).",
@@ -127,42 +149,119 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	leafAddr := fmt.Sprintf("127.0.0.1:%d", hubOpts.LeafNode.Port)
 	e.leafAddr = leafAddr
 
+	n := max(cfg.ClusterSize, 1)
 	for _, region := range cfg.Regions {
 		e.links[region] = &LeafLink{e: e, region: region}
-		opts, err := loadConfig(confDir, "region.conf", region)
+		routes, err := clusterRoutes(n)
 		if err != nil {
 			e.Close()
 			return nil, err
 		}
-		opts.Host, opts.Port = cfg.Host, cfg.ClientPorts[region]
-		if opts.Port == 0 {
-			opts.Port = -1
-		}
-		opts.HTTPPort = 0
-		opts.StoreDir = filepath.Join(cfg.DataDir, region)
-		opts.LeafNode.ReconnectInterval = 250 * time.Millisecond
-		for _, remote := range opts.LeafNode.Remotes {
-			for _, u := range remote.URLs {
-				u.Host = leafAddr
-				u.User = url.UserPassword(hubOpts.LeafNode.Username, leafPassword)
+		for i := range n {
+			opts, err := loadConfig(confDir, "region.conf", region)
+			if err != nil {
+				e.Close()
+				return nil, err
 			}
+			opts.Host, opts.Port = cfg.Host, -1
+			if p := cfg.ClientPorts[region]; p != 0 && i == 0 {
+				opts.Port = p
+			}
+			opts.HTTPPort = 0
+			opts.StoreDir = filepath.Join(cfg.DataDir, region)
+			if n > 1 {
+				opts.ServerName = fmt.Sprintf("%s-%d", region, i+1)
+				opts.StoreDir = filepath.Join(cfg.DataDir, region, opts.ServerName)
+				routes.join(opts, i, region)
+			}
+			opts.LeafNode.ReconnectInterval = 250 * time.Millisecond
+			for _, remote := range opts.LeafNode.Remotes {
+				for _, u := range remote.URLs {
+					u.Host = leafAddr
+					u.User = url.UserPassword(hubOpts.LeafNode.Username, leafPassword)
+				}
+			}
+			s, err := e.startServer(opts, cfg.ReadyTimeout, log.With("nats", opts.ServerName))
+			if err != nil {
+				e.Close()
+				return nil, err
+			}
+			// Keep the address picked: a restart listens there again,
+			// where the region's clients reconnect.
+			e.members[region] = append(e.members[region], &member{name: opts.ServerName, s: s, opts: opts, addr: s.Addr().String()})
 		}
-		s, err := e.startServer(opts, cfg.ReadyTimeout, log.With("nats", region))
-		if err != nil {
-			e.Close()
-			return nil, err
-		}
-		e.regions[region] = s
-		e.opts[region] = opts
-		// Keep the address picked: a restart listens there again, where
-		// the region's clients reconnect.
-		e.addrs[region] = s.Addr().String()
 	}
 	if err := e.waitLeafs(cfg.ReadyTimeout); err != nil {
 		e.Close()
 		return nil, err
 	}
+	if n > 1 {
+		if err := e.waitMetaLeaders(cfg.ReadyTimeout); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	return e, nil
+}
+
+// routes are the cluster ports of a region's servers, picked free on
+// loopback, and the password of the routes between them.
+type routes struct {
+	ports    []int
+	password string
+}
+
+func clusterRoutes(n int) (*routes, error) {
+	r := &routes{password: rand.Text()}
+	if n == 1 {
+		return r, nil
+	}
+	for range n {
+		// A port picked here may be taken before the server binds it;
+		// the demo then fails to start and says so.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("picking a cluster port: %w", err)
+		}
+		r.ports = append(r.ports, l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+	}
+	return r, nil
+}
+
+// join makes opts server i of the region's cluster, routed to the others.
+func (r *routes) join(opts *server.Options, i int, region string) {
+	opts.Cluster.Name = region
+	opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", r.ports[i]
+	opts.Cluster.Username, opts.Cluster.Password = "route", r.password
+	opts.Routes = nil
+	for j, p := range r.ports {
+		if j != i {
+			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", User: url.UserPassword("route", r.password), Host: fmt.Sprintf("127.0.0.1:%d", p)})
+		}
+	}
+}
+
+// waitMetaLeaders waits until every region's cluster has elected the
+// leader of its JetStream meta group: streams cannot be made before.
+func (e *Embedded) waitMetaLeaders(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, region := range e.order {
+		for {
+			led := false
+			for _, m := range e.members[region] {
+				led = led || m.s.JetStreamIsLeader()
+			}
+			if led {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the servers of %s elected no JetStream leader within %s", region, timeout)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // writeConfigs copies the embedded deploy/nats files into dir, where
@@ -238,14 +337,22 @@ func (e *Embedded) startServer(opts *server.Options, timeout time.Duration, log 
 
 func (e *Embedded) waitLeafs(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for e.hub.NumLeafNodes() < len(e.regions) {
+	servers := 0
+	for _, ms := range e.members {
+		servers += len(ms)
+	}
+	for e.hub.NumLeafNodes() < servers {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d regions joined the hub after %s", e.hub.NumLeafNodes(), len(e.regions), timeout)
+			return fmt.Errorf("only %d of %d region servers joined the hub after %s", e.hub.NumLeafNodes(), servers, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
 }
+
+// Account is the NATS account of the pipeline's users and streams
+// (deploy/nats/accounts.conf).
+const Account = "TELEMETRY"
 
 // Demo credentials of the TELEMETRY account, from deploy/nats/accounts.conf:
 // DemoUser manages streams; each service has a user of its own.
@@ -271,72 +378,127 @@ func IngestUser(region string) string { return "ingest-" + region }
 // tests).
 func (e *Embedded) URL(region string) string { return e.URLAs(region, DemoUser) }
 
-// URLAs is the client URL of region's server as user, with its demo password.
-// It stays the same while the server is stopped and after it restarts.
+// URLAs is the client URL of region's servers as user, with its demo
+// password: in a cluster, every server's, comma-separated, as nats.go
+// takes them. It stays the same while a server is stopped and after it
+// restarts.
 func (e *Embedded) URLAs(region, user string) string {
 	e.mu.Lock()
-	addr, ok := e.addrs[region]
-	e.mu.Unlock()
-	if !ok {
-		return ""
+	defer e.mu.Unlock()
+	var urls []string
+	for _, m := range e.members[region] {
+		urls = append(urls, fmt.Sprintf("nats://%s:%s@%s", user, DemoPasswordFor(user), m.addr))
 	}
-	return fmt.Sprintf("nats://%s:%s@%s", user, DemoPasswordFor(user), addr)
+	return strings.Join(urls, ",")
 }
 
-// StopRegion shuts region's server down, as a crash would (its store is
-// file storage and keeps what it acknowledged), and waits until it is
-// down. Its clients lose the server; its port stays reserved for
+// StopRegion shuts every server of region down, as a crash would (its
+// store is file storage and keeps what it acknowledged), and waits until
+// they are down. Their clients lose them; their ports stay reserved for
 // StartRegion. Stopping a stopped region does nothing.
 func (e *Embedded) StopRegion(region string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s, ok := e.regions[region]
+	ms, ok := e.members[region]
 	if !ok {
 		return fmt.Errorf("no region %q", region)
 	}
-	if s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
-		e.regions[region] = nil
+	for _, m := range ms {
+		m.stop()
 	}
 	return nil
 }
 
-// StartRegion starts a stopped region's server again on the same client
-// port and store, and waits until it accepts clients and has joined the
-// hub; its clients reconnect by themselves. A region whose server was
+func (m *member) stop() {
+	if m.s != nil {
+		m.s.Shutdown()
+		m.s.WaitForShutdown()
+		m.s = nil
+	}
+}
+
+// StartRegion starts a stopped region's servers again on the same client
+// ports and stores, and waits until each accepts clients and has joined
+// the hub; their clients reconnect by themselves. A region whose server was
 // shut down directly (Server(region).Shutdown()) can be started too.
 // Starting a running region does nothing.
 func (e *Embedded) StartRegion(region string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s, ok := e.regions[region]
+	ms, ok := e.members[region]
 	if !ok {
 		return fmt.Errorf("no region %q", region)
 	}
-	if s != nil {
-		if s.Running() {
+	for _, m := range ms {
+		if err := e.start(region, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StopServer shuts one server of a region's cluster down by name
+// (<region>-<i>), as a crash would; the others go on, and a stream it led
+// elects another leader. Stopping a stopped server does nothing.
+func (e *Embedded) StopServer(name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, m := e.member(name)
+	if m == nil {
+		return fmt.Errorf("no server %q", name)
+	}
+	m.stop()
+	return nil
+}
+
+// StartServer starts a server StopServer stopped, on its port and store;
+// it catches up with the rest of its cluster by itself.
+func (e *Embedded) StartServer(name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	region, m := e.member(name)
+	if m == nil {
+		return fmt.Errorf("no server %q", name)
+	}
+	return e.start(region, m)
+}
+
+func (e *Embedded) member(name string) (region string, m *member) {
+	for r, ms := range e.members {
+		for _, m := range ms {
+			if m.name == name {
+				return r, m
+			}
+		}
+	}
+	return "", nil
+}
+
+// start starts m again, unless it runs, and waits until it has joined the
+// hub (unless the region is cut). The caller holds e.mu.
+func (e *Embedded) start(region string, m *member) error {
+	if m.s != nil {
+		if m.s.Running() {
 			return nil
 		}
-		s.WaitForShutdown()
+		m.s.WaitForShutdown()
 	}
 	const timeout = 30 * time.Second
 	deadline := time.Now().Add(timeout)
-	opts := e.opts[region].Clone()
-	_, port, err := net.SplitHostPort(e.addrs[region])
+	opts := m.opts.Clone()
+	_, port, err := net.SplitHostPort(m.addr)
 	if err != nil {
-		return fmt.Errorf("starting %s again: %w", region, err)
+		return fmt.Errorf("starting %s again: %w", m.name, err)
 	}
 	if opts.Port, err = strconv.Atoi(port); err != nil {
-		return fmt.Errorf("starting %s again: port %q: %w", region, port, err)
+		return fmt.Errorf("starting %s again: port %q: %w", m.name, port, err)
 	}
 	setLeafDisabled(opts, e.cut[region])
-	ns, err := e.startServer(opts, timeout, e.log.With("nats", region))
+	ns, err := e.startServer(opts, timeout, e.log.With("nats", m.name))
 	if err != nil {
-		return fmt.Errorf("starting %s again: %w", region, err)
+		return fmt.Errorf("starting %s again: %w", m.name, err)
 	}
-	e.regions[region] = ns
-	e.opts[region] = opts
+	m.s, m.opts = ns, opts
 	// The leaf connection comes back within its reconnect interval,
 	// unless the region's link is cut.
 	if e.cut[region] {
@@ -344,16 +506,16 @@ func (e *Embedded) StartRegion(region string) error {
 	}
 	for ns.NumLeafNodes() == 0 {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s started again but did not join the hub within %s", region, timeout)
+			return fmt.Errorf("%s started again but did not join the hub within %s", m.name, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
 }
 
-// RestartRegion shuts region's server down and starts it again on the same
-// port and store, as a crash-and-restart would; its clients reconnect. It
-// also starts a stopped region.
+// RestartRegion shuts region's servers down and starts them again on the
+// same ports and stores, as a crash-and-restart would; their clients
+// reconnect. It also starts a stopped region.
 func (e *Embedded) RestartRegion(region string) error {
 	if err := e.StopRegion(region); err != nil {
 		return err
@@ -361,12 +523,42 @@ func (e *Embedded) RestartRegion(region string) error {
 	return e.StartRegion(region)
 }
 
-// Server is region's nats-server, for tests that inspect it; nil while the
-// region is stopped (StopRegion).
+// Server is region's first running nats-server, for tests that inspect
+// it; nil while the region is stopped (StopRegion).
 func (e *Embedded) Server(region string) *server.Server {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.regions[region]
+	for _, m := range e.members[region] {
+		if m.s != nil {
+			return m.s
+		}
+	}
+	return nil
+}
+
+// ServerNames lists region's servers by name, in order: the region's own
+// name for one server, <region>-1 to <region>-N for a cluster.
+func (e *Embedded) ServerNames(region string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, m := range e.members[region] {
+		out = append(out, m.name)
+	}
+	return out
+}
+
+// StreamLeader is the name of the running server of region that leads
+// stream in the TELEMETRY account, or "" while none does (an election).
+func (e *Embedded) StreamLeader(region, stream string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, m := range e.members[region] {
+		if m.s != nil && m.s.Running() && m.s.JetStreamIsStreamLeader(Account, stream) {
+			return m.name
+		}
+	}
+	return ""
 }
 
 // Link is region's link to the hub; nil for an unknown region.
@@ -403,20 +595,23 @@ func (e *Embedded) setCut(region string, cut bool) {
 		return
 	}
 	e.cut[region] = cut
-	if s := e.regions[region]; s != nil && s.Running() {
-		opts := e.opts[region].Clone()
+	for _, m := range e.members[region] {
+		if m.s == nil || !m.s.Running() {
+			continue
+		}
+		opts := m.opts.Clone()
 		setLeafDisabled(opts, cut)
 		// A reload checks every client's login again, through the gate:
 		// the clients are in already, so no throttle applies to them.
-		gate := e.gates[region]
+		gate := e.gates[m.name]
 		gate.rechecking.Store(true)
-		err := s.ReloadOptions(opts)
+		err := m.s.ReloadOptions(opts)
 		gate.rechecking.Store(false)
 		if err != nil {
-			e.log.Error("cutting or healing a region's link", "region", region, "cut", cut, "err", err)
+			e.log.Error("cutting or healing a region's link", "server", m.name, "cut", cut, "err", err)
 			return
 		}
-		e.opts[region] = opts
+		m.opts = opts
 	}
 	if cut {
 		e.log.Warn("region link cut", "region", region)
@@ -502,10 +697,9 @@ func (e *Embedded) Close() error {
 	for _, nc := range e.conns {
 		nc.Close()
 	}
-	for _, s := range e.regions {
-		if s != nil {
-			s.Shutdown()
-			s.WaitForShutdown()
+	for _, ms := range e.members {
+		for _, m := range ms {
+			m.stop()
 		}
 	}
 	e.mu.Unlock()
@@ -530,8 +724,33 @@ type slogAdapter struct {
 }
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
+// clusterChatter are nats-server's messages of a region's cluster coming
+// together or missing a server it knows: its servers start one after
+// another, and a server stopped on purpose (StopServer, the stop-leader
+// scenario) is dialled again every second until it is back. The
+// scenario's own steps say what happened; these would bury the console.
+var clusterChatter = []string{
+	"Error trying to connect to route",
+	"Waiting for routing to be established",
+	"JetStream has not established contact with a meta leader",
+	"Metalayer blocking snapshot",
+}
+
+func isClusterChatter(msg string) bool {
+	for _, p := range clusterChatter {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
 func (a *slogAdapter) Warnf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
+	if isClusterChatter(msg) {
+		a.log.Debug(msg)
+		return
+	}
 	if strings.HasPrefix(msg, "Plaintext passwords detected") {
 		// The embedded servers load deploy/nats/accounts.conf, whose
 		// passwords are the public demo defaults on purpose (README,
@@ -554,6 +773,10 @@ func (a *slogAdapter) Errorf(format string, v ...any) {
 			a.failures.Add(host, time.Now())
 			a.refused.Add(reasonBadLogin, host)
 		}
+		return
+	}
+	if isClusterChatter(msg) {
+		a.log.Debug(msg)
 		return
 	}
 	a.log.Error(msg)

@@ -229,6 +229,21 @@ func TestConsoleQuietAboutDemoPasswords(t *testing.T) {
 	}
 }
 
+// TestConsoleQuietAboutClusterChatter: a region cluster's servers dialling
+// one that is starting, or stopped by the stop-leader scenario, say so at
+// debug level; other errors still reach the console.
+func TestConsoleQuietAboutClusterChatter(t *testing.T) {
+	var buf bytes.Buffer
+	a := &slogAdapter{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	a.Errorf("Error trying to connect to route (attempt %d): dial tcp 127.0.0.1:4248: connect: connection refused", 9)
+	a.Warnf("Waiting for routing to be established...")
+	a.Warnf("JetStream has not established contact with a meta leader")
+	a.Errorf("JetStream failed to store a msg on stream %q", "READINGS")
+	if got := buf.String(); strings.Contains(got, "route") || strings.Contains(got, "meta leader") || !strings.Contains(got, "failed to store a msg") {
+		t.Errorf("console:\n%s", got)
+	}
+}
+
 // TestIdleConnectionsToARegionAreClosed: connections to a region's client
 // port that never log in are closed at nats-server's 2 s auth timeout,
 // while a client that logs in works throughout.

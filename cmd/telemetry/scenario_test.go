@@ -62,6 +62,8 @@ func TestPresenterAPINeedsTheToken(t *testing.T) {
 		{"GET", "/api/scenario", "Bearer " + testToken, http.StatusOK, ""},
 		{"POST", "/api/scenario/no-such-thing", "Bearer " + testToken, http.StatusNotFound, ""},
 		{"POST", "/api/scenario/cut-region?region=mars", "Bearer " + testToken, http.StatusBadRequest, ""},
+		// One server per region here: stopping it would stop the region.
+		{"POST", "/api/scenario/stop-leader?region=us-east", "Bearer " + testToken, http.StatusConflict, ""},
 	} {
 		t.Run(fmt.Sprintf("%s %s %q %s", c.method, c.path, c.auth, c.host), func(t *testing.T) {
 			req, _ := http.NewRequest(c.method, url+c.path, nil)
@@ -176,6 +178,43 @@ func TestEveryScenarioEndsWithNothingLost(t *testing.T) {
 	last := cases[len(cases)-1].args[0]
 	if l := snap.Ledger; l == nil || l.Scenario != last || l.Lost != 0 || !l.OK || l.Stored == 0 {
 		t.Errorf("ledger on the dashboard %+v, want %s's with lost 0", l, last)
+	}
+}
+
+// TestStopLeaderOnAClusteredDemo: with every region a cluster of three
+// servers (--nats-cluster 3), the presenter stops the server that leads
+// the home region's READINGS, where storage reads, and starts it again:
+// the ledger of the demo's whole fleet over the window shows nothing lost,
+// and the event log names the server stopped.
+func TestStopLeaderOnAClusteredDemo(t *testing.T) {
+	testharness.RequireClickHouse(t)
+	out := startDemoWith(t, pipeline.DemoConfig{
+		MQTT: "127.0.0.1:0", Listen: "127.0.0.1:0", StorageListen: "127.0.0.1:0",
+		DataDir: t.TempDir(), Devices: 9, Rate: 60, Seed: 1, NATSCluster: 3,
+		PresenterToken: testToken, ScenarioWindow: 3 * time.Second, ScenarioLead: time.Second,
+	})
+	url := consoleValue(t, out, dashboardLine)
+	consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
+	var stdout, errb bytes.Buffer
+	code := run([]string{"scenario", "stop-leader", "us-east", "--demo-url", url, "--presenter-token", testToken, "--json"}, &stdout, &errb)
+	var res scenario.Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || res.Ledger == nil {
+		t.Fatalf("exit %d, no ledger (%v): %s\n%s", code, err, stdout.String(), errb.String())
+	}
+	if l := *res.Ledger; code != 0 || !res.OK || l.Lost != 0 || l.Acked == 0 || l.Stored < l.Acked {
+		t.Fatalf("exit %d, ok %v, error %q, ledger %+v: want every acknowledged reading stored", code, res.OK, res.Error, l)
+	}
+	s, err := scenario.Client{URL: url, Token: testToken}.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, e := range s.Events {
+		steps = append(steps, e.Text)
+	}
+	log := strings.Join(steps, "\n")
+	if !regexp.MustCompile(`us-east-[123], the leader of us-east's readings, stopped`).MatchString(log) || !strings.Contains(log, "started again") {
+		t.Errorf("event log:\n%s\nwant the leader named as stopped and started again", log)
 	}
 }
 
