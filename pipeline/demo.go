@@ -38,11 +38,12 @@ type DemoConfig struct {
 	DuplicateWindow time.Duration
 	// NATSCluster is how many servers each region runs, every stream on
 	// all of them (0 or 1: one server, streams unreplicated).
-	NATSCluster int
-	NATSPorts   map[string]int
-	MQTT            string
-	MQTTPerAddress  int // 0: broker.DefaultMaxConnsPerIP
-	Auth            MQTTAuth
+	NATSCluster    int
+	NATSPorts      map[string]int
+	MQTT           string
+	MQTTWS         string // MQTT over WebSocket for browsers; empty: none
+	MQTTPerAddress int    // 0: broker.DefaultMaxConnsPerIP
+	Auth           MQTTAuth
 	// Listen is the dashboard's address, with the presenter API beside it.
 	Listen          string
 	StorageListen   string
@@ -87,7 +88,7 @@ func NewDemo(cfg DemoConfig, out io.Writer, log *slog.Logger) (*Demo, error) {
 	cfg.MQTTPerAddress = cmp.Or(cfg.MQTTPerAddress, broker.DefaultMaxConnsPerIP)
 	cfg.ScenarioWindow = cmp.Or(cfg.ScenarioWindow, scenario.DefaultWindow)
 	// Anonymous MQTT only on loopback.
-	if err := (broker.Config{Listen: cfg.MQTT, Insecure: cfg.Auth.Insecure, MaxConnsPerIP: cfg.MQTTPerAddress}).Validate(); err != nil {
+	if err := (broker.Config{Listen: cfg.MQTT, ListenWS: cfg.MQTTWS, Insecure: cfg.Auth.Insecure, MaxConnsPerIP: cfg.MQTTPerAddress}).Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Devices >= cfg.MQTTPerAddress {
@@ -138,7 +139,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		return err
 	}
 	p, err := New(ctx, Config{
-		Regions: regions, Topology: d.topo, NATSPorts: f.NATSPorts, MQTT: f.MQTT, MQTTPerAddress: f.MQTTPerAddress, DataDir: f.DataDir,
+		Regions: regions, Topology: d.topo, NATSPorts: f.NATSPorts, MQTT: f.MQTT, MQTTWS: f.MQTTWS, MQTTPerAddress: f.MQTTPerAddress, DataDir: f.DataDir,
 		Auth: f.Auth, ClickHouse: f.ClickHouse, StorageListen: f.StorageListen, ClickHouseUsers: f.ClickHouseUsers, Say: say,
 	}, log)
 	if err != nil {

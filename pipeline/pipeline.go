@@ -39,6 +39,7 @@ type Config struct {
 	Topology  stream.Topology
 	NATSPorts map[string]int // client port by region; 0 or missing: a free one
 	MQTT      string         // the embedded broker's address
+	MQTTWS    string         // its MQTT over WebSocket address; empty: none
 	// MQTTPerAddress bounds the broker's connections from one address
 	// (0: broker.DefaultMaxConnsPerIP).
 	MQTTPerAddress int
@@ -218,7 +219,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.broker, err = broker.Start(broker.Config{Listen: cfg.MQTT, Passwd: passwd, FleetSecret: cfg.Auth.FleetSecret,
+	p.broker, err = broker.Start(broker.Config{Listen: cfg.MQTT, ListenWS: cfg.MQTTWS, Passwd: passwd, FleetSecret: cfg.Auth.FleetSecret,
 		Insecure: cfg.Auth.Insecure, MaxConnsPerIP: cfg.MQTTPerAddress}, log)
 	if errors.Is(err, broker.ErrInsecureNotLoopback) {
 		return nil, err
@@ -231,6 +232,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Pipeline, error) {
 		say("MQTT IS INSECURE: anyone on this machine may publish and read without credentials (--insecure)")
 	}
 	say("MQTT broker        %s", p.broker.URL())
+	if u := p.broker.WSURL(); u != "" {
+		say("MQTT WebSocket     %s", u)
+	}
 
 	for _, r := range cfg.Regions {
 		// Ingest reaches the broker through a relay, so that a scenario can

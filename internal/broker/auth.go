@@ -54,7 +54,8 @@ func (h *authHook) Provides(b byte) bool {
 }
 
 // OnConnectAuthenticate lets in a device with its own credential and its
-// device id as client id (so that no device takes another's session), a
+// device id as client id (so that no device takes another's session; a
+// phone's credential is short-lived and checked against the clock), a
 // gateway with its own credential and its user name as client id, a
 // service user whose password is in the password file, and a client
 // without a user name only when insecure.
@@ -70,6 +71,9 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user, password := string(pk.Connect.Username), string(pk.Connect.Password)
+	if t, ok := devicecred.Parse(user); ok && t.DeviceType == devicecred.PhoneType {
+		return cl.ID == t.Device && devicecred.CheckPhone(h.fleetSecret, user, password, time.Now())
+	}
 	if t, ok := devicecred.Parse(user); ok {
 		return cl.ID == t.Device && devicecred.Check(h.fleetSecret, user, password)
 	}

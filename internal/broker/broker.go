@@ -52,6 +52,10 @@ const (
 type Config struct {
 	// Listen is the TCP address, e.g. 127.0.0.1:1883; port 0 picks one.
 	Listen string
+	// ListenWS, if set, is the address of MQTT over WebSocket (ws.go:
+	// ws://<address>/mqtt) for clients in browsers, under the same
+	// logins, ACL and bounds as Listen (the per-address ones shared).
+	ListenWS string
 	// MaxPendingWrites bounds each client's outbound queue (default
 	// DefaultMaxPendingWrites). Policy of mochi when full: drop and count.
 	// The flow hook keeps a QoS 1 subscriber (ingest) at half of it, in
@@ -109,7 +113,7 @@ func (c Config) Validate() error {
 	if c.Listen == "" {
 		return errors.New("broker: listen address is required")
 	}
-	if c.Insecure && !isLoopback(c.Listen) {
+	if c.Insecure && (!isLoopback(c.Listen) || c.ListenWS != "" && !isLoopback(c.ListenWS)) {
 		return fmt.Errorf("%w, not %s: listen on 127.0.0.1:<port>, or drop --insecure so that clients must log in", ErrInsecureNotLoopback, c.Listen)
 	}
 	for _, b := range []struct {
@@ -217,6 +221,7 @@ func isLoopback(addr string) bool {
 type Broker struct {
 	srv  *mqtt.Server
 	tcp  *gate
+	ws   *gate // nil without Config.ListenWS
 	auth *authHook
 	// takeover keeps the messages mochi would lose when a session resumes.
 	takeover *takeoverHook
@@ -274,10 +279,17 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("broker: listening on %s: %w", cfg.Listen, err)
 	}
+	var ws *gate
+	if cfg.ListenWS != "" {
+		ws = newWSGate(tcp, cfg.ListenWS)
+		if err := srv.AddListener(ws); err != nil {
+			return nil, fmt.Errorf("broker: listening for WebSockets on %s: %w", cfg.ListenWS, err)
+		}
+	}
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker: serving: %w", err)
 	}
-	b := &Broker{srv: srv, tcp: tcp, auth: h, takeover: takeover, flow: flow, reg: prometheus.NewRegistry()}
+	b := &Broker{srv: srv, tcp: tcp, ws: ws, auth: h, takeover: takeover, flow: flow, reg: prometheus.NewRegistry()}
 	b.reg.MustRegister(b.collectors()...)
 	return b, nil
 }
@@ -287,6 +299,15 @@ func (b *Broker) Addr() string { return b.tcp.Address() }
 
 // URL is the broker's address as an MQTT client URL.
 func (b *Broker) URL() string { return "tcp://" + b.Addr() }
+
+// WSURL is the MQTT over WebSocket URL, ws://<host:port>/mqtt; empty
+// without Config.ListenWS.
+func (b *Broker) WSURL() string {
+	if b.ws == nil {
+		return ""
+	}
+	return "ws://" + b.ws.Address() + WSPath
+}
 
 // closeRetry is how often Close disconnects again the clients that got in
 // while it was closing.
@@ -319,6 +340,9 @@ func (b *Broker) Close() error {
 				return
 			case <-retry.C:
 				b.closeClients(b.tcp.ID())
+				if b.ws != nil {
+					b.closeClients(b.ws.ID())
+				}
 			}
 		}
 	})

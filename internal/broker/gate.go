@@ -60,7 +60,7 @@ const (
 
 var refusedReasons = []string{refusedTooMany, refusedTooManyFromIP, refusedLoggingIn, refusedLoggingInFromIP,
 	refusedLoginTimeout, refusedClosedEarly, refusedNotMQTT, refusedConnectTooLarge, refusedBadLogin,
-	refusedFailedLogins, refusedBadConnect, refusedServerBusy}
+	refusedFailedLogins, refusedBadConnect, refusedServerBusy, refusedNotWebSocket}
 
 // gate is the broker's TCP listener, a mochi listeners.Listener. It hands
 // a connection to mochi only once its whole CONNECT has arrived, within
@@ -79,6 +79,10 @@ type gate struct {
 	refused  *connlimit.Tally
 	ended    *connlimit.Tally // logged-in clients whose connection failed
 	log      *slog.Logger
+
+	// upgrade, set on the WebSocket listener (ws.go), turns a new
+	// connection into the stream of MQTT bytes, within the login timeout.
+	upgrade func(net.Conn) (net.Conn, error)
 
 	end     atomic.Bool
 	mu      sync.Mutex
@@ -106,7 +110,12 @@ func newGate(cfg Config, failures *connlimit.Failures, log *slog.Logger) *gate {
 }
 
 func (g *gate) ID() string       { return g.id }
-func (g *gate) Protocol() string { return "tcp" }
+func (g *gate) Protocol() string {
+	if g.upgrade != nil {
+		return "ws"
+	}
+	return "tcp"
+}
 
 func (g *gate) Address() string {
 	if g.ln != nil {
@@ -163,11 +172,31 @@ func (g *gate) refuse(c net.Conn, reason, host string) {
 // admit reads c's CONNECT within the login timeout, then hands c, with the
 // CONNECT to be read again, to mochi for the rest of its life.
 func (g *gate) admit(c net.Conn, host string, establish listeners.EstablishFn) {
-	_ = c.SetDeadline(time.Now().Add(g.timeout))
-	connect, reason := readConnect(c)
+	deadline := time.Now().Add(g.timeout)
+	_ = c.SetDeadline(deadline)
+	raw := c // in waiting, for Close
+	var connect []byte
+	reason := ""
+	if g.upgrade != nil {
+		u, err := g.upgrade(c)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			reason = refusedLoginTimeout
+		case err != nil:
+			reason = refusedNotWebSocket
+		default:
+			// The upgrade clears the connection's deadlines; the CONNECT
+			// is still due within the login timeout.
+			c = u
+			_ = c.SetDeadline(deadline)
+		}
+	}
+	if reason == "" {
+		connect, reason = readConnect(c)
+	}
 	g.loggedIn.Release(host)
 	g.mu.Lock()
-	delete(g.waiting, c)
+	delete(g.waiting, raw)
 	g.mu.Unlock()
 	if reason != "" {
 		g.conns.Release(host)

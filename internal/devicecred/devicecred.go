@@ -60,8 +60,8 @@ func Check(secret, user, password string) bool {
 	if secret == "" {
 		return false
 	}
-	if _, ok := Parse(user); !ok {
-		return false
+	if t, ok := Parse(user); !ok || t.DeviceType == PhoneType {
+		return false // a phone's credential is short-lived: CheckPhone
 	}
 	return checkPassword(secret, user, password)
 }
