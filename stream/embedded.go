@@ -724,6 +724,7 @@ type slogAdapter struct {
 }
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
+
 // clusterChatter are nats-server's messages of a region's cluster coming
 // together or missing a server it knows: its servers start one after
 // another, and a server stopped on purpose (StopServer, the stop-leader

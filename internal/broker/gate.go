@@ -109,7 +109,7 @@ func newGate(cfg Config, failures *connlimit.Failures, log *slog.Logger) *gate {
 	}
 }
 
-func (g *gate) ID() string       { return g.id }
+func (g *gate) ID() string { return g.id }
 func (g *gate) Protocol() string {
 	if g.upgrade != nil {
 		return "ws"
