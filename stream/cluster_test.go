@@ -96,11 +96,7 @@ func TestClusterRegionLosesNothingWhenItsLeaderStops(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-			s, err := rjs.Stream(ctx, ReadingsStream)
-			if err != nil {
-				return err
-			}
-			info, err := s.Info(ctx)
+			info, err := readingsInfo(ctx, rjs)
 			if err != nil {
 				return err
 			}
@@ -118,11 +114,7 @@ func TestClusterRegionLosesNothingWhenItsLeaderStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-		s, err := rjs.Stream(ctx, ReadingsStream)
-		if err != nil {
-			return err
-		}
-		info, err := s.Info(ctx)
+		info, err := readingsInfo(ctx, rjs)
 		if err != nil {
 			return err
 		}

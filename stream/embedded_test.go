@@ -33,6 +33,15 @@ func startTestRegions(t testing.TB) *Embedded {
 	return e
 }
 
+// readingsInfo is READINGS' info in the region js is of.
+func readingsInfo(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamInfo, error) {
+	s, err := js.Stream(ctx, ReadingsStream)
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
+}
+
 // checkFor polls f until it returns nil or the deadline passes.
 func checkFor(t *testing.T, total, every time.Duration, f func() error) {
 	t.Helper()
@@ -78,11 +87,7 @@ func TestEveryRegionHoldsEveryReading(t *testing.T) {
 	want := uint64(perRegion * len(e.Regions()))
 	for _, r := range e.Regions() {
 		checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-			s, err := js[r].Stream(ctx, ReadingsStream)
-			if err != nil {
-				return err
-			}
-			info, err := s.Info(ctx)
+			info, err := readingsInfo(ctx, js[r])
 			if err != nil {
 				return err
 			}
@@ -144,11 +149,7 @@ func TestStopAndStartRegion(t *testing.T) {
 			t.Fatal(err)
 		}
 		return func() error {
-			s, err := rjs.Stream(ctx, ReadingsStream)
-			if err != nil {
-				return err
-			}
-			info, err := s.Info(ctx)
+			info, err := readingsInfo(ctx, rjs)
 			if err != nil {
 				return err
 			}

@@ -443,29 +443,36 @@ func TestDeviceCannotSubscribe(t *testing.T) {
 	for _, b := range brokers {
 		t.Run(b.name, func(t *testing.T) {
 			addr := b.start(t)
-			got := subscribeAsIngest(t, addr)
-			other := mustConnect(t, addr, deviceLogin("thermostat", "th-00002"), "th-00002", nil)
-			for i, f := range filters {
-				t.Run(f, func(t *testing.T) {
-					spy := rawConnect(t, addr, device, "th-00001")
-					code := spy.subscribe(f)
-					if b.refusesSubscribe && code != 0x80 {
-						t.Errorf("SUBACK %#x for %s, want 0x80 (refused)", code, f)
-					}
-					topic, payload := "telemetry/us-east/thermostat/th-00002", fmt.Sprintf("reading-%d", i)
-					if err := publish(other, topic, payload); err != nil {
-						t.Fatal(err)
-					}
-					testharness.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-						if !got.has(topic + " " + payload) {
-							return fmt.Errorf("ingest has not received the other device's reading yet")
-						}
-						return nil
-					})
-					if d := spy.delivered(); len(d) > 0 {
-						t.Errorf("device subscribed to %s (SUBACK %#x) and received %s", f, code, strings.Join(d, ", "))
-					}
-				})
+			checkCannotSubscribe(t, addr, subscribeAsIngest(t, addr), device, "th-00001", filters, b.refusesSubscribe)
+		})
+	}
+}
+
+// checkCannotSubscribe has the client of login and clientID subscribe to
+// each of filters; then the device th-00002 publishes a reading, and once
+// got has it, the client must have received nothing.
+func checkCannotSubscribe(t *testing.T, addr string, got *collector, login creds, clientID string, filters []string, refusesSubscribe bool) {
+	t.Helper()
+	other := mustConnect(t, addr, deviceLogin("thermostat", "th-00002"), "th-00002", nil)
+	for i, f := range filters {
+		t.Run(f, func(t *testing.T) {
+			spy := rawConnect(t, addr, login, clientID)
+			code := spy.subscribe(f)
+			if refusesSubscribe && code != 0x80 {
+				t.Errorf("SUBACK %#x for %s, want 0x80 (refused)", code, f)
+			}
+			topic, payload := "telemetry/us-east/thermostat/th-00002", fmt.Sprintf("reading-%d", i)
+			if err := publish(other, topic, payload); err != nil {
+				t.Fatal(err)
+			}
+			testharness.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+				if !got.has(topic + " " + payload) {
+					return fmt.Errorf("the other device's reading has not arrived yet")
+				}
+				return nil
+			})
+			if d := spy.delivered(); len(d) > 0 {
+				t.Errorf("%s subscribed to %s (SUBACK %#x) and received %s", login.user, f, code, strings.Join(d, ", "))
 			}
 		})
 	}
