@@ -23,6 +23,7 @@ type authHook struct {
 	mqtt.HookBase
 	passwords   Passwords
 	fleetSecret string
+	phoneKey    string // devicecred.PhoneKey of fleetSecret
 	acl         *ACL
 	insecure    bool
 	failures    *connlimit.Failures // by address; nil: not counted (NewAuthHook)
@@ -44,7 +45,7 @@ func newAuthHook(cfg Config) (*authHook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	return &authHook{passwords: pw, fleetSecret: cfg.fleetSecret(), acl: acl, insecure: cfg.Insecure}, nil
+	return &authHook{passwords: pw, fleetSecret: cfg.fleetSecret(), phoneKey: devicecred.PhoneKey(cfg.fleetSecret()), acl: acl, insecure: cfg.Insecure}, nil
 }
 
 func (h *authHook) ID() string { return "telemetry-auth" }
@@ -72,7 +73,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user, password := string(pk.Connect.Username), string(pk.Connect.Password)
 	if t, ok := devicecred.Parse(user); ok && t.DeviceType == devicecred.PhoneType {
-		return cl.ID == t.Device && devicecred.CheckPhone(h.fleetSecret, user, password, time.Now())
+		return cl.ID == t.Device && devicecred.CheckPhone(h.phoneKey, user, password, time.Now())
 	}
 	if t, ok := devicecred.Parse(user); ok {
 		return cl.ID == t.Device && devicecred.Check(h.fleetSecret, user, password)

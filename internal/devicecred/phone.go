@@ -13,26 +13,40 @@ import (
 // (issue 19): its user name is <region>/phone/<phone-id>, as any device's.
 //
 // A phone's credential is short-lived: its password carries its end,
-// <unix seconds>.<HMAC-SHA256(secret, "phone", user, end), first 16 bytes
-// in hex>, so the broker needs no list of the phones it let join, and a
+// <unix seconds>.<HMAC-SHA256(phone key, user, end), first 16 bytes in
+// hex>, so the broker needs no list of the phones it let join, and a
 // password found later on a phone (or in a screenshot of it) stops working
-// at its end. A phone's user name never checks with a device's permanent
-// password (Check), so the fleet secret's long-lived credentials cannot
-// stand in for a phone's.
+// at its end. The phone key is derived from the fleet secret (PhoneKey):
+// what hands out phones' credentials (the dashboard's join page) holds
+// that key only, and cannot make any device's credential with it. A
+// phone's user name never checks with a device's permanent password
+// (Check), so the fleet secret's long-lived credentials cannot stand in
+// for a phone's.
 const PhoneType = "phone"
 
 // MaxPhoneTTL bounds how long a phone's credential may last.
 const MaxPhoneTTL = 24 * time.Hour
 
-// PhonePassword is the password of the phone user until end.
-func PhonePassword(secret, user string, end time.Time) string {
-	e := strconv.FormatInt(end.Unix(), 10)
-	return e + "." + phoneMAC(secret, user, e)
+// PhoneKey is the key of phones' credentials under the fleet secret.
+func PhoneKey(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("telemetry phone credentials"))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
-func phoneMAC(secret, user, end string) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	for _, part := range []string{PhoneType, user, end} {
+// PhonePassword is the password of the phone user until end, under the
+// phone key (PhoneKey of the fleet secret).
+func PhonePassword(key, user string, end time.Time) string {
+	e := strconv.FormatInt(end.Unix(), 10)
+	return e + "." + phoneMAC(key, user, e)
+}
+
+func phoneMAC(key, user, end string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	for _, part := range []string{user, end} {
 		m.Write([]byte(part))
 		m.Write([]byte{0})
 	}
@@ -45,12 +59,11 @@ func IsPhone(user string) bool {
 	return ok && t.DeviceType == PhoneType
 }
 
-// CheckPhone reports whether password is the phone user's under secret
-// and has not ended at now (nor lasts longer than MaxPhoneTTL from now,
-// which no credential this package makes does), in constant time for
-// the MAC.
-func CheckPhone(secret, user, password string, now time.Time) bool {
-	if secret == "" || !IsPhone(user) {
+// CheckPhone reports whether password is the phone user's under the
+// phone key and has not ended at now (nor lasts longer than MaxPhoneTTL
+// from now), in constant time for the MAC.
+func CheckPhone(key, user, password string, now time.Time) bool {
+	if key == "" || !IsPhone(user) {
 		return false
 	}
 	e, mac, ok := strings.Cut(password, ".")
@@ -61,5 +74,5 @@ func CheckPhone(secret, user, password string, now time.Time) bool {
 	if t := time.Unix(end, 0); !now.Before(t) || t.Sub(now) > MaxPhoneTTL {
 		return false
 	}
-	return hmac.Equal([]byte(phoneMAC(secret, user, e)), []byte(mac))
+	return hmac.Equal([]byte(phoneMAC(key, user, e)), []byte(mac))
 }

@@ -7,7 +7,7 @@ import (
 )
 
 func TestPhoneCredentialsAreShortLived(t *testing.T) {
-	const secret = "a-fleet-secret-of-some-length"
+	secret := PhoneKey("a-fleet-secret-of-some-length")
 	now := time.Unix(1796600000, 0)
 	user := Username("eu-west", PhoneType, "ph-7f3a")
 	end := now.Add(time.Hour)
@@ -27,8 +27,9 @@ func TestPhoneCredentialsAreShortLived(t *testing.T) {
 		{"another phone's password", secret, Username("eu-west", PhoneType, "ph-0000"), pw, now},
 		{"the same phone id in another region", secret, Username("us-east", PhoneType, "ph-7f3a"), pw, now},
 		{"a device's permanent password for a phone", secret, user, Password(secret, user), now},
-		{"another secret", secret + "x", user, pw, now},
-		{"no secret", "", user, PhonePassword("", user, end), now},
+		{"another fleet secret's key", PhoneKey("another-fleet-secret"), user, pw, now},
+		{"made with the fleet secret itself", secret, user, PhonePassword("a-fleet-secret-of-some-length", user, end), now},
+		{"no key", "", user, PhonePassword("", user, end), now},
 		{"longer than a day", secret, user, PhonePassword(secret, user, now.Add(MaxPhoneTTL+time.Minute)), now},
 		{"a device that is no phone", secret, Username("eu-west", "thermostat", "ph-7f3a"), PhonePassword(secret, Username("eu-west", "thermostat", "ph-7f3a"), end), now},
 		{"no end", secret, user, mac, now},
