@@ -19,8 +19,10 @@ import (
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 	"github.com/telemetry-demo/telemetry/internal/dirlock"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
+	"github.com/telemetry-demo/telemetry/join"
 	"github.com/telemetry-demo/telemetry/scenario"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
@@ -38,11 +40,14 @@ type DemoConfig struct {
 	DuplicateWindow time.Duration
 	// NATSCluster is how many servers each region runs, every stream on
 	// all of them (0 or 1: one server, streams unreplicated).
-	NATSCluster    int
-	NATSPorts      map[string]int
-	MQTT           string
-	MQTTWS         string // MQTT over WebSocket for browsers; empty: none
-	MQTTPerAddress int    // 0: broker.DefaultMaxConnsPerIP
+	NATSCluster int
+	NATSPorts   map[string]int
+	MQTT        string
+	MQTTWS      string // MQTT over WebSocket for browsers; empty: none
+	// MaxPhones bounds the phones joined at once (POST /api/join, with
+	// MQTTWS); 0: join.DefaultMaxPhones.
+	MaxPhones      int
+	MQTTPerAddress int // 0: broker.DefaultMaxConnsPerIP
 	Auth           MQTTAuth
 	// Listen is the dashboard's address, with the presenter API beside it.
 	Listen          string
@@ -199,6 +204,18 @@ func (d *Demo) Run(ctx context.Context) error {
 	mux.Handle("/api/scenario", presenter)
 	mux.Handle("/api/scenario/", presenter)
 	mux.Handle("/", dash.Handler())
+	if port := p.BrokerWSPort(); port != 0 {
+		phones, err := join.New(join.Config{PhoneKey: devicecred.PhoneKey(cmp.Or(f.Auth.FleetSecret, deploy.DemoFleetSecret)),
+			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones}, log)
+		if err != nil {
+			return stop(err)
+		}
+		joinReg := prometheus.NewRegistry()
+		joinReg.MustRegister(phones.Collectors()...)
+		p.AddGatherer(joinReg)
+		mux.Handle("/api/join", phones)
+		say("phones join        POST http://%s/api/join, then publish over MQTT on WebSocket port %d (up to %d phones at once)", ln.Addr(), port, phones.Max())
+	}
 	if f.Profiling {
 		httpserv.Profiling(mux)
 		say("profiles           http://%s/debug/pprof/ (--pprof)", ln.Addr())

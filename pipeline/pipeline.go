@@ -119,6 +119,10 @@ func (p *Pipeline) NATS() *stream.Embedded { return p.nats }
 // BrokerURL is the embedded broker's address for MQTT clients.
 func (p *Pipeline) BrokerURL() string { return p.broker.URL() }
 
+// BrokerWSPort is the port of the broker's MQTT over WebSocket listener;
+// 0 without one (Config.MQTTWS).
+func (p *Pipeline) BrokerWSPort() int { return p.broker.WSPort() }
+
 // StorageURL is storage's HTTP API, empty when storage is off; StorageOff
 // then says why.
 func (p *Pipeline) StorageURL() string { return p.storageURL }

@@ -309,6 +309,15 @@ func (b *Broker) WSURL() string {
 	return "ws://" + b.ws.Address() + WSPath
 }
 
+// WSPort is the MQTT over WebSocket listener's port; 0 without
+// Config.ListenWS.
+func (b *Broker) WSPort() int {
+	if b.ws == nil || b.ws.ln == nil {
+		return 0
+	}
+	return b.ws.ln.Addr().(*net.TCPAddr).Port
+}
+
 // closeRetry is how often Close disconnects again the clients that got in
 // while it was closing.
 const closeRetry = 100 * time.Millisecond

@@ -1,0 +1,230 @@
+package join
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/connlimit"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
+)
+
+// Defaults of Config's bounds.
+const (
+	DefaultMaxPhones     = 300
+	DefaultMaxPerAddress = 50
+	DefaultTTL           = 30 * time.Minute
+)
+
+// Config configures the join service.
+type Config struct {
+	// PhoneKey makes the phones' passwords: devicecred.PhoneKey of the
+	// broker's fleet secret. Required.
+	PhoneKey string
+	// Regions the phones are spread over, in turn. Required.
+	Regions []string
+	// BrokerWSPort is the port of the broker's MQTT over WebSocket
+	// listener; a phone is sent to ws://<the host it reached the
+	// dashboard by>:<port>/mqtt. Required.
+	BrokerWSPort int
+	// MaxPhones, MaxPerAddress and TTL bound the phones (defaults above;
+	// TTL at most devicecred.MaxPhoneTTL).
+	MaxPhones, MaxPerAddress int
+	TTL                      time.Duration
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Credential is what a phone gets: who it is and how it logs in.
+type Credential struct {
+	Device   string    `json:"device"`
+	Region   string    `json:"region"`
+	Type     string    `json:"type"`
+	Topic    string    `json:"topic"`
+	ClientID string    `json:"client_id"`
+	User     string    `json:"user"`
+	Password string    `json:"password"`
+	Broker   string    `json:"broker"`
+	Expires  time.Time `json:"expires"`
+}
+
+// Service hands out phones' credentials, within its bounds.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	refused *connlimit.Tally // by reason, logged rate limited
+	joined  prometheus.Counter
+
+	mu     sync.Mutex
+	next   int      // the region of the next phone
+	phones []issued // phones whose credential has not ended, oldest first
+}
+
+// Reasons of telemetry_join_refused_total.
+const (
+	refusedFull    = "full"                  // MaxPhones
+	refusedAddress = "too_many_from_address" // MaxPerAddress
+)
+
+type issued struct {
+	addr string
+	end  time.Time
+}
+
+// New checks cfg and returns the service.
+func New(cfg Config, log *slog.Logger) (*Service, error) {
+	if cfg.PhoneKey == "" || len(cfg.Regions) == 0 || cfg.BrokerWSPort <= 0 || cfg.BrokerWSPort > 65535 {
+		return nil, errors.New("join: a phone key, regions and the broker's WebSocket port are required")
+	}
+	for _, r := range cfg.Regions {
+		if !protocol.ValidName(r) {
+			return nil, fmt.Errorf("join: region %q: want lower-case letters, digits and dashes", r)
+		}
+	}
+	if cfg.MaxPhones == 0 {
+		cfg.MaxPhones = DefaultMaxPhones
+	}
+	if cfg.MaxPerAddress == 0 {
+		cfg.MaxPerAddress = DefaultMaxPerAddress
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.MaxPhones < 0 || cfg.MaxPerAddress < 0 || cfg.TTL < time.Minute || cfg.TTL > devicecred.MaxPhoneTTL {
+		return nil, fmt.Errorf("join: bounds %d phones, %d per address, %v each: want positive counts and 1m to %v", cfg.MaxPhones, cfg.MaxPerAddress, cfg.TTL, devicecred.MaxPhoneTTL)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "join")
+	return &Service{cfg: cfg, log: log,
+		refused: connlimit.NewTally("telemetry_join_refused_total",
+			"Phones refused at POST /api/join, by reason: full (the most phones at once), too_many_from_address (the most from one address).",
+			"phones refused", log, refusedFull, refusedAddress),
+		joined: prometheus.NewCounter(prometheus.CounterOpts{Name: "telemetry_join_phones_total", Help: "Phones given a credential at POST /api/join."}),
+	}, nil
+}
+
+// Collectors are the service's metrics, for a /metrics.
+func (s *Service) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.refused, s.joined,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "telemetry_join_phones", Help: "Phones holding a credential that has not ended."},
+			func() float64 { return float64(s.Phones()) })}
+}
+
+// Refused is how many phones were refused for reason (full,
+// too_many_from_address).
+func (s *Service) Refused(reason string) uint64 { return s.refused.Count(reason) }
+
+// ServeHTTP answers POST /api/join with a Credential (201), 429 when the
+// client's address has MaxPerAddress phones, 503 when MaxPhones have
+// joined; each refusal says when to try again.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST to join", http.StatusMethodNotAllowed)
+		return
+	}
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	addr := connlimit.HostOf(r.RemoteAddr)
+	cred, retry, status := s.issue(addr, host)
+	if status != http.StatusCreated {
+		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
+		msg := "the room is full: " + strconv.Itoa(s.cfg.MaxPhones) + " phones have joined; try again in a few minutes"
+		if status == http.StatusTooManyRequests {
+			msg = "too many phones from your network: " + strconv.Itoa(s.cfg.MaxPerAddress) + " have joined from it; try again in a few minutes"
+		}
+		http.Error(w, msg, status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(cred)
+}
+
+// issue makes a phone for a client at addr that reached the dashboard as
+// host, or says why not and when one ends.
+func (s *Service) issue(addr, host string) (Credential, time.Duration, int) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := s.phones[:0]
+	for _, p := range s.phones {
+		if p.end.After(now) {
+			kept = append(kept, p)
+		}
+	}
+	s.phones = kept
+	if len(s.phones) >= s.cfg.MaxPhones {
+		s.refused.Add(refusedFull, addr)
+		return Credential{}, s.phones[0].end.Sub(now), http.StatusServiceUnavailable
+	}
+	from := 0
+	var first time.Time
+	for _, p := range s.phones {
+		if p.addr == addr {
+			if from == 0 {
+				first = p.end
+			}
+			from++
+		}
+	}
+	if from >= s.cfg.MaxPerAddress {
+		s.refused.Add(refusedAddress, addr)
+		return Credential{}, first.Sub(now), http.StatusTooManyRequests
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	id := "ph-" + hex.EncodeToString(b[:])
+	region := s.cfg.Regions[s.next%len(s.cfg.Regions)]
+	s.next++
+	end := now.Add(s.cfg.TTL).Truncate(time.Second)
+	user := devicecred.Username(region, devicecred.PhoneType, id)
+	s.phones = append(s.phones, issued{addr: addr, end: end})
+	s.joined.Inc()
+	s.log.Info("phone joined", "device", id, "region", region, "from", addr, "until", end)
+	return Credential{
+		Device: id, Region: region, Type: devicecred.PhoneType, ClientID: id,
+		Topic: protocol.Topic{Region: region, DeviceType: devicecred.PhoneType, Device: id}.String(),
+		User:  user, Password: devicecred.PhonePassword(s.cfg.PhoneKey, user, end),
+		Broker:  "ws://" + net.JoinHostPort(host, strconv.Itoa(s.cfg.BrokerWSPort)) + broker.WSPath,
+		Expires: end,
+	}, 0, http.StatusCreated
+}
+
+// Max is the most phones at once.
+func (s *Service) Max() int { return s.cfg.MaxPhones }
+
+// Phones is how many phones hold a credential that has not ended.
+func (s *Service) Phones() int {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, p := range s.phones {
+		if p.end.After(now) {
+			n++
+		}
+	}
+	return n
+}
