@@ -7,7 +7,7 @@ GO ?= go
 PKGS ?= ./...
 COMPOSE_PKG = github.com/telemetry-demo/telemetry/e2e/compose
 
-.PHONY: demo test deps-test bench lint build fuzz compose-images compose-up compose-down
+.PHONY: demo test deps-test web-deps bench lint build fuzz compose-images compose-up compose-down
 
 # The demo runs as a built binary, not under `go run`: `go run` exits 1
 # whenever it is interrupted, so Ctrl-C ended every demo with "make: ***
@@ -29,8 +29,17 @@ test: deps-test
 
 deps-test:
 	./scripts/deps.sh
+	./scripts/web-deps.sh
+
+# The phones' page embeds mqtt.js from npm, fetched at a pinned version
+# and integrity (scripts/web-deps.sh). `make build` goes on without it (no
+# npm, no network): the demo runs, and its /join page says the phones'
+# client is missing.
+web-deps:
+	./scripts/web-deps.sh
 
 build:
+	-./scripts/web-deps.sh
 	$(GO) build -o bin/telemetry ./cmd/telemetry
 
 bench:

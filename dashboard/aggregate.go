@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
 	"github.com/telemetry-demo/telemetry/internal/protocol"
 )
 
@@ -47,6 +48,7 @@ type regionAgg struct {
 	total         uint64
 	perSec        []countSlot
 	devices       map[string]int64 // device -> unix ms last seen
+	phones        map[string]int64 // the devices of type phone among them
 	lat           latencyRing
 	lastReading   int64 // unix ms of the latest reading; 0 before the first
 	metrics       map[seriesKey]*series
@@ -99,6 +101,7 @@ func newAggregator(regions []string, window, active time.Duration, now time.Time
 		a.regions[r] = &regionAgg{
 			perSec:   make([]countSlot, a.window+1),
 			devices:  map[string]int64{},
+			phones:   map[string]int64{},
 			lat:      latencyRing{buf: make([]latencySample, latencySamples)},
 			metrics:  map[seriesKey]*series{},
 			rejected: map[string]uint64{},
@@ -134,6 +137,13 @@ func (a *aggregator) addReading(now time.Time, region, deviceType, device string
 		ra.devices[device] = nowMS
 	} else {
 		ra.devices[strings.Clone(device)] = nowMS
+	}
+	if deviceType == devicecred.PhoneType {
+		if _, seen := ra.phones[device]; seen {
+			ra.phones[device] = nowMS
+		} else {
+			ra.phones[strings.Clone(device)] = nowMS
+		}
 	}
 	ra.lat.add(nowMS, float64(lat)/float64(time.Millisecond))
 	ra.lastReading = nowMS
@@ -260,6 +270,13 @@ func (a *aggregator) snapshot(now time.Time, s *Snapshot) {
 				rs.ActiveDevices++
 			} else {
 				delete(ra.devices, d)
+			}
+		}
+		for d, last := range ra.phones {
+			if last >= activeSince {
+				rs.ActivePhones++
+			} else {
+				delete(ra.phones, d)
 			}
 		}
 		scratch = ra.lat.since(latSince, scratch[:0])

@@ -52,9 +52,12 @@ type RegionSnapshot struct {
 	// Rate is readings per second over the window.
 	Rate float64 `json:"rate"`
 	// Total is readings seen since the dashboard started.
-	Total         uint64  `json:"total"`
-	ActiveDevices int     `json:"active_devices"`
-	Latency       Latency `json:"latency_ms"`
+	Total         uint64 `json:"total"`
+	ActiveDevices int    `json:"active_devices"`
+	// ActivePhones are the active devices of type phone: the audience's
+	// (package join).
+	ActivePhones int     `json:"active_phones"`
+	Latency      Latency `json:"latency_ms"`
 	// Rejected counts dead letters by reason.
 	Rejected      map[string]uint64 `json:"rejected"`
 	RejectedTotal uint64            `json:"rejected_total"`

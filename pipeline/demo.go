@@ -214,7 +214,9 @@ func (d *Demo) Run(ctx context.Context) error {
 		joinReg.MustRegister(phones.Collectors()...)
 		p.AddGatherer(joinReg)
 		mux.Handle("/api/join", phones)
-		say("phones join        POST http://%s/api/join, then publish over MQTT on WebSocket port %d (up to %d phones at once)", ln.Addr(), port, phones.Max())
+		mux.Handle("/join", phones.Page())
+		mux.Handle("/join/", phones.Page())
+		say("phones join        http://%s/join (up to %d at once; they publish over MQTT on WebSocket, port %d)", ln.Addr(), phones.Max(), port)
 	}
 	if f.Profiling {
 		httpserv.Profiling(mux)

@@ -2,7 +2,8 @@
 # Installs what the tests need and is not a Go module: Mosquitto (tests'
 # MQTT broker, and mosquitto_pub to try the protocol by hand), ClickHouse
 # (storage), ZooKeeper (a replicated ClickHouse's coordinator, which the
-# cluster tests start) and Chromium (the dashboard's browser tests). `make test` runs
+# cluster tests start), Chromium (the dashboard's browser tests) and npm
+# (scripts/web-deps.sh fetches the phones' MQTT client with it). `make test` runs
 # it; `make demo` does not (the demo needs only Go). On Debian or
 # Ubuntu it uses apt-get (as root, or through sudo); elsewhere it says what to
 # install. Safe to run again: it installs only what is missing.
@@ -14,6 +15,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 command -v clickhouse-server >/dev/null || command -v clickhouse >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
 command -v chromium >/dev/null || need+=(chromium)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || need+=(zookeeper)
+# npm fetches the phones' MQTT client at build time (scripts/web-deps.sh).
+command -v npm >/dev/null || need+=(npm)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: everything present"
@@ -22,7 +25,7 @@ fi
 
 if ! command -v apt-get >/dev/null; then
   echo "deps: missing ${need[*]}; this is not a Debian/Ubuntu machine, so install them with your package manager" >&2
-  echo "      (macOS: brew install mosquitto clickhouse chromium zookeeper). The tests need all four;" >&2
+  echo "      (macOS: brew install mosquitto clickhouse chromium zookeeper node). The tests need all five;" >&2
   echo "      ZooKeeper is looked for as Debian installs it, /usr/share/java/zookeeper.jar." >&2
   exit 1
 fi

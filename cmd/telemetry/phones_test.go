@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/device"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telemetry-demo/telemetry/internal/testharness"
@@ -28,7 +31,7 @@ func TestAPhoneJoinsTheDemo(t *testing.T) {
 		DataDir: t.TempDir(), Devices: 3, Rate: 3, Seed: 1,
 	})
 	url := consoleValue(t, out, dashboardLine)
-	consoleValue(t, out, regexp.MustCompile(`phones join\s+POST (\S+)`))
+	consoleValue(t, out, regexp.MustCompile(`phones join\s+(\S+)`))
 	addr := consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
 
 	resp, err := http.Post(url+"/api/join", "", nil)
@@ -67,5 +70,130 @@ func TestAPhoneJoinsTheDemo(t *testing.T) {
 			return fmt.Errorf("ClickHouse holds %d rows of %s (type %q, region %q; want 2 metrics of one reading, phone, %s): %v", n, c.Device, typ, region, c.Region, err)
 		}
 		return nil
+	})
+}
+
+// TestFiftyPhonesJoinFromTheBrowser: fifty phones, each a tab of a real
+// Chromium emulating a phone (half an iPhone 12, half a Pixel 5), open
+// /join, get a device of their own, and publish a reading a second from
+// their motion sensors (synthetic deviceorientation events) over MQTT on
+// WebSocket. While they publish the dashboard counts fifty phones; once
+// each has stopped and had every reading acknowledged, ClickHouse holds
+// every reading of every phone once, with the tilt the sensor events gave.
+func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
+	const phones = 50
+	testharness.RequireClickHouse(t)
+	out := startDemoWith(t, pipeline.DemoConfig{
+		MQTT: "127.0.0.1:0", MQTTWS: "127.0.0.1:0", Listen: "127.0.0.1:0", StorageListen: "127.0.0.1:0",
+		DataDir: t.TempDir(), Devices: 3, Rate: 3, Seed: 1,
+	})
+	url := consoleValue(t, out, dashboardLine)
+	addr := consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
+	if resp, err := http.Get(url + "/join/mqtt.min.js"); err != nil || resp.StatusCode != http.StatusOK {
+		msg := "this build has no phones' MQTT client: run make web-deps (scripts/web-deps.sh)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	browser := testharness.Browser(t, 390, 844)
+	tabs := make([]context.Context, phones)
+	for i := range tabs {
+		ctx, cancel := chromedp.NewContext(browser)
+		t.Cleanup(cancel)
+		tabs[i] = ctx
+		model := device.IPhone12
+		if i%2 == 1 {
+			model = device.Pixel5
+		}
+		if err := chromedp.Do(ctx, chromedp.Emulate(model), chromedp.Navigate(url+"/join")); err != nil {
+			t.Fatalf("phone %d opening /join: %v", i+1, err)
+		}
+	}
+	// Every phone tilts forward by 45 degrees and to the side by -20.
+	const tilt = `window.dispatchEvent(new DeviceOrientationEvent("deviceorientation", {alpha: 0, beta: 45, gamma: -20}))`
+	for i, ctx := range tabs {
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](tilt)); err != nil {
+			t.Fatalf("phone %d tilting: %v", i+1, err)
+		}
+	}
+	acked := func(ctx context.Context) (n int, errText string) {
+		n, _ = chromedp.Run(ctx, chromedp.Evaluate[int](`Number(document.body.dataset.acked || 0)`))
+		errText, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.error || ""`))
+		return n, errText
+	}
+	testharness.CheckFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+		for i, ctx := range tabs {
+			if n, e := acked(ctx); n < 3 {
+				return fmt.Errorf("phone %d has %d readings acknowledged (error %q), want 3 or more", i+1, n, e)
+			}
+		}
+		return nil
+	})
+	testharness.CheckFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		s, err := snapshot(url)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, r := range s.Regions {
+			n += r.ActivePhones
+		}
+		if n != phones {
+			return fmt.Errorf("the dashboard counts %d phones, want %d", n, phones)
+		}
+		return nil
+	})
+
+	sent := map[string]int{}
+	for i, ctx := range tabs {
+		res, err := chromedp.Run(ctx, chromedp.Evaluate[struct{ Sent, Acked int }](`stopPhone()`, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("stopping phone %d: %v", i+1, err)
+		}
+		id, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.device`))
+		if err != nil {
+			t.Fatalf("phone %d's device: %v", i+1, err)
+		}
+		if res.Sent == 0 || res.Acked != res.Sent {
+			t.Errorf("phone %d (%s): %d sent, %d acknowledged; want every one acknowledged", i+1, id, res.Sent, res.Acked)
+		}
+		sent[id] = res.Sent
+	}
+	if len(sent) != phones {
+		t.Fatalf("%d distinct devices among %d phones", len(sent), phones)
+	}
+	conn, err := storage.Dial(storage.Config{ClickHouseAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	testharness.CheckFor(t, 60*time.Second, 500*time.Millisecond, func() error {
+		rows, err := conn.Query(context.Background(), `SELECT device, uniqExact(seq), count(), countIf(metric = 'tilt_front_deg' AND value = 45)
+			FROM telemetry.readings FINAL WHERE device_type = 'phone' GROUP BY device`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		stored := 0
+		for rows.Next() {
+			var dev string
+			var readings, n, tilted uint64
+			if err := rows.Scan(&dev, &readings, &n, &tilted); err != nil {
+				return err
+			}
+			want, ok := sent[dev]
+			if !ok {
+				return fmt.Errorf("ClickHouse holds phone %s, which no tab was", dev)
+			}
+			if readings != uint64(want) || n != 3*uint64(want) || tilted == 0 {
+				return fmt.Errorf("phone %s: %d readings (%d rows, %d tilted by 45°) stored, want each of %d once, three metrics each", dev, readings, n, tilted, want)
+			}
+			stored++
+		}
+		if stored != phones {
+			return fmt.Errorf("ClickHouse holds readings of %d phones, want %d", stored, phones)
+		}
+		return rows.Err()
 	})
 }

@@ -126,7 +126,7 @@ function renderRegion(r, snap) {
   }
   setText("rate-" + n, fmtRate(r.rate));
   setText("total-" + n, fmtInt(r.total));
-  setText("active-" + n, fmtInt(r.active_devices));
+  setText("active-" + n, fmtInt(r.active_devices) + (r.active_phones ? " · " + fmtInt(r.active_phones) + " phones" : ""));
   const lat = r.latency_ms || {};
   setText("p50-" + n, lat.samples ? fmtMS(lat.p50) : "—");
   setText("p99-" + n, lat.samples ? fmtMS(lat.p99) : "—", lat.p99 > 5000 ? "v num warn-text" : "v num");
