@@ -131,6 +131,10 @@ type Config struct {
 	// carries no secret. Scenario markers and ledgers are fed with
 	// MarkScenario and ShowLedger.
 	Presenter bool
+	// Join says that phones may join (package join, /join beside the
+	// page): the presenter panel then links the join view, /join/show,
+	// with its QR code.
+	Join bool
 
 	// Replication, if set, is polled every ReplicationPoll for the
 	// replication lag between regions, shown per region. The stream

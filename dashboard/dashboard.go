@@ -379,6 +379,7 @@ func (d *Dashboard) snapshot(now time.Time, seq uint64) Snapshot {
 	d.agg.snapshot(now, &s)
 	s.Clients = d.hub.count()
 	s.Presenter = d.cfg.Presenter
+	s.Join = d.cfg.Join
 	d.scenarios.fill(&s)
 
 	d.mu.Lock()

@@ -29,6 +29,8 @@ type Snapshot struct {
 	// Presenter is Config.Presenter: the presenter API is served beside
 	// the page, which then offers its panel (and asks for the token).
 	Presenter bool `json:"presenter"`
+	// Join is Config.Join: phones may join at /join.
+	Join bool `json:"join"`
 	// Scenarios are the markers of the last presenter scenarios, oldest
 	// first; Ledger is the last finished one's ledger, nil while a
 	// scenario runs and before the first ends.

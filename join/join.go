@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,10 @@ type Config struct {
 	// listener; a phone is sent to ws://<the host it reached the
 	// dashboard by>:<port>/mqtt. Required.
 	BrokerWSPort int
+	// PublicURL is the dashboard's address as phones reach it
+	// (http://<host>:<port>), which the join link and its QR code carry;
+	// empty: the address the request for the QR code came to.
+	PublicURL string
 	// MaxPhones, MaxPerAddress and TTL bound the phones (defaults above;
 	// TTL at most devicecred.MaxPhoneTTL).
 	MaxPhones, MaxPerAddress int
@@ -108,6 +114,13 @@ func New(cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" && u.Path != "/" {
+			return nil, fmt.Errorf("join: public URL %q: want http://<host>[:<port>] as phones reach the dashboard", cfg.PublicURL)
+		}
+		cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -2,6 +2,8 @@ package join
 
 import (
 	"embed"
+	"fmt"
+	"html/template"
 	"io/fs"
 	"net/http"
 )
@@ -34,5 +36,23 @@ func (s *Service) Page() http.Handler {
 	mux.HandleFunc("GET /join", serve("phone.html", "text/html; charset=utf-8"))
 	mux.HandleFunc("GET /join/phone.js", serve("phone.js", "text/javascript; charset=utf-8"))
 	mux.HandleFunc("GET /join/mqtt.min.js", serve("vendor/mqtt.min.js", "text/javascript; charset=utf-8"))
+	mux.HandleFunc("GET /join/qr.png", s.serveQR)
+	mux.HandleFunc("GET /join/show", s.serveShow)
 	return mux
+}
+
+// show is the join view for the projector: the QR code of the join link,
+// the link, the bounds, and a warning when the link names this machine
+// only.
+var show = template.Must(template.ParseFS(web, "web/show.html"))
+
+func (s *Service) serveShow(w http.ResponseWriter, r *http.Request) {
+	link := s.Link(r)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	_ = show.Execute(w, struct {
+		Link, TTL string
+		Max       int
+		Loopback  bool
+	}{link, fmt.Sprintf("%.0f minutes", s.cfg.TTL.Minutes()), s.cfg.MaxPhones, loopbackLink(link)})
 }

@@ -46,7 +46,11 @@ type DemoConfig struct {
 	MQTTWS      string // MQTT over WebSocket for browsers; empty: none
 	// MaxPhones bounds the phones joined at once (POST /api/join, with
 	// MQTTWS); 0: join.DefaultMaxPhones.
-	MaxPhones      int
+	MaxPhones int
+	// PublicURL is the dashboard's address as phones reach it, for the
+	// join link and its QR code; empty: the address the join view is
+	// opened at.
+	PublicURL      string
 	MQTTPerAddress int // 0: broker.DefaultMaxConnsPerIP
 	Auth           MQTTAuth
 	// Listen is the dashboard's address, with the presenter API beside it.
@@ -178,6 +182,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		AllowedOrigins:   f.AllowedOrigins,
 		AllowedHosts:     f.AllowedHosts,
 		Presenter:        f.PresenterToken != "",
+		Join:             f.MQTTWS != "",
 		Fallbacks:        p.dashboardFallbacks(),
 	}, log)
 	if err != nil {
@@ -206,7 +211,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	mux.Handle("/", dash.Handler())
 	if port := p.BrokerWSPort(); port != 0 {
 		phones, err := join.New(join.Config{PhoneKey: devicecred.PhoneKey(cmp.Or(f.Auth.FleetSecret, deploy.DemoFleetSecret)),
-			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones}, log)
+			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones, PublicURL: f.PublicURL}, log)
 		if err != nil {
 			return stop(err)
 		}
@@ -216,7 +221,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		mux.Handle("/api/join", phones)
 		mux.Handle("/join", phones.Page())
 		mux.Handle("/join/", phones.Page())
-		say("phones join        http://%s/join (up to %d at once; they publish over MQTT on WebSocket, port %d)", ln.Addr(), phones.Max(), port)
+		say("phones join        http://%s/join (up to %d at once; they publish over MQTT on WebSocket, port %d); the join view with its QR code: http://%s/join/show", ln.Addr(), phones.Max(), port, ln.Addr())
 	}
 	if f.Profiling {
 		httpserv.Profiling(mux)

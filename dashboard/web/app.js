@@ -588,6 +588,7 @@ function renderPresenter(snap) {
   }
   if (!on) return;
   const unlocked = !!presenterToken;
+  $("presenter-join").hidden = !snap.join;
   $("presenter-login").hidden = unlocked;
   $("presenter-controls").hidden = !unlocked;
   if (unlocked && !presenterTimer && !presenterPolling) presenterTimer = setTimeout(pollPresenter, 0);
