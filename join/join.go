@@ -49,6 +49,9 @@ type Config struct {
 	// TTL at most devicecred.MaxPhoneTTL).
 	MaxPhones, MaxPerAddress int
 	TTL                      time.Duration
+	// Tracer, if set, lets a phone see its latest reading's journey at
+	// GET /api/journey.
+	Tracer Tracer
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 }
@@ -149,6 +152,10 @@ func (s *Service) Refused(reason string) uint64 { return s.refused.Count(reason)
 // client's address has MaxPerAddress phones, 503 when MaxPhones have
 // joined; each refusal says when to try again.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/api/journey" && r.Method == http.MethodGet {
+		s.serveJourney(w, r)
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "POST to join", http.StatusMethodNotAllowed)

@@ -1,6 +1,7 @@
 package join_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/broker"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
+	"github.com/telemetry-demo/telemetry/internal/protocol"
 	"github.com/telemetry-demo/telemetry/internal/testharness"
 	"github.com/telemetry-demo/telemetry/join"
 )
@@ -171,5 +173,59 @@ func TestJoiningIsBounded(t *testing.T) {
 		if _, err := join.New(bad, nil); err == nil {
 			t.Errorf("New(%+v) accepted", bad)
 		}
+	}
+}
+
+// askedTracer answers every trace with an empty journey and keeps the
+// topics it was asked for.
+type askedTracer struct{ asked []protocol.Topic }
+
+func (a *askedTracer) Trace(_ context.Context, t protocol.Topic) (join.Journey, error) {
+	a.asked = append(a.asked, t)
+	return join.Journey{Device: t.Device, Seq: 1}, nil
+}
+
+// TestAPhoneSeesOnlyItsOwnJourney: GET /api/journey answers a phone's own
+// login with its own reading's journey, and refuses no login, another
+// phone's user name with this phone's password, a device's permanent
+// password and a credential past its end.
+func TestAPhoneSeesOnlyItsOwnJourney(t *testing.T) {
+	now := time.Unix(1796600000, 0)
+	tracer := &askedTracer{}
+	key := devicecred.PhoneKey(deploy.DemoFleetSecret)
+	s, err := join.New(join.Config{PhoneKey: key, Regions: []string{"us-east"}, BrokerWSPort: 8083, Tracer: tracer,
+		Now: func() time.Time { return now }}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, c := do(t, s, "192.0.2.1:1")
+	other := devicecred.Username("us-east", devicecred.PhoneType, "ph-00000000")
+	get := func(user, password string) int {
+		req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8080/api/journey", nil)
+		if user != "" {
+			req.SetBasicAuth(user, password)
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for _, bad := range []struct{ name, user, password string }{
+		{"no login", "", ""},
+		{"another phone's name", other, c.Password},
+		{"a device's permanent password", c.User, devicecred.Password(deploy.DemoFleetSecret, c.User)},
+	} {
+		if code := get(bad.user, bad.password); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", bad.name, code)
+		}
+	}
+	if code := get(c.User, c.Password); code != http.StatusOK {
+		t.Fatalf("the phone's own login: %d, want 200", code)
+	}
+	if len(tracer.asked) != 1 || tracer.asked[0].Device != c.Device || tracer.asked[0].DeviceType != devicecred.PhoneType {
+		t.Errorf("traced %+v, want only the phone's own topic", tracer.asked)
+	}
+	now = c.Expires
+	if code := get(c.User, c.Password); code != http.StatusUnauthorized {
+		t.Errorf("a credential at its end: %d, want 401", code)
 	}
 }

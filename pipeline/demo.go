@@ -210,8 +210,10 @@ func (d *Demo) Run(ctx context.Context) error {
 	mux.Handle("/api/scenario/", presenter)
 	mux.Handle("/", dash.Handler())
 	if port := p.BrokerWSPort(); port != 0 {
+		tracer := NewTracer(p)
+		defer tracer.Close()
 		phones, err := join.New(join.Config{PhoneKey: devicecred.PhoneKey(cmp.Or(f.Auth.FleetSecret, deploy.DemoFleetSecret)),
-			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones, PublicURL: f.PublicURL}, log)
+			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones, PublicURL: f.PublicURL, Tracer: tracer}, log)
 		if err != nil {
 			return stop(err)
 		}
@@ -219,6 +221,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		joinReg.MustRegister(phones.Collectors()...)
 		p.AddGatherer(joinReg)
 		mux.Handle("/api/join", phones)
+		mux.Handle("/api/journey", phones)
 		mux.Handle("/join", phones.Page())
 		mux.Handle("/join/", phones.Page())
 		say("phones join        http://%s/join (up to %d at once; they publish over MQTT on WebSocket, port %d); the join view with its QR code: http://%s/join/show", ln.Addr(), phones.Max(), port, ln.Addr())

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,7 +78,10 @@ func TestAPhoneJoinsTheDemo(t *testing.T) {
 // Chromium emulating a phone (half an iPhone 12, half a Pixel 5), open
 // /join, get a device of their own, and publish a reading a second from
 // their motion sensors (synthetic deviceorientation events) over MQTT on
-// WebSocket. While they publish the dashboard counts fifty phones; once
+// WebSocket. While they publish the dashboard counts fifty phones. Once
+// stopped, each sees its last reading's journey, from its own send and the
+// broker's acknowledgement to JetStream in its region, the copies in the
+// other two and ClickHouse; once
 // each has stopped and had every reading acknowledged, ClickHouse holds
 // every reading of every phone once, with the tilt the sensor events gave.
 func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
@@ -146,6 +150,7 @@ func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
 	})
 
 	sent := map[string]int{}
+	ids := make([]string, len(tabs))
 	for i, ctx := range tabs {
 		res, err := chromedp.Run(ctx, chromedp.Evaluate[struct{ Sent, Acked int }](`stopPhone()`, chromedp.EvalAwaitPromise))
 		if err != nil {
@@ -158,8 +163,27 @@ func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
 		if res.Sent == 0 || res.Acked != res.Sent {
 			t.Errorf("phone %d (%s): %d sent, %d acknowledged; want every one acknowledged", i+1, id, res.Sent, res.Acked)
 		}
-		sent[id] = res.Sent
+		sent[id], ids[i] = res.Sent, id
 	}
+	// Each phone sees its last reading's journey, every hop done.
+	testharness.CheckFor(t, 60*time.Second, 250*time.Millisecond, func() error {
+		for i, ctx := range tabs {
+			hops, err := chromedp.Run(ctx, chromedp.Evaluate[string](
+				`document.body.dataset.journeyDone === "1" ? [...document.querySelectorAll("#phone-journey td:first-child")].map((td) => td.textContent).join("|") : ""`))
+			if err != nil || hops == "" {
+				return fmt.Errorf("phone %d has not seen a whole journey yet (%v)", i+1, err)
+			}
+			for _, want := range []string{"JetStream ", "copy in ", "stored in ClickHouse"} {
+				if !strings.Contains(hops, want) {
+					return fmt.Errorf("phone %d's journey %q has no %q", i+1, hops, want)
+				}
+			}
+			if seq, err := chromedp.Run(ctx, chromedp.Evaluate[int](`Number(document.body.dataset.journeySeq)`)); err != nil || seq != sent[ids[i]] {
+				return fmt.Errorf("phone %d's journey is of reading %d, want its last, %d (%v)", i+1, seq, sent[ids[i]], err)
+			}
+		}
+		return nil
+	})
 	if len(sent) != phones {
 		t.Fatalf("%d distinct devices among %d phones", len(sent), phones)
 	}

@@ -14,6 +14,8 @@ const phone = {
   sensors: { front: null, side: null, accel: null },
   client: null,
   timer: null,
+  own: new Map(), // seq -> {sent, acked}: this phone's clock
+  tracing: false,
 };
 
 window.addEventListener("deviceorientation", (e) => {
@@ -68,8 +70,12 @@ function publish(cred) {
   if (!phone.client || !phone.client.connected) return;
   const sentAt = Date.now();
   const seq = phone.seq + 1;
+  phone.own.set(seq, { sent: sentAt });
+  if (phone.own.size > 120) phone.own.delete(phone.own.keys().next().value);
   phone.client.publish(cred.topic, reading(cred.device), { qos: 1 }, (err) => {
     if (err) return; // published again by the client once it reconnects
+    const own = phone.own.get(seq);
+    if (own) own.acked = Date.now();
     phone.acked++;
     $("phone-last").textContent = "#" + seq + " sent " + new Date(sentAt).toLocaleTimeString() +
       ", acknowledged after " + (Date.now() - sentAt) + " ms";
@@ -79,10 +85,55 @@ function publish(cred) {
   show();
 }
 
+function ms(d) { return (d >= 0 ? "+" : "") + Math.round(d) + " ms"; }
+
+// trace asks the pipeline where this phone's latest reading has been
+// (GET /api/journey, with the phone's own login) and shows it: the phone's
+// own steps by its clock, the pipeline's by the pipeline's, each after
+// the one before.
+async function trace(cred) {
+  if (phone.tracing) return;
+  phone.tracing = true;
+  try {
+    const resp = await fetch("/api/journey", { headers: { Authorization: "Basic " + btoa(cred.user + ":" + cred.password) } });
+    if (!resp.ok) return;
+    const j = await resp.json();
+    const own = phone.own.get(j.seq) || {};
+    const rows = [["sent by this phone", own.sent ? new Date(own.sent).toLocaleTimeString() : "–"],
+      ["acknowledged by the broker", own.sent && own.acked ? ms(own.acked - own.sent) : "–"]];
+    let prev = null;
+    let done = true;
+    for (const h of j.hops) {
+      if (!h.at) { rows.push([h.name, "not yet", true]); done = false; continue; }
+      const at = Date.parse(h.at);
+      rows.push([h.name, prev === null ? new Date(at).toLocaleTimeString() + "." + String(at % 1000).padStart(3, "0") : ms(at - prev)]);
+      if (prev === null || h.name.startsWith("stored")) prev = at;
+    }
+    const table = $("phone-journey");
+    table.replaceChildren(...[["reading #" + j.seq, ""]].concat(rows).map(([name, t, wait]) => {
+      const tr = document.createElement("tr");
+      if (wait) tr.className = "wait";
+      const a = document.createElement("td"); a.textContent = name;
+      const b = document.createElement("td"); b.className = "t"; b.textContent = t;
+      tr.append(a, b);
+      return tr;
+    }));
+    document.body.dataset.journeySeq = j.seq;
+    document.body.dataset.journeyDone = done ? "1" : "";
+    // A stopped phone traces its last reading until its journey is whole.
+    if (done && phone.stopped) clearInterval(phone.trace);
+  } catch (e) {
+    // the next acknowledgement asks again
+  } finally {
+    phone.tracing = false;
+  }
+}
+
 // stopPhone stops publishing and resolves once every reading sent is
 // acknowledged (or after 10 s): for a test, or a phone leaving.
 window.stopPhone = function () {
   clearInterval(phone.timer);
+  phone.stopped = true;
   return new Promise((resolve) => {
     const end = Date.now() + 10000;
     const check = () => (phone.acked >= phone.sent || Date.now() > end ? resolve({ sent: phone.sent, acked: phone.acked }) : setTimeout(check, 50));
@@ -124,6 +175,7 @@ async function start() {
   });
   phone.client.on("connect", () => { $("phone-error").hidden = true; });
   phone.timer = setInterval(() => publish(cred), 1000);
+  phone.trace = setInterval(() => trace(cred), 2000);
 }
 
 start();
