@@ -87,6 +87,13 @@ function publish(cred) {
 
 function ms(d) { return (d >= 0 ? "+" : "") + Math.round(d) + " ms"; }
 
+// clock is t (unix ms) as hh:mm:ss.mmm on this phone's clock.
+function clock(t) {
+  const d = new Date(t);
+  const two = (n) => String(n).padStart(2, "0");
+  return two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds()) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
 // trace asks the pipeline where this phone's latest reading has been
 // (GET /api/journey, with the phone's own login) and shows it: the phone's
 // own steps by its clock, the pipeline's by the pipeline's, each after
@@ -99,14 +106,14 @@ async function trace(cred) {
     if (!resp.ok) return;
     const j = await resp.json();
     const own = phone.own.get(j.seq) || {};
-    const rows = [["sent by this phone", own.sent ? new Date(own.sent).toLocaleTimeString() : "–"],
+    const rows = [["sent by this phone", own.sent ? clock(own.sent) : "–"],
       ["acknowledged by the broker", own.sent && own.acked ? ms(own.acked - own.sent) : "–"]];
     let prev = null;
     let done = true;
     for (const h of j.hops) {
       if (!h.at) { rows.push([h.name, "not yet", true]); done = false; continue; }
       const at = Date.parse(h.at);
-      rows.push([h.name, prev === null ? new Date(at).toLocaleTimeString() + "." + String(at % 1000).padStart(3, "0") : ms(at - prev)]);
+      rows.push([h.name, prev === null ? clock(at) : ms(at - prev)]);
       if (prev === null || h.name.startsWith("stored")) prev = at;
     }
     const table = $("phone-journey");
