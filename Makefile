@@ -31,15 +31,14 @@ deps-test:
 	./scripts/deps.sh
 	./scripts/web-deps.sh
 
-# The phones' page embeds mqtt.js from npm, fetched at a pinned version
-# and integrity (scripts/web-deps.sh). `make build` goes on without it (no
-# npm, no network): the demo runs, and its /join page says the phones'
-# client is missing.
+# The phones' page (telemetry demo --mqtt-ws) embeds mqtt.js from npm,
+# fetched at a pinned version and integrity (scripts/web-deps.sh): run it
+# once before `make build` to let phones join. `make demo` needs only Go,
+# so it does not; without it the /join page says the client is missing.
 web-deps:
 	./scripts/web-deps.sh
 
 build:
-	-./scripts/web-deps.sh
 	$(GO) build -o bin/telemetry ./cmd/telemetry
 
 bench:

@@ -2,7 +2,7 @@
 # The phones' page (join/web) publishes with mqtt.js, an MQTT client for
 # browsers from npm. It is fetched here, at build time, at the version and
 # npm integrity pinned below, and the binary embeds it (join/web/vendor,
-# not in git). `make build` and `make test` run this first; without it the
+# not in git). `make web-deps` and `make test` run this; without it the
 # binary still builds, and its /join page says the client is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

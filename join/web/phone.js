@@ -150,7 +150,7 @@ window.stopPhone = function () {
 
 async function start() {
   if (typeof mqtt === "undefined") {
-    fail("This build of the demo has no MQTT client for phones (make web-deps).");
+    fail("This build of the demo has no MQTT client for phones: run make web-deps, then make build.");
     return;
   }
   let resp;
