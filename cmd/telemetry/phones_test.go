@@ -24,7 +24,9 @@ import (
 // TestAPhoneJoinsTheDemo: with --mqtt-ws, a phone that asks the
 // dashboard's POST /api/join gets a device of its own, logs in over MQTT on
 // WebSocket with it, and its reading goes through ingest and JetStream into
-// ClickHouse under its id and type phone, once.
+// ClickHouse under its id and type phone, once. A hostile phone's payloads,
+// on its own topic, are dead-lettered with their reasons like any
+// device's.
 func TestAPhoneJoinsTheDemo(t *testing.T) {
 	testharness.RequireClickHouse(t)
 	out := startDemoWith(t, pipeline.DemoConfig{
@@ -57,6 +59,26 @@ func TestAPhoneJoinsTheDemo(t *testing.T) {
 			t.Fatalf("the phone publishing: %v", tok.Error())
 		}
 	}
+	for _, hostile := range []string{
+		`{"v":1,"device":`, // bad_json
+		fmt.Sprintf(`{"v":1,"device":"th-00001","boot":1,"seq":1,"ts":%d,"metrics":{"temperature_c":99}}`, time.Now().UnixMilli()), // topic_mismatch: another device's reading
+	} {
+		if tok := phone.Publish(c.Topic, 1, false, hostile); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("the phone publishing a hostile payload: %v", tok.Error())
+		}
+	}
+	testharness.CheckFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		s, err := snapshot(url)
+		if err != nil {
+			return err
+		}
+		for _, r := range s.Regions {
+			if r.Region == c.Region && r.Rejected["bad_json"] == 1 && r.Rejected["topic_mismatch"] == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s's dead letters by reason do not show the phone's bad_json and topic_mismatch: %+v", c.Region, s.Regions)
+	})
 	conn, err := storage.Dial(storage.Config{ClickHouseAddr: addr})
 	if err != nil {
 		t.Fatal(err)
