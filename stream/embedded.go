@@ -659,7 +659,7 @@ func ApplyURLs(ctx context.Context, urls map[string]string, topo Topology) error
 	for _, region := range topo.Regions {
 		url, ok := urls[region]
 		if !ok {
-			return fmt.Errorf("applying the topology: no NATS URL for region %s", region)
+			return fmt.Errorf("applying the topology: no NATS URL for region %s: add %s=nats://host:port to --nats", region, region)
 		}
 		nc, err := nats.Connect(url, nats.Name("telemetry-stream-setup"))
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -127,4 +128,23 @@ func (m *Mender) restart(ctx context.Context, l link) error {
 		return fmt.Errorf("putting the source of %s back into %s's %s: %w", l.from, l.to, ReadingsStream, err)
 	}
 	return nil
+}
+
+// Mend runs a Mender of topo's sources in the regions at urls (region ->
+// URL of a server of its domain, as the stream manager) until ctx ends:
+// for servers that run apart from the pipeline (compose's `telemetry
+// stream --mend`), what the demo runs beside its embedded servers.
+func Mend(ctx context.Context, urls map[string]string, topo Topology, log *slog.Logger) error {
+	admin, conns, err := Connect(urls, topo.Regions, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("connecting the mender: %w", err)
+	}
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	lag := NewLagCollector(StatusOf(urls, topo.Regions), StatusInterval)
+	log.Info("mending the regions' sources", "regions", topo.Regions)
+	return NewMender(topo, admin, lag.Statuses, log.With("component", "mender")).Run(ctx)
 }

@@ -188,7 +188,9 @@ func TestComposeAddressesAgree(t *testing.T) {
 	}
 
 	// Each service connects to NATS as its own least-privileged user.
-	natsUser := map[string]string{"stream-setup": "telemetry", "storage": "storage", "dashboard": "dashboard",
+	// The mender changes streams (it takes a stalled source out and puts it
+	// back), the stream manager's job.
+	natsUser := map[string]string{"stream-setup": "telemetry", "stream-mender": "telemetry", "storage": "storage", "dashboard": "dashboard",
 		"ingest-us-east": "ingest-us-east", "ingest-eu-west": "ingest-eu-west", "ingest-ap-south": "ingest-ap-south", "relay": "relay"}
 	// The relay's link a connection must take: the one a scenario cuts.
 	wantLink := func(service, flag string) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/telemetry-demo/telemetry/internal/cli"
@@ -15,7 +16,7 @@ const streamSynopsis = `Apply the JetStream topology to every region (idempotent
 change nothing), or with "status" print each region's stream counts and the
 replication lag from every other region.
 
-  telemetry stream [flags]          apply
+  telemetry stream [flags]          apply (--mend: then restart stalled sources until stopped)
   telemetry stream status [flags]   print replication state`
 
 func runStream(args []string, stdout, stderr io.Writer) error {
@@ -32,6 +33,7 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 	}
 	cli.RegionURLsVar(fs, &byRegion, "nats", "region=URL for each region's NATS server (apply); status needs only one reachable region")
 	asJSON := fs.Bool("json", false, "status: print JSON")
+	mend := fs.Bool("mend", false, "apply, then keep restarting any source nats-server leaves waiting after its region is back (stream.Mender), until SIGTERM")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	topo := stream.DefaultTopology(nil)
 	cli.BytesVar(fs, &topo.ReadingsMaxBytes, "stream-budget", stream.DefaultReadingsBudget, "apply: bytes of readings READINGS keeps in each region (e.g. 512MiB, 2GiB); the oldest make room for new ones")
@@ -58,17 +60,15 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 		}
 		return stream.WriteStatus(stdout, st)
 	}
-	for _, r := range rs {
-		if _, ok := byRegion[r]; !ok {
-			return fmt.Errorf("no NATS URL for region %s: add %s=nats://host:port to --nats", r, r)
-		}
-	}
 	if err := stream.ApplyURLs(ctx, byRegion, topo); err != nil {
 		return err
 	}
-	for _, r := range rs {
-		fmt.Fprintf(stdout, "%s: streams %s and %s and the replication consumers applied\n", r, stream.ReadingsStream, stream.DeadLetterStream)
+	fmt.Fprintf(stdout, "%v: streams %s and %s and the replication consumers applied\n%s\n", rs, stream.ReadingsStream, stream.DeadLetterStream, topo.Budget().Describe(150, 5000))
+	if !*mend {
+		return nil
 	}
-	fmt.Fprintln(stdout, topo.Budget().Describe(150, 5000))
-	return nil
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	mctx, stop := cli.SignalContext(log)
+	defer stop()
+	return stream.Mend(mctx, byRegion, topo, log)
 }
