@@ -188,6 +188,9 @@ func TestGapsStillInTheStreamAreNotDiscards(t *testing.T) {
 	e.withBudget(t, 64<<20) // room for every reading: nothing can be dropped
 	cfg := e.config()
 	cfg.AckWait = time.Second // what the thief takes comes back soon
+	// Small fetches: a writer asking for thousands at once takes every
+	// message as it arrives and leaves the thief nothing.
+	cfg.BatchSize = 10
 	w := start(t, cfg)
 	const devices, per = 20, 100 // 2,000 readings
 	rs := interleave(readings(devices, per, 1), devices)
@@ -203,12 +206,19 @@ func TestGapsStillInTheStreamAreNotDiscards(t *testing.T) {
 	}
 	stolen := 0
 	for i := 100; i < len(rs); i += 50 {
-		e.publish(t, rs[i:i+50], true)
-		if batch, err := cons.Fetch(3, jetstream.FetchMaxWait(20*time.Millisecond)); err == nil {
-			for range batch.Messages() {
-				stolen++ // never acknowledged: redelivered after the ack wait
+		// The thief's pull waits while the readings arrive.
+		took := make(chan int, 1)
+		go func() {
+			n := 0
+			if batch, err := cons.Fetch(3, jetstream.FetchMaxWait(200*time.Millisecond)); err == nil {
+				for range batch.Messages() {
+					n++ // never acknowledged: redelivered after the ack wait
+				}
 			}
-		}
+			took <- n
+		}()
+		e.publish(t, rs[i:i+50], true)
+		stolen += <-took
 	}
 	t.Logf("%d deliveries taken from under the writer", stolen)
 	if stolen == 0 {
