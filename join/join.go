@@ -28,6 +28,7 @@ const (
 	DefaultMaxPhones     = 300
 	DefaultMaxPerAddress = 50
 	DefaultTTL           = 30 * time.Minute
+	DefaultLinkTTL       = 2 * time.Hour
 )
 
 // Config configures the join service.
@@ -49,6 +50,16 @@ type Config struct {
 	// TTL at most devicecred.MaxPhoneTTL).
 	MaxPhones, MaxPerAddress int
 	TTL                      time.Duration
+	// LinkTTL is how long a join link lets phones in (default above, 1m
+	// to devicecred.MaxPhoneTTL); the join view shows a fresh one.
+	LinkTTL time.Duration
+	// Broker, if set, is where removing the phones takes effect: the
+	// embedded broker refuses their credentials and disconnects them.
+	Broker Remover
+	// PresenterToken, if set, turns on POST /api/join/remove (the
+	// presenter's "remove all phones", with Authorization: Bearer
+	// <token>); it needs Broker.
+	PresenterToken string
 	// Tracer, if set, lets a phone see its latest reading's journey at
 	// GET /api/journey.
 	Tracer Tracer
@@ -77,9 +88,10 @@ type Service struct {
 	refused *connlimit.Tally // by reason, logged rate limited
 	joined  prometheus.Counter
 
-	mu     sync.Mutex
-	next   int      // the region of the next phone
-	phones []issued // phones whose credential has not ended, oldest first
+	mu      sync.Mutex
+	next    int       // the region of the next phone
+	phones  []issued  // phones whose credential has not ended, oldest first
+	removed time.Time // when the presenter last removed the phones
 }
 
 // Reasons of telemetry_join_refused_total.
@@ -112,8 +124,16 @@ func New(cfg Config, log *slog.Logger) (*Service, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}
-	if cfg.MaxPhones < 0 || cfg.MaxPerAddress < 0 || cfg.TTL < time.Minute || cfg.TTL > devicecred.MaxPhoneTTL {
-		return nil, fmt.Errorf("join: bounds %d phones, %d per address, %v each: want positive counts and 1m to %v", cfg.MaxPhones, cfg.MaxPerAddress, cfg.TTL, devicecred.MaxPhoneTTL)
+	if cfg.LinkTTL == 0 {
+		cfg.LinkTTL = DefaultLinkTTL
+	}
+	if cfg.MaxPhones < 0 || cfg.MaxPerAddress < 0 || cfg.TTL < time.Minute || cfg.TTL > devicecred.MaxPhoneTTL ||
+		cfg.LinkTTL < time.Minute || cfg.LinkTTL > devicecred.MaxPhoneTTL {
+		return nil, fmt.Errorf("join: bounds %d phones, %d per address, %v each, links for %v: want positive counts and 1m to %v",
+			cfg.MaxPhones, cfg.MaxPerAddress, cfg.TTL, cfg.LinkTTL, devicecred.MaxPhoneTTL)
+	}
+	if cfg.PresenterToken != "" && cfg.Broker == nil {
+		return nil, errors.New("join: removing the phones (a presenter token) needs the broker that lets them in")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -148,17 +168,26 @@ func (s *Service) Collectors() []prometheus.Collector {
 // too_many_from_address).
 func (s *Service) Refused(reason string) uint64 { return s.refused.Count(reason) }
 
-// ServeHTTP answers POST /api/join with a Credential (201), 429 when the
-// client's address has MaxPerAddress phones, 503 when MaxPhones have
-// joined; each refusal says when to try again.
+// ServeHTTP answers POST /api/join?t=<the join link's ticket> with a
+// Credential (201); 410 when the link has expired or the phones were
+// removed since, 429 when the client's address has MaxPerAddress phones,
+// 503 when MaxPhones have joined; each refusal says what to do. It also
+// serves GET /api/journey (serveJourney) and POST /api/join/remove
+// (serveRemove).
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/api/journey" && r.Method == http.MethodGet {
+	switch {
+	case r.URL.Path == "/api/journey" && r.Method == http.MethodGet:
 		s.serveJourney(w, r)
 		return
-	}
-	if r.Method != http.MethodPost {
+	case r.URL.Path == "/api/join/remove" && r.Method == http.MethodPost:
+		s.serveRemove(w, r)
+		return
+	case r.Method != http.MethodPost:
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "POST to join", http.StatusMethodNotAllowed)
+		return
+	case !s.linkValid(r.URL.Query().Get("t")):
+		http.Error(w, expiredText, http.StatusGone)
 		return
 	}
 	host, _, err := net.SplitHostPort(r.Host)
@@ -220,13 +249,16 @@ func (s *Service) issue(addr, host string) (Credential, time.Duration, int) {
 	s.next++
 	end := now.Add(s.cfg.TTL).Truncate(time.Second)
 	user := devicecred.Username(region, devicecred.PhoneType, id)
+	if !now.After(s.removed) {
+		now = s.removed.Add(time.Millisecond) // issued after the removal
+	}
 	s.phones = append(s.phones, issued{addr: addr, end: end})
 	s.joined.Inc()
 	s.log.Info("phone joined", "device", id, "region", region, "from", addr, "until", end)
 	return Credential{
 		Device: id, Region: region, Type: devicecred.PhoneType, ClientID: id,
 		Topic: protocol.Topic{Region: region, DeviceType: devicecred.PhoneType, Device: id}.String(),
-		User:  user, Password: devicecred.PhonePassword(s.cfg.PhoneKey, user, end),
+		User:  user, Password: devicecred.PhonePassword(s.cfg.PhoneKey, user, now, end),
 		Broker:  "ws://" + net.JoinHostPort(host, strconv.Itoa(s.cfg.BrokerWSPort)) + broker.WSPath,
 		Expires: end,
 	}, 0, http.StatusCreated

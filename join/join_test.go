@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,11 +34,22 @@ func wsPort(t *testing.T, b *broker.Broker) int {
 	return p
 }
 
+// ticket is the query of a fresh join link of s, as the join view shows
+// it: t=<ticket>.
+func ticket(t *testing.T, s *join.Service) string {
+	t.Helper()
+	u, err := url.Parse(s.Link(httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8080/join/show", nil)))
+	if err != nil || u.Path != "/join" || u.Query().Get("t") == "" {
+		t.Fatalf("join link %v: %v", u, err)
+	}
+	return u.RawQuery
+}
+
 // do sends a POST from the address from to s and returns the status and,
 // on 201, the credential.
 func do(t *testing.T, s *join.Service, from string) (int, http.Header, join.Credential) {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8080/api/join", nil)
+	req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8080/api/join?"+ticket(t, s), nil)
 	req.RemoteAddr = from
 	rec := httptest.NewRecorder()
 	s.ServeHTTP(rec, req)
@@ -169,6 +181,8 @@ func TestJoiningIsBounded(t *testing.T) {
 		{PhoneKey: "k", Regions: []string{"us-east"}},
 		{PhoneKey: "k", Regions: []string{"US"}, BrokerWSPort: 8083},
 		{PhoneKey: "k", Regions: []string{"us-east"}, BrokerWSPort: 8083, TTL: 48 * time.Hour},
+		{PhoneKey: "k", Regions: []string{"us-east"}, BrokerWSPort: 8083, LinkTTL: time.Second},
+		{PhoneKey: "k", Regions: []string{"us-east"}, BrokerWSPort: 8083, PresenterToken: "a-token-without-a-broker"},
 	} {
 		if _, err := join.New(bad, nil); err == nil {
 			t.Errorf("New(%+v) accepted", bad)

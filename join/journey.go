@@ -44,7 +44,7 @@ const traceTimeout = 3 * time.Second
 // and nothing of any other device's (401 without a phone's valid login).
 func (s *Service) serveJourney(w http.ResponseWriter, r *http.Request) {
 	user, password, ok := r.BasicAuth()
-	if !ok || !devicecred.CheckPhone(s.cfg.PhoneKey, user, password, s.cfg.Now()) {
+	if !ok || !devicecred.CheckPhone(s.cfg.PhoneKey, user, password, s.cfg.Now(), s.removedAt()) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="telemetry phone"`)
 		http.Error(w, "a phone's own login (its MQTT user name and password) is needed", http.StatusUnauthorized)
 		return

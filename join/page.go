@@ -2,10 +2,14 @@ package join
 
 import (
 	"embed"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
+	"time"
+
+	qrcode "github.com/skip2/go-qrcode"
 )
 
 // web is the phone's page: phone.html, phone.js and, when the build
@@ -33,26 +37,57 @@ func (s *Service) Page() http.Handler {
 			_, _ = w.Write(b)
 		}
 	}
-	mux.HandleFunc("GET /join", serve("phone.html", "text/html; charset=utf-8"))
+	phone, expired := serve("phone.html", "text/html; charset=utf-8"), expiredPage()
+	mux.HandleFunc("GET /join", func(w http.ResponseWriter, r *http.Request) {
+		if !s.linkValid(r.URL.Query().Get("t")) {
+			expired(w, r)
+			return
+		}
+		phone(w, r)
+	})
 	mux.HandleFunc("GET /join/phone.js", serve("phone.js", "text/javascript; charset=utf-8"))
 	mux.HandleFunc("GET /join/mqtt.min.js", serve("vendor/mqtt.min.js", "text/javascript; charset=utf-8"))
-	mux.HandleFunc("GET /join/qr.png", s.serveQR)
 	mux.HandleFunc("GET /join/show", s.serveShow)
 	return mux
 }
 
-// show is the join view for the projector: the QR code of the join link,
-// the link, the bounds, and a warning when the link names this machine
-// only.
+// expiredPage answers a join link that has expired or was withdrawn
+// (and /join without one): 410 and a page that says what to do.
+func expiredPage() http.HandlerFunc {
+	page, _ := fs.ReadFile(web, "web/expired.html")
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusGone)
+		_, _ = w.Write(page)
+	}
+}
+
+// show is the join view for the projector: the QR code of a fresh join
+// link, the link, the bounds, and a warning when the link names this
+// machine only. It reloads itself every showRefresh, so that the link it
+// shows is never old (after the presenter removed the phones, a new one).
 var show = template.Must(template.ParseFS(web, "web/show.html"))
+
+const showRefresh = 30 * time.Second
 
 func (s *Service) serveShow(w http.ResponseWriter, r *http.Request) {
 	link := s.Link(r)
+	png, err := qrcode.Encode(link, qrcode.Medium, qrPixels)
+	if err != nil {
+		http.Error(w, "making the QR code: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Cache-Control", "no-store")
 	_ = show.Execute(w, struct {
-		Link, TTL string
-		Max       int
-		Loopback  bool
-	}{link, fmt.Sprintf("%.0f minutes", s.cfg.TTL.Minutes()), s.cfg.MaxPhones, loopbackLink(link)})
+		Link, TTL, LinkTTL string
+		QR                 template.URL
+		Max, Refresh       int
+		Loopback           bool
+	}{link, minutes(s.cfg.TTL), minutes(s.cfg.LinkTTL),
+		template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png)),
+		s.cfg.MaxPhones, int(showRefresh.Seconds()), loopbackLink(link)})
 }
+
+func minutes(d time.Duration) string { return fmt.Sprintf("%.0f minutes", d.Minutes()) }

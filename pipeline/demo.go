@@ -50,7 +50,10 @@ type DemoConfig struct {
 	// PublicURL is the dashboard's address as phones reach it, for the
 	// join link and its QR code; empty: the address the join view is
 	// opened at.
-	PublicURL      string
+	PublicURL string
+	// JoinLinkTTL is how long a join link lets phones in; 0:
+	// join.DefaultLinkTTL.
+	JoinLinkTTL    time.Duration
 	MQTTPerAddress int // 0: broker.DefaultMaxConnsPerIP
 	Auth           MQTTAuth
 	// Listen is the dashboard's address, with the presenter API beside it.
@@ -213,7 +216,8 @@ func (d *Demo) Run(ctx context.Context) error {
 		tracer := NewTracer(p)
 		defer tracer.Close()
 		phones, err := join.New(join.Config{PhoneKey: devicecred.PhoneKey(cmp.Or(f.Auth.FleetSecret, deploy.DemoFleetSecret)),
-			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones, PublicURL: f.PublicURL, Tracer: tracer}, log)
+			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones, PublicURL: f.PublicURL, Tracer: tracer,
+			LinkTTL: f.JoinLinkTTL, Broker: p, PresenterToken: f.PresenterToken}, log)
 		if err != nil {
 			return stop(err)
 		}
@@ -221,6 +225,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		joinReg.MustRegister(phones.Collectors()...)
 		p.AddGatherer(joinReg)
 		mux.Handle("/api/join", phones)
+		mux.Handle("/api/join/remove", phones)
 		mux.Handle("/api/journey", phones)
 		mux.Handle("/join", phones.Page())
 		mux.Handle("/join/", phones.Page())

@@ -22,6 +22,7 @@ func (c *DemoConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MQTTWS, "mqtt-ws", "", "address of the broker's MQTT over WebSocket listener (ws://<address>/mqtt), for clients in browsers, under the same logins, ACL and bounds; with it, phones join at POST /api/join on the dashboard's address (docs/PROTOCOL.md); empty: none")
 	fs.StringVar(&c.PublicURL, "public-url", "", "the dashboard's address as the audience's phones reach it (http://<host>:<port>), which the join link and its QR code carry; empty: the address the join view (/join/show) is opened at")
 	fs.IntVar(&c.MaxPhones, "max-phones", join.DefaultMaxPhones, "phones joined at once (--mqtt-ws), each with a credential of its own for 30 minutes")
+	fs.DurationVar(&c.JoinLinkTTL, "join-link-ttl", join.DefaultLinkTTL, "how long a join link lets phones in (1m to 24h); the join view shows a fresh one, and the presenter's \"remove all phones\" withdraws every link made before")
 	fs.BoolVar(&c.Auth.Insecure, "insecure", false, "let MQTT clients in without credentials, with access to every topic (only with a loopback --mqtt address)")
 	cli.SecretVar(fs, &c.Auth.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "secret every device's own MQTT password is derived from, at least 16 bytes (default: the public demo default; `telemetry mqtt credential` prints a device's)")
 	cli.SecretVar(fs, &c.Auth.IngestPassword, "mqtt-ingest-password", deploy.DemoMQTTIngestPassword, "password of the broker's user "+deploy.MQTTIngestUser+" (default: the public demo default)")

@@ -123,6 +123,11 @@ func (p *Pipeline) BrokerURL() string { return p.broker.URL() }
 // 0 without one (Config.MQTTWS).
 func (p *Pipeline) BrokerWSPort() int { return p.broker.WSPort() }
 
+// RemovePhones ends every phone credential issued until at and
+// disconnects the phones (join.Remover: the presenter's "remove all
+// phones").
+func (p *Pipeline) RemovePhones(at time.Time) int { return p.broker.RemovePhones(at) }
+
 // StorageURL is storage's HTTP API, empty when storage is off; StorageOff
 // then says why.
 func (p *Pipeline) StorageURL() string { return p.storageURL }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
+	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -37,7 +40,11 @@ func TestAPhoneJoinsTheDemo(t *testing.T) {
 	consoleValue(t, out, regexp.MustCompile(`phones join\s+(\S+)`))
 	addr := consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
 
-	resp, err := http.Post(url+"/api/join", "", nil)
+	link, err := neturl.Parse(joinLink(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(url+"/api/join?"+link.RawQuery, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +103,22 @@ func TestAPhoneJoinsTheDemo(t *testing.T) {
 	})
 }
 
+// joinLink is the join link the demo's join view (/join/show) shows.
+func joinLink(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/join/show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`id="join-link">([^<]+)<`).FindSubmatch(b)
+	if err != nil || resp.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("the join view: %s without a link (%v)", resp.Status, err)
+	}
+	return html.UnescapeString(string(m[1]))
+}
+
 // TestFiftyPhonesJoinFromTheBrowser: fifty phones, each a tab of a real
 // Chromium emulating a phone (half an iPhone 12, half a Pixel 5), open
 // /join, get a device of their own, and publish a reading a second from
@@ -106,15 +129,19 @@ func TestAPhoneJoinsTheDemo(t *testing.T) {
 // other two and ClickHouse; once
 // each has stopped and had every reading acknowledged, ClickHouse holds
 // every reading of every phone once, with the tilt the sensor events gave.
+// Then the presenter clicks "remove all phones" on the dashboard: every
+// phone is disconnected and its page says it is no longer a device, and
+// the join link it came by opens the expired page.
 func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
 	const phones = 50
 	testharness.RequireClickHouse(t)
 	out := startDemoWith(t, pipeline.DemoConfig{
 		MQTT: "127.0.0.1:0", MQTTWS: "127.0.0.1:0", Listen: "127.0.0.1:0", StorageListen: "127.0.0.1:0",
-		DataDir: t.TempDir(), Devices: 3, Rate: 3, Seed: 1,
+		DataDir: t.TempDir(), Devices: 3, Rate: 3, Seed: 1, PresenterToken: testToken,
 	})
 	url := consoleValue(t, out, dashboardLine)
 	addr := consoleValue(t, out, regexp.MustCompile(`storage\s+ClickHouse (\S+),`))
+	link := joinLink(t, url)
 	if resp, err := http.Get(url + "/join/mqtt.min.js"); err != nil || resp.StatusCode != http.StatusOK {
 		msg := "this build has no phones' MQTT client: run make web-deps (scripts/web-deps.sh)"
 		if os.Getenv("CI") != "" {
@@ -132,7 +159,7 @@ func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
 		if i%2 == 1 {
 			model = device.Pixel5
 		}
-		if err := chromedp.Do(ctx, chromedp.Emulate(model), chromedp.Navigate(url+"/join")); err != nil {
+		if err := chromedp.Do(ctx, chromedp.Emulate(model), chromedp.Navigate(link)); err != nil {
 			t.Fatalf("phone %d opening /join: %v", i+1, err)
 		}
 	}
@@ -242,4 +269,31 @@ func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
 		}
 		return rows.Err()
 	})
+
+	// The presenter removes every phone with one click.
+	dash, cancel := chromedp.NewContext(browser)
+	defer cancel()
+	if err := chromedp.Do(dash, chromedp.Navigate(url+"/#token="+testToken), chromedp.WaitVisible("#presenter-remove-phones"),
+		chromedp.Click("#presenter-remove-phones")); err != nil {
+		t.Fatalf("clicking remove all phones: %v", err)
+	}
+	want := fmt.Sprintf("removed %d phones (%d disconnected)", phones, phones)
+	testharness.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		phase, err := chromedp.Run(dash, chromedp.Evaluate[string](`document.getElementById("presenter-phase").textContent`))
+		if err != nil || !strings.HasPrefix(phase, want) {
+			return fmt.Errorf("the presenter panel says %q, want %q (%v)", phase, want, err)
+		}
+		return nil
+	})
+	testharness.CheckFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		for i, ctx := range tabs {
+			if _, e := acked(ctx); !strings.Contains(e, "no longer a device") {
+				return fmt.Errorf("phone %d says %q, want that it is no longer a device", i+1, e)
+			}
+		}
+		return nil
+	})
+	if err := chromedp.Do(tabs[0], chromedp.Reload(), chromedp.WaitVisible("#join-expired")); err != nil {
+		t.Errorf("the join link after the removal does not open the expired page: %v", err)
+	}
 }

@@ -589,6 +589,7 @@ function renderPresenter(snap) {
   if (!on) return;
   const unlocked = !!presenterToken;
   $("presenter-join").hidden = !snap.join;
+  $("presenter-remove-phones").hidden = !snap.join;
   $("presenter-login").hidden = unlocked;
   $("presenter-controls").hidden = !unlocked;
   if (unlocked && !presenterTimer && !presenterPolling) presenterTimer = setTimeout(pollPresenter, 0);
@@ -655,6 +656,21 @@ $("presenter-login").onsubmit = (ev) => {
   useToken(token);
 };
 $("presenter-forget").onclick = () => forgetToken(true);
+// One click removes every phone (POST /api/join/remove): their
+// credentials end, the broker disconnects them, the join links shown so
+// far stop working.
+$("presenter-remove-phones").onclick = async () => {
+  const [status, body] = await presenterFetch("POST", "/api/join/remove", presenterToken);
+  if (status !== 200) {
+    actionRefusal = "remove all phones: " + refused(status, body);
+    presenterError("");
+    if (status === 401) forgetToken(false);
+    return;
+  }
+  actionRefusal = "";
+  presenterError("");
+  setText("presenter-phase", "removed " + body.phones + " phones (" + body.disconnected + " disconnected); the join view shows a new link");
+};
 $("presenter-hide").onclick = () => { sessionStorage.setItem(HIDDEN_KEY, "1"); renderPresenter(lastSnap); };
 $("presenter-toggle").onclick = () => { sessionStorage.removeItem(HIDDEN_KEY); renderPresenter(lastSnap); };
 takeTokenFromAddress();

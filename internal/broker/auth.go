@@ -28,6 +28,10 @@ type authHook struct {
 	insecure    bool
 	failures    *connlimit.Failures // by address; nil: not counted (NewAuthHook)
 
+	// phonesSince is when the presenter last removed the phones (unix
+	// ms; 0: never): phones' credentials issued until then are refused.
+	phonesSince atomic.Int64
+
 	denied atomic.Uint64 // publishes, subscriptions and deliveries denied by the ACL
 }
 
@@ -73,7 +77,11 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user, password := string(pk.Connect.Username), string(pk.Connect.Password)
 	if t, ok := devicecred.Parse(user); ok && t.DeviceType == devicecred.PhoneType {
-		return cl.ID == t.Device && devicecred.CheckPhone(h.phoneKey, user, password, time.Now())
+		var since time.Time
+		if ms := h.phonesSince.Load(); ms != 0 {
+			since = time.UnixMilli(ms)
+		}
+		return cl.ID == t.Device && devicecred.CheckPhone(h.phoneKey, user, password, time.Now(), since)
 	}
 	if t, ok := devicecred.Parse(user); ok {
 		return cl.ID == t.Device && devicecred.Check(h.fleetSecret, user, password)

@@ -367,6 +367,27 @@ func (b *Broker) closeClients(listener string) {
 	}
 }
 
+// RemovePhones ends every phone's credential issued until at, and
+// disconnects the phones logged in (the presenter removing the audience's
+// phones, package join); it returns how many it disconnected. A phone
+// with a credential issued after at logs in as before.
+func (b *Broker) RemovePhones(at time.Time) int {
+	for {
+		old := b.auth.phonesSince.Load()
+		if old >= at.UnixMilli() || b.auth.phonesSince.CompareAndSwap(old, at.UnixMilli()) {
+			break
+		}
+	}
+	n := 0
+	for _, cl := range b.srv.Clients.GetAll() {
+		if devicecred.IsPhone(string(cl.Properties.Username)) && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction)
+			n++
+		}
+	}
+	return n
+}
+
 // Refused is how many connections the broker refused for reason (a
 // reason label of telemetry_broker_connections_refused_total).
 func (b *Broker) Refused(reason string) uint64 { return b.tcp.refused.Count(reason) }

@@ -55,7 +55,7 @@ func TestWebSocketClientsAreHeldToTheSameRules(t *testing.T) {
 	got := subscribeAsIngest(t, b.Addr())
 	phoneUser := devicecred.Username("us-east", devicecred.PhoneType, "ph-0001")
 	key := devicecred.PhoneKey(deploy.DemoFleetSecret)
-	phone := creds{phoneUser, devicecred.PhonePassword(key, phoneUser, time.Now().Add(time.Hour))}
+	phone := creds{phoneUser, devicecred.PhonePassword(key, phoneUser, time.Now(), time.Now().Add(time.Hour))}
 
 	for _, c := range []struct {
 		name   string
@@ -67,8 +67,8 @@ func TestWebSocketClientsAreHeldToTheSameRules(t *testing.T) {
 		{"device", device, "th-00001", "telemetry/us-east/thermostat/th-00001", true},
 		{"phone", phone, "ph-0001", "telemetry/us-east/phone/ph-0001", true},
 		{"device with another device's password", creds{device.user, deviceLogin("thermostat", "th-00002").password}, "th-00001", "", false},
-		{"phone with an expired credential", creds{phoneUser, devicecred.PhonePassword(key, phoneUser, time.Now().Add(-time.Second))}, "ph-0001", "", false},
-		{"phone with a credential made from the fleet secret itself", creds{phoneUser, devicecred.PhonePassword(deploy.DemoFleetSecret, phoneUser, time.Now().Add(time.Hour))}, "ph-0001", "", false},
+		{"phone with an expired credential", creds{phoneUser, devicecred.PhonePassword(key, phoneUser, time.Now(), time.Now().Add(-time.Second))}, "ph-0001", "", false},
+		{"phone with a credential made from the fleet secret itself", creds{phoneUser, devicecred.PhonePassword(deploy.DemoFleetSecret, phoneUser, time.Now(), time.Now().Add(time.Hour))}, "ph-0001", "", false},
 		{"phone with a device's permanent password", creds{phoneUser, devicecred.Password(deploy.DemoFleetSecret, phoneUser)}, "ph-0001", "", false},
 		{"phone under another phone's client id", phone, "ph-0002", "", false},
 	} {

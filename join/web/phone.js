@@ -127,8 +127,9 @@ async function trace(cred) {
     }));
     document.body.dataset.journeySeq = j.seq;
     document.body.dataset.journeyDone = done ? "1" : "";
-    // A stopped phone traces its last reading until its journey is whole.
-    if (done && phone.stopped) clearInterval(phone.trace);
+    // A stopped phone traces its last reading until its journey is whole
+    // (a trace asked before it stopped may answer for an earlier one).
+    if (done && phone.stopped && j.seq >= phone.seq) clearInterval(phone.trace);
   } catch (e) {
     // the next acknowledgement asks again
   } finally {
@@ -155,7 +156,8 @@ async function start() {
   }
   let resp;
   try {
-    resp = await fetch("/api/join", { method: "POST" });
+    // The join link's ticket (?t=) lets this phone in.
+    resp = await fetch("/api/join" + location.search, { method: "POST" });
   } catch (e) {
     fail("The demo does not answer: " + e);
     return;
@@ -173,8 +175,12 @@ async function start() {
     protocolVersion: 4, clean: true, reconnectPeriod: 2000, connectTimeout: 10000,
   });
   phone.client.on("error", (err) => {
-    if (Date.now() > Date.parse(cred.expires)) {
-      fail("Your time as a device is up. Reload the page to join again.");
+    // CONNACK 4 or 5 (bad user name or password, not authorized): the
+    // credential ended, or the presenter removed the phones; dialling
+    // again will not change that.
+    if (err.code === 4 || err.code === 5 || Date.now() > Date.parse(cred.expires)) {
+      fail("You are no longer a device: your time is up, or the presenter removed the phones. Scan the QR code on the screen to join again.");
+      clearInterval(phone.timer);
       phone.client.end(true);
       return;
     }

@@ -1,0 +1,106 @@
+package join
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
+	"github.com/telemetry-demo/telemetry/internal/httpserv"
+)
+
+// linkSubject is what a join link's ticket is for; no phone's user name
+// (<region>/phone/<id>) holds a space, so no ticket stands in for another.
+const linkSubject = "join link"
+
+// expiredText is the answer to an expired or withdrawn join link, on the
+// phone's page and from POST /api/join.
+const expiredText = "This join link has expired, or the presenter removed the phones since. Scan the QR code on the screen again."
+
+// Remover is where removing the phones takes effect (Config.Broker): the
+// embedded broker (internal/broker) refuses every phone credential issued
+// until at and disconnects the phones, answering how many.
+type Remover interface {
+	RemovePhones(at time.Time) int
+}
+
+// Link is a fresh join link, lasting Config.LinkTTL:
+// PublicURL/join?t=<ticket>, or, without a PublicURL, on the address the
+// request r came to.
+func (s *Service) Link(r *http.Request) string {
+	base := s.cfg.PublicURL
+	if base == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	now := s.cfg.Now()
+	if removed := s.removedAt(); !now.After(removed) {
+		now = removed.Add(time.Millisecond)
+	}
+	return base + "/join?t=" + devicecred.Ticket(s.cfg.PhoneKey, linkSubject, now, now.Add(s.cfg.LinkTTL))
+}
+
+// linkValid reports whether ticket is a join link's that has not expired
+// and was made after the phones were last removed.
+func (s *Service) linkValid(ticket string) bool {
+	return devicecred.CheckTicket(s.cfg.PhoneKey, linkSubject, ticket, s.cfg.Now(), s.removedAt())
+}
+
+func (s *Service) removedAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removed
+}
+
+// Removed is what removing the phones did.
+type Removed struct {
+	Phones       int `json:"phones"`       // credentials ended
+	Disconnected int `json:"disconnected"` // phones the broker disconnected
+}
+
+// RemoveAll removes every phone: their credentials end (the broker
+// refuses them, and so does GET /api/journey), the broker disconnects
+// them, and the join links made so far stop letting phones in. Phones may
+// join again through a fresh link, which the join view shows.
+func (s *Service) RemoveAll() Removed {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	if now.After(s.removed) {
+		s.removed = now
+	}
+	r := Removed{Phones: len(s.phones)}
+	s.phones = nil
+	at := s.removed
+	s.mu.Unlock()
+	if s.cfg.Broker != nil {
+		r.Disconnected = s.cfg.Broker.RemovePhones(at)
+	}
+	s.log.Info("phones removed by the presenter", "credentials", r.Phones, "disconnected", r.Disconnected)
+	return r
+}
+
+// serveRemove answers POST /api/join/remove, the presenter's "remove all
+// phones": 200 with Removed; 401 without the presenter's bearer token,
+// 404 when the demo has no presenter token.
+func (s *Service) serveRemove(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.PresenterToken == "" {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "removing the phones is the presenter's: start the demo with --presenter-token"})
+		return
+	}
+	if !httpserv.HasBearer(r, s.cfg.PresenterToken) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="telemetry presenter"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "removing the phones needs the header Authorization: Bearer <the demo's --presenter-token>"})
+		return
+	}
+	writeJSON(w, http.StatusOK, s.RemoveAll())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
