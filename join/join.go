@@ -53,9 +53,10 @@ type Config struct {
 	// LinkTTL is how long a join link lets phones in (default above, 1m
 	// to devicecred.MaxPhoneTTL); the join view shows a fresh one.
 	LinkTTL time.Duration
-	// Broker, if set, is where removing the phones takes effect: the
-	// embedded broker refuses their credentials and disconnects them.
-	Broker Remover
+	// Broker, if set, is where phones' credentials take effect: the
+	// embedded broker (Embedded) checks them itself and refuses them once
+	// the phones are removed; Mosquitto is told each one (Dynsec).
+	Broker Broker
 	// PresenterToken, if set, turns on POST /api/join/remove (the
 	// presenter's "remove all phones", with Authorization: Bearer
 	// <token>); it needs Broker.
@@ -77,6 +78,7 @@ type Credential struct {
 	User     string    `json:"user"`
 	Password string    `json:"password"`
 	Broker   string    `json:"broker"`
+	Issued   time.Time `json:"issued"`
 	Expires  time.Time `json:"expires"`
 }
 
@@ -101,8 +103,8 @@ const (
 )
 
 type issued struct {
-	addr string
-	end  time.Time
+	device, addr string
+	end          time.Time
 }
 
 // New checks cfg and returns the service.
@@ -196,6 +198,14 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	addr := connlimit.HostOf(r.RemoteAddr)
 	cred, retry, status := s.issue(addr, host)
+	if status == http.StatusCreated && s.cfg.Broker != nil {
+		if err := s.cfg.Broker.Admit(r.Context(), cred); err != nil {
+			s.forget(cred.Device)
+			s.log.Warn("the broker did not take a phone", "device", cred.Device, "err", err)
+			http.Error(w, "the broker did not take your phone; try again in a moment", http.StatusServiceUnavailable)
+			return
+		}
+	}
 	if status != http.StatusCreated {
 		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
 		msg := "the room is full: " + strconv.Itoa(s.cfg.MaxPhones) + " phones have joined; try again in a few minutes"
@@ -252,16 +262,28 @@ func (s *Service) issue(addr, host string) (Credential, time.Duration, int) {
 	if !now.After(s.removed) {
 		now = s.removed.Add(time.Millisecond) // issued after the removal
 	}
-	s.phones = append(s.phones, issued{addr: addr, end: end})
+	s.phones = append(s.phones, issued{device: id, addr: addr, end: end})
 	s.joined.Inc()
 	s.log.Info("phone joined", "device", id, "region", region, "from", addr, "until", end)
 	return Credential{
 		Device: id, Region: region, Type: devicecred.PhoneType, ClientID: id,
 		Topic: protocol.Topic{Region: region, DeviceType: devicecred.PhoneType, Device: id}.String(),
 		User:  user, Password: devicecred.PhonePassword(s.cfg.PhoneKey, user, now, end),
-		Broker:  "ws://" + net.JoinHostPort(host, strconv.Itoa(s.cfg.BrokerWSPort)) + broker.WSPath,
-		Expires: end,
+		Broker: "ws://" + net.JoinHostPort(host, strconv.Itoa(s.cfg.BrokerWSPort)) + broker.WSPath,
+		Issued: now, Expires: end,
 	}, 0, http.StatusCreated
+}
+
+// forget drops a phone the broker did not take.
+func (s *Service) forget(device string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.phones {
+		if p.device == device {
+			s.phones = append(s.phones[:i], s.phones[i+1:]...)
+			return
+		}
+	}
 }
 
 // Max is the most phones at once.

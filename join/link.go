@@ -1,6 +1,7 @@
 package join
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -17,12 +18,28 @@ const linkSubject = "join link"
 // phone's page and from POST /api/join.
 const expiredText = "This join link has expired, or the presenter removed the phones since. Scan the QR code on the screen again."
 
-// Remover is where removing the phones takes effect (Config.Broker): the
-// embedded broker (internal/broker) refuses every phone credential issued
-// until at and disconnects the phones, answering how many.
+// Broker is where phones' credentials take effect (Config.Broker).
+type Broker interface {
+	// Admit lets the phone in with its credential until it ends.
+	Admit(ctx context.Context, c Credential) error
+	// RemovePhones ends every phone credential issued until at and
+	// disconnects the phones, answering how many it removed there.
+	RemovePhones(at time.Time) int
+}
+
+// Remover is a broker that checks phones' credentials itself and can
+// remove them: the embedded broker (internal/broker).
 type Remover interface {
 	RemovePhones(at time.Time) int
 }
+
+// Embedded is the embedded broker as the phones' Broker: it checks each
+// phone's ticket at login, so admitting a phone asks nothing of it.
+func Embedded(b Remover) Broker { return embedded{b} }
+
+type embedded struct{ Remover }
+
+func (embedded) Admit(context.Context, Credential) error { return nil }
 
 // Link is a fresh join link, lasting Config.LinkTTL:
 // PublicURL/join?t=<ticket>, or, without a PublicURL, on the address the
@@ -58,7 +75,7 @@ func (s *Service) removedAt() time.Time {
 // Removed is what removing the phones did.
 type Removed struct {
 	Phones       int `json:"phones"`       // credentials ended
-	Disconnected int `json:"disconnected"` // phones the broker disconnected
+	Disconnected int `json:"disconnected"` // phones the broker disconnected (Mosquitto: deleted, and disconnected if connected)
 }
 
 // RemoveAll removes every phone: their credentials end (the broker

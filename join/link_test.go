@@ -84,7 +84,7 @@ func TestThePresenterRemovesAllPhones(t *testing.T) {
 	t.Cleanup(func() { b.Close() })
 	const token = "presenter-token-of-the-test"
 	s, err := join.New(join.Config{PhoneKey: devicecred.PhoneKey(deploy.DemoFleetSecret), Regions: []string{"us-east"},
-		BrokerWSPort: wsPort(t, b), Broker: b, PresenterToken: token, Tracer: &askedTracer{}}, nil)
+		BrokerWSPort: wsPort(t, b), Broker: join.Embedded(b), PresenterToken: token, Tracer: &askedTracer{}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

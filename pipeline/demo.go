@@ -217,7 +217,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		defer tracer.Close()
 		phones, err := join.New(join.Config{PhoneKey: devicecred.PhoneKey(cmp.Or(f.Auth.FleetSecret, deploy.DemoFleetSecret)),
 			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones, PublicURL: f.PublicURL, Tracer: tracer,
-			LinkTTL: f.JoinLinkTTL, Broker: p, PresenterToken: f.PresenterToken}, log)
+			LinkTTL: f.JoinLinkTTL, Broker: join.Embedded(p), PresenterToken: f.PresenterToken}, log)
 		if err != nil {
 			return stop(err)
 		}

@@ -125,15 +125,23 @@ func (p Passwords) Users() []string {
 // PBKDF2-SHA512, 101 iterations, a random 12-byte salt), for a line
 // user:hash of a password file.
 func HashPassword(password string) (string, error) {
-	salt := make([]byte, saltBytes)
-	if _, err := rand.Read(salt); err != nil {
-		return "", err
-	}
-	sum, err := pbkdf2.Key(sha512.New, password, salt, pbkdf2Iterations, hashBytes)
+	salt, sum, err := hashNew(password)
 	if err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("$7$%d$%s$%s", pbkdf2Iterations, base64.StdEncoding.EncodeToString(salt), base64.StdEncoding.EncodeToString(sum)), nil
+}
+
+// hashNew is a fresh salt and the PBKDF2-SHA512 of password under it, as
+// Mosquitto 2.0 hashes passwords (its password file, its dynamic security
+// plugin's clients).
+func hashNew(password string) (salt, sum []byte, err error) {
+	salt = make([]byte, saltBytes)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, nil, err
+	}
+	sum, err = pbkdf2.Key(sha512.New, password, salt, pbkdf2Iterations, hashBytes)
+	return salt, sum, err
 }
 
 // PasswordFile returns a Mosquitto password file with users and their

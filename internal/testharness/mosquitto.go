@@ -47,6 +47,7 @@ type Broker struct {
 	logFile string
 	addr    string
 	ports   map[int]int // the configuration's listener ports to the test's
+	wsPort  int         // 0: no WebSocket listener
 
 	mu   sync.Mutex
 	proc *brokerProc // nil while stopped
@@ -74,6 +75,13 @@ type MosquittoOptions struct {
 	// ACL, when set, replaces deploy/mosquitto/acl: for example that file
 	// with a gateway's lines (broker.FleetACL).
 	ACL []byte
+	// Dynsec, when set, loads Mosquitto's dynamic security plugin with
+	// this first configuration (broker.DynsecConfig), beside the password
+	// file and the ACL: the phones' users (package join).
+	Dynsec []byte
+	// WebSockets adds an MQTT over WebSocket listener (Broker.WSURL),
+	// where as on 1883 a client's id is its user name.
+	WebSockets bool
 }
 
 // DeviceLogin is the MQTT user name and password of a device under the
@@ -150,6 +158,7 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 		if err != nil {
 			t.Fatalf("%s: %v", MosquittoConfig, err)
 		}
+		conf = append(conf, extraMosquittoConf(t, dir, opts, b)...)
 		if err := os.WriteFile(b.conf, conf, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -168,6 +177,34 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 		}
 	})
 	return b
+}
+
+// extraMosquittoConf is the configuration opts adds: the dynamic
+// security plugin and a WebSocket listener on a free port (b.wsPort).
+func extraMosquittoConf(t testing.TB, dir string, opts MosquittoOptions, b *Broker) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if opts.Dynsec != nil {
+		plugins, _ := filepath.Glob("/usr/lib/*/mosquitto_dynamic_security.so")
+		if len(plugins) == 0 {
+			t.Fatalf("no mosquitto_dynamic_security.so below /usr/lib: %s", mosquittoHint)
+		}
+		path := filepath.Join(dir, "dynamic-security.json")
+		if err := os.WriteFile(path, opts.Dynsec, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&out, "plugin %s\nplugin_opt_config_file %s\n", plugins[0], path)
+	}
+	if opts.WebSockets {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.wsPort = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		fmt.Fprintf(&out, "listener %d 127.0.0.1\nprotocol websockets\nuse_username_as_clientid true\n", b.wsPort)
+	}
+	return out.Bytes()
 }
 
 // mosquittoFiles says where rewriteMosquittoConf points password_file and
@@ -193,6 +230,14 @@ func (b *Broker) URL() string { return "tcp://" + b.addr }
 func (b *Broker) ServiceURL() string {
 	return "tcp://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(b.ports[1884]))
 }
+
+// WSURL is the MQTT over WebSocket listener's URL, ws://127.0.0.1:port
+// (MosquittoOptions.WebSockets; Mosquitto serves any path); its port is
+// WSPort.
+func (b *Broker) WSURL() string { return "ws://127.0.0.1:" + strconv.Itoa(b.wsPort) + "/mqtt" }
+
+// WSPort is the MQTT over WebSocket listener's port, 0 without one.
+func (b *Broker) WSPort() int { return b.wsPort }
 
 // LogFile is Mosquitto's log, kept across restarts.
 func (b *Broker) LogFile() string { return b.logFile }
