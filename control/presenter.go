@@ -9,18 +9,24 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/telemetry-demo/telemetry/bench"
 	"github.com/telemetry-demo/telemetry/dashboard"
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/devices"
 	"github.com/telemetry-demo/telemetry/internal/cli"
+	"github.com/telemetry-demo/telemetry/internal/devicecred"
+	"github.com/telemetry-demo/telemetry/join"
 	"github.com/telemetry-demo/telemetry/ledger"
 	"github.com/telemetry-demo/telemetry/scenario"
+	"github.com/telemetry-demo/telemetry/storage"
 )
 
 // Presenter is the presenter API of a dashboard in its own process
 // (`telemetry dashboard --presenter-token`): the scenarios, run through
-// the relay, with witness devices for their ledgers.
+// the relay, with witness devices for their ledgers; and the audience's
+// phones (--phones-ws-port), which the presenter shows and removes.
 type Presenter struct {
 	Token  string
 	Window time.Duration
@@ -29,6 +35,9 @@ type Presenter struct {
 	// ledger is read from (as its read-only user).
 	Broker, FleetSecret                            string
 	ClickHouse, ClickHouseUser, ClickHousePassword string
+	// Phones join beside Mosquitto; their journeys are read from the
+	// regions and from the witnesses' ClickHouse.
+	Phones join.Flags
 }
 
 // RegisterFlags adds the presenter flags of `telemetry dashboard`.
@@ -40,6 +49,7 @@ func (p *Presenter) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&p.ClickHouse, "witness-clickhouse", "127.0.0.1:9000", "ClickHouse (native) the witnesses' ledger is read from")
 	fs.StringVar(&p.ClickHouseUser, "witness-clickhouse-user", deploy.ClickHouseReaderUser, "its read-only user")
 	cli.SecretVar(fs, &p.ClickHousePassword, "witness-clickhouse-password", deploy.DemoClickHouseReaderPassword, "that user's password (default: its public demo password)")
+	p.Phones.RegisterFlags(fs)
 }
 
 // On reports whether the presenter API is on.
@@ -60,7 +70,15 @@ func (p Presenter) Start(ctx context.Context, d *dashboard.Dashboard, regions []
 	// with a pattern for every method).
 	d.Handle("GET /api/scenario", api)
 	d.Handle("POST /api/scenario/", api)
-	return stop, nil
+	stopPhones, err := p.Phones.Start(ctx, d, join.Config{PhoneKey: devicecred.PhoneKey(p.FleetSecret), Regions: regions, PresenterToken: p.Token},
+		join.TracerConfig{Regions: regions, NATS: urls, ClickHouse: func() (driver.Conn, error) {
+			return storage.DialHistory(storage.Config{ClickHouseAddr: p.ClickHouse, HistoryUser: p.ClickHouseUser, HistoryPassword: p.ClickHousePassword})
+		}}, log)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return func() { stopPhones(); stop() }, nil
 }
 
 // run starts the scenarios' runner on the relay and returns its API.

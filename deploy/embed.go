@@ -39,4 +39,9 @@ const (
 	// <region>/<device-type>/<device-id>, and may publish only on
 	// telemetry/<that> (mosquitto/acl).
 	DemoFleetSecret = "demo-fleet-secret-change-me"
+	// MQTTJoinUser is the dashboard's join service on Mosquitto: the one
+	// client of Mosquitto's dynamic security plugin that may send it
+	// commands, to make a client for each phone that joins (package join).
+	MQTTJoinUser         = "join"
+	DemoMQTTJoinPassword = "join-dynsec-demo"
 )

@@ -2,12 +2,14 @@ package devices
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/telemetry-demo/telemetry/deploy"
 	"github.com/telemetry-demo/telemetry/internal/broker"
+	"github.com/telemetry-demo/telemetry/internal/cli"
 	"github.com/telemetry-demo/telemetry/internal/devicecred"
 )
 
@@ -55,6 +57,22 @@ func ACLFile(base []byte, fleets ...Config) ([]byte, error) {
 type BrokerFiles struct {
 	BasePasswd, PasswdOut string // the service users' lines; where the password file goes
 	BaseACL, ACLOut       string // the ACL the gateways' blocks follow; where the ACL goes
+	// DynsecOut, if set, is where the first configuration of Mosquitto's
+	// dynamic security plugin goes (broker.DynsecConfig): its one client,
+	// DynsecUser with DynsecPassword, the dashboard's join service, which
+	// makes each phone's client there.
+	DynsecOut, DynsecUser, DynsecPassword string
+}
+
+// RegisterFlags binds f to the flags of `telemetry mqtt passwd`.
+func (f *BrokerFiles) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&f.BasePasswd, "base", "", "a Mosquitto password file whose lines come first (the service users: deploy/mosquitto/passwd)")
+	fs.StringVar(&f.PasswdOut, "out", "", "write the file here (mode 0600) instead of to stdout")
+	fs.StringVar(&f.BaseACL, "base-acl", "", "the Mosquitto ACL the gateways' lines follow (default: the repository's deploy/mosquitto/acl)")
+	fs.StringVar(&f.ACLOut, "acl-out", "", "also write the ACL with each gateway's lines here (mode 0600); needed with gateways")
+	fs.StringVar(&f.DynsecOut, "dynsec-out", "", "also write the first configuration of Mosquitto's dynamic security plugin here (mode 0600), where the phones that join go: one client, --dynsec-user, that may send the plugin commands and do nothing else")
+	fs.StringVar(&f.DynsecUser, "dynsec-user", deploy.MQTTJoinUser, "the dynamic security plugin's client: the dashboard's join service (telemetry dashboard --phones-dynsec-user)")
+	cli.SecretVar(fs, &f.DynsecPassword, "dynsec-password", deploy.DemoMQTTJoinPassword, "its password (default: the public demo default)")
 }
 
 // WriteBrokerFiles writes the password file of cfg's fleet and of more
@@ -73,6 +91,15 @@ func WriteBrokerFiles(cfg Config, files BrokerFiles, stdout io.Writer, more ...C
 	}
 	if gateways && files.ACLOut == "" {
 		return errors.New("gateways need an ACL listing the devices each speaks for: give --acl-out (Mosquitto's acl_file)")
+	}
+	if files.DynsecOut != "" {
+		conf, err := broker.DynsecConfig(files.DynsecUser, files.DynsecPassword)
+		if err == nil {
+			err = os.WriteFile(files.DynsecOut, conf, 0o600)
+		}
+		if err != nil {
+			return fmt.Errorf("writing the dynamic security configuration: %w", err)
+		}
 	}
 	base, err := readOr(files.BasePasswd, nil, "base password file")
 	if err != nil {

@@ -25,6 +25,11 @@
 // each for Config.TTL; an expired or withdrawn link gets 410 and a page
 // saying to scan the code on the screen again.
 //
-// Not here: phones on Mosquitto, which cannot check the short-lived
-// credentials (compose takes no phones yet).
+// The broker the phones log in to (Config.Broker): the embedded broker
+// checks their credentials itself (Embedded); Mosquitto cannot, so each
+// phone becomes a client of its dynamic security plugin (Dynsec), deleted
+// at its end. `telemetry dashboard --phones-ws-port` serves the phones
+// beside Mosquitto (Flags, compose); `telemetry demo --mqtt-ws` beside its
+// embedded broker. StreamTracer reads the journeys from the regions'
+// READINGS and ClickHouse.
 package join

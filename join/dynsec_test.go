@@ -34,7 +34,7 @@ func TestPhonesOnMosquitto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Dynsec: conf, WebSockets: true})
+	b := testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Dynsec: conf})
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixMilli())
 	now := func() time.Time { return time.UnixMilli(clock.Load()) }

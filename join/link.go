@@ -2,17 +2,27 @@ package join
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
-	"github.com/telemetry-demo/telemetry/internal/devicecred"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 )
 
-// linkSubject is what a join link's ticket is for; no phone's user name
-// (<region>/phone/<id>) holds a space, so no ticket stands in for another.
+// linkSubject is what a join link's MAC is for; no phone's user name
+// (<region>/phone/<id>) holds a space, so no MAC stands in for another.
 const linkSubject = "join link"
+
+// linkMACBytes is how much of the HMAC a join link keeps: 64 bits, so that
+// the link stays short (a smaller QR code, readable from further away,
+// and a link one can type). A link only lets a phone ask to join, within
+// the bounds; a phone's own password keeps 128 bits.
+const linkMACBytes = 8
 
 // expiredText is the answer to an expired or withdrawn join link, on the
 // phone's page and from POST /api/join.
@@ -53,17 +63,39 @@ func (s *Service) Link(r *http.Request) string {
 		}
 		base = scheme + "://" + r.Host
 	}
-	now := s.cfg.Now()
-	if removed := s.removedAt(); !now.After(removed) {
-		now = removed.Add(time.Millisecond)
+	// The link carries its end only, in whole seconds, and counts as made
+	// LinkTTL before it (at most a second early), which must be after the
+	// phones were last removed.
+	end := s.cfg.Now().Add(s.cfg.LinkTTL).Truncate(time.Second)
+	for !end.Add(-s.cfg.LinkTTL).After(s.removedAt()) {
+		end = end.Add(time.Second)
 	}
-	return base + "/join?t=" + devicecred.Ticket(s.cfg.PhoneKey, linkSubject, now, now.Add(s.cfg.LinkTTL))
+	e := strconv.FormatInt(end.Unix(), 36)
+	return base + "/join?t=" + e + "." + s.linkMAC(e)
 }
 
-// linkValid reports whether ticket is a join link's that has not expired
-// and was made after the phones were last removed.
-func (s *Service) linkValid(ticket string) bool {
-	return devicecred.CheckTicket(s.cfg.PhoneKey, linkSubject, ticket, s.cfg.Now(), s.removedAt())
+func (s *Service) linkMAC(end string) string {
+	m := hmac.New(sha256.New, []byte(s.cfg.PhoneKey))
+	m.Write([]byte(linkSubject))
+	m.Write([]byte{0})
+	m.Write([]byte(end))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:linkMACBytes])
+}
+
+// linkValid reports whether t is a join link's <end, unix seconds in base
+// 36>.<MAC>, not ended, lasting no longer than LinkTTL, and made after the
+// phones were last removed; in constant time for the MAC.
+func (s *Service) linkValid(t string) bool {
+	e, mac, ok := strings.Cut(t, ".")
+	n, err := strconv.ParseInt(e, 36, 64)
+	if !ok || err != nil || n <= 0 || strconv.FormatInt(n, 36) != e {
+		return false
+	}
+	end, now := time.Unix(n, 0), s.cfg.Now()
+	if !now.Before(end) || end.Sub(now) > s.cfg.LinkTTL+time.Second || !end.Add(-s.cfg.LinkTTL).After(s.removedAt()) {
+		return false
+	}
+	return hmac.Equal([]byte(s.linkMAC(e)), []byte(mac))
 }
 
 func (s *Service) removedAt() time.Time {

@@ -213,7 +213,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	mux.Handle("/api/scenario/", presenter)
 	mux.Handle("/", dash.Handler())
 	if port := p.BrokerWSPort(); port != 0 {
-		tracer := NewTracer(p)
+		tracer := join.NewTracer(p.TracerConfig())
 		defer tracer.Close()
 		phones, err := join.New(join.Config{PhoneKey: devicecred.PhoneKey(cmp.Or(f.Auth.FleetSecret, deploy.DemoFleetSecret)),
 			Regions: regions, BrokerWSPort: port, MaxPhones: f.MaxPhones, PublicURL: f.PublicURL, Tracer: tracer,

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sync/errgroup"
@@ -28,6 +29,7 @@ import (
 	"github.com/telemetry-demo/telemetry/internal/chserver"
 	"github.com/telemetry-demo/telemetry/internal/httpserv"
 	"github.com/telemetry-demo/telemetry/internal/redact"
+	"github.com/telemetry-demo/telemetry/join"
 	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
@@ -122,6 +124,22 @@ func (p *Pipeline) BrokerURL() string { return p.broker.URL() }
 // BrokerWSPort is the port of the broker's MQTT over WebSocket listener;
 // 0 without one (Config.MQTTWS).
 func (p *Pipeline) BrokerWSPort() int { return p.broker.WSPort() }
+
+// TracerConfig is where a phone's journey is read (join.NewTracer): each
+// region's READINGS as the dashboard's NATS user, and ClickHouse as
+// storage's read-only history user once storage is up.
+func (p *Pipeline) TracerConfig() join.TracerConfig {
+	urls := map[string]string{}
+	for _, r := range p.nats.Regions() {
+		urls[r] = p.nats.URLAs(r, "dashboard")
+	}
+	return join.TracerConfig{Regions: p.nats.Regions(), NATS: urls, ClickHouse: func() (driver.Conn, error) {
+		if addr, _ := p.clickhouse(); addr == "" {
+			return nil, errors.New("storage is not up")
+		}
+		return storage.DialHistory(p.StorageConfig())
+	}}
+}
 
 // RemovePhones ends every phone credential issued until at and
 // disconnects the phones (join.Remover: the presenter's "remove all

@@ -102,9 +102,9 @@ telemetry_image() {
   local root="$work/telemetry"
   base "$root"
   user "$root" telemetry 1000
-  mkdir -p "$root/usr/local/bin" "$root/mosquitto/auth"
+  mkdir -p "$root/usr/local/bin" "$root/mosquitto/auth" "$root/mosquitto/dynsec"
   CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w" -o "$root/usr/local/bin/telemetry" ./cmd/telemetry
-  import "$root" telemetry:dev "1883:/mosquitto/auth" \
+  import "$root" telemetry:dev "1883:/mosquitto/auth,1883:/mosquitto/dynsec" \
     'ENV PATH=/usr/local/bin:/usr/bin:/bin' 'USER telemetry' \
     'ENTRYPOINT ["telemetry"]' 'CMD ["--help"]'
 }
@@ -127,9 +127,15 @@ mosquitto_image() {
   for p in /usr/sbin/mosquitto /usr/bin/mosquitto_sub /usr/bin/mosquitto_pub /usr/bin/mosquitto_passwd; do
     copy_program "$root" "$p"
   done
-  mkdir -p "$root/mosquitto/config" "$root/mosquitto/data" "$root/mosquitto/log"
-  import "$root" eclipse-mosquitto:2 "1883:/mosquitto/data,1883:/mosquitto/log" \
-    'ENV PATH=/usr/sbin:/usr/bin:/bin' 'EXPOSE 1883' \
+  # The dynamic security plugin (the phones), where the official image
+  # keeps it and mosquitto.conf names it.
+  for p in /usr/lib/*/mosquitto_dynamic_security.so; do
+    copy_program "$root" "$p"
+    cp -L "$p" "$root/usr/lib/mosquitto_dynamic_security.so"
+  done
+  mkdir -p "$root/mosquitto/config" "$root/mosquitto/data" "$root/mosquitto/log" "$root/mosquitto/dynsec"
+  import "$root" eclipse-mosquitto:2 "1883:/mosquitto/data,1883:/mosquitto/log,1883:/mosquitto/dynsec" \
+    'ENV PATH=/usr/sbin:/usr/bin:/bin' 'EXPOSE 1883 8083' \
     'CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]'
 }
 

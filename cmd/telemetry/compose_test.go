@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"net"
 	"net/url"
@@ -135,12 +136,13 @@ func TestComposeAddressesAgree(t *testing.T) {
 	p, root := loadCompose(t)
 	// What each service listens on, from the very files compose mounts.
 	// Mosquitto's first listener is the devices', the one after it the
-	// services' (ingest).
-	mqttListeners := regexp.MustCompile(`(?m)^listener (\d+)`).FindAllStringSubmatch(readFile(t, filepath.Join(root, "deploy/mosquitto/mosquitto.conf")), -1)
-	if len(mqttListeners) != 2 {
-		t.Fatalf("mosquitto.conf has %d listeners, want the devices' and the services'", len(mqttListeners))
+	// services' (ingest and the phones' join), the last the phones'
+	// WebSockets.
+	mqttListeners := regexp.MustCompile(`(?m)^listener (\d+)(\nprotocol websockets)?`).FindAllStringSubmatch(readFile(t, filepath.Join(root, "deploy/mosquitto/mosquitto.conf")), -1)
+	if len(mqttListeners) != 3 || mqttListeners[2][2] == "" {
+		t.Fatalf("mosquitto.conf has listeners %q, want the devices', the services' and the phones' WebSockets", mqttListeners)
 	}
-	devicesPort, servicesPort := mqttListeners[0][1], mqttListeners[1][1]
+	devicesPort, servicesPort, phonesPort := mqttListeners[0][1], mqttListeners[1][1], mqttListeners[2][1]
 	listens := map[string]string{
 		"mosquitto":  devicesPort,
 		"clickhouse": "9000", // the image's native protocol port
@@ -271,6 +273,19 @@ func TestComposeAddressesAgree(t *testing.T) {
 				}
 			} else {
 				check(s.Name, "nats", v, region)
+			}
+		}
+		if v, ok := flagValue(s.Command, "phones-dynsec-url"); ok {
+			listens["mosquitto"] = servicesPort
+			check(s.Name, "phones-dynsec-url", v, "")
+		}
+		if v, ok := flagValue(s.Command, "phones-ws-port"); ok {
+			published := false
+			for _, pc := range p.Services["mosquitto"].Ports {
+				published = published || pc.Published == v && fmt.Sprint(pc.Target) == phonesPort && pc.HostIP == "127.0.0.1"
+			}
+			if !published {
+				t.Errorf("%s --phones-ws-port=%s: Mosquitto does not publish its WebSocket listener (%s) there on 127.0.0.1", s.Name, v, phonesPort)
 			}
 		}
 		for _, f := range []string{"nats-regions", "nats-fallback"} {

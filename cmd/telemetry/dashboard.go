@@ -22,7 +22,7 @@ func runDashboard(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	urls := cfg.Standalone(regionURLs)
-	cfg.Presenter = presenter.On()
+	cfg.Presenter, cfg.Join = presenter.On(), presenter.Phones.On()
 	log, err := cli.Logger(*logLevel)
 	if err != nil {
 		return err

@@ -29,7 +29,8 @@ secret, and may publish only on telemetry/<that>.
       region), so that a load test can run against that Mosquitto;
       --witness-devices those of the scenarios' witnesses (scn-*). Gateways
       get a line each, and --acl-out writes the ACL: --base-acl, then each
-      gateway's devices' topics, which Mosquitto needs one by one.`
+      gateway's devices' topics, which Mosquitto needs one by one. --dynsec-out
+      writes the dynamic security plugin's first file, where phones go.`
 
 func runMQTT(args []string, stdout, stderr io.Writer) error {
 	what := ""
@@ -45,10 +46,7 @@ func runMQTT(args []string, stdout, stderr io.Writer) error {
 		cli.SecretVar(fs, &cfg.FleetSecret, "fleet-secret", deploy.DemoFleetSecret, "the fleet secret (default: the public demo default)")
 	case "passwd", "-h", "--help", "help":
 		cfg.RegisterFlags(fs, devices.DefaultDevices, "")
-		fs.StringVar(&files.BasePasswd, "base", "", "a Mosquitto password file whose lines come first (the service users: deploy/mosquitto/passwd)")
-		fs.StringVar(&files.PasswdOut, "out", "", "write the file here (mode 0600) instead of to stdout")
-		fs.StringVar(&files.BaseACL, "base-acl", "", "the Mosquitto ACL the gateways' lines follow (default: the repository's deploy/mosquitto/acl)")
-		fs.StringVar(&files.ACLOut, "acl-out", "", "also write the ACL with each gateway's lines here (mode 0600); needed with gateways")
+		files.RegisterFlags(fs)
 		fs.IntVar(&benchDevices, "bench-devices", 0, "also a line for each of the first N devices of telemetry bench's fleet (ids bench-*, every region)")
 		fs.IntVar(&benchGateway, "bench-gateway", 0, "the bench's fleet runs behind gateways of N devices (telemetry bench --gateway N)")
 		fs.IntVar(&witnessDevices, "witness-devices", 0, "also a line for each of the first N witness devices of the presenter's scenarios (ids scn-*, every region)")

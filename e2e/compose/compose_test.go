@@ -180,6 +180,8 @@ func TestComposeStackForReal(t *testing.T) {
 		}
 	})
 
+	t.Run("a phone joins through Mosquitto's WebSocket listener", phoneJoins)
+
 	const window = 10 * time.Second
 	ingest, clickhouse, nats := s.container("ingest-eu-west"), s.container("clickhouse"), s.container("nats-eu-west")
 	faults := []struct {

@@ -3,6 +3,8 @@ package testharness
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -47,7 +49,6 @@ type Broker struct {
 	logFile string
 	addr    string
 	ports   map[int]int // the configuration's listener ports to the test's
-	wsPort  int         // 0: no WebSocket listener
 
 	mu   sync.Mutex
 	proc *brokerProc // nil while stopped
@@ -75,13 +76,11 @@ type MosquittoOptions struct {
 	// ACL, when set, replaces deploy/mosquitto/acl: for example that file
 	// with a gateway's lines (broker.FleetACL).
 	ACL []byte
-	// Dynsec, when set, loads Mosquitto's dynamic security plugin with
-	// this first configuration (broker.DynsecConfig), beside the password
-	// file and the ACL: the phones' users (package join).
+	// Dynsec, when set, is the first configuration of Mosquitto's dynamic
+	// security plugin (broker.DynsecConfig), where the phones' users go
+	// (package join); otherwise the plugin starts with one client of a
+	// password nobody knows.
 	Dynsec []byte
-	// WebSockets adds an MQTT over WebSocket listener (Broker.WSURL),
-	// where as on 1883 a client's id is its user name.
-	WebSockets bool
 }
 
 // DeviceLogin is the MQTT user name and password of a device under the
@@ -140,6 +139,24 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 			t.Fatal(err)
 		}
 	}
+	if !opts.Open {
+		plugins, _ := filepath.Glob("/usr/lib/*/mosquitto_dynamic_security.so")
+		if len(plugins) == 0 {
+			t.Fatalf("no mosquitto_dynamic_security.so below /usr/lib: %s", mosquittoHint)
+		}
+		dynsec := opts.Dynsec
+		if dynsec == nil {
+			var pw [16]byte
+			_, _ = rand.Read(pw[:])
+			if dynsec, err = broker.DynsecConfig("join", hex.EncodeToString(pw[:])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		files.plugin, files.dynsec = plugins[0], filepath.Join(dir, "dynamic-security.json")
+		if err := os.WriteFile(files.dynsec, dynsec, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if opts.ACL != nil {
 		files.acl = filepath.Join(dir, "acl")
 		if err := os.WriteFile(files.acl, opts.ACL, 0o600); err != nil {
@@ -158,7 +175,7 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 		if err != nil {
 			t.Fatalf("%s: %v", MosquittoConfig, err)
 		}
-		conf = append(conf, extraMosquittoConf(t, dir, opts, b)...)
+
 		if err := os.WriteFile(b.conf, conf, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -179,41 +196,15 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 	return b
 }
 
-// extraMosquittoConf is the configuration opts adds: the dynamic
-// security plugin and a WebSocket listener on a free port (b.wsPort).
-func extraMosquittoConf(t testing.TB, dir string, opts MosquittoOptions, b *Broker) []byte {
-	t.Helper()
-	var out bytes.Buffer
-	if opts.Dynsec != nil {
-		plugins, _ := filepath.Glob("/usr/lib/*/mosquitto_dynamic_security.so")
-		if len(plugins) == 0 {
-			t.Fatalf("no mosquitto_dynamic_security.so below /usr/lib: %s", mosquittoHint)
-		}
-		path := filepath.Join(dir, "dynamic-security.json")
-		if err := os.WriteFile(path, opts.Dynsec, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&out, "plugin %s\nplugin_opt_config_file %s\n", plugins[0], path)
-	}
-	if opts.WebSockets {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.wsPort = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		fmt.Fprintf(&out, "listener %d 127.0.0.1\nprotocol websockets\nuse_username_as_clientid true\n", b.wsPort)
-	}
-	return out.Bytes()
-}
-
 // mosquittoFiles says where rewriteMosquittoConf points password_file and
 // acl_file.
 type mosquittoFiles struct {
 	confDir string // the files' directory in the repository
 	passwd  string // replaces the password file when set
 	acl     string // replaces the ACL when set
-	open    bool   // no password file, no ACL, anonymous access
+	plugin  string // the dynamic security plugin on this machine
+	dynsec  string // its configuration file
+	open    bool   // no password file, no ACL, no plugin, anonymous access
 }
 
 // Addr is the MQTT listener's address, 127.0.0.1:port.
@@ -232,12 +223,12 @@ func (b *Broker) ServiceURL() string {
 }
 
 // WSURL is the MQTT over WebSocket listener's URL, ws://127.0.0.1:port
-// (MosquittoOptions.WebSockets; Mosquitto serves any path); its port is
-// WSPort.
-func (b *Broker) WSURL() string { return "ws://127.0.0.1:" + strconv.Itoa(b.wsPort) + "/mqtt" }
+// (Mosquitto serves any path).
+func (b *Broker) WSURL() string { return "ws://127.0.0.1:" + strconv.Itoa(b.WSPort()) + "/mqtt" }
 
-// WSPort is the MQTT over WebSocket listener's port, 0 without one.
-func (b *Broker) WSPort() int { return b.wsPort }
+// WSPort is the MQTT over WebSocket listener's port (8083 in the
+// configuration).
+func (b *Broker) WSPort() int { return b.ports[8083] }
 
 // LogFile is Mosquitto's log, kept across restarts.
 func (b *Broker) LogFile() string { return b.logFile }
@@ -415,8 +406,10 @@ func listenerPorts(conf []byte) (map[int]int, error) {
 // rewriteMosquittoConf returns conf with each "listener PORT [ADDR]" moved
 // to "listener ports[PORT] 127.0.0.1", persistence_location set to dataDir,
 // log_dest to a file logFile, password_file and acl_file to the files of
-// the same names in files.confDir (or as files says otherwise), and
-// everything else unchanged. The returned
+// the same names in files.confDir (or as files says otherwise), plugin
+// and plugin_opt_config_file to files.plugin and files.dynsec (the
+// dynamic security plugin, for the phones), and everything else
+// unchanged. The returned
 // address is that of the listener on port 1883, the MQTT one. When asRoot,
 // it adds "user root": Mosquitto started as root otherwise drops to user
 // mosquitto, who cannot write in the test's temporary directory.
@@ -472,6 +465,14 @@ func rewriteMosquittoConf(conf []byte, ports map[int]int, dataDir, logFile strin
 				path = files.acl
 			}
 			line = f[0] + " " + path
+		case len(f) == 2 && (f[0] == "plugin" || f[0] == "plugin_opt_config_file"):
+			if files.open {
+				continue
+			}
+			line = f[0] + " " + files.plugin
+			if f[0] == "plugin_opt_config_file" {
+				line = f[0] + " " + files.dynsec
+			}
 		case len(f) == 2 && f[0] == "allow_anonymous" && files.open:
 			line = "allow_anonymous true"
 		case len(f) == 2 && f[0] == "use_username_as_clientid" && files.open:

@@ -1,4 +1,4 @@
-package pipeline
+package join
 
 import (
 	"context"
@@ -12,17 +12,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetry-demo/telemetry/internal/protocol"
-	"github.com/telemetry-demo/telemetry/join"
-	"github.com/telemetry-demo/telemetry/storage"
 	"github.com/telemetry-demo/telemetry/stream"
 )
 
-// Tracer finds a phone's latest reading in the pipeline (join.Tracer): in
+// TracerConfig says where a StreamTracer reads.
+type TracerConfig struct {
+	// Regions are the regions, in order, and NATS each one's URL as a
+	// user that may read READINGS (the dashboard's).
+	Regions []string
+	NATS    map[string]string
+	// ClickHouse dials ClickHouse as a read-only user (the history's);
+	// until it succeeds the stored hop is left open.
+	ClickHouse func() (driver.Conn, error)
+}
+
+// StreamTracer finds a phone's latest reading in the pipeline (Tracer): in
 // its region's READINGS, in each other region's copy, and in ClickHouse,
-// with the time each stored it. It reads as the dashboard's NATS user and
-// the history's read-only ClickHouse user, and dials both on first use.
-type Tracer struct {
-	p *Pipeline
+// with the time each stored it. It dials NATS and ClickHouse on first use.
+type StreamTracer struct {
+	cfg TracerConfig
 
 	mu      sync.Mutex
 	streams map[string]jetstream.Stream // each region's READINGS
@@ -30,34 +38,34 @@ type Tracer struct {
 	conn    driver.Conn
 }
 
-// NewTracer is the tracer of p's readings.
-func NewTracer(p *Pipeline) *Tracer { return &Tracer{p: p} }
+// NewTracer is the tracer of the readings where cfg says.
+func NewTracer(cfg TracerConfig) *StreamTracer { return &StreamTracer{cfg: cfg} }
 
-// Trace implements join.Tracer.
-func (tr *Tracer) Trace(ctx context.Context, t protocol.Topic) (join.Journey, error) {
+// Trace implements Tracer.
+func (tr *StreamTracer) Trace(ctx context.Context, t protocol.Topic) (Journey, error) {
 	js, err := tr.readings(ctx)
 	if err != nil {
-		return join.Journey{}, err
+		return Journey{}, err
 	}
 	home, ok := js[t.Region]
 	if !ok {
-		return join.Journey{}, fmt.Errorf("no region %s", t.Region)
+		return Journey{}, fmt.Errorf("no region %s", t.Region)
 	}
 	subject := t.Subject()
 	last, err := lastReading(ctx, home, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return join.Journey{}, join.ErrNoReading
+		return Journey{}, ErrNoReading
 	}
 	if err != nil {
-		return join.Journey{}, fmt.Errorf("%s's READINGS: %w", t.Region, err)
+		return Journey{}, fmt.Errorf("%s's READINGS: %w", t.Region, err)
 	}
-	j := join.Journey{Device: t.Device, Boot: last.boot, Seq: last.seq,
-		Hops: []join.Hop{{Name: "JetStream " + t.Region, At: &last.at}}}
-	for _, r := range tr.p.nats.Regions() {
+	j := Journey{Device: t.Device, Boot: last.boot, Seq: last.seq,
+		Hops: []Hop{{Name: "JetStream " + t.Region, At: &last.at}}}
+	for _, r := range tr.cfg.Regions {
 		if r == t.Region {
 			continue
 		}
-		hop := join.Hop{Name: "copy in " + r}
+		hop := Hop{Name: "copy in " + r}
 		// The copy of this very reading, or a later one (then this one's
 		// time is not kept apart: a later reading's copy is there).
 		if c, err := lastReading(ctx, js[r], subject); err == nil && c.boot == last.boot && c.seq >= last.seq {
@@ -66,7 +74,7 @@ func (tr *Tracer) Trace(ctx context.Context, t protocol.Topic) (join.Journey, er
 		}
 		j.Hops = append(j.Hops, hop)
 	}
-	stored := join.Hop{Name: "stored in ClickHouse"}
+	stored := Hop{Name: "stored in ClickHouse"}
 	if conn, err := tr.clickhouse(); err == nil {
 		var ms uint64
 		if err := conn.QueryRow(ctx, `SELECT max(stored_ms) FROM telemetry.readings WHERE device = ? AND boot = ? AND seq = ?`,
@@ -99,15 +107,15 @@ func lastReading(ctx context.Context, s jetstream.Stream, subject string) (readi
 }
 
 // readings returns every region's READINGS, looked up once.
-func (tr *Tracer) readings(ctx context.Context) (map[string]jetstream.Stream, error) {
+func (tr *StreamTracer) readings(ctx context.Context) (map[string]jetstream.Stream, error) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	if tr.streams != nil {
 		return tr.streams, nil
 	}
 	streams := map[string]jetstream.Stream{}
-	for _, r := range tr.p.nats.Regions() {
-		nc, err := nats.Connect(tr.p.nats.URLAs(r, "dashboard"), nats.Name("telemetry-journey"), nats.MaxReconnects(-1))
+	for _, r := range tr.cfg.Regions {
+		nc, err := nats.Connect(tr.cfg.NATS[r], nats.Name("telemetry-journey"), nats.MaxReconnects(-1))
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s: %w", r, err)
 		}
@@ -124,16 +132,16 @@ func (tr *Tracer) readings(ctx context.Context) (map[string]jetstream.Stream, er
 	return streams, nil
 }
 
-func (tr *Tracer) clickhouse() (driver.Conn, error) {
+func (tr *StreamTracer) clickhouse() (driver.Conn, error) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	if tr.conn != nil {
 		return tr.conn, nil
 	}
-	if addr, _ := tr.p.clickhouse(); addr == "" {
-		return nil, errors.New("storage is not up")
+	if tr.cfg.ClickHouse == nil {
+		return nil, errors.New("no ClickHouse to read from")
 	}
-	conn, err := storage.DialHistory(tr.p.StorageConfig())
+	conn, err := tr.cfg.ClickHouse()
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +150,7 @@ func (tr *Tracer) clickhouse() (driver.Conn, error) {
 }
 
 // Close closes the tracer's connections.
-func (tr *Tracer) Close() {
+func (tr *StreamTracer) Close() {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	for _, nc := range tr.ncs {
