@@ -229,7 +229,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		mux.Handle("/api/journey", phones)
 		mux.Handle("/join", phones.Page())
 		mux.Handle("/join/", phones.Page())
-		say("phones join        http://%s/join (up to %d at once; they publish over MQTT on WebSocket, port %d); the join view with its QR code: http://%s/join/show", ln.Addr(), phones.Max(), port, ln.Addr())
+		say("phones join        http://%s/join/show (the join view: the QR code of the join link; up to %d phones at once, publishing over MQTT on WebSocket, port %d)", ln.Addr(), phones.Max(), port)
 	}
 	if f.Profiling {
 		httpserv.Profiling(mux)
