@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,26 +52,7 @@ func TestPhonesOnMosquitto(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	got := map[string]int{}
-	ingest := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.ServiceURL()).SetClientID("ingest-test").
-		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword))
-	if tok := ingest.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("ingest: %v", tok.Error())
-	}
-	defer ingest.Disconnect(50)
-	if tok := ingest.Subscribe("telemetry/#", 1, func(_ mqtt.Client, m mqtt.Message) {
-		mu.Lock()
-		got[m.Topic()+" "+string(m.Payload())]++
-		mu.Unlock()
-	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribing: %v", tok.Error())
-	}
-	received := func(topic, payload string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return got[topic+" "+payload] > 0
-	}
+	in := listen(t, b.ServiceURL())
 	login := func(user, password string) (mqtt.Client, error) {
 		cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.WSURL()).SetClientID(user).
 			SetUsername(user).SetPassword(password).SetAutoReconnect(false).SetConnectRetry(false))
@@ -88,7 +68,7 @@ func TestPhonesOnMosquitto(t *testing.T) {
 			t.Fatalf("%s publishing on its topic: %v", c.Device, tok.Error())
 		}
 		testharness.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-			if !received(c.Topic, payload) {
+			if in.received(c.Topic, payload) == 0 {
 				return fmt.Errorf("ingest has not received %s's %q", c.Device, payload)
 			}
 			return nil
@@ -125,7 +105,7 @@ func TestPhonesOnMosquitto(t *testing.T) {
 		t.Fatal("no answer to the spoofed publish")
 	}
 	publishes(phone, a, "after the spoof")
-	if received(other.Topic, "spoofed") {
+	if in.received(other.Topic, "spoofed") != 0 {
 		t.Error("a phone published on another phone's topic on Mosquitto")
 	}
 	// A phone reads nothing: Mosquitto 2.0.11 grants the subscription,

@@ -34,6 +34,41 @@ func wsPort(t *testing.T, b *broker.Broker) int {
 	return p
 }
 
+// ingest is a subscriber to every reading of the broker at url, as ingest
+// subscribes, that keeps what it received.
+type ingest struct {
+	mu  sync.Mutex
+	got map[string]int // by topic and by "topic payload"
+}
+
+func listen(t *testing.T, url string) *ingest {
+	t.Helper()
+	in := &ingest{got: map[string]int{}}
+	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("ingest-test").
+		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword))
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("ingest: %v", tok.Error())
+	}
+	t.Cleanup(func() { cl.Disconnect(50) })
+	if tok := cl.Subscribe("telemetry/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		in.mu.Lock()
+		in.got[m.Topic()]++
+		in.got[m.Topic()+" "+string(m.Payload())]++
+		in.mu.Unlock()
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribing: %v", tok.Error())
+	}
+	return in
+}
+
+// received is how many messages came on topic, or, with a payload, with
+// that payload.
+func (in *ingest) received(topic string, payload ...string) int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.got[strings.Join(append([]string{topic}, payload...), " ")]
+}
+
 // ticket is the query of a fresh join link of s, as the join view shows
 // it: t=<ticket>.
 func ticket(t *testing.T, s *join.Service) string {
@@ -76,21 +111,7 @@ func TestAJoinedPhoneIsADeviceOfItsOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	got := map[string]bool{}
-	ingest := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("ingest-test").
-		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword))
-	if tok := ingest.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("ingest: %v", tok.Error())
-	}
-	defer ingest.Disconnect(50)
-	if tok := ingest.Subscribe("telemetry/#", 1, func(_ mqtt.Client, m mqtt.Message) {
-		mu.Lock()
-		got[m.Topic()] = true
-		mu.Unlock()
-	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribing: %v", tok.Error())
-	}
+	in := listen(t, b.URL())
 
 	code, _, a := do(t, s, "192.0.2.10:5000")
 	code2, _, other := do(t, s, "192.0.2.11:5000")
@@ -116,9 +137,7 @@ func TestAJoinedPhoneIsADeviceOfItsOwn(t *testing.T) {
 		t.Fatalf("the phone publishing on its topic: %v", tok.Error())
 	}
 	testharness.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if !got[a.Topic] {
+		if in.received(a.Topic) == 0 {
 			return fmt.Errorf("ingest has not received the phone's reading")
 		}
 		return nil
@@ -128,9 +147,7 @@ func TestAJoinedPhoneIsADeviceOfItsOwn(t *testing.T) {
 	if tok.Error() == nil && phone.IsConnectionOpen() {
 		t.Error("a phone's publish on another phone's topic was acknowledged")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if got[other.Topic] {
+	if in.received(other.Topic) != 0 {
 		t.Error("a phone published on another phone's topic")
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,16 +87,7 @@ func TestThePresenterRemovesAllPhones(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var received atomic.Int64
-	ingest := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("ingest-test").
-		SetUsername(deploy.MQTTIngestUser).SetPassword(deploy.DemoMQTTIngestPassword))
-	if tok := ingest.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("ingest: %v", tok.Error())
-	}
-	defer ingest.Disconnect(50)
-	if tok := ingest.Subscribe("telemetry/#", 1, func(mqtt.Client, mqtt.Message) { received.Add(1) }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribing: %v", tok.Error())
-	}
+	in := listen(t, b.URL())
 	login := func(c join.Credential) (mqtt.Client, error) {
 		cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(c.Broker).SetClientID(c.ClientID).
 			SetUsername(c.User).SetPassword(c.Password).SetAutoReconnect(false))
@@ -109,12 +99,12 @@ func TestThePresenterRemovesAllPhones(t *testing.T) {
 	}
 	publish := func(cl mqtt.Client, c join.Credential) {
 		t.Helper()
-		before := received.Load()
+		before := in.received(c.Topic)
 		if tok := cl.Publish(c.Topic, 1, false, "reading"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("%s publishing on its topic: %v", c.Device, tok.Error())
 		}
 		testharness.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-			if received.Load() == before {
+			if in.received(c.Topic) == before {
 				return fmt.Errorf("ingest has not received %s's reading", c.Device)
 			}
 			return nil
