@@ -184,7 +184,10 @@ func MosquittoBrokerWith(t testing.TB, opts MosquittoOptions) *Broker {
 		if err == nil {
 			break
 		}
-		if attempt == 3 || !strings.Contains(err.Error(), "in use") {
+		// Mosquitto says "in use" for a TCP listener's port, and only
+		// "Unable to create websockets listener" for the WebSocket one's.
+		taken := strings.Contains(err.Error(), "in use") || strings.Contains(err.Error(), "Unable to create websockets listener")
+		if attempt == 3 || !taken {
 			t.Fatalf("starting Mosquitto: %v", err)
 		}
 	}
