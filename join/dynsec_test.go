@@ -173,3 +173,87 @@ func TestPhonesOnMosquitto(t *testing.T) {
 	defer d2.Close()
 	refused("a phone an earlier run left in Mosquitto", last.User, last.Password)
 }
+
+// TestTheJoinUserOnlyManagesPhones: on Mosquitto the dashboard's join user
+// may send the dynamic security plugin its commands, and nothing else: it
+// reads no reading, publishes none, and does not log in with another
+// password; beside that it still makes a phone that logs in.
+func TestTheJoinUserOnlyManagesPhones(t *testing.T) {
+	const admin, adminPassword = "join", "dynsec-admin-password-of-the-test"
+	conf, err := broker.DynsecConfig(admin, adminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	device := devicecred.Username("us-east", "thermostat", "th-00001")
+	b := testharness.MosquittoBrokerWith(t, testharness.MosquittoOptions{Dynsec: conf, Devices: []string{device}})
+	in := listen(t, b.ServiceURL())
+
+	connect := func(user, password string) (mqtt.Client, error) {
+		cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.ServiceURL()).SetClientID(user + "-test").
+			SetUsername(user).SetPassword(password).SetAutoReconnect(false))
+		tok := cl.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return nil, fmt.Errorf("no CONNACK")
+		}
+		return cl, tok.Error()
+	}
+	if cl, err := connect(admin, "not-its-password"); err == nil {
+		cl.Disconnect(50)
+		t.Error("the join user logged in with another password")
+	}
+	cl, err := connect(admin, adminPassword)
+	if err != nil {
+		t.Fatalf("the join user logging in: %v", err)
+	}
+	defer cl.Disconnect(50)
+	var read atomic.Int64
+	if tok := cl.Subscribe("telemetry/#", 1, func(mqtt.Client, mqtt.Message) { read.Add(1) }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("no SUBACK: %v", tok.Error())
+	}
+	topic := "telemetry/" + device
+	if tok := cl.Publish(topic, 1, false, "from join"); !tok.WaitTimeout(10 * time.Second) {
+		t.Fatal("no answer to the join user's publish")
+	}
+	// The device's own reading, after both: ingest receives it, the join
+	// user does not, and nothing the join user sent came before it.
+	user, password := testharness.DeviceLogin("us-east", "thermostat", "th-00001")
+	dev := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("th-00001").
+		SetUsername(user).SetPassword(password).SetAutoReconnect(false))
+	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("the device logging in: %v", tok.Error())
+	}
+	defer dev.Disconnect(50)
+	if tok := dev.Publish(topic, 1, false, "from the device"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("the device publishing: %v", tok.Error())
+	}
+	testharness.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if in.received(topic, "from the device") == 0 {
+			return fmt.Errorf("ingest has not received the device's reading")
+		}
+		return nil
+	})
+	if n := in.received(topic, "from join"); n != 0 {
+		t.Errorf("the join user published %d readings on a device's topic", n)
+	}
+	if n := read.Load(); n != 0 {
+		t.Errorf("the join user read %d readings", n)
+	}
+
+	// Its own job.
+	d, err := join.NewDynsec(join.DynsecConfig{URL: b.ServiceURL(), User: admin, Password: adminPassword}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	phone := devicecred.Username("us-east", devicecred.PhoneType, "ph-00000001")
+	c := join.Credential{User: phone, Password: "a-phone-password", Topic: "telemetry/" + phone, Issued: time.Now(), Expires: time.Now().Add(time.Hour)}
+	if err := d.Admit(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	pc := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.WSURL()).SetClientID(phone).
+		SetUsername(phone).SetPassword(c.Password).SetAutoReconnect(false))
+	if tok := pc.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("the phone the join user made logging in: %v", tok.Error())
+	}
+	pc.Disconnect(50)
+}
