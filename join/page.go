@@ -48,6 +48,7 @@ func (s *Service) Page() http.Handler {
 	mux.HandleFunc("GET /join/phone.js", serve("phone.js", "text/javascript; charset=utf-8"))
 	mux.HandleFunc("GET /join/mqtt.min.js", serve("vendor/mqtt.min.js", "text/javascript; charset=utf-8"))
 	mux.HandleFunc("GET /join/show", s.serveShow)
+	mux.HandleFunc("GET /join/qr.png", s.serveQR)
 	return mux
 }
 
@@ -88,6 +89,19 @@ func (s *Service) serveShow(w http.ResponseWriter, r *http.Request) {
 	}{link, minutes(s.cfg.TTL), minutes(s.cfg.LinkTTL),
 		template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png)),
 		s.cfg.MaxPhones, int(showRefresh.Seconds()), loopbackLink(link)})
+}
+
+// serveQR answers GET /join/qr.png: the QR code of a fresh join link, for
+// the dashboard's presenter panel.
+func (s *Service) serveQR(w http.ResponseWriter, r *http.Request) {
+	png, err := qrcode.Encode(s.Link(r), qrcode.Medium, qrPanelPixels)
+	if err != nil {
+		http.Error(w, "making the QR code: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(png)
 }
 
 func minutes(d time.Duration) string { return fmt.Sprintf("%.0f minutes", d.Minutes()) }

@@ -9,6 +9,10 @@ import (
 // a room once a projector enlarges the join view.
 const qrPixels = 512
 
+// qrPanelPixels is the size of the QR code in the dashboard's presenter
+// panel (/join/qr.png), which shows it smaller.
+const qrPanelPixels = 256
+
 // loopbackLink reports whether link names this machine only, where no
 // phone can follow it.
 func loopbackLink(link string) bool {

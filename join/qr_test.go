@@ -74,6 +74,21 @@ func TestTheJoinViewShowsTheLinkAsAQRCode(t *testing.T) {
 		if u, err := url.Parse(res.GetText()); err != nil || get(u.RequestURI()).Code != http.StatusOK {
 			t.Errorf("public URL %q, host %s: the link of the QR code does not open the phone's page (%v)", c.public, c.host, err)
 		}
+		// The presenter panel's smaller QR code: a fresh link of its own.
+		rec = get("/join/qr.png")
+		img, err = png.Decode(rec.Body)
+		if err != nil {
+			t.Fatalf("the panel's QR code is no PNG: %v", err)
+		}
+		if bmp, err = gozxing.NewBinaryBitmapFromImage(img); err != nil {
+			t.Fatal(err)
+		}
+		if res, err = zxqr.NewQRCodeReader().Decode(bmp, nil); err != nil || !strings.HasPrefix(res.GetText(), c.want) {
+			t.Fatalf("the panel's QR code says %v (%v), want a link %s<ticket>", res, err, c.want)
+		}
+		if u, err := url.Parse(res.GetText()); err != nil || get(u.RequestURI()).Code != http.StatusOK {
+			t.Errorf("public URL %q, host %s: the link of the panel's QR code does not open the phone's page (%v)", c.public, c.host, err)
+		}
 		if warns := strings.Contains(page, `id="join-warning"`); warns != c.warn {
 			t.Errorf("public URL %q, host %s: the join view warns: %v, want %v", c.public, c.host, warns, c.warn)
 		}

@@ -273,8 +273,20 @@ func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
 	// The presenter removes every phone with one click.
 	dash, cancel := chromedp.NewContext(browser)
 	defer cancel()
-	if err := chromedp.Do(dash, chromedp.Navigate(url+"/#token="+testToken), chromedp.WaitVisible("#presenter-remove-phones"),
-		chromedp.Click("#presenter-remove-phones")); err != nil {
+	if err := chromedp.Do(dash, chromedp.Navigate(url+"/#token="+testToken), chromedp.WaitVisible("#presenter-remove-phones")); err != nil {
+		t.Fatalf("opening the presenter panel: %v", err)
+	}
+	// Beside the buttons, the QR code of the join link.
+	var qrBefore string
+	testharness.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		var err error
+		qrBefore, err = chromedp.Run(dash, chromedp.Evaluate[string](`(() => { const q = document.getElementById("presenter-join-qr"); return !q.hidden && q.complete && q.naturalWidth > 0 ? q.src : ""; })()`))
+		if err != nil || qrBefore == "" {
+			return fmt.Errorf("the presenter panel shows no QR code of the join link (%v)", err)
+		}
+		return nil
+	})
+	if err := chromedp.Do(dash, chromedp.Click("#presenter-remove-phones")); err != nil {
 		t.Fatalf("clicking remove all phones: %v", err)
 	}
 	want := fmt.Sprintf("removed %d phones (%d disconnected)", phones, phones)
@@ -282,6 +294,9 @@ func TestFiftyPhonesJoinFromTheBrowser(t *testing.T) {
 		phase, err := chromedp.Run(dash, chromedp.Evaluate[string](`document.getElementById("presenter-phase").textContent`))
 		if err != nil || !strings.HasPrefix(phase, want) {
 			return fmt.Errorf("the presenter panel says %q, want %q (%v)", phase, want, err)
+		}
+		if qr, err := chromedp.Run(dash, chromedp.Evaluate[string](`document.getElementById("presenter-join-qr").src`)); err != nil || qr == qrBefore {
+			return fmt.Errorf("the panel's QR code is still the one of before the removal (%v)", err)
 		}
 		return nil
 	})

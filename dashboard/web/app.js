@@ -590,6 +590,14 @@ function renderPresenter(snap) {
   const unlocked = !!presenterToken;
   $("presenter-join").hidden = !snap.join;
   $("presenter-remove-phones").hidden = !snap.join;
+  // The join link's QR code, fresh each minute, for the audience to scan
+  // off the projected page.
+  const qr = $("presenter-join-qr");
+  qr.hidden = !(snap.join && unlocked);
+  if (!qr.hidden && !(Date.now() - Number(qr.dataset.at || 0) < 60000)) {
+    qr.dataset.at = Date.now();
+    qr.src = "/join/qr.png?at=" + qr.dataset.at;
+  }
   $("presenter-login").hidden = unlocked;
   $("presenter-controls").hidden = !unlocked;
   if (unlocked && !presenterTimer && !presenterPolling) presenterTimer = setTimeout(pollPresenter, 0);
@@ -670,6 +678,8 @@ $("presenter-remove-phones").onclick = async () => {
   actionRefusal = "";
   presenterError("");
   setText("presenter-phase", "removed " + body.phones + " phones (" + body.disconnected + " disconnected); the join view shows a new link");
+  $("presenter-join-qr").dataset.at = 0; // the old link is withdrawn: show the new one now
+  renderPresenter(lastSnap);
 };
 $("presenter-hide").onclick = () => { sessionStorage.setItem(HIDDEN_KEY, "1"); renderPresenter(lastSnap); };
 $("presenter-toggle").onclick = () => { sessionStorage.removeItem(HIDDEN_KEY); renderPresenter(lastSnap); };
