@@ -121,7 +121,7 @@ func NewDynsec(cfg DynsecConfig, log *slog.Logger) (*Dynsec, error) {
 	defer cancel()
 	left, err := d.leftovers(ctx)
 	if err == nil && len(left) > 0 {
-		err = d.delete(ctx, left)
+		_, err = d.delete(ctx, left)
 		d.log.Info("deleted the phones an earlier run left in Mosquitto", "phones", len(left))
 	}
 	if err != nil {
@@ -208,9 +208,11 @@ func (d *Dynsec) Admit(ctx context.Context, c Credential) error {
 	return nil
 }
 
-// delete deletes the phones' clients (which disconnects them) and roles.
-func (d *Dynsec) delete(ctx context.Context, users []string) error {
+// delete deletes the phones' clients (which disconnects them) and roles,
+// answering how many it deleted.
+func (d *Dynsec) delete(ctx context.Context, users []string) (int, error) {
 	var errs []error
+	n := 0
 	for _, u := range users {
 		// One exchange per phone: a phone deleted already (its role
 		// without a client, after a crash) does not stop the others.
@@ -220,11 +222,25 @@ func (d *Dynsec) delete(ctx context.Context, users []string) error {
 			d.phonesMu.Lock()
 			delete(d.phones, u)
 			d.phonesMu.Unlock()
+			n++
 		} else {
 			errs = append(errs, err1)
 		}
 	}
-	return errors.Join(errs...)
+	return n, errors.Join(errs...)
+}
+
+// made are the user names of the phones made here that which picks.
+func (d *Dynsec) made(which func(Credential) bool) []string {
+	d.phonesMu.Lock()
+	defer d.phonesMu.Unlock()
+	var users []string
+	for u, c := range d.phones {
+		if which(c) {
+			users = append(users, u)
+		}
+	}
+	return users
 }
 
 // leftovers are the phones the plugin knows: those of an earlier run.
@@ -251,29 +267,14 @@ func (d *Dynsec) leftovers(ctx context.Context) ([]string, error) {
 // RemovePhones deletes every phone whose credential was issued until at;
 // the plugin disconnects them. It answers how many it deleted.
 func (d *Dynsec) RemovePhones(at time.Time) int {
-	d.phonesMu.Lock()
-	users := make([]string, 0, len(d.phones))
-	for u, c := range d.phones {
-		if !c.Issued.After(at) {
-			users = append(users, u)
-		}
-	}
-	d.phonesMu.Unlock()
+	users := d.made(func(c Credential) bool { return !c.Issued.After(at) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*dynsecTimeout)
 	defer cancel()
-	before := len(users)
-	if err := d.delete(ctx, users); err != nil {
+	n, err := d.delete(ctx, users)
+	if err != nil {
 		d.log.Error("removing the phones from Mosquitto", "err", err)
 	}
-	d.phonesMu.Lock()
-	left := 0
-	for _, u := range users {
-		if _, ok := d.phones[u]; ok {
-			left++
-		}
-	}
-	d.phonesMu.Unlock()
-	return before - left
+	return n
 }
 
 // Run deletes the phones whose credential has ended, every ReapEvery,
@@ -288,19 +289,12 @@ func (d *Dynsec) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		now := d.cfg.Now()
-		var ended []string
-		d.phonesMu.Lock()
-		for u, c := range d.phones {
-			if !now.Before(c.Expires) {
-				ended = append(ended, u)
-			}
-		}
-		d.phonesMu.Unlock()
+		ended := d.made(func(c Credential) bool { return !now.Before(c.Expires) })
 		if len(ended) == 0 {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*dynsecTimeout)
-		err := d.delete(rctx, ended)
+		_, err := d.delete(rctx, ended)
 		cancel()
 		if err != nil {
 			d.log.Warn("deleting ended phones from Mosquitto", "err", err)
