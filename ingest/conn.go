@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -19,6 +20,11 @@ const maxPendingWrite = 64 << 10
 // ingest's CPU time per reading, from one per small batch to about one per
 // millisecond under load (docs/INGEST.md).
 const flushLinger = time.Millisecond
+
+// closeLinger bounds how long closing the broker's connection waits for
+// the broker to close its side once ingest has shut down its own
+// (bufferedConn.Close).
+const closeLinger = time.Second
 
 // flushTimeout bounds one write to the socket. Writers do not wait for the
 // socket (their deadlines would not apply to a later flush), so the flusher
@@ -55,6 +61,11 @@ type bufferedConn struct {
 	flushing bool
 	err      error         // the first write error, returned by later Writes
 	timeout  time.Duration // bounds each send: flushTimeout
+	// linger, when set, makes Close half-close and wait for the peer
+	// first (closeLinger for the broker's connection).
+	linger    time.Duration
+	closeOnce sync.Once
+	closeErr  error
 }
 
 func newBufferedConn(conn net.Conn) *bufferedConn {
@@ -118,10 +129,42 @@ func (c *bufferedConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *bufferedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 // Close sends what is queued, giving a stuck socket flushTimeout, then
-// closes the connection.
+// closes the connection. Later and concurrent calls (paho closes its
+// connection twice on Disconnect) wait for the first and return its error.
+//
+// With a linger, Close first shuts down the sending side and reads,
+// discarding, until the peer closes its side or the linger passes. A
+// socket closed while bytes it received are unread (the broker's next
+// PUBLISHes, sent before it read the DISCONNECT) sends a reset instead of
+// the end of the stream (RFC 1122, 4.2.2.13). Mosquitto 2.0.11 then drops
+// the connection without reading what was left in it, the last PUBACKs
+// and the DISCONNECT (its log shows neither), and redelivers messages
+// JetStream already held. Seen in
+// TestInstancesShareTheLoadWithoutLossOrDoubles under CPU load and shown
+// by TestBufferedConnClosesWithoutLosingItsLastWrites.
 func (c *bufferedConn) Close() error {
-	c.drain()
-	return c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.drain()
+		if c.linger > 0 {
+			c.awaitPeerClose()
+		}
+		c.closeErr = c.Conn.Close()
+	})
+	return c.closeErr
+}
+
+// awaitPeerClose half-closes the connection and reads until the peer
+// closes or c.linger passes. A TLS connection sends its close_notify
+// instead; the broker answers it by closing.
+func (c *bufferedConn) awaitPeerClose() {
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	if c.Conn.SetReadDeadline(time.Now().Add(c.linger)) != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, c.Conn)
 }
 
 // CloseWrite sends what is queued, then shuts down the sending side only

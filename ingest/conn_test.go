@@ -3,12 +3,16 @@ package ingest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/telemetry-demo/telemetry/internal/testharness"
 )
 
 // TestBufferedConnSendsEverythingInOrderBeforeClosing writes many small
@@ -53,6 +57,81 @@ func TestBufferedConnSendsEverythingInOrderBeforeClosing(t *testing.T) {
 	if _, err := c.Write([]byte{1}); err == nil {
 		t.Error("write after Close succeeded")
 	}
+}
+
+// TestBufferedConnClosesWithoutLosingItsLastWrites: when ingest closes the
+// broker's connection, the broker has sent what ingest will never read (its
+// next PUBLISHes) and has not read ingest's last writes yet (PUBACKs, the
+// DISCONNECT). Closing with unread bytes sends a reset, on which Mosquitto
+// drops the connection without reading the rest; with its linger, Close
+// ends the stream instead and the peer reads everything, then the end.
+func TestBufferedConnClosesWithoutLosingItsLastWrites(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	defer peer.Close()
+	if _, err := peer.Write(make([]byte, 4096)); err != nil { // never read
+		t.Fatal(err)
+	}
+
+	c := newBufferedConn(raw)
+	c.linger = 30 * time.Second
+	want := bytes.Repeat([]byte{0x40, 0x02, 0x00, 0x01}, 256)
+	if _, err := c.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	// The peer reads only once this side has stopped sending.
+	port := raw.LocalAddr().(*net.TCPAddr).Port
+	testharness.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if tcpEstablished(t, port) {
+			return fmt.Errorf("local port %d still established", port)
+		}
+		return nil
+	})
+	got, err := io.ReadAll(peer)
+	if err != nil {
+		t.Fatalf("the peer read %d of %d bytes, then: %v", len(got), len(want), err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the peer read %d bytes, want the %d written, in order", len(got), len(want))
+	}
+	peer.Close()
+	if err := <-closed; err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
+
+// tcpEstablished reports whether the local TCP port on 127.0.0.1 has a
+// connection in the ESTABLISHED state (Linux's /proc/net/tcp, state 01).
+func tcpEstablished(t *testing.T, port int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[1] == local && f[3] == "01" {
+			return true
+		}
+	}
+	return false
 }
 
 // TestBufferedConnFailsWhenThePeerStopsReading: writers do not wait for the

@@ -178,6 +178,49 @@ func instancesShareTheLoad(t *testing.T, broker string) {
 	}
 }
 
+// TestStoppingGivesUpAfterOneDrainTimeout stops an ingest while JetStream
+// can store nothing (READINGS does not exist yet): everything in flight is
+// given up after one DrainTimeout, not one per message, and the broker
+// redelivers all of it to the next session, stored once.
+func TestStoppingGivesUpAfterOneDrainTimeout(t *testing.T) {
+	broker := openMosquitto(t).URL()
+	_, url := testharness.NATS(t, "us-east")
+	js := jetStream(t, url, "us-east")
+	cfg := ingest.Config{Region: "us-east", Instance: "1", Broker: broker, NATSURL: url, MaxInflight: 64,
+		DrainTimeout: 300 * time.Millisecond}
+	first := runIngest(t, cfg)
+	pub := publisher(t, broker, "th-1")
+	want := map[string]bool{}
+	publishReadings(t, pub, "us-east", "th-1", 1, 40, want)
+	const held = 20
+	testharness.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := first.Stats().Received; got < held {
+			return fmt.Errorf("ingest holds %d of the readings, want at least %d", got, held)
+		}
+		return nil
+	})
+	start := time.Now()
+	first.Stop(t)
+	// A deadline per message made this held × DrainTimeout (6 s or more).
+	if took := time.Since(start); took > 10*cfg.DrainTimeout {
+		t.Errorf("stopping with %d messages unconfirmed took %s, drain timeout %s", first.Stats().Received, took, cfg.DrainTimeout)
+	}
+	if st := first.Stats(); st.Accepted+st.Duplicates != 0 {
+		t.Fatalf("JetStream confirmed %d with no stream", st.Accepted+st.Duplicates)
+	}
+
+	topo := stream.DefaultTopology([]string{"us-east"})
+	if _, err := js.CreateStream(context.Background(), topo.ReadingsConfig("us-east")); err != nil {
+		t.Fatal(err)
+	}
+	second := runIngest(t, cfg)
+	waitStored(t, js, stream.ReadingsStream, len(want))
+	checkExactlyOnce(t, js, want)
+	if st := second.Stats(); st.Redelivered < held {
+		t.Errorf("the second session got %d redelivered, want the %d the first held", st.Redelivered, held)
+	}
+}
+
 // TestPoisonIsIsolatedAfterBoundedAttempts gives JetStream messages it
 // refuses outright (too large for the stream): each is isolated after
 // MaxAttempts tries and the readings behind it still flow.

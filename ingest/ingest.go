@@ -142,10 +142,18 @@ type Ingest struct {
 	timer *time.Timer
 
 	// acks holds the published jobs for the acker, in MQTT order: at most
-	// MaxInflight; the handler blocks when it is full.
-	acks     chan *job
+	// MaxInflight; the handler blocks when it is full. Run closes it once
+	// stopping is closed and no message is being handled.
+	acks chan *job
+	// handling is held by the handler while it works on a message: a
+	// message published to JetStream always reaches the acker, so a
+	// graceful stop acknowledges everything JetStream stored.
+	handling sync.Mutex
 	stopping chan struct{}
 	stopOnce sync.Once
+	// drainOver is closed DrainTimeout after stopping: the acker then
+	// gives up what JetStream has not confirmed.
+	drainOver chan struct{}
 
 	// blocked is whether publishes to JetStream succeed (health.go).
 	blocked blockage
@@ -169,13 +177,14 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 	cfg.setDefaults()
 	log = log.With("component", "ingest", "region", cfg.Region, "client_id", cfg.ClientID)
 	in := &Ingest{
-		cfg:      cfg,
-		log:      log,
-		metrics:  newMetrics(cfg.Region),
-		acks:     make(chan *job, cfg.MaxInflight),
-		stopping: make(chan struct{}),
-		pub:      newPublisher(),
-		timer:    time.NewTimer(time.Hour),
+		cfg:       cfg,
+		log:       log,
+		metrics:   newMetrics(cfg.Region),
+		acks:      make(chan *job, cfg.MaxInflight),
+		stopping:  make(chan struct{}),
+		drainOver: make(chan struct{}),
+		pub:       newPublisher(),
+		timer:     time.NewTimer(time.Hour),
 	}
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name(cfg.ClientID),
@@ -250,6 +259,13 @@ func (in *Ingest) Run(ctx context.Context) error {
 	<-ctx.Done()
 	in.log.Info("stopping: finishing messages in flight")
 	in.stop()
+	drain := time.AfterFunc(in.cfg.DrainTimeout, func() { close(in.drainOver) })
+	defer drain.Stop()
+	// The handler sees stopping from here on: what it already published
+	// is queued before acks closes.
+	in.handling.Lock()
+	close(in.acks)
+	in.handling.Unlock()
 	acker.Wait()
 	in.mq.disconnect()
 	stopHeartbeat()
@@ -275,6 +291,8 @@ func (in *Ingest) stopped() bool {
 // JetStream, is the backpressure: the client stops reading and the broker
 // holds the rest (mqttClient says what that costs).
 func (in *Ingest) handle(m mqttMessage) {
+	in.handling.Lock()
+	defer in.handling.Unlock()
 	if in.stopped() {
 		return // not acknowledged: the broker redelivers it to this session
 	}
@@ -286,11 +304,7 @@ func (in *Ingest) handle(m mqttMessage) {
 	j.mqtt = m
 	in.pub.publish(j)
 	in.metrics.inflight.Inc()
-	select {
-	case in.acks <- j:
-	case <-in.stopping:
-		// Not acknowledged: the broker redelivers it to the next session.
-	}
+	in.acks <- j // the acker takes it even when stopping (Run)
 }
 
 // prepare decodes one MQTT message into the JetStream message to publish: a
@@ -356,20 +370,11 @@ func (in *Ingest) bodilessDeadLetter(id, topic string, size int, reason protocol
 
 // ackLoop waits for each JetStream acknowledgement in order, retries what
 // failed, and acknowledges the MQTT message once JetStream has it. When
-// ingest stops, it finishes what is queued and returns; a job queued after
-// that is never acknowledged in MQTT, so the broker redelivers it.
+// ingest stops, it finishes everything the handler published and returns
+// when acks is closed; what JetStream did not confirm by the drain deadline
+// is never acknowledged in MQTT, so the broker redelivers it.
 func (in *Ingest) ackLoop() {
-	for {
-		var j *job
-		select {
-		case j = <-in.acks:
-		case <-in.stopping:
-			select {
-			case j = <-in.acks:
-			default:
-				return
-			}
-		}
+	for j := range in.acks {
 		ok := in.await(j)
 		in.metrics.inflight.Dec()
 		if !ok {
@@ -391,11 +396,10 @@ func (in *Ingest) ackLoop() {
 // await returns true once JetStream has stored j's message, or its dead
 // letter: transient failures are retried with backoff for as long as ingest
 // runs, permanent refusals at most MaxAttempts times before the message is
-// isolated. It returns false if ingest stopped and DrainTimeout passed
-// first.
+// isolated. It returns false once DrainTimeout has passed since ingest
+// began stopping (one deadline for all that is in flight).
 func (in *Ingest) await(j *job) bool {
 	backoff := in.cfg.RetryBackoff
-	var drainDeadline <-chan time.Time
 	refused := 0
 	for attempt := 1; ; attempt++ {
 		dup, err := in.result(j)
@@ -406,6 +410,9 @@ func (in *Ingest) await(j *job) bool {
 			in.blocked.succeeded()
 			in.count(j, dup)
 			return true
+		}
+		if errors.Is(err, errDrainOver) {
+			return false
 		}
 		j.done = nil
 		sent := j.sent.UnixNano()
@@ -446,17 +453,18 @@ func (in *Ingest) await(j *job) bool {
 		if attempt == 1 || attempt%10 == 0 {
 			in.log.Warn("JetStream publish failed; retrying", "subject", j.msg.Subject, "attempt", attempt, "err", err)
 		}
-		if drainDeadline == nil && in.stopped() {
-			drainDeadline = time.After(in.cfg.DrainTimeout)
-		}
 		select {
 		case <-time.After(backoff):
-		case <-drainDeadline:
+		case <-in.drainOver:
 			return false
 		}
 		backoff = min(backoff*2, in.cfg.MaxRetryBackoff)
 	}
 }
+
+// errDrainOver: ingest is stopping and its DrainTimeout has passed; the
+// message stays unacknowledged in MQTT and the broker redelivers it.
+var errDrainOver = errors.New("stopping: drain timeout passed")
 
 // result waits for j's publish, publishing it first if a retry is due, at
 // most PublishTimeout from when it was sent. It reports whether JetStream
@@ -478,6 +486,11 @@ func (in *Ingest) result(j *job) (duplicate bool, err error) {
 			return false, errPublishTimeout
 		}
 		<-j.done // answered while the timer fired
+	case <-in.drainOver:
+		if in.pub.abandon(j) {
+			return false, errDrainOver
+		}
+		<-j.done
 	}
 	return j.dup, j.err
 }

@@ -144,7 +144,9 @@ func dialMQTT(uri *url.URL, opts paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newBufferedConn(conn), nil
+	bc := newBufferedConn(conn)
+	bc.linger = closeLinger
+	return bc, nil
 }
 
 // connect starts connecting; paho keeps trying in the background.
