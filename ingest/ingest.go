@@ -179,7 +179,7 @@ func New(cfg Config, log *slog.Logger) (*Ingest, error) {
 	in := &Ingest{
 		cfg:       cfg,
 		log:       log,
-		metrics:   newMetrics(cfg.Region),
+		metrics:   newMetrics(cfg.Region, cfg.Instance),
 		acks:      make(chan *job, cfg.MaxInflight),
 		stopping:  make(chan struct{}),
 		drainOver: make(chan struct{}),

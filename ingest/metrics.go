@@ -34,8 +34,14 @@ type Metrics struct {
 	blocked     prometheus.Collector
 }
 
-func newMetrics(region string) *Metrics {
+// newMetrics makes the collectors of one ingest: every series carries its
+// region, and its instance (label ingest) when it has one, so that several
+// instances can share one /metrics (telemetry demo --ingests).
+func newMetrics(region, instance string) *Metrics {
 	labels := prometheus.Labels{"region": region}
+	if instance != "" {
+		labels["ingest"] = instance
+	}
 	return &Metrics{
 		labels: labels,
 		received: prometheus.NewCounter(prometheus.CounterOpts{

@@ -20,7 +20,7 @@ func FuzzPrepare(f *testing.F) {
 	f.Add("telemetry/us-east/thermo/th-1", []byte(`{"v":1,"device":"th-1","boot":1,"seq":1,"ts":1764100060000,"metrics":{"t":1}}`))
 	f.Add("telemetry/us-east/thermo/th-1", []byte(`{"v":1,`))
 	f.Add("telemetry/us-east/thermo/\x00\xff", []byte(strings.Repeat("[", 5000)))
-	in := &Ingest{cfg: Config{Region: "us-east"}, log: slog.New(slog.DiscardHandler), metrics: newMetrics("us-east")}
+	in := &Ingest{cfg: Config{Region: "us-east"}, log: slog.New(slog.DiscardHandler), metrics: newMetrics("us-east", "")}
 	in.cfg.setDefaults()
 	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
 		j := in.prepare(topic, payload, now)
@@ -63,7 +63,7 @@ func BenchmarkPrepare(b *testing.B) {
 	now := time.UnixMilli(1764100060000)
 	topic := "telemetry/us-east/thermo/th-00042"
 	payload := []byte(`{"v":1,"device":"th-00042","boot":1764100000,"seq":17,"ts":1764100060000,"metrics":{"temperature_c":21.5,"humidity_pct":40.2,"battery_pct":97.1}}`)
-	in := &Ingest{cfg: Config{Region: "us-east"}, log: slog.New(slog.DiscardHandler), metrics: newMetrics("us-east")}
+	in := &Ingest{cfg: Config{Region: "us-east"}, log: slog.New(slog.DiscardHandler), metrics: newMetrics("us-east", "")}
 	in.cfg.setDefaults()
 	b.SetBytes(int64(len(payload)))
 	b.ReportAllocs()

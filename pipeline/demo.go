@@ -41,9 +41,12 @@ type DemoConfig struct {
 	// NATSCluster is how many servers each region runs, every stream on
 	// all of them (0 or 1: one server, streams unreplicated).
 	NATSCluster int
-	NATSPorts   map[string]int
-	MQTT        string
-	MQTTWS      string // MQTT over WebSocket for browsers; empty: none
+	// Ingests per region and storage Writers, each sharing its stage's
+	// load (Config.Ingests, Config.Writers).
+	Ingests, Writers int
+	NATSPorts        map[string]int
+	MQTT             string
+	MQTTWS           string // MQTT over WebSocket for browsers; empty: none
 	// MaxPhones bounds the phones joined at once (POST /api/join, with
 	// MQTTWS); 0: join.DefaultMaxPhones.
 	MaxPhones int
@@ -113,6 +116,12 @@ func NewDemo(cfg DemoConfig, out io.Writer, log *slog.Logger) (*Demo, error) {
 	if cfg.NATSCluster > stream.MaxClusterSize {
 		return nil, fmt.Errorf("--nats-cluster %d: want 1 to %d servers per region", cfg.NATSCluster, stream.MaxClusterSize)
 	}
+	if cfg.Ingests < 0 || cfg.Ingests > MaxInstances {
+		return nil, fmt.Errorf("--ingests %d: want 1 to %d per region", cfg.Ingests, MaxInstances)
+	}
+	if cfg.Writers < 0 || cfg.Writers > MaxInstances {
+		return nil, fmt.Errorf("--writers %d: want 1 to %d", cfg.Writers, MaxInstances)
+	}
 	if err := topo.Validate(); err != nil {
 		return nil, err
 	}
@@ -153,6 +162,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	p, err := New(ctx, Config{
 		Regions: regions, Topology: d.topo, NATSPorts: f.NATSPorts, MQTT: f.MQTT, MQTTWS: f.MQTTWS, MQTTPerAddress: f.MQTTPerAddress, DataDir: f.DataDir,
 		Auth: f.Auth, ClickHouse: f.ClickHouse, StorageListen: f.StorageListen, ClickHouseUsers: f.ClickHouseUsers, Say: say,
+		Ingests: f.Ingests, Writers: f.Writers,
 	}, log)
 	if err != nil {
 		return err

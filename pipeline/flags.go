@@ -26,6 +26,8 @@ func (c *DemoConfig) RegisterFlags(fs *flag.FlagSet) {
 	cli.SecretVar(fs, &c.Auth.IngestPassword, "mqtt-ingest-password", deploy.DemoMQTTIngestPassword, "password of the broker's user "+deploy.MQTTIngestUser+" (default: the public demo default)")
 	fs.IntVar(&c.MQTTPerAddress, "mqtt-max-per-address", broker.DefaultMaxConnsPerIP, "MQTT connections the broker takes from one client address (a load generator's whole fleet comes from one); docs/SECURITY.md lists every bound")
 	fs.IntVar(&c.NATSCluster, "nats-cluster", 1, fmt.Sprintf("NATS servers per region (1 to %d): above 1 each region is a cluster of that many embedded servers with READINGS and DEADLETTER on every one of them, so that stopping one (the presenter's stop-leader scenario) elects another leader and loses nothing; the first server takes --nats-ports", stream.MaxClusterSize))
+	fs.IntVar(&c.Ingests, "ingests", 1, fmt.Sprintf("ingests per region (1 to %d), sharing the region's MQTT subscription: the broker hands each message to one of them; the kill-ingest scenario crashes the first, the others go on with their share, and the first's share waits in its session until it starts again", MaxInstances))
+	fs.IntVar(&c.Writers, "writers", 1, fmt.Sprintf("storage writers (1 to %d) sharing one durable JetStream consumer: each batch goes to one of them", MaxInstances))
 	fs.StringVar(&c.natsPorts, "nats-ports", "4222,4223,4224", "NATS client port of each region, in the order of --regions")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "dashboard address")
 	fs.StringVar(&c.StorageListen, "storage-listen", "127.0.0.1:8081", "storage's HTTP address (status, history, ledger)")

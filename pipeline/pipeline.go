@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,9 +57,17 @@ type Config struct {
 	// writer's and the history's); zero fields are the demo users of
 	// deploy/clickhouse/users.d/telemetry.xml.
 	ClickHouseUsers storage.Config
+	// Ingests is how many ingests each region runs, sharing its MQTT
+	// subscription (instances 1 to N); Writers how many storage writers
+	// share the durable consumer. 0 or 1: one; at most MaxInstances.
+	Ingests, Writers int
 	// Say writes one line of progress for the console; nil: none.
 	Say func(format string, args ...any)
 }
+
+// MaxInstances bounds Config.Ingests and Config.Writers: enough to show
+// load sharing and a failover on one machine.
+const MaxInstances = 8
 
 // MQTTAuth is how clients log in to the embedded broker: devices with
 // the credential the fleet secret gives each (internal/devicecred), the
@@ -89,7 +98,7 @@ type Pipeline struct {
 	home       string // the region storage and the dashboard read from
 	nats       *stream.Embedded
 	broker     *broker.Broker
-	ingests    map[string]*ingestSlot // by region
+	ingests    map[string][]*ingestSlot // by region, instance 1 first
 	mender     *stream.Mender
 	gatherers  *gatherers
 	storageLn  net.Listener // storage's API; nil when storage is off
@@ -200,7 +209,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Pipeline, error) {
 	}
 	say := cfg.Say
 	p := &Pipeline{cfg: cfg, log: log, home: cfg.Regions[0], gatherers: &gatherers{}, chAddr: make(chan string, 1),
-		ingests: map[string]*ingestSlot{}}
+		ingests: map[string][]*ingestSlot{}}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
@@ -264,24 +273,32 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Pipeline, error) {
 	}
 
 	for _, r := range cfg.Regions {
-		// Ingest reaches the broker through a relay, so that a scenario can
-		// crash it: cutting the relay drops its connection with nothing in
-		// flight acknowledged.
-		link, err := stream.NewLink("ingest-"+r+"-mqtt", p.broker.Addr(), log)
-		if err != nil {
-			return nil, err
+		for i := range max(cfg.Ingests, 1) {
+			// Ingest reaches the broker through a relay, so that a
+			// scenario can crash it: cutting the relay drops its
+			// connection with nothing in flight acknowledged.
+			icfg := ingest.Config{Region: r, NATSURL: nats.URLAs(r, stream.IngestUser(r)), Password: cfg.Auth.IngestPassword}
+			name := "ingest-" + r
+			if cfg.Ingests > 1 {
+				icfg.Instance = strconv.Itoa(i + 1)
+				name += "-" + icfg.Instance
+			}
+			link, err := stream.NewLink(name+"-mqtt", p.broker.Addr(), log)
+			if err != nil {
+				return nil, err
+			}
+			icfg.Broker = "tcp://" + link.Addr()
+			slot := &ingestSlot{cfg: icfg, link: link, reg: prometheus.NewRegistry(), log: log,
+				crash: make(chan chan error), start: make(chan chan error)}
+			p.ingests[r] = append(p.ingests[r], slot)
+			if slot.in, err = ingest.New(slot.cfg, log); err != nil {
+				return nil, err
+			}
+			p.gatherers.add(slot.reg)
 		}
-		slot := &ingestSlot{
-			cfg: ingest.Config{Region: r, Broker: "tcp://" + link.Addr(), NATSURL: nats.URLAs(r, stream.IngestUser(r)),
-				Password: cfg.Auth.IngestPassword},
-			link: link, reg: prometheus.NewRegistry(), log: log,
-			crash: make(chan chan error), start: make(chan chan error),
-		}
-		p.ingests[r] = slot
-		if slot.in, err = ingest.New(slot.cfg, log); err != nil {
-			return nil, err
-		}
-		p.gatherers.add(slot.reg)
+	}
+	if cfg.Ingests > 1 {
+		say("ingest             %d per region, sharing each region's subscription", cfg.Ingests)
 	}
 
 	// Storage, when there is a ClickHouse.
@@ -330,8 +347,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Pipeline, error) {
 func (p *Pipeline) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.mender.Run(ctx) })
-	for _, slot := range p.ingests {
-		g.Go(func() error { return slot.run(ctx) })
+	for _, slots := range p.ingests {
+		for _, slot := range slots {
+			g.Go(func() error { return slot.run(ctx) })
+		}
 	}
 	if p.storageLn != nil {
 		g.Go(func() error { return httpserv.Serve(ctx, p.storageLn, p.storageAPI, p.log) })
@@ -372,30 +391,49 @@ func (p *Pipeline) runStorage(ctx context.Context) error {
 			stCfg.Fallbacks = append(stCfg.Fallbacks, storage.Fallback{Region: r, NATSURL: p.nats.URLAs(r, "storage")})
 		}
 	}
-	st, err := storage.New(stCfg, p.log)
-	if err != nil {
-		return err
+	// Writers after the first share its durable consumer; the first
+	// serves storage's API.
+	var writers []*storage.Writer
+	for i := range max(cfg.Writers, 1) {
+		wcfg := stCfg
+		if cfg.Writers > 1 {
+			wcfg.Instance = strconv.Itoa(i + 1)
+		}
+		st, err := storage.New(wcfg, p.log)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		writers = append(writers, st)
 	}
-	defer st.Close()
-	p.storageAPI.set(st.Handler())
-	p.gatherers.add(st.Registry())
+	p.storageAPI.set(writers[0].Handler())
+	g, ctx := errgroup.WithContext(ctx)
+	for _, st := range writers {
+		p.gatherers.add(st.Registry())
+		g.Go(func() error { return st.Run(ctx) })
+	}
+	if cfg.Writers > 1 {
+		say("storage            %d writers sharing one consumer", cfg.Writers)
+	}
 	say("storage            ClickHouse %s, status at %s/api/status", addr, p.storageURL)
 	p.mu.Lock()
 	p.storeAddr = addr
 	p.storeCfg = stCfg
 	p.mu.Unlock()
 	p.chAddr <- addr
-	return st.Run(ctx)
+	return g.Wait()
 }
 
 // Close releases what New opened, once Run has returned (or was never
 // called).
 func (p *Pipeline) Close() {
-	for _, slot := range p.ingests {
-		if slot.in != nil {
-			slot.in.Close()
+	for _, slots := range p.ingests {
+		for _, slot := range slots {
+			if slot.in != nil {
+				slot.in.Close()
+			}
+			slot.link.Close()
 		}
-		slot.link.Close()
 	}
 	if p.storageLn != nil {
 		p.storageLn.Close()

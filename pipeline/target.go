@@ -82,12 +82,15 @@ func (t *Target) HealRegion(region string) error {
 	return nil
 }
 
+// slot is the region's first ingest, the one the ingest scenarios crash
+// and start; with Config.Ingests above 1 the others go on with their
+// share meanwhile.
 func (t *Target) slot(region string) (*ingestSlot, error) {
-	s := t.p.ingests[region]
-	if s == nil {
+	slots := t.p.ingests[region]
+	if len(slots) == 0 {
 		return nil, fmt.Errorf("no ingest for region %q", region)
 	}
-	return s, nil
+	return slots[0], nil
 }
 
 func (t *Target) CrashIngest(ctx context.Context, region string) error {

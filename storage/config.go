@@ -53,9 +53,14 @@ type Config struct {
 	// them all.
 	Domain string
 	// Stream is the stream consumed, Durable the name of the durable pull
-	// consumer that remembers how far the writer got.
+	// consumer that remembers how far the writer got. Writers on one
+	// durable share its readings.
 	Stream  string
 	Durable string
+	// Instance tells apart writers sharing the durable whose metrics meet
+	// on one /metrics (telemetry demo --writers): their series carry
+	// writer=<Instance>. Empty: no such label.
+	Instance string
 
 	// ClickHouseAddr is host:port of ClickHouse's native protocol (the HTTP
 	// protocol is not supported: clickhouse-go's fails on 18.16). For a

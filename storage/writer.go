@@ -100,14 +100,19 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 	cfg = cfg.withDefaults()
 	log = log.With("component", "storage")
 	reg := prometheus.NewRegistry()
+	var r prometheus.Registerer = reg
+	if cfg.Instance != "" {
+		log = log.With("writer", cfg.Instance)
+		r = prometheus.WrapRegistererWith(prometheus.Labels{"writer": cfg.Instance}, reg)
+	}
 	w := &Writer{
 		cfg:     cfg,
 		log:     log,
 		reg:     reg,
-		metrics: newMetrics(reg),
+		metrics: newMetrics(r),
 		status:  Status{State: StateStarting},
 	}
-	w.fo.initMetrics(reg)
+	w.fo.initMetrics(r)
 	conn, err := Dial(cfg)
 	if err != nil {
 		return nil, err
@@ -117,7 +122,7 @@ func New(cfg Config, log *slog.Logger) (*Writer, error) {
 		conn.Close()
 		return nil, err
 	}
-	if w.reads, err = newReadPool(cfg, reg); err != nil {
+	if w.reads, err = newReadPool(cfg, r); err != nil {
 		conn.Close()
 		w.hconn.Close()
 		return nil, err
