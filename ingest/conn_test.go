@@ -66,23 +66,7 @@ func TestBufferedConnSendsEverythingInOrderBeforeClosing(t *testing.T) {
 // drops the connection without reading the rest; with its linger, Close
 // ends the stream instead and the peer reads everything, then the end.
 func TestBufferedConnClosesWithoutLosingItsLastWrites(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-accepted
-	defer peer.Close()
+	raw, peer := tcpPair(t)
 	if _, err := peer.Write(make([]byte, 4096)); err != nil { // never read
 		t.Fatal(err)
 	}
@@ -116,6 +100,35 @@ func TestBufferedConnClosesWithoutLosingItsLastWrites(t *testing.T) {
 	}
 }
 
+// tcpPair is a TCP connection on loopback and its peer's end, both closed
+// when the test ends.
+func tcpPair(t *testing.T) (ours, peer net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			c = nil
+		}
+		accepted <- c
+	}()
+	ours, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ours.Close() })
+	if peer = <-accepted; peer == nil {
+		t.Fatal("accepting the connection failed")
+	}
+	t.Cleanup(func() { peer.Close() })
+	return ours, peer
+}
+
 // tcpEstablished reports whether the local TCP port on 127.0.0.1 has a
 // connection in the ESTABLISHED state (Linux's /proc/net/tcp, state 01).
 func tcpEstablished(t *testing.T, port int) bool {
@@ -140,25 +153,7 @@ func tcpEstablished(t *testing.T, port int) bool {
 // full and a send has waited longer than the timeout, Write fails, and the
 // client reconnects.
 func TestBufferedConnFailsWhenThePeerStopsReading(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c // never read
-		}
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	peer := <-accepted
-	defer peer.Close()
+	raw, _ := tcpPair(t) // the peer never reads
 
 	c := newBufferedConn(raw)
 	c.timeout = 200 * time.Millisecond
